@@ -1,0 +1,4 @@
+//! STUB
+/// In-process claims.
+#[derive(Debug, Default)]
+pub struct EmbeddedClaims;

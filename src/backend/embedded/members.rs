@@ -1,0 +1,4 @@
+//! STUB
+/// In-process membership.
+#[derive(Debug, Default)]
+pub struct EmbeddedMembership;

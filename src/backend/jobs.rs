@@ -1,0 +1,117 @@
+//! The job store port: jobs, control signals (kill, run now) and a watch of every change.
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+
+use super::BackendError;
+use crate::domain::{Job, JobName, Revision, RunId};
+
+/// A condition a write must meet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precondition {
+    /// Write whatever is stored (last writer wins; the seed's behaviour).
+    Any,
+    /// Create only: fail with `JobExists` when the job exists.
+    Absent,
+    /// Replace only when the stored version is this one (`JobNotFound` / `VersionConflict` otherwise).
+    Version(u64),
+}
+
+/// Result of a successful put.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PutOutcome {
+    /// The job as it was before, if it existed.
+    pub previous: Option<Job>,
+    /// The job as stored (version and timestamps set by the store).
+    pub job: Job,
+    /// Revision of the write.
+    pub revision: Revision,
+}
+
+/// A control signal, delivered to every watcher.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Signal {
+    /// Kill the live runs of a job (one run when `run` is set), wherever they run.
+    Kill {
+        /// Job.
+        job: JobName,
+        /// Only this run; `None` = every live run of the job.
+        run: Option<RunId>,
+    },
+    /// Start a run now, once, on one worker.
+    RunNow {
+        /// Job.
+        job: JobName,
+        /// Unique request id: the claim key that makes the run happen once.
+        request: String,
+    },
+}
+
+/// What changed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// Job created or replaced.
+    Put(Job),
+    /// Job deleted.
+    Delete(JobName),
+    /// Control signal.
+    Signal(Signal),
+}
+
+/// One change with the store revision that made it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WatchEvent {
+    /// Revision of the change.
+    pub revision: Revision,
+    /// The change.
+    pub change: Change,
+}
+
+/// A stream of changes in revision order. An `Err(Compacted)` item means the watcher fell
+/// behind history and must resync from a fresh snapshot; the stream ends after an error.
+pub type WatchStream = BoxStream<'static, Result<WatchEvent, BackendError>>;
+
+/// Jobs and control signals.
+#[async_trait]
+pub trait JobStore: Send + Sync + 'static {
+    /// Every job and the revision the snapshot is at.
+    ///
+    /// # Errors
+    /// `Unavailable` when the store cannot be read. Entries that do not parse as jobs are
+    /// skipped with a warning, not returned as errors.
+    async fn snapshot(&self) -> Result<(Vec<Job>, Revision), BackendError>;
+
+    /// One job.
+    ///
+    /// # Errors
+    /// `Unavailable` when the store cannot be read.
+    async fn get(&self, name: &JobName) -> Result<Option<Job>, BackendError>;
+
+    /// Writes `job` if `precondition` holds. The store sets `version` (previous + 1, or 1),
+    /// keeps `created_at` of the previous job (or sets it) and sets `updated_at`; the caller's
+    /// values of those fields are ignored. Atomic: two writers with the same expected version
+    /// cannot both succeed.
+    ///
+    /// # Errors
+    /// `JobExists`, `JobNotFound`, `VersionConflict` per the precondition; `Unavailable`.
+    async fn put(&self, job: Job, precondition: Precondition) -> Result<PutOutcome, BackendError>;
+
+    /// Deletes a job, if `expected_version` (when given) matches. Returns the deleted job, or
+    /// `None` when there was none (and no version was expected).
+    ///
+    /// # Errors
+    /// `JobNotFound` / `VersionConflict` when a version was expected; `Unavailable`.
+    async fn delete(&self, name: &JobName, expected_version: Option<u64>) -> Result<Option<Job>, BackendError>;
+
+    /// Publishes a control signal to every watcher (signals are not kept as state).
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    async fn signal(&self, signal: Signal) -> Result<Revision, BackendError>;
+
+    /// Every change with revision >= `from`, in order, then live changes.
+    ///
+    /// # Errors
+    /// `Compacted` when `from` is older than the history kept; `Unavailable`.
+    async fn watch(&self, from: Revision) -> Result<WatchStream, BackendError>;
+}

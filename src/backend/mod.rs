@@ -1,0 +1,143 @@
+//! Ports and adapters (ARCHITECTURE.md "Ports and adapters").
+//!
+//! The actors and the HTTP layer talk only to the four traits re-exported here, held as
+//! `Arc<dyn Trait>` in [`Backends`]. This module tree is the only code that names a storage
+//! crate (rusqlite today; etcd-client and mongodb when the cluster adapters land). See
+//! [`guide`] for what each method must guarantee and how to add an adapter.
+
+pub mod claims;
+pub mod conformance;
+pub mod embedded;
+pub mod guide;
+pub mod jobs;
+pub mod logs;
+pub mod members;
+
+use std::path::Path;
+use std::sync::Arc;
+
+pub use claims::{Claims, RunningMark};
+pub use jobs::{Change, JobStore, Precondition, PutOutcome, Signal, WatchEvent, WatchStream};
+pub use logs::{JobStats, LogStore, RunCursor, RunFilter, RunPage, RunQuery};
+pub use members::Membership;
+
+use crate::domain::{JobName, Revision};
+
+/// Errors at the storage boundary, with enough context to act on.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The job does not exist.
+    #[error("job {name} not found")]
+    JobNotFound {
+        /// Job name.
+        name: JobName,
+    },
+    /// Create of a job that exists.
+    #[error("job {name} already exists")]
+    JobExists {
+        /// Job name.
+        name: JobName,
+    },
+    /// Optimistic concurrency: the stored version is not the expected one.
+    #[error("version conflict on job {name}: expected {expected}, found {found}")]
+    VersionConflict {
+        /// Job name.
+        name: JobName,
+        /// Version the client sent.
+        expected: u64,
+        /// Version in the store.
+        found: u64,
+    },
+    /// A watch asked for history the store no longer has; the watcher must resync.
+    #[error("watch from revision {requested} impossible: history compacted up to {compacted}")]
+    Compacted {
+        /// Requested start revision.
+        requested: Revision,
+        /// Oldest revision still available minus one.
+        compacted: Revision,
+    },
+    /// The store cannot be reached or refused the request; retrying later may work.
+    #[error("{backend} unavailable: {message}")]
+    Unavailable {
+        /// Which backend (`embedded job store`, `etcd`, `mongodb`, ...).
+        backend: &'static str,
+        /// What failed.
+        message: String,
+    },
+    /// Data in the store cannot be read back.
+    #[error("corrupt data in {backend}: {message}")]
+    Corrupt {
+        /// Which backend.
+        backend: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// SQLite failed.
+    #[error("sqlite: {context}")]
+    Sqlite {
+        /// What was being done.
+        context: String,
+        /// Cause.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// A file operation failed.
+    #[error("{context}")]
+    Io {
+        /// What was being done, with the path.
+        context: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl BackendError {
+    /// True for errors a retry may cure (outage), false for answers (not found, conflict).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Unavailable { .. } | Self::Sqlite { .. } | Self::Io { .. })
+    }
+}
+
+/// The four ports, as used by the actors and the HTTP layer.
+#[derive(Clone)]
+pub struct Backends {
+    /// Jobs, kill and run-now signals, watch.
+    pub jobs: Arc<dyn JobStore>,
+    /// Live workers.
+    pub members: Arc<dyn Membership>,
+    /// Tick claims and running marks.
+    pub claims: Arc<dyn Claims>,
+    /// Run records.
+    pub logs: Arc<dyn LogStore>,
+    /// Human-readable names of the adapters in use, for health and logs.
+    pub kinds: BackendKinds,
+}
+
+/// Which adapter serves each port.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BackendKinds {
+    /// Job store adapter.
+    pub jobs: &'static str,
+    /// Membership adapter.
+    pub members: &'static str,
+    /// Claims adapter.
+    pub claims: &'static str,
+    /// Log store adapter.
+    pub logs: &'static str,
+}
+
+impl Backends {
+    /// The embedded single-node backends under `data_dir`.
+    ///
+    /// # Errors
+    /// When `data_dir` cannot be created or a store file cannot be opened.
+    pub fn embedded(data_dir: &Path) -> Result<Self, BackendError> {
+        std::fs::create_dir_all(data_dir).map_err(|source| BackendError::Io {
+            context: format!("cannot create data_dir {}", data_dir.display()),
+            source,
+        })?;
+        let _ = (Arc::<()>::new(()), data_dir);
+        unimplemented!("embedded backends are being written")
+    }
+}

@@ -1,0 +1,608 @@
+//! Configuration: the CLI (clap), the config file (TOML) and `DISTCRON_*` variables, merged as
+//! built-in defaults < file < environment < flags into one validated [`Config`].
+//!
+//! Every key lives in [`Config`] with its default; `config.toml` at the repository root documents
+//! each one and parses to `Config::default()` (a test checks). Unknown keys and bad values are
+//! rejected with one line naming the key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::Parser;
+use serde::{Deserialize, Serialize};
+
+/// Which parts of distcron this process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Worker actors and the HTTP front end (default).
+    #[default]
+    All,
+    /// HTTP front end (JSON API + admin page) only; needs etcd and MongoDB.
+    Master,
+    /// Worker actors only; needs etcd and MongoDB.
+    Worker,
+}
+
+impl Role {
+    /// Lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::All => "all",
+            Self::Master => "master",
+            Self::Worker => "worker",
+        }
+    }
+}
+
+/// Command line. Every flag is also a `DISTCRON_*` variable (see [`ENV_KEYS`]) and a config key.
+#[derive(Debug, Default, Parser)]
+#[command(name = "distcron", version, about = "A distributed cron: scheduled shell jobs, run exactly once per tick.")]
+pub struct Cli {
+    /// Config file (default: ./config.toml when present).
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Role: all (default), master or worker.
+    #[arg(long, value_enum)]
+    pub role: Option<Role>,
+    /// HTTP listen address (default 127.0.0.1:8070).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Data directory for embedded stores and the log spool.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// etcd endpoints, comma separated.
+    #[arg(long, value_name = "URLS")]
+    pub etcd_endpoints: Option<String>,
+    /// MongoDB URI.
+    #[arg(long, value_name = "URI")]
+    pub mongo_uri: Option<String>,
+    /// Bearer token guarding the API.
+    #[arg(long, value_name = "TOKEN")]
+    pub api_token: Option<String>,
+    /// Allow a non-loopback listen address without a token.
+    #[arg(long)]
+    pub insecure_no_auth: bool,
+    /// Default time zone for jobs without one.
+    #[arg(long, value_name = "IANA")]
+    pub default_tz: Option<String>,
+    /// Log level (error, warn, info, debug, trace); RUST_LOG wins when set.
+    #[arg(long, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+    /// Executor pool size.
+    #[arg(long, value_name = "N")]
+    pub pool_size: Option<u32>,
+    /// Log batch flush interval in ms.
+    #[arg(long, value_name = "MS")]
+    pub flush_ms: Option<u64>,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Role.
+    pub role: Role,
+    /// HTTP listen address.
+    pub listen: String,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Bearer token; empty = no auth (loopback only unless `insecure_no_auth`).
+    pub api_token: String,
+    /// Permit a non-loopback listen address without a token.
+    pub insecure_no_auth: bool,
+    /// Default IANA zone of jobs without `tz`.
+    pub default_tz: String,
+    /// Log level when RUST_LOG is not set.
+    pub log_level: String,
+    /// Worker id; empty = generated once and kept in `data_dir/node_id`.
+    pub node_id: String,
+    /// Scheduler settings.
+    pub scheduler: SchedulerConfig,
+    /// Executor settings.
+    pub executor: ExecutorConfig,
+    /// Log batching settings.
+    pub log_batch: LogBatchConfig,
+    /// HTTP settings.
+    pub http: HttpConfig,
+    /// etcd (cluster mode).
+    pub etcd: EtcdConfig,
+    /// MongoDB (run logs in cluster mode).
+    pub mongo: MongoConfig,
+}
+
+/// `[scheduler]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SchedulerConfig {
+    /// How long running jobs may finish at shutdown before they are killed, seconds.
+    pub shutdown_grace_secs: u64,
+    /// A tick later than this when it is due is not run but recorded as `missed`, ms.
+    pub misfire_grace_ms: u64,
+    /// Membership heartbeat interval, seconds.
+    pub heartbeat_secs: u64,
+    /// Cluster: how long the next-ranked worker waits before claiming a tick, ms.
+    pub failover_grace_ms: u64,
+}
+
+/// `[executor]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExecutorConfig {
+    /// Concurrent runs on this node.
+    pub pool_size: u32,
+    /// Runs waiting for a free executor; beyond this a tick is recorded `skipped` (saturated).
+    pub queue_capacity: u32,
+    /// Shell used as `<shell> -c <command>`.
+    pub shell: String,
+    /// Output kept per run (head + tail), bytes.
+    pub max_output_bytes: u64,
+    /// SIGTERM -> SIGKILL grace on timeout, kill and end of run, ms.
+    pub kill_grace_ms: u64,
+}
+
+/// `[log_batch]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogBatchConfig {
+    /// Flush when this many records are buffered.
+    pub max_records: u32,
+    /// Flush at least this often, ms.
+    pub flush_ms: u64,
+    /// First retry delay after a failed write, ms (doubles up to `retry_max_ms`).
+    pub retry_initial_ms: u64,
+    /// Longest retry delay, ms.
+    pub retry_max_ms: u64,
+    /// Spool file bound, bytes (older outputs are trimmed beyond it; no record is dropped).
+    pub spool_max_bytes: u64,
+    /// Delete runs older than this many days; 0 = keep forever.
+    pub retention_days: u32,
+}
+
+/// `[http]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Largest accepted request body, bytes.
+    pub max_body_bytes: u64,
+    /// HTTP worker threads; 0 = one per core.
+    pub workers: u32,
+}
+
+/// `[etcd]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EtcdConfig {
+    /// Endpoints; empty = embedded job store, claims and membership.
+    pub endpoints: Vec<String>,
+    /// Key prefix.
+    pub prefix: String,
+}
+
+/// `[mongo]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MongoConfig {
+    /// URI; empty = embedded SQLite log store.
+    pub uri: String,
+    /// Database.
+    pub database: String,
+    /// Collection.
+    pub collection: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            role: Role::All,
+            listen: "127.0.0.1:8070".into(),
+            data_dir: PathBuf::from("./data"),
+            api_token: String::new(),
+            insecure_no_auth: false,
+            default_tz: "UTC".into(),
+            log_level: "info".into(),
+            node_id: String::new(),
+            scheduler: SchedulerConfig::default(),
+            executor: ExecutorConfig::default(),
+            log_batch: LogBatchConfig::default(),
+            http: HttpConfig::default(),
+            etcd: EtcdConfig::default(),
+            mongo: MongoConfig::default(),
+        }
+    }
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self { shutdown_grace_secs: 30, misfire_grace_ms: 60_000, heartbeat_secs: 5, failover_grace_ms: 1_500 }
+    }
+}
+
+impl Default for ExecutorConfig {
+    fn default() -> Self {
+        Self {
+            pool_size: 64,
+            queue_capacity: 10_000,
+            shell: "/bin/bash".into(),
+            max_output_bytes: 256 * 1024,
+            kill_grace_ms: 5_000,
+        }
+    }
+}
+
+impl Default for LogBatchConfig {
+    fn default() -> Self {
+        Self {
+            max_records: 500,
+            flush_ms: 200,
+            retry_initial_ms: 200,
+            retry_max_ms: 30_000,
+            spool_max_bytes: 1024 * 1024 * 1024,
+            retention_days: 0,
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self { max_body_bytes: 1024 * 1024, workers: 2 }
+    }
+}
+
+impl Default for EtcdConfig {
+    fn default() -> Self {
+        Self { endpoints: Vec::new(), prefix: "/cron/".into() }
+    }
+}
+
+impl Default for MongoConfig {
+    fn default() -> Self {
+        Self { uri: String::new(), database: "cron".into(), collection: "log".into() }
+    }
+}
+
+/// A configuration problem, reported as one line naming the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file cannot be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML or has an unknown key or a bad value.
+    #[error("config file {path}: {message}")]
+    File {
+        /// File.
+        path: PathBuf,
+        /// What is wrong, naming the key.
+        message: String,
+    },
+    /// A `DISTCRON_*` variable has a bad value.
+    #[error("environment variable {var}: {message}")]
+    Env {
+        /// Variable.
+        var: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A key has a value that parses but makes no sense.
+    #[error("config key {key}: {message}")]
+    Invalid {
+        /// Dotted key.
+        key: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Every configurable key as (dotted key, environment variable).
+pub const ENV_KEYS: &[(&str, &str)] = &[
+    ("role", "DISTCRON_ROLE"),
+    ("listen", "DISTCRON_LISTEN"),
+    ("data_dir", "DISTCRON_DATA_DIR"),
+    ("api_token", "DISTCRON_API_TOKEN"),
+    ("insecure_no_auth", "DISTCRON_INSECURE_NO_AUTH"),
+    ("default_tz", "DISTCRON_DEFAULT_TZ"),
+    ("log_level", "DISTCRON_LOG_LEVEL"),
+    ("node_id", "DISTCRON_NODE_ID"),
+    ("scheduler.shutdown_grace_secs", "DISTCRON_SCHEDULER_SHUTDOWN_GRACE_SECS"),
+    ("scheduler.misfire_grace_ms", "DISTCRON_SCHEDULER_MISFIRE_GRACE_MS"),
+    ("scheduler.heartbeat_secs", "DISTCRON_SCHEDULER_HEARTBEAT_SECS"),
+    ("scheduler.failover_grace_ms", "DISTCRON_SCHEDULER_FAILOVER_GRACE_MS"),
+    ("executor.pool_size", "DISTCRON_EXECUTOR_POOL_SIZE"),
+    ("executor.queue_capacity", "DISTCRON_EXECUTOR_QUEUE_CAPACITY"),
+    ("executor.shell", "DISTCRON_EXECUTOR_SHELL"),
+    ("executor.max_output_bytes", "DISTCRON_EXECUTOR_MAX_OUTPUT_BYTES"),
+    ("executor.kill_grace_ms", "DISTCRON_EXECUTOR_KILL_GRACE_MS"),
+    ("log_batch.max_records", "DISTCRON_LOG_BATCH_MAX_RECORDS"),
+    ("log_batch.flush_ms", "DISTCRON_LOG_BATCH_FLUSH_MS"),
+    ("log_batch.retry_initial_ms", "DISTCRON_LOG_BATCH_RETRY_INITIAL_MS"),
+    ("log_batch.retry_max_ms", "DISTCRON_LOG_BATCH_RETRY_MAX_MS"),
+    ("log_batch.spool_max_bytes", "DISTCRON_LOG_BATCH_SPOOL_MAX_BYTES"),
+    ("log_batch.retention_days", "DISTCRON_LOG_BATCH_RETENTION_DAYS"),
+    ("http.max_body_bytes", "DISTCRON_HTTP_MAX_BODY_BYTES"),
+    ("http.workers", "DISTCRON_HTTP_WORKERS"),
+    ("etcd.endpoints", "DISTCRON_ETCD_ENDPOINTS"),
+    ("etcd.prefix", "DISTCRON_ETCD_PREFIX"),
+    ("mongo.uri", "DISTCRON_MONGO_URI"),
+    ("mongo.database", "DISTCRON_MONGO_DATABASE"),
+    ("mongo.collection", "DISTCRON_MONGO_COLLECTION"),
+];
+
+impl Config {
+    /// Loads the configuration from the process: `cli`, the real environment and the file.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the file, variable or key.
+    pub fn load(cli: &Cli) -> Result<Self, ConfigError> {
+        Self::load_from(cli, |k| std::env::var(k).ok())
+    }
+
+    /// [`Config::load`] with an injected environment (for tests).
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the file, variable or key.
+    pub fn load_from(cli: &Cli, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let defaults = toml::Value::try_from(Config::default()).map_err(|e| ConfigError::Invalid {
+            key: "(defaults)",
+            message: e.to_string(),
+        })?;
+        // 1. the file
+        let file = match &cli.config {
+            Some(p) => Some(p.clone()),
+            None => Some(PathBuf::from("config.toml")).filter(|p| p.exists()),
+        };
+        let mut table = match &file {
+            Some(path) => read_file(path)?,
+            None => toml::Table::new(),
+        };
+        if let Some(path) = &file {
+            // reject unknown keys and wrong types from the file alone, so the message names the file
+            toml::Value::Table(table.clone())
+                .try_into::<Config>()
+                .map_err(|e| ConfigError::File { path: path.clone(), message: one_line(&e.to_string()) })?;
+        }
+        // 2. the environment
+        for (key, var) in ENV_KEYS {
+            if let Some(raw) = env(var) {
+                let value = typed_like(&defaults, key, &raw)
+                    .map_err(|message| ConfigError::Env { var: (*var).to_owned(), message })?;
+                set(&mut table, key, value);
+            }
+        }
+        // 3. the flags
+        let flags: [(&str, Option<String>); 11] = [
+            ("role", cli.role.map(|r| r.as_str().to_owned())),
+            ("listen", cli.listen.clone()),
+            ("data_dir", cli.data_dir.as_ref().map(|p| p.display().to_string())),
+            ("etcd.endpoints", cli.etcd_endpoints.clone()),
+            ("mongo.uri", cli.mongo_uri.clone()),
+            ("api_token", cli.api_token.clone()),
+            ("insecure_no_auth", cli.insecure_no_auth.then(|| "true".to_owned())),
+            ("default_tz", cli.default_tz.clone()),
+            ("log_level", cli.log_level.clone()),
+            ("executor.pool_size", cli.pool_size.map(|n| n.to_string())),
+            ("log_batch.flush_ms", cli.flush_ms.map(|n| n.to_string())),
+        ];
+        for (key, raw) in flags {
+            if let Some(raw) = raw {
+                let value = typed_like(&defaults, key, &raw).map_err(|message| ConfigError::Invalid {
+                    key: static_key(key),
+                    message,
+                })?;
+                set(&mut table, key, value);
+            }
+        }
+        let config: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e| ConfigError::Invalid { key: "(merged)", message: one_line(&e.to_string()) })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values that parse but make no sense.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &'static str, message: String| Err(ConfigError::Invalid { key, message });
+        if self.listen_addr().is_none() {
+            return bad("listen", format!("{:?} is not an address like 127.0.0.1:8070", self.listen));
+        }
+        if self.default_tz.parse::<chrono_tz::Tz>().is_err() {
+            return bad("default_tz", format!("unknown time zone {:?}; use an IANA name such as \"UTC\"", self.default_tz));
+        }
+        if self.log_level.parse::<log::LevelFilter>().is_err() {
+            return bad("log_level", format!("{:?} is not one of off, error, warn, info, debug, trace", self.log_level));
+        }
+        if self.executor.pool_size == 0 || self.executor.pool_size > 4096 {
+            return bad("executor.pool_size", format!("{} is outside 1..=4096", self.executor.pool_size));
+        }
+        if self.executor.max_output_bytes < 1024 || self.executor.max_output_bytes > 64 * 1024 * 1024 {
+            return bad("executor.max_output_bytes", format!("{} is outside 1024..=67108864", self.executor.max_output_bytes));
+        }
+        if self.executor.shell.is_empty() {
+            return bad("executor.shell", "must not be empty".into());
+        }
+        if self.log_batch.max_records == 0 {
+            return bad("log_batch.max_records", "must be at least 1".into());
+        }
+        if self.log_batch.flush_ms == 0 {
+            return bad("log_batch.flush_ms", "must be at least 1".into());
+        }
+        if self.log_batch.retry_initial_ms == 0 || self.log_batch.retry_max_ms < self.log_batch.retry_initial_ms {
+            return bad("log_batch.retry_max_ms", "retry_initial_ms must be >= 1 and <= retry_max_ms".into());
+        }
+        if self.scheduler.heartbeat_secs == 0 {
+            return bad("scheduler.heartbeat_secs", "must be at least 1".into());
+        }
+        if self.http.max_body_bytes < 1024 {
+            return bad("http.max_body_bytes", "must be at least 1024".into());
+        }
+        if !self.node_id.is_empty()
+            && !self.node_id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        {
+            return bad("node_id", format!("{:?} may hold only letters, digits, '.', '_' and '-'", self.node_id));
+        }
+        if !self.etcd.prefix.starts_with('/') || !self.etcd.prefix.ends_with('/') {
+            return bad("etcd.prefix", format!("{:?} must start and end with '/'", self.etcd.prefix));
+        }
+        Ok(())
+    }
+
+    /// The parsed listen address.
+    pub fn listen_addr(&self) -> Option<SocketAddr> {
+        self.listen.parse().ok()
+    }
+
+    /// The parsed default zone (validated at load).
+    pub fn default_zone(&self) -> chrono_tz::Tz {
+        self.default_tz.parse().unwrap_or(chrono_tz::UTC)
+    }
+
+    /// Whether cluster (etcd) coordination is configured.
+    pub fn uses_etcd(&self) -> bool {
+        !self.etcd.endpoints.is_empty()
+    }
+
+    /// Whether MongoDB run logs are configured.
+    pub fn uses_mongo(&self) -> bool {
+        !self.mongo.uri.is_empty()
+    }
+}
+
+fn read_file(path: &Path) -> Result<toml::Table, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+    text.parse::<toml::Table>()
+        .map_err(|e| ConfigError::File { path: path.to_owned(), message: one_line(&e.to_string()) })
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn static_key(key: &str) -> &'static str {
+    ENV_KEYS.iter().find(|(k, _)| *k == key).map_or("(flag)", |(k, _)| k)
+}
+
+/// Parses `raw` into the TOML type the default value of `key` has.
+fn typed_like(defaults: &toml::Value, key: &str, raw: &str) -> Result<toml::Value, String> {
+    let mut cur = defaults;
+    for part in key.split('.') {
+        cur = cur.get(part).ok_or_else(|| format!("unknown key {key}"))?;
+    }
+    Ok(match cur {
+        toml::Value::Integer(_) => toml::Value::Integer(
+            raw.trim().parse::<i64>().map_err(|_| format!("{raw:?} is not a whole number (key {key})"))?,
+        ),
+        toml::Value::Boolean(_) => toml::Value::Boolean(match raw.trim() {
+            "true" | "1" | "yes" => true,
+            "false" | "0" | "no" | "" => false,
+            _ => return Err(format!("{raw:?} is not true or false (key {key})")),
+        }),
+        toml::Value::Array(_) => toml::Value::Array(
+            raw.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| toml::Value::String(s.to_owned())).collect(),
+        ),
+        _ => toml::Value::String(raw.to_owned()),
+    })
+}
+
+fn set(table: &mut toml::Table, key: &str, value: toml::Value) {
+    let mut parts: Vec<&str> = key.split('.').collect();
+    let last = parts.pop().unwrap_or(key);
+    let mut cur = table;
+    for p in parts {
+        let entry = cur.entry(p.to_owned()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if !entry.is_table() {
+            *entry = toml::Value::Table(toml::Table::new());
+        }
+        match entry {
+            toml::Value::Table(t) => cur = t,
+            _ => return,
+        }
+    }
+    cur.insert(last.to_owned(), value);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cli_with(path: &Path) -> Cli {
+        Cli { config: Some(path.to_owned()), ..Cli::default() }
+    }
+
+    #[test]
+    fn shipped_config_toml_parses_to_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml");
+        let cfg = Config::load_from(&cli_with(&path), |_| None).expect("config.toml loads");
+        assert_eq!(cfg, Config::default());
+    }
+
+    #[test]
+    fn every_key_has_an_env_variable() {
+        let v = toml::Value::try_from(Config::default()).expect("ser");
+        let mut keys = Vec::new();
+        for (k, val) in v.as_table().expect("table") {
+            match val.as_table() {
+                Some(t) => keys.extend(t.keys().map(|s| format!("{k}.{s}"))),
+                None => keys.push(k.clone()),
+            }
+        }
+        for k in keys {
+            let (_, var) = ENV_KEYS.iter().find(|(ek, _)| *ek == k).unwrap_or_else(|| panic!("no env var for {k}"));
+            assert_eq!(*var, format!("DISTCRON_{}", k.replace('.', "_").to_uppercase()));
+        }
+    }
+
+    #[test]
+    fn precedence_is_defaults_file_env_flags() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[log_batch]\nflush_ms = 111\nmax_records = 7\n").expect("write");
+        let cfg = Config::load_from(&cli_with(&path), |_| None).expect("file");
+        assert_eq!((cfg.log_batch.flush_ms, cfg.log_batch.max_records), (111, 7));
+        let env = |k: &str| (k == "DISTCRON_LOG_BATCH_FLUSH_MS").then(|| "222".to_owned());
+        let cfg = Config::load_from(&cli_with(&path), env).expect("env");
+        assert_eq!((cfg.log_batch.flush_ms, cfg.log_batch.max_records), (222, 7));
+        let cli = Cli { flush_ms: Some(333), ..cli_with(&path) };
+        let cfg = Config::load_from(&cli, env).expect("flag");
+        assert_eq!((cfg.log_batch.flush_ms, cfg.log_batch.max_records), (333, 7));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.toml");
+        let check = |text: &str, needle: &str| {
+            std::fs::write(&path, text).expect("write");
+            let msg = Config::load_from(&cli_with(&path), |_| None).expect_err(text).to_string();
+            assert!(msg.contains(needle), "{msg:?} should name {needle:?}");
+            assert!(!msg.contains('\n'), "one line: {msg:?}");
+        };
+        check("bogus = 1\n", "bogus");
+        check("[executor]\npool_sise = 3\n", "pool_sise");
+        check("[executor]\npool_size = \"many\"\n", "pool_size");
+        check("[executor]\npool_size = 0\n", "executor.pool_size");
+        check("default_tz = \"Mars/Base\"\n", "default_tz");
+        check("listen = \"nowhere\"\n", "listen");
+        check("role = \"boss\"\n", "role");
+        let env = |k: &str| (k == "DISTCRON_EXECUTOR_POOL_SIZE").then(|| "lots".to_owned());
+        std::fs::write(&path, "").expect("write");
+        let msg = Config::load_from(&cli_with(&path), env).expect_err("env").to_string();
+        assert!(msg.contains("DISTCRON_EXECUTOR_POOL_SIZE"), "{msg}");
+    }
+
+    #[test]
+    fn etcd_endpoints_from_env_are_split_on_commas() {
+        let env = |k: &str| (k == "DISTCRON_ETCD_ENDPOINTS").then(|| "http://127.0.0.1:1, http://127.0.0.1:2".to_owned());
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "").expect("write");
+        let cfg = Config::load_from(&cli_with(&path), env).expect("load");
+        assert_eq!(cfg.etcd.endpoints, vec!["http://127.0.0.1:1", "http://127.0.0.1:2"]);
+    }
+}

@@ -1,0 +1,374 @@
+//! The job model: what is stored under `/cron/jobs/<name>` and what the API accepts.
+//!
+//! The stored JSON is a superset of the seed's `{"name","command","cron_expr"}`: a document with
+//! only those three fields is a valid job (every other field takes its default) and, having no
+//! `dialect`, keeps the seed's reading of its cron expression (ARCHITECTURE.md).
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::schedule::{Dialect, Schedule};
+
+/// Longest accepted job name.
+pub const MAX_NAME_LEN: usize = 128;
+/// Longest accepted command, in bytes.
+pub const MAX_COMMAND_BYTES: usize = 64 * 1024;
+/// Longest accepted description, in bytes.
+pub const MAX_DESCRIPTION_BYTES: usize = 4 * 1024;
+/// Most extra environment variables per job.
+pub const MAX_ENV_VARS: usize = 128;
+/// Longest accepted timeout (30 days).
+pub const MAX_TIMEOUT_SECS: u64 = 30 * 24 * 3600;
+
+/// A validated job name: 1–128 characters of `[A-Za-z0-9._-]`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct JobName(String);
+
+impl JobName {
+    /// Validates `name`.
+    ///
+    /// # Errors
+    /// A [`JobValidationError`] on field `name` saying what is wrong.
+    pub fn parse(name: &str) -> Result<Self, JobValidationError> {
+        let invalid = |message: String| JobValidationError { field: "name", message };
+        if name.is_empty() {
+            return Err(invalid("name must not be empty".into()));
+        }
+        if name.len() > MAX_NAME_LEN {
+            return Err(invalid(format!("name is {} characters long; the limit is {MAX_NAME_LEN}", name.len())));
+        }
+        if let Some(bad) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
+            return Err(invalid(format!("name contains {bad:?}; allowed are letters, digits, '.', '_' and '-'")));
+        }
+        if name == "." || name == ".." {
+            return Err(invalid("name must not be '.' or '..'".into()));
+        }
+        Ok(Self(name.to_owned()))
+    }
+
+    /// The name as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for JobName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        JobName::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+impl std::fmt::Display for JobName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::borrow::Borrow<str> for JobName {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+/// What to do when a tick comes while a run of the same job is still alive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConcurrencyPolicy {
+    /// Skip the tick (recorded as `skipped` with the reason). The default.
+    #[default]
+    Forbid,
+    /// Start another run beside the live one.
+    Allow,
+    /// Kill the live run, then start the new one.
+    Replace,
+}
+
+/// A job as stored and served.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    /// Unique name; the store key.
+    pub name: JobName,
+    /// Shell command, run with `<shell> -c <command>`.
+    pub command: String,
+    /// Cron expression, read per `dialect`.
+    pub cron_expr: String,
+    /// IANA time zone; `None` means the node's `default_tz`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tz: Option<String>,
+    /// Disabled jobs keep their definition and never fire.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Concurrency policy.
+    #[serde(default)]
+    pub concurrency: ConcurrencyPolicy,
+    /// Timeout in seconds; 0 = none.
+    #[serde(default)]
+    pub timeout_secs: u64,
+    /// Free text for operators.
+    #[serde(default)]
+    pub description: String,
+    /// Extra environment variables for the command.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Working directory; `None` = the worker's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
+    /// When the job was first stored.
+    #[serde(default = "epoch")]
+    pub created_at: DateTime<Utc>,
+    /// When the job was last changed.
+    #[serde(default = "epoch")]
+    pub updated_at: DateTime<Utc>,
+    /// Optimistic-concurrency version: 1 on create, +1 on every change (0 = written by the seed).
+    #[serde(default)]
+    pub version: u64,
+    /// How `cron_expr` is read; a job without this field was written by the seed.
+    #[serde(default = "seed_dialect")]
+    pub dialect: Dialect,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn epoch() -> DateTime<Utc> {
+    DateTime::<Utc>::UNIX_EPOCH
+}
+fn seed_dialect() -> Dialect {
+    Dialect::Seed
+}
+
+impl Job {
+    /// Parses the job's schedule in its dialect.
+    ///
+    /// # Errors
+    /// The expression's [`CronError`](super::CronError) (stored jobs were validated, but a job
+    /// written straight into etcd by another tool may not have been).
+    pub fn schedule(&self) -> Result<Schedule, super::CronError> {
+        Schedule::parse(&self.cron_expr, self.dialect)
+    }
+
+    /// The job's time zone, falling back to `default_tz`.
+    pub fn zone(&self, default_tz: chrono_tz::Tz) -> chrono_tz::Tz {
+        self.tz.as_deref().and_then(|z| z.parse().ok()).unwrap_or(default_tz)
+    }
+}
+
+/// A field-level validation failure, reported to clients with the field's name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct JobValidationError {
+    /// The offending field (`name`, `cron_expr`, `tz`, ...).
+    pub field: &'static str,
+    /// What is wrong, in words an operator understands.
+    pub message: String,
+}
+
+/// What a client sends to create or replace a job (`/api/v1/jobs`). Unknown fields are rejected.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    /// Name; may be omitted when it is in the URL.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Shell command.
+    pub command: String,
+    /// Cron expression.
+    pub cron_expr: String,
+    /// IANA zone; omitted = node default.
+    #[serde(default)]
+    pub tz: Option<String>,
+    /// Default true.
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    /// Default `forbid`.
+    #[serde(default)]
+    pub concurrency: Option<ConcurrencyPolicy>,
+    /// Default 0 (none).
+    #[serde(default)]
+    pub timeout_secs: Option<u64>,
+    /// Default empty.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Default empty.
+    #[serde(default)]
+    pub env: Option<BTreeMap<String, String>>,
+    /// Default none.
+    #[serde(default)]
+    pub working_dir: Option<String>,
+    /// Default `distcron`; `seed` reads 6 fields as 5 + year.
+    #[serde(default)]
+    pub dialect: Option<Dialect>,
+    /// Expected current version on replace; a stale one is a conflict. Ignored on create.
+    #[serde(default)]
+    pub version: Option<u64>,
+    /// Accepted and ignored, so a job read from the API can be sent back as is.
+    #[serde(default)]
+    pub created_at: Option<serde::de::IgnoredAny>,
+    /// Accepted and ignored, so a job read from the API can be sent back as is.
+    #[serde(default)]
+    pub updated_at: Option<serde::de::IgnoredAny>,
+    /// Accepted and ignored (computed by the server).
+    #[serde(default)]
+    pub next_run_at: Option<serde::de::IgnoredAny>,
+}
+
+impl JobSpec {
+    /// Validates every field and builds the job to store (version and timestamps are set by the
+    /// store). `path_name` is the name from the URL, if any; a body name must then match it.
+    ///
+    /// # Errors
+    /// The first invalid field, named.
+    pub fn into_job(self, path_name: Option<&str>) -> Result<Job, JobValidationError> {
+        let name = match (path_name, self.name.as_deref()) {
+            (Some(p), Some(b)) if p != b => {
+                return Err(JobValidationError {
+                    field: "name",
+                    message: format!("name in body ({b:?}) differs from name in URL ({p:?})"),
+                })
+            }
+            (Some(p), _) => JobName::parse(p)?,
+            (None, Some(b)) => JobName::parse(b)?,
+            (None, None) => return Err(JobValidationError { field: "name", message: "name is required".into() }),
+        };
+        let dialect = self.dialect.unwrap_or(Dialect::Distcron);
+        let job = Job {
+            name,
+            command: self.command,
+            cron_expr: self.cron_expr,
+            tz: self.tz.filter(|t| !t.is_empty()),
+            enabled: self.enabled.unwrap_or(true),
+            concurrency: self.concurrency.unwrap_or_default(),
+            timeout_secs: self.timeout_secs.unwrap_or(0),
+            description: self.description.unwrap_or_default(),
+            env: self.env.unwrap_or_default(),
+            working_dir: self.working_dir.filter(|w| !w.is_empty()),
+            created_at: epoch(),
+            updated_at: epoch(),
+            version: self.version.unwrap_or(0),
+            dialect,
+        };
+        validate(&job)?;
+        Ok(job)
+    }
+}
+
+/// Checks every field of a job; used for API input and for jobs found in the store.
+///
+/// # Errors
+/// The first invalid field, named.
+pub fn validate(job: &Job) -> Result<(), JobValidationError> {
+    let err = |field: &'static str, message: String| Err(JobValidationError { field, message });
+    if job.command.trim().is_empty() {
+        return err("command", "command must not be empty".into());
+    }
+    if job.command.len() > MAX_COMMAND_BYTES {
+        return err("command", format!("command is {} bytes; the limit is {MAX_COMMAND_BYTES}", job.command.len()));
+    }
+    if job.command.contains('\0') {
+        return err("command", "command must not contain NUL bytes".into());
+    }
+    if let Err(e) = Schedule::parse(&job.cron_expr, job.dialect) {
+        return err("cron_expr", e.to_string());
+    }
+    if let Some(tz) = &job.tz {
+        if tz.parse::<chrono_tz::Tz>().is_err() {
+            return err("tz", format!("unknown time zone {tz:?}; use an IANA name such as \"Europe/Berlin\" or \"UTC\""));
+        }
+    }
+    if job.timeout_secs > MAX_TIMEOUT_SECS {
+        return err("timeout_secs", format!("timeout_secs is {}; the limit is {MAX_TIMEOUT_SECS} (30 days)", job.timeout_secs));
+    }
+    if job.description.len() > MAX_DESCRIPTION_BYTES {
+        return err("description", format!("description is {} bytes; the limit is {MAX_DESCRIPTION_BYTES}", job.description.len()));
+    }
+    if job.env.len() > MAX_ENV_VARS {
+        return err("env", format!("{} variables; the limit is {MAX_ENV_VARS}", job.env.len()));
+    }
+    for (k, v) in &job.env {
+        let valid = !k.is_empty()
+            && k.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return err("env", format!("variable name {k:?} is not a valid environment variable name"));
+        }
+        if k.starts_with("DISTCRON_") {
+            return err("env", format!("variable {k:?} is reserved: DISTCRON_* are set by distcron for every run"));
+        }
+        if v.contains('\0') || v.len() > MAX_COMMAND_BYTES {
+            return err("env", format!("value of {k:?} contains NUL or is longer than {MAX_COMMAND_BYTES} bytes"));
+        }
+    }
+    if let Some(dir) = &job.working_dir {
+        if !dir.starts_with('/') || dir.contains('\0') {
+            return err("working_dir", format!("working_dir {dir:?} must be an absolute path"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_job_json_is_a_valid_job_in_the_seed_dialect() {
+        let job: Job = serde_json::from_str(r#"{"name":"job1","command":"echo hello","cron_expr":"*/5 * * * * *"}"#)
+            .expect("seed JSON parses");
+        assert_eq!(job.name.as_str(), "job1");
+        assert_eq!(job.dialect, Dialect::Seed);
+        assert!(job.enabled);
+        assert_eq!(job.concurrency, ConcurrencyPolicy::Forbid);
+        assert_eq!(job.version, 0);
+        validate(&job).expect("seed job validates");
+    }
+
+    #[test]
+    fn stored_job_round_trips_and_keeps_seed_fields() {
+        let spec: JobSpec = serde_json::from_str(r#"{"name":"a.b-c_d","command":"true","cron_expr":"* * * * *"}"#).expect("spec");
+        let job = spec.into_job(None).expect("valid");
+        let v = serde_json::to_value(&job).expect("ser");
+        for k in ["name", "command", "cron_expr", "enabled", "concurrency", "dialect", "version"] {
+            assert!(v.get(k).is_some(), "missing {k}");
+        }
+        assert_eq!(v["dialect"], "distcron");
+        let back: Job = serde_json::from_value(v).expect("de");
+        assert_eq!(back, job);
+    }
+
+    #[test]
+    fn names_are_validated() {
+        assert!(JobName::parse("ok-Name_1.2").is_ok());
+        assert!(JobName::parse(&"x".repeat(128)).is_ok());
+        for bad in ["", "a b", "a/b", "ä", "..", &"x".repeat(129), "<script>"] {
+            let e = JobName::parse(bad).expect_err(bad);
+            assert_eq!(e.field, "name");
+        }
+    }
+
+    #[test]
+    fn spec_rejects_unknown_fields_and_bad_values() {
+        assert!(serde_json::from_str::<JobSpec>(r#"{"name":"a","command":"x","cron_expr":"* * * * *","bogus":1}"#).is_err());
+        let bad = |json: &str, field: &str| {
+            let spec: JobSpec = serde_json::from_str(json).expect("parses");
+            assert_eq!(spec.into_job(None).expect_err(json).field, field, "{json}");
+        };
+        bad(r#"{"name":"a","command":"","cron_expr":"* * * * *"}"#, "command");
+        bad(r#"{"name":"a","command":"x","cron_expr":"61 * * * *"}"#, "cron_expr");
+        bad(r#"{"name":"a","command":"x","cron_expr":"* * * * *","tz":"Mars/Olympus"}"#, "tz");
+        bad(r#"{"name":"a","command":"x","cron_expr":"* * * * *","env":{"DISTCRON_JOB":"x"}}"#, "env");
+        bad(r#"{"name":"a","command":"x","cron_expr":"* * * * *","env":{"1A":"x"}}"#, "env");
+        bad(r#"{"name":"a","command":"x","cron_expr":"* * * * *","working_dir":"rel"}"#, "working_dir");
+        bad(r#"{"command":"x","cron_expr":"* * * * *"}"#, "name");
+    }
+
+    #[test]
+    fn body_name_must_match_url_name() {
+        let spec: JobSpec = serde_json::from_str(r#"{"name":"a","command":"x","cron_expr":"* * * * *"}"#).expect("spec");
+        assert_eq!(spec.clone().into_job(Some("b")).expect_err("mismatch").field, "name");
+        assert_eq!(spec.into_job(Some("a")).expect("match").name.as_str(), "a");
+    }
+}

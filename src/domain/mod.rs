@@ -1,0 +1,26 @@
+//! Plain data and pure logic: jobs, runs, workers and the cron dialect.
+//!
+//! Nothing here does I/O or knows about actix or a backend crate; the actors, the HTTP layer and
+//! the backends all speak these types.
+
+pub mod job;
+pub mod run;
+pub mod schedule;
+pub mod worker;
+
+pub use job::{ConcurrencyPolicy, Job, JobName, JobSpec, JobValidationError};
+pub use run::{Fence, RunId, RunRecord, RunStatus, Trigger};
+pub use schedule::{CronError, Dialect, Schedule};
+pub use worker::{WorkerId, WorkerInfo};
+
+/// A store revision: a monotonically increasing number assigned to every change of the job store
+/// (etcd's revision in cluster mode, a local counter in the embedded store).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct Revision(pub i64);
+
+impl std::fmt::Display for Revision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}

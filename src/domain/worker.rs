@@ -1,0 +1,36 @@
+//! Worker identity and the information a worker publishes about itself (membership).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Stable identity of a worker node (persisted in `data_dir` so a restart keeps it).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct WorkerId(pub String);
+
+impl std::fmt::Display for WorkerId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What a live worker publishes through membership.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerInfo {
+    /// Worker id.
+    pub id: WorkerId,
+    /// Host name of the machine it runs on.
+    pub hostname: String,
+    /// Address the seed's `/worker/list` shows (first non-loopback IPv4, else the listen host).
+    pub address: String,
+    /// distcron version.
+    pub version: String,
+    /// When this worker process started.
+    pub started_at: DateTime<Utc>,
+    /// Runs in progress on this worker.
+    pub running: u32,
+    /// Executor pool size.
+    pub capacity: u32,
+    /// Last heartbeat written.
+    pub last_heartbeat: DateTime<Utc>,
+}

@@ -1,0 +1,1 @@
+//! STUB: HTTP front end
