@@ -1,1 +1,228 @@
-//! STUB: HTTP front end
+//! HTTP front end (actix-web): the JSON API under `/api/v1`, the seed's legacy routes and the
+//! embedded admin page (API.md is the contract).
+//!
+//! This module owns the application state, the route table, the extractor configuration (body
+//! limit, error shapes), request logging and the listener. Handlers are thin: extract, validate,
+//! one port call, respond. They write to the backends only; the actors learn every change through
+//! the job store's watch. The only actor traffic is reading status for the readiness probe.
+
+mod assets;
+mod auth;
+mod cron;
+mod error;
+mod health;
+mod jobs;
+mod legacy;
+mod runs;
+#[cfg(test)]
+mod test_support;
+#[cfg(test)]
+mod tests;
+mod workers;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
+use actix_web::http::header;
+use actix_web::middleware::{from_fn, Next};
+use actix_web::web::{self, Data};
+use actix_web::{App, HttpResponse, HttpServer, ResponseError};
+use chrono::{DateTime, Utc};
+
+use crate::config::Config;
+use crate::error::StartupError;
+use error::{ApiError, ErrorCode};
+
+/// Everything a handler may use. Built once by `lib.rs` and shared by every HTTP worker.
+pub struct AppState {
+    /// The four ports.
+    pub backends: crate::backend::Backends,
+    /// The validated configuration.
+    pub config: Arc<Config>,
+    /// Status queries to this node's actors; `None` on role master (no actors run there).
+    pub node: Option<NodeHandles>,
+    /// This node's id (health, logs).
+    pub node_id: crate::domain::WorkerId,
+    /// When the process started (health uptime).
+    pub started_at: DateTime<Utc>,
+}
+
+/// Read-only status queries to the local actors, for the readiness probe.
+pub struct NodeHandles {
+    /// SchedulerActor.
+    pub scheduler: actix::Recipient<crate::actors::messages::GetSchedulerStatus>,
+    /// ExecutorPool.
+    pub pool: actix::Recipient<crate::actors::messages::GetPoolStatus>,
+    /// LogBatchActor.
+    pub log: actix::Recipient<crate::actors::messages::GetLogStatus>,
+}
+
+/// Registers every route, the extractor configuration and the middleware on `cfg`.
+pub fn configure(cfg: &mut web::ServiceConfig, state: Data<AppState>) {
+    let limit = usize::try_from(state.config.http.max_body_bytes).unwrap_or(usize::MAX);
+    cfg.app_data(state)
+        .app_data(web::JsonConfig::default().limit(limit).error_handler(error::json_error))
+        .app_data(web::QueryConfig::default().error_handler(error::query_error))
+        .app_data(web::FormConfig::default().limit(limit).error_handler(error::form_error))
+        .app_data(web::PathConfig::default().error_handler(error::path_error))
+        .app_data(web::PayloadConfig::new(limit))
+        .service(
+            // One scope over everything so the middleware (auth, then logging outermost) also
+            // sees unknown routes.
+            web::scope("")
+                .wrap(from_fn(auth::require_token))
+                .wrap(from_fn(log_request))
+                .service(api_scope())
+                .configure(legacy::routes)
+                .configure(assets::routes)
+                .default_service(web::to(|| async { HttpResponse::NotFound().content_type("text/plain").body("not found\n") })),
+        );
+}
+
+/// The `/api/v1` routes.
+fn api_scope() -> actix_web::Scope {
+    use actix_web::web::{delete, get, post, put};
+    web::scope("/api/v1")
+        .service(resource("/jobs", "GET, POST").route(get().to(jobs::list)).route(post().to(jobs::create)))
+        .service(
+            resource("/jobs/{name}", "GET, PUT, DELETE")
+                .route(get().to(jobs::get))
+                .route(put().to(jobs::replace))
+                .route(delete().to(jobs::remove)),
+        )
+        .service(resource("/jobs/{name}/enable", "POST").route(post().to(jobs::enable)))
+        .service(resource("/jobs/{name}/disable", "POST").route(post().to(jobs::disable)))
+        .service(resource("/jobs/{name}/run", "POST").route(post().to(jobs::run_now)))
+        .service(resource("/jobs/{name}/kill", "POST").route(post().to(jobs::kill)))
+        .service(resource("/runs", "GET").route(get().to(runs::list)))
+        .service(resource("/runs/{id}", "GET").route(get().to(runs::get)))
+        .service(resource("/runs/{id}/kill", "POST").route(post().to(runs::kill)))
+        .service(resource("/workers", "GET").route(get().to(workers::list)))
+        .service(resource("/cron/preview", "GET").route(get().to(cron::preview)))
+        .service(resource("/health", "GET").route(get().to(health::ready)))
+        .service(resource("/health/ready", "GET").route(get().to(health::ready)))
+        .service(resource("/health/live", "GET").route(get().to(health::live)))
+        .default_service(web::to(|| async {
+            ApiError::new(ErrorCode::NotFound, "no such route under /api/v1").error_response()
+        }))
+}
+
+/// A resource answering other methods with 405 in the API error shape and an `Allow` header.
+fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(move || async move {
+        let mut res =
+            ApiError::new(ErrorCode::MethodNotAllowed, format!("method not allowed; allowed: {allow}")).error_response();
+        res.headers_mut().insert(header::ALLOW, header::HeaderValue::from_static(allow));
+        res
+    }))
+}
+
+/// Logs one debug line per request (method, path, status, time; never bodies, query strings or
+/// headers) and the cause of every internal error with its path.
+async fn log_request(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.path().to_owned();
+    let res = next.call(req).await;
+    match &res {
+        Ok(res) => {
+            if let Some(api) = res.response().error().and_then(|e| e.as_error::<ApiError>()) {
+                if api.code == ErrorCode::Internal {
+                    log::error!("Request failed. method={method} path={path} error={}", api.cause_chain());
+                }
+            }
+            log::debug!(
+                "HTTP request served. method={method} path={path} status={} elapsed_ms={}",
+                res.status().as_u16(),
+                started.elapsed().as_millis()
+            );
+        }
+        Err(e) => log::debug!("HTTP request failed. method={method} path={path} error={e}"),
+    }
+    res
+}
+
+/// Binds `config.listen` and returns the running server; the caller awaits it and stops it
+/// through its handle (actix's own signal handling is off: `lib.rs` handles SIGINT/SIGTERM).
+///
+/// # Errors
+/// [`StartupError::Role`] when the address is not loopback and no token is set (see
+/// [`check_listen_auth`]); [`StartupError::Bind`] when the address cannot be bound.
+pub fn serve(state: AppState) -> Result<Server, StartupError> {
+    check_listen_auth(&state.config)?;
+    let addr = state.config.listen.clone();
+    let workers = state.config.http.workers;
+    let data = Data::new(state);
+    let server = HttpServer::new(move || {
+        let data = data.clone();
+        App::new().configure(move |cfg| configure(cfg, data))
+    })
+    .disable_signals();
+    let server = if workers > 0 { server.workers(workers as usize) } else { server };
+    let server = server.bind(&addr).map_err(|source| StartupError::Bind { addr: addr.clone(), source })?;
+    log::info!("HTTP front end listening. addr={addr}");
+    Ok(server.run())
+}
+
+/// Refuses a non-loopback listen address without `api_token` unless `insecure_no_auth`
+/// (ARCHITECTURE.md "HTTP": binding beyond loopback needs a token).
+///
+/// # Errors
+/// [`StartupError::Role`] saying what to set.
+pub fn check_listen_auth(config: &Config) -> Result<(), StartupError> {
+    let loopback = config.listen_addr().is_some_and(|a| a.ip().is_loopback());
+    if loopback || !config.api_token.is_empty() {
+        return Ok(());
+    }
+    if config.insecure_no_auth {
+        log::warn!(
+            "Listening beyond loopback without api_token: anyone who can reach it controls every job. listen={}",
+            config.listen
+        );
+        return Ok(());
+    }
+    Err(StartupError::Role(format!(
+        "refusing to listen on {} without api_token; set api_token or pass --insecure-no-auth",
+        config.listen
+    )))
+}
+
+/// A query parameter, with empty values treated as absent (HTML forms send `job=`).
+pub(crate) fn param<'a>(query: &'a HashMap<String, String>, key: &str) -> Option<&'a str> {
+    query.get(key).map(|s| s.trim()).filter(|s| !s.is_empty())
+}
+
+/// An RFC 3339 time parameter, as UTC.
+pub(crate) fn time_param(query: &HashMap<String, String>, key: &str) -> Result<Option<DateTime<Utc>>, ApiError> {
+    param(query, key)
+        .map(|raw| {
+            DateTime::parse_from_rfc3339(raw).map(|t| t.with_timezone(&Utc)).map_err(|e| {
+                ApiError::bad_param(key, format!("{key} must be an RFC 3339 time like 2026-11-28T07:00:00Z ({e})"))
+            })
+        })
+        .transpose()
+}
+
+/// A whole-number parameter within `range`.
+pub(crate) fn number_param<T>(
+    query: &HashMap<String, String>,
+    key: &str,
+    range: std::ops::RangeInclusive<T>,
+) -> Result<Option<T>, ApiError>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
+{
+    let Some(raw) = param(query, key) else { return Ok(None) };
+    let bad = || ApiError::bad_param(key, format!("{key} must be a whole number in {}..={}", range.start(), range.end()));
+    let n: T = raw.parse().map_err(|_| bad())?;
+    if !range.contains(&n) {
+        return Err(bad());
+    }
+    Ok(Some(n))
+}

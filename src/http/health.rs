@@ -1,0 +1,144 @@
+//! `/api/v1/health/live` and `/api/v1/health/ready` (API.md "Other").
+//!
+//! Liveness says the process answers. Readiness probes each backend and, on nodes that run
+//! actors, reads the scheduler, executor pool and log pipeline status, every probe bounded by
+//! [`CHECK_TIMEOUT`] and all run at once. Only an unreachable job store makes the node
+//! unavailable (503); anything else is "degraded" with 200, since runs keep spooling.
+
+use std::future::Future;
+use std::time::Duration;
+
+use actix::{Message, Recipient};
+use actix_web::web::Data;
+use actix_web::HttpResponse;
+use chrono::Utc;
+use serde_json::{json, Value};
+
+use super::AppState;
+use crate::actors::messages::{GetLogStatus, GetPoolStatus, GetSchedulerStatus, LogStatus};
+use crate::backend::BackendError;
+use crate::domain::JobName;
+
+/// How long one probe may take.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// `GET /api/v1/health/live`.
+pub(crate) async fn live() -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "status": "ok" }))
+}
+
+/// Runs a backend probe with the timeout; the error as text.
+async fn probe<T>(fut: impl Future<Output = Result<T, BackendError>>) -> Result<T, String> {
+    match tokio::time::timeout(CHECK_TIMEOUT, fut).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {} s", CHECK_TIMEOUT.as_secs())),
+    }
+}
+
+/// Asks a local actor with the timeout; the error as text.
+async fn ask<M>(to: Option<&Recipient<M>>, msg: M) -> Option<Result<M::Result, String>>
+where
+    M: Message + Send + 'static,
+    M::Result: Send,
+{
+    let to = to?;
+    Some(match tokio::time::timeout(CHECK_TIMEOUT, to.send(msg)).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(format!("actor unreachable: {e}")),
+        Err(_) => Err(format!("no answer within {} s", CHECK_TIMEOUT.as_secs())),
+    })
+}
+
+/// `{"kind","ok","error"?}` for one backend.
+fn backend_json<T>(kind: &str, res: &Result<T, String>) -> Value {
+    match res {
+        Ok(_) => json!({ "kind": kind, "ok": true }),
+        Err(e) => json!({ "kind": kind, "ok": false, "error": e }),
+    }
+}
+
+/// An actor status as JSON: the status, `{"error": ..}` when it did not answer, null when the
+/// role runs no actors.
+fn actor_json<T: serde::Serialize>(res: &Option<Result<T, String>>) -> Value {
+    match res {
+        None => Value::Null,
+        Some(Ok(v)) => serde_json::to_value(v).unwrap_or(Value::Null),
+        Some(Err(e)) => json!({ "error": e }),
+    }
+}
+
+/// `GET /api/v1/health/ready` and `GET /api/v1/health`.
+pub(crate) async fn ready(state: Data<AppState>) -> HttpResponse {
+    let b = &state.backends;
+    let node = state.node.as_ref();
+    // Any name will do: the probe only needs the store to answer.
+    let probe_name = JobName::parse("distcron-health-probe").ok();
+    let jobs_probe = async {
+        match &probe_name {
+            Some(n) => probe(b.jobs.get(n)).await.map(|_| ()),
+            None => probe(b.jobs.snapshot()).await.map(|_| ()),
+        }
+    };
+    let (jobs, members, claims, logs, scheduler, pool, log) = futures::join!(
+        jobs_probe,
+        probe(b.members.live()),
+        probe(b.claims.running(None)),
+        probe(b.logs.ping()),
+        ask(node.map(|n| &n.scheduler), GetSchedulerStatus),
+        ask(node.map(|n| &n.pool), GetPoolStatus),
+        ask(node.map(|n| &n.log), GetLogStatus),
+    );
+
+    let mut logs_json = backend_json(b.kinds.logs, &logs);
+    let log_status: LogStatus = match &log {
+        Some(Ok(s)) => s.clone(),
+        _ => LogStatus::default(),
+    };
+    if let Some(obj) = logs_json.as_object_mut() {
+        obj.insert("spool_bytes".into(), log_status.spool_bytes.into());
+        obj.insert("spool_records".into(), log_status.spool_records.into());
+        obj.insert("buffered".into(), log_status.buffered.into());
+        if matches!(&log, Some(Ok(s)) if !s.store_ok) && logs.is_ok() {
+            obj.insert("ok".into(), false.into());
+            let err = log_status.last_error.clone().unwrap_or_else(|| "last write to the log store failed".into());
+            obj.insert("error".into(), err.into());
+        }
+    }
+    let logs_ok = logs_json.get("ok").and_then(Value::as_bool).unwrap_or(false);
+
+    let actors_ok = [scheduler.as_ref().map(Result::is_ok), pool.as_ref().map(Result::is_ok), log.as_ref().map(Result::is_ok)]
+        .into_iter()
+        .all(|r| r.unwrap_or(true));
+    let synced = match &scheduler {
+        Some(Ok(s)) => s.synced,
+        _ => true,
+    };
+    let status = if jobs.is_err() {
+        "unavailable"
+    } else if members.is_err() || claims.is_err() || !logs_ok || !actors_ok || !synced {
+        "degraded"
+    } else {
+        "ready"
+    };
+    let body = json!({
+        "status": status,
+        "role": state.config.role.as_str(),
+        "node_id": state.node_id,
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_secs": (Utc::now() - state.started_at).num_seconds().max(0),
+        "backends": {
+            "jobs": backend_json(b.kinds.jobs, &jobs),
+            "members": backend_json(b.kinds.members, &members),
+            "claims": backend_json(b.kinds.claims, &claims),
+            "logs": logs_json,
+        },
+        "scheduler": actor_json(&scheduler),
+        "executors": actor_json(&pool),
+    });
+    if jobs.is_err() {
+        HttpResponse::ServiceUnavailable().json(body)
+    } else {
+        HttpResponse::Ok().json(body)
+    }
+}

@@ -1,0 +1,140 @@
+//! `/api/v1/jobs`: list, get, create, replace (optimistic version check), delete,
+//! enable/disable, run now and kill (API.md "Jobs").
+//!
+//! Validation is `JobSpec::into_job`; storage, versions and timestamps are the job store's;
+//! run-now and kill are signals the actors pick up from the store's watch.
+
+use std::collections::HashMap;
+
+use actix_web::web::{Data, Json, Path, Query};
+use actix_web::HttpResponse;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::error::ApiError;
+use super::{number_param, param, AppState};
+use crate::backend::{BackendError, Precondition, Signal};
+use crate::config::Config;
+use crate::domain::{Job, JobName, JobSpec};
+
+/// A job as served: the stored job plus its next fire time and the zone it is read in.
+#[derive(Serialize)]
+pub(crate) struct JobView<'a> {
+    #[serde(flatten)]
+    job: &'a Job,
+    /// Next fire time; null when disabled or the schedule never fires again.
+    next_run_at: Option<DateTime<Utc>>,
+    /// The zone the expression is read in (the job's, or the node default).
+    effective_tz: &'static str,
+}
+
+/// The served form of `job`.
+pub(crate) fn view<'a>(job: &'a Job, config: &Config) -> JobView<'a> {
+    let tz = job.zone(config.default_zone());
+    let next_run_at =
+        if job.enabled { job.schedule().ok().and_then(|s| s.next_after(Utc::now(), tz)) } else { None };
+    JobView { job, next_run_at, effective_tz: tz.name() }
+}
+
+/// A job name from the URL (400 invalid_job, field `name`, when malformed).
+pub(crate) fn parse_name(raw: &str) -> Result<JobName, ApiError> {
+    Ok(JobName::parse(raw)?)
+}
+
+/// `GET /api/v1/jobs[?q=substring]`: every job, sorted by name.
+pub(crate) async fn list(
+    state: Data<AppState>,
+    query: Query<HashMap<String, String>>,
+) -> Result<HttpResponse, ApiError> {
+    let q = param(&query, "q");
+    let (mut jobs, _) = state.backends.jobs.snapshot().await?;
+    jobs.retain(|j| q.map_or(true, |q| j.name.as_str().contains(q)));
+    jobs.sort_by(|a, b| a.name.cmp(&b.name));
+    let views: Vec<_> = jobs.iter().map(|j| view(j, &state.config)).collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "jobs": views })))
+}
+
+/// `POST /api/v1/jobs`: create; 409 job_exists when the name is taken.
+pub(crate) async fn create(state: Data<AppState>, spec: Json<JobSpec>) -> Result<HttpResponse, ApiError> {
+    let job = spec.into_inner().into_job(None)?;
+    let out = state.backends.jobs.put(job, Precondition::Absent).await?;
+    Ok(HttpResponse::Created().json(view(&out.job, &state.config)))
+}
+
+/// `GET /api/v1/jobs/{name}`.
+pub(crate) async fn get(state: Data<AppState>, name: Path<String>) -> Result<HttpResponse, ApiError> {
+    let name = parse_name(&name)?;
+    let job = state.backends.jobs.get(&name).await?.ok_or_else(|| ApiError::job_not_found(name.as_str()))?;
+    Ok(HttpResponse::Ok().json(view(&job, &state.config)))
+}
+
+/// `PUT /api/v1/jobs/{name}`: with `version`, replace only that version; without, create or replace.
+pub(crate) async fn replace(
+    state: Data<AppState>,
+    name: Path<String>,
+    spec: Json<JobSpec>,
+) -> Result<HttpResponse, ApiError> {
+    let spec = spec.into_inner();
+    let precondition = spec.version.map_or(Precondition::Any, Precondition::Version);
+    let job = spec.into_job(Some(name.as_str()))?;
+    let out = state.backends.jobs.put(job, precondition).await?;
+    Ok(HttpResponse::Ok().json(view(&out.job, &state.config)))
+}
+
+/// `DELETE /api/v1/jobs/{name}[?version=N]`.
+pub(crate) async fn remove(
+    state: Data<AppState>,
+    name: Path<String>,
+    query: Query<HashMap<String, String>>,
+) -> Result<HttpResponse, ApiError> {
+    let name = parse_name(&name)?;
+    let version = number_param(&query, "version", 0..=u64::MAX)?;
+    let job = state.backends.jobs.delete(&name, version).await?.ok_or_else(|| ApiError::job_not_found(name.as_str()))?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "deleted": view(&job, &state.config) })))
+}
+
+/// `POST /api/v1/jobs/{name}/enable`.
+pub(crate) async fn enable(state: Data<AppState>, name: Path<String>) -> Result<HttpResponse, ApiError> {
+    set_enabled(&state, &name, true).await
+}
+
+/// `POST /api/v1/jobs/{name}/disable`.
+pub(crate) async fn disable(state: Data<AppState>, name: Path<String>) -> Result<HttpResponse, ApiError> {
+    set_enabled(&state, &name, false).await
+}
+
+/// Read, flip `enabled`, write back at the version read; a concurrent writer costs one retry.
+async fn set_enabled(state: &AppState, raw: &str, enabled: bool) -> Result<HttpResponse, ApiError> {
+    let name = parse_name(raw)?;
+    let mut retried = false;
+    loop {
+        let mut job =
+            state.backends.jobs.get(&name).await?.ok_or_else(|| ApiError::job_not_found(name.as_str()))?;
+        job.enabled = enabled;
+        let version = job.version;
+        match state.backends.jobs.put(job, Precondition::Version(version)).await {
+            Ok(out) => return Ok(HttpResponse::Ok().json(view(&out.job, &state.config))),
+            Err(BackendError::VersionConflict { .. }) if !retried => retried = true,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// `POST /api/v1/jobs/{name}/run`: run once now (even when disabled), on one worker.
+pub(crate) async fn run_now(state: Data<AppState>, name: Path<String>) -> Result<HttpResponse, ApiError> {
+    let name = parse_name(&name)?;
+    if state.backends.jobs.get(&name).await?.is_none() {
+        return Err(ApiError::job_not_found(name.as_str()));
+    }
+    let request = uuid::Uuid::now_v7().to_string();
+    state.backends.jobs.signal(Signal::RunNow { job: name.clone(), request: request.clone() }).await?;
+    Ok(HttpResponse::Accepted().json(serde_json::json!({ "job": name, "request": request })))
+}
+
+/// `POST /api/v1/jobs/{name}/kill`: kill every live run of the job, wherever it runs. The job
+/// need not exist any more: runs of a deleted job can still be killed.
+pub(crate) async fn kill(state: Data<AppState>, name: Path<String>) -> Result<HttpResponse, ApiError> {
+    let name = parse_name(&name)?;
+    state.backends.jobs.signal(Signal::Kill { job: name.clone(), run: None }).await?;
+    Ok(HttpResponse::Accepted().json(serde_json::json!({ "job": name })))
+}

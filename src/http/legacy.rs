@@ -1,0 +1,303 @@
+//! The seed's (cloud-org/crontab master) routes with its exact shapes (SEED-COMPAT.md, API.md
+//! "Legacy"): `{"errno","msg","data"}`, always HTTP 200 (401 when a token is required), form
+//! bodies, jobs as `{"name","command","cron_expr"}` and run logs with ms-since-epoch times.
+//!
+//! Like the seed's Go handlers, each route answers any method and reads its parameters from the
+//! query string and from an `application/x-www-form-urlencoded` body (the body wins). Unlike the
+//! seed, an invalid name or cron expression is refused with errno -1 and nothing is saved.
+
+use std::collections::HashMap;
+
+use actix_web::http::header;
+use actix_web::web::{self, Bytes, Data};
+use actix_web::{HttpRequest, HttpResponse};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::AppState;
+use crate::backend::{BackendError, Precondition, RunFilter, RunQuery, Signal};
+use crate::domain::job::validate;
+use crate::domain::{Dialect, Job, JobName, JobSpec, JobValidationError, RunRecord};
+
+/// Default and largest `limit` of `/job/log`.
+const DEFAULT_LOG_LIMIT: u32 = 10;
+const MAX_LOG_LIMIT: u32 = 1000;
+
+/// Registers the legacy routes.
+pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/job/save", web::route().to(save))
+        .route("/job/delete", web::route().to(delete))
+        .route("/job/list", web::route().to(list))
+        .route("/job/kill", web::route().to(kill))
+        .route("/job/log", web::route().to(log))
+        .route("/worker/list", web::route().to(workers));
+}
+
+/// Whether `path` is a legacy route (its errors use the seed's shape).
+pub(crate) fn is_legacy_path(path: &str) -> bool {
+    path.starts_with("/job/") || path.starts_with("/worker/")
+}
+
+/// The seed's reply envelope, fields in the seed's order.
+#[derive(Serialize)]
+struct Reply<'a, T: Serialize> {
+    errno: i32,
+    msg: &'a str,
+    data: T,
+}
+
+fn success<T: Serialize>(data: T) -> HttpResponse {
+    HttpResponse::Ok().json(Reply { errno: 0, msg: "success", data })
+}
+
+fn failure(msg: &str) -> HttpResponse {
+    HttpResponse::Ok().json(Reply { errno: -1, msg, data: () })
+}
+
+/// 401 in the seed's shape.
+pub(crate) fn unauthorized() -> HttpResponse {
+    HttpResponse::Unauthorized()
+        .insert_header((header::WWW_AUTHENTICATE, "Bearer"))
+        .json(Reply { errno: -1, msg: "unauthorized", data: () })
+}
+
+/// A store failure as the seed's error reply; causes that are not plain answers or outages are
+/// logged, not sent.
+fn backend_failure(req: &HttpRequest, e: BackendError) -> HttpResponse {
+    match e {
+        BackendError::JobNotFound { .. } | BackendError::JobExists { .. } | BackendError::VersionConflict { .. } => {
+            failure(&e.to_string())
+        }
+        _ if e.is_transient() => failure(&e.to_string()),
+        _ => {
+            log::error!("Request failed. path={} error={e}", req.path());
+            failure("internal error")
+        }
+    }
+}
+
+/// A job in the seed's shape.
+#[derive(Debug, Serialize, PartialEq)]
+struct SeedJob<'a> {
+    name: &'a str,
+    command: &'a str,
+    cron_expr: &'a str,
+}
+
+impl<'a> From<&'a Job> for SeedJob<'a> {
+    fn from(j: &'a Job) -> Self {
+        Self { name: j.name.as_str(), command: &j.command, cron_expr: &j.cron_expr }
+    }
+}
+
+/// A run in the seed's `/job/log` shape (ms since the epoch).
+#[derive(Debug, Serialize)]
+struct SeedLog<'a> {
+    job_name: &'a str,
+    command: &'a str,
+    err: &'a str,
+    output: &'a str,
+    plan_time: i64,
+    schedule_time: i64,
+    start_time: i64,
+    end_time: i64,
+}
+
+impl<'a> From<&'a RunRecord> for SeedLog<'a> {
+    fn from(r: &'a RunRecord) -> Self {
+        Self {
+            job_name: r.job.as_str(),
+            command: &r.command,
+            err: &r.err,
+            output: &r.output,
+            plan_time: r.scheduled_at.timestamp_millis(),
+            schedule_time: r.dispatched_at.timestamp_millis(),
+            start_time: r.start_time().timestamp_millis(),
+            end_time: r.ended_at.as_ref().map_or(0, DateTime::<Utc>::timestamp_millis),
+        }
+    }
+}
+
+/// Query string and form body parameters; the body wins. The body is read when it is
+/// `application/x-www-form-urlencoded` or untyped.
+fn params(req: &HttpRequest, body: Result<Bytes, actix_web::Error>) -> Result<HashMap<String, String>, String> {
+    let mut out: HashMap<String, String> = web::Query::<Vec<(String, String)>>::from_query(req.query_string())
+        .map(|q| q.into_inner().into_iter().collect())
+        .unwrap_or_default();
+    let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let is_form = content_type.is_empty()
+        || content_type.to_ascii_lowercase().starts_with("application/x-www-form-urlencoded");
+    let body = body.map_err(|e| format!("cannot read request body: {e}"))?;
+    if is_form && !body.is_empty() {
+        let text = std::str::from_utf8(&body).map_err(|_| "request body is not UTF-8".to_owned())?;
+        let form = web::Query::<Vec<(String, String)>>::from_query(text)
+            .map_err(|e| format!("invalid form body: {e}"))?;
+        out.extend(form.into_inner());
+    }
+    Ok(out)
+}
+
+/// `invalid <field>: <message>`.
+fn invalid(e: &JobValidationError) -> String {
+    format!("invalid {}: {}", e.field, e.message)
+}
+
+/// The seed's job JSON: `name`, `command`, `cron_expr` matched case-insensitively (as Go's
+/// encoding/json does); other fields ignored; `null` or missing = empty.
+fn parse_seed_job(raw: &str) -> Result<(String, String, String), String> {
+    let value: serde_json::Value = serde_json::from_str(raw).map_err(|e| format!("invalid job JSON: {e}"))?;
+    let obj = match value {
+        serde_json::Value::Object(obj) => obj,
+        serde_json::Value::Null => serde_json::Map::new(),
+        _ => return Err("invalid job JSON: expected an object {\"name\",\"command\",\"cron_expr\"}".into()),
+    };
+    let mut fields = [String::new(), String::new(), String::new()];
+    for (key, value) in obj {
+        let Some(i) = ["name", "command", "cron_expr"].iter().position(|k| k.eq_ignore_ascii_case(&key)) else {
+            continue;
+        };
+        match value {
+            serde_json::Value::String(s) => fields[i] = s,
+            serde_json::Value::Null => {}
+            _ => return Err(format!("invalid job JSON: {key} must be a string")),
+        }
+    }
+    let [name, command, cron_expr] = fields;
+    Ok((name, command, cron_expr))
+}
+
+/// `POST /job/save` (form `job=<json>`): data = the previous job, or null when new.
+async fn save(state: Data<AppState>, req: HttpRequest, body: Result<Bytes, actix_web::Error>) -> HttpResponse {
+    let params = match params(&req, body) {
+        Ok(p) => p,
+        Err(msg) => return failure(&msg),
+    };
+    let Some(raw) = params.get("job") else { return failure("missing form field job") };
+    let (name, command, cron_expr) = match parse_seed_job(raw) {
+        Ok(t) => t,
+        Err(msg) => return failure(&msg),
+    };
+    let job_name = match JobName::parse(&name) {
+        Ok(n) => n,
+        Err(e) => return failure(&invalid(&e)),
+    };
+    let existing = match state.backends.jobs.get(&job_name).await {
+        Ok(j) => j,
+        Err(e) => return backend_failure(&req, e),
+    };
+    // An existing job keeps its other fields (enabled, tz, ...); the seed's routes always speak
+    // the seed's dialect (6 fields = 5 + year).
+    let job = match existing {
+        Some(mut job) => {
+            job.command = command;
+            job.cron_expr = cron_expr;
+            job.dialect = Dialect::Seed;
+            validate(&job).map(|()| job)
+        }
+        None => JobSpec { name: Some(name), command, cron_expr, dialect: Some(Dialect::Seed), ..JobSpec::default() }
+            .into_job(None),
+    };
+    let job = match job {
+        Ok(j) => j,
+        Err(e) => return failure(&invalid(&e)),
+    };
+    match state.backends.jobs.put(job, Precondition::Any).await {
+        Ok(out) => success(out.previous.as_ref().map(SeedJob::from)),
+        Err(e) => backend_failure(&req, e),
+    }
+}
+
+/// A `name` parameter, validated.
+fn name_param(params: &HashMap<String, String>) -> Result<JobName, String> {
+    let raw = params.get("name").map(String::as_str).unwrap_or("");
+    JobName::parse(raw).map_err(|e| invalid(&e))
+}
+
+/// `POST /job/delete` (form `name`): data = the deleted job, or null when absent.
+async fn delete(state: Data<AppState>, req: HttpRequest, body: Result<Bytes, actix_web::Error>) -> HttpResponse {
+    let name = match params(&req, body).and_then(|p| name_param(&p)) {
+        Ok(n) => n,
+        Err(msg) => return failure(&msg),
+    };
+    match state.backends.jobs.delete(&name, None).await {
+        Ok(previous) => success(previous.as_ref().map(SeedJob::from)),
+        Err(e) => backend_failure(&req, e),
+    }
+}
+
+/// `GET /job/list`: every job in the seed's shape, sorted by name (`[]` when none).
+async fn list(state: Data<AppState>, req: HttpRequest) -> HttpResponse {
+    match state.backends.jobs.snapshot().await {
+        Ok((mut jobs, _)) => {
+            jobs.sort_by(|a, b| a.name.cmp(&b.name));
+            success(jobs.iter().map(SeedJob::from).collect::<Vec<_>>())
+        }
+        Err(e) => backend_failure(&req, e),
+    }
+}
+
+/// `POST /job/kill` (form `name`): data = the name.
+async fn kill(state: Data<AppState>, req: HttpRequest, body: Result<Bytes, actix_web::Error>) -> HttpResponse {
+    let name = match params(&req, body).and_then(|p| name_param(&p)) {
+        Ok(n) => n,
+        Err(msg) => return failure(&msg),
+    };
+    match state.backends.jobs.signal(Signal::Kill { job: name.clone(), run: None }).await {
+        Ok(_) => success(name.as_str()),
+        Err(e) => backend_failure(&req, e),
+    }
+}
+
+/// `GET|POST /job/log?name&skip&limit`: runs newest first. Bad numbers fall back to the
+/// defaults; an empty name lists every job's runs; a name no job can have lists nothing.
+async fn log(state: Data<AppState>, req: HttpRequest, body: Result<Bytes, actix_web::Error>) -> HttpResponse {
+    let params = match params(&req, body) {
+        Ok(p) => p,
+        Err(msg) => return failure(&msg),
+    };
+    let name = params.get("name").map(|s| s.trim()).unwrap_or("");
+    let job = if name.is_empty() {
+        None
+    } else {
+        match JobName::parse(name) {
+            Ok(n) => Some(n),
+            Err(_) => return success(Vec::<SeedLog<'_>>::new()),
+        }
+    };
+    let skip = params.get("skip").and_then(|s| s.trim().parse::<u64>().ok()).unwrap_or(0);
+    let limit = params
+        .get("limit")
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(DEFAULT_LOG_LIMIT)
+        .min(MAX_LOG_LIMIT);
+    let query = RunQuery { filter: RunFilter { job, ..RunFilter::default() }, after: None, skip, limit };
+    match state.backends.logs.query(&query).await {
+        Ok(page) => success(page.runs.iter().map(SeedLog::from).collect::<Vec<_>>()),
+        Err(e) => backend_failure(&req, e),
+    }
+}
+
+/// `GET /worker/list`: live workers' addresses.
+async fn workers(state: Data<AppState>, req: HttpRequest) -> HttpResponse {
+    match state.backends.members.live().await {
+        Ok(live) => success(live.into_iter().map(|w| w.address).collect::<Vec<_>>()),
+        Err(e) => backend_failure(&req, e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_job_json_is_read_leniently() {
+        let (n, c, e) =
+            parse_seed_job(r#"{"Name":"a","command":"echo","cron_expr":"* * * * *","extra":1}"#).expect("parses");
+        assert_eq!((n.as_str(), c.as_str(), e.as_str()), ("a", "echo", "* * * * *"));
+        assert!(parse_seed_job("{").is_err());
+        assert!(parse_seed_job("[1]").is_err());
+        assert!(parse_seed_job(r#"{"name":5}"#).is_err());
+        assert_eq!(parse_seed_job("null").expect("null").0, "");
+    }
+}

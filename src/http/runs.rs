@@ -1,0 +1,96 @@
+//! `/api/v1/runs`: filtered, paginated run listing, one run with its output, and killing one run
+//! (API.md "Runs").
+//!
+//! Filters are parsed strictly here (a bad value is a 400 naming the parameter); the query itself,
+//! its order and its cursor semantics are the log store's.
+
+use std::collections::HashMap;
+
+use actix_web::web::{Data, Path, Query};
+use actix_web::HttpResponse;
+
+use super::error::{ApiError, ErrorCode};
+use super::{number_param, param, time_param, AppState};
+use crate::backend::{RunCursor, RunFilter, RunQuery, Signal};
+use crate::domain::{JobName, RunId, RunRecord, RunStatus, WorkerId};
+
+/// Default page size.
+const DEFAULT_LIMIT: u32 = 50;
+/// Largest page size.
+const MAX_LIMIT: u32 = 1000;
+
+/// Parses the query string of `GET /api/v1/runs` into a [`RunQuery`].
+pub(crate) fn parse_query(query: &HashMap<String, String>) -> Result<RunQuery, ApiError> {
+    let job = param(query, "job")
+        .map(|raw| JobName::parse(raw).map_err(|e| ApiError::bad_param("job", e.message)))
+        .transpose()?;
+    let status = param(query, "status")
+        .map(|raw| {
+            RunStatus::parse(raw).ok_or_else(|| {
+                let valid: Vec<&str> = RunStatus::ALL.iter().map(|s| s.as_str()).collect();
+                ApiError::bad_param("status", format!("status {raw:?} is not one of {}", valid.join(", ")))
+            })
+        })
+        .transpose()?;
+    let worker = param(query, "worker").map(|w| WorkerId(w.to_owned()));
+    let from = time_param(query, "from")?;
+    let to = time_param(query, "to")?;
+    let limit = number_param(query, "limit", 1..=MAX_LIMIT)?.unwrap_or(DEFAULT_LIMIT);
+    let after = param(query, "cursor")
+        .map(|raw| {
+            RunCursor::decode(raw).ok_or_else(|| {
+                ApiError::bad_param("cursor", "cursor is not one this server returned as next_cursor")
+            })
+        })
+        .transpose()?;
+    Ok(RunQuery { filter: RunFilter { job, status, worker, from, to }, after, skip: 0, limit })
+}
+
+/// A run for listings: everything but `output` (which can be large).
+fn summary(run: &RunRecord) -> Result<serde_json::Value, ApiError> {
+    let mut v = serde_json::to_value(run).map_err(ApiError::internal)?;
+    if let Some(obj) = v.as_object_mut() {
+        obj.remove("output");
+    }
+    Ok(v)
+}
+
+/// `GET /api/v1/runs?job&status&worker&from&to&limit&cursor`: newest first.
+pub(crate) async fn list(
+    state: Data<AppState>,
+    query: Query<HashMap<String, String>>,
+) -> Result<HttpResponse, ApiError> {
+    let query = parse_query(&query)?;
+    let page = state.backends.logs.query(&query).await?;
+    let runs = page.runs.iter().map(summary).collect::<Result<Vec<_>, _>>()?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "runs": runs, "next_cursor": page.next_cursor })))
+}
+
+/// Looks a run up (404 run_not_found when unknown).
+async fn find(state: &AppState, id: &str) -> Result<RunRecord, ApiError> {
+    state
+        .backends
+        .logs
+        .get(&RunId(id.to_owned()))
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorCode::RunNotFound, format!("run {id} not found")))
+}
+
+/// `GET /api/v1/runs/{id}`: the full record, output included.
+pub(crate) async fn get(state: Data<AppState>, id: Path<String>) -> Result<HttpResponse, ApiError> {
+    let run = find(&state, &id).await?;
+    Ok(HttpResponse::Ok().json(run))
+}
+
+/// `POST /api/v1/runs/{id}/kill`: kill one live run (409 run_not_running when it has ended).
+pub(crate) async fn kill(state: Data<AppState>, id: Path<String>) -> Result<HttpResponse, ApiError> {
+    let run = find(&state, &id).await?;
+    if run.status != RunStatus::Running {
+        return Err(ApiError::new(
+            ErrorCode::RunNotRunning,
+            format!("run {} is not running (status {})", run.id, run.status),
+        ));
+    }
+    state.backends.jobs.signal(Signal::Kill { job: run.job.clone(), run: Some(run.id.clone()) }).await?;
+    Ok(HttpResponse::Accepted().json(serde_json::json!({ "run": run.id, "job": run.job })))
+}
