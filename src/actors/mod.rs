@@ -11,6 +11,7 @@
 //! ```
 //! [`start`] wires them all, in one place, passing addresses explicitly.
 
+pub mod executor;
 pub mod log_batch;
 pub mod messages;
 pub(crate) mod plan;
@@ -18,7 +19,6 @@ pub mod process;
 pub mod scheduler;
 pub(crate) mod spool;
 pub mod watch;
-pub mod executor;
 
 use std::sync::Arc;
 use std::time::Duration;
