@@ -12,13 +12,163 @@ pub mod domain;
 pub mod error;
 pub mod http;
 
-pub use error::StartupError;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
-/// Runs distcron with `config` until SIGINT/SIGTERM.
+use chrono::Utc;
+
+use crate::actors::messages::{FlushLogs, Shutdown};
+use crate::backend::Backends;
+use crate::config::{Config, Role};
+use crate::domain::{WorkerId, WorkerInfo};
+pub use crate::error::StartupError;
+
+/// Runs distcron with `config` until SIGINT/SIGTERM, then shuts down gracefully: stop claiming,
+/// let runs finish within `shutdown_grace_secs`, kill the rest (recorded `killed`), flush the
+/// run log, exit.
 ///
 /// # Errors
 /// A [`StartupError`] when the role, the backends or the listener cannot be set up.
-pub fn run(config: config::Config) -> Result<(), StartupError> {
-    let _ = config;
-    Err(StartupError::Role("not wired yet".into()))
+pub fn run(config: Config) -> Result<(), StartupError> {
+    check_role(&config)?;
+    http::check_listen_auth(&config)?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| StartupError::Io {
+        context: format!("cannot create data_dir {}", config.data_dir.display()),
+        source,
+    })?;
+    let node_id = node_id(&config)?;
+    let backends = Backends::embedded(&config.data_dir)?;
+    let system = actix::System::new();
+    system.block_on(serve(config, backends, node_id))
+}
+
+/// Refuses role/backend combinations this build cannot serve.
+fn check_role(config: &Config) -> Result<(), StartupError> {
+    if config.role != Role::All {
+        return Err(StartupError::Role(format!(
+            "role {} needs the cluster backends (etcd for jobs and claims, MongoDB for run logs), which this build does not include yet; run with --role all",
+            config.role.as_str()
+        )));
+    }
+    if config.uses_etcd() {
+        return Err(StartupError::Role(
+            "etcd.endpoints is set, but the etcd adapter is not part of this build yet; unset it to use the embedded job store".into(),
+        ));
+    }
+    if config.uses_mongo() {
+        return Err(StartupError::Role(
+            "mongo.uri is set, but the MongoDB adapter is not part of this build yet; unset it to use the embedded run log".into(),
+        ));
+    }
+    Ok(())
+}
+
+async fn serve(config: Config, backends: Backends, node_id: WorkerId) -> Result<(), StartupError> {
+    let config = Arc::new(config);
+    let started_at = Utc::now();
+    let worker = WorkerInfo {
+        id: node_id.clone(),
+        hostname: nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default(),
+        address: first_ipv4().unwrap_or_else(|| config.listen_addr().map(|a| a.ip().to_string()).unwrap_or_default()),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        started_at,
+        running: 0,
+        capacity: config.executor.pool_size,
+        last_heartbeat: started_at,
+    };
+    let handles = actors::start(&config, &backends, worker, started_at).await?;
+    let state = http::AppState {
+        backends: backends.clone(),
+        config: config.clone(),
+        node: Some(http::NodeHandles {
+            scheduler: handles.scheduler.clone().recipient(),
+            pool: handles.pool.clone().recipient(),
+            log: handles.log.clone().recipient(),
+        }),
+        node_id: node_id.clone(),
+        started_at,
+    };
+    let server = http::serve(state)?;
+    let server_handle = server.handle();
+    actix::spawn(async move {
+        if let Err(e) = server.await {
+            log::error!("HTTP server stopped with an error. error={e}");
+        }
+    });
+    log::info!(
+        "distcron started. role={} listen={} node_id={node_id} data_dir={} jobs={} logs={}",
+        config.role.as_str(),
+        config.listen,
+        config.data_dir.display(),
+        backends.kinds.jobs,
+        backends.kinds.logs
+    );
+
+    wait_for_signal().await;
+    let grace = Duration::from_secs(config.scheduler.shutdown_grace_secs);
+    log::info!("Signal received; shutting down. grace_secs={}", grace.as_secs());
+    if let Err(e) = handles.scheduler.send(Shutdown { grace }).await {
+        log::error!("Scheduler did not answer the shutdown request. error={e}");
+    }
+    if let Err(e) = handles.log.send(FlushLogs).await {
+        log::error!("Log batcher did not answer the final flush. error={e}");
+    }
+    server_handle.stop(true).await;
+    if let Err(e) = backends.members.leave(&node_id).await {
+        log::warn!("Cannot leave membership cleanly. error={e}");
+    }
+    log::info!("distcron stopped.");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            log::error!("Cannot install signal handlers; stop with SIGKILL.");
+            futures::future::pending::<()>().await;
+        }
+    }
+}
+
+/// The configured node id, or the one kept in `data_dir/node_id` (created on first start).
+fn node_id(config: &Config) -> Result<WorkerId, StartupError> {
+    if !config.node_id.is_empty() {
+        return Ok(WorkerId(config.node_id.clone()));
+    }
+    let path = config.data_dir.join("node_id");
+    let io = |context: String| move |source| StartupError::Io { context, source };
+    match std::fs::read_to_string(&path) {
+        Ok(s) if !s.trim().is_empty() => Ok(WorkerId(s.trim().to_owned())),
+        _ => {
+            let host = nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| "node".into());
+            let host: String = host.chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')).collect();
+            let suffix = uuid::Uuid::now_v7().simple().to_string();
+            let id = format!("{host}-{}", &suffix[suffix.len() - 8..]);
+            write_atomically(&path, &id).map_err(io(format!("cannot write {}", path.display())))?;
+            Ok(WorkerId(id))
+        }
+    }
+}
+
+fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(tmp, path)
+}
+
+/// First non-loopback IPv4 address (what the seed's `/worker/list` shows).
+fn first_ipv4() -> Option<String> {
+    nix::ifaddrs::getifaddrs().ok()?.find_map(|ifa| {
+        let addr = ifa.address?;
+        let v4 = addr.as_sockaddr_in()?.ip();
+        (!v4.is_loopback()).then(|| v4.to_string())
+    })
 }

@@ -221,6 +221,15 @@ pub struct PoolStatus {
     pub restarts: u64,
 }
 
+/// ExecutorActor -> ExecutorPool: executor `index` crashed, was restarted by its Supervisor and
+/// is idle again (its run was recorded as `error`); the pool counts it in `restarts`.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct ExecutorRestarted {
+    /// Executor index in the pool.
+    pub index: usize,
+}
+
 // ---------------------------------------------------------------------------------------------
 // LogBatchActor
 

@@ -1,4 +1,137 @@
 //! The engine: WatchActor, SchedulerActor, the supervised ExecutorActor pool and LogBatchActor.
+//!
+//! ```text
+//!  store watch ──> WatchActor ──Resynced/JobUpserted/JobRemoved/KillRequested/RunRequested──> SchedulerActor
+//!                                                                    │ due (job, tick): claim, policy
+//!                                                                    ▼ StartRun / KillRun
+//!      LogBatchActor <──RecordRun── ExecutorPool ──Execute──> ExecutorActor (supervised) ──RunFinished──> SchedulerActor
+//!           │ batch by size/time, spool while the store fails
+//!           ▼
+//!       log store
+//! ```
+//! [`start`] wires them all, in one place, passing addresses explicitly.
 
+pub mod executor;
+pub mod log_batch;
 pub mod messages;
+pub(crate) mod plan;
 pub mod process;
+pub mod scheduler;
+pub(crate) mod spool;
+pub mod watch;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use chrono::{DateTime, Utc};
+
+use crate::backend::Backends;
+use crate::config::Config;
+use crate::domain::WorkerInfo;
+use crate::error::StartupError;
+use executor::ExecutorPool;
+use log_batch::{LogBatchActor, LogBatchSettings};
+use messages::RecordRun;
+use scheduler::{SchedulerActor, SchedulerPeers, SchedulerSettings};
+use watch::{WatchActor, WatchTargets};
+
+/// Addresses of the running engine, for shutdown and status queries.
+#[derive(Clone)]
+pub struct Handles {
+    /// Scheduler.
+    pub scheduler: Addr<SchedulerActor>,
+    /// Executor pool.
+    pub pool: Addr<ExecutorPool>,
+    /// Log batching.
+    pub log: Addr<LogBatchActor>,
+    /// Job watcher.
+    pub watch: Addr<WatchActor>,
+}
+
+/// Starts the worker engine on the current actix system. Order matters: the log pipeline first
+/// (so every later record has somewhere to go, and runs interrupted by a crash are recorded
+/// `lost` before anything new runs), then the executors, then the scheduler, and the watcher
+/// last (its first snapshot starts the scheduling).
+///
+/// # Errors
+/// When the spool file under `data_dir` cannot be opened.
+pub async fn start(config: &Config, backends: &Backends, worker: WorkerInfo, started_at: DateTime<Utc>) -> Result<Handles, StartupError> {
+    // 1. Log pipeline, and runs a previous process left `running`.
+    let spool_path = config.data_dir.join("spool").join("runs.jsonl");
+    let spool = spool::Spool::open(&spool_path, config.log_batch.spool_max_bytes).map_err(|source| StartupError::Io {
+        context: format!("cannot open the log spool {}", spool_path.display()),
+        source,
+    })?;
+    let lost = match tokio::time::timeout(
+        Duration::from_secs(10),
+        log_batch::interrupted_runs(backends.logs.as_ref(), &spool, &worker.id, started_at),
+    )
+    .await
+    {
+        Ok(Ok(lost)) => lost,
+        Ok(Err(e)) => {
+            log::warn!("Cannot look for runs interrupted by the last stop; they stay `running` until checked again. error={e}");
+            Vec::new()
+        }
+        Err(_) => {
+            log::warn!("Log store did not answer the interrupted-runs query in 10s; skipped.");
+            Vec::new()
+        }
+    };
+    let settings = LogBatchSettings {
+        max_records: config.log_batch.max_records as usize,
+        flush: Duration::from_millis(config.log_batch.flush_ms),
+        retry_initial: Duration::from_millis(config.log_batch.retry_initial_ms),
+        retry_max: Duration::from_millis(config.log_batch.retry_max_ms),
+        retention_days: config.log_batch.retention_days,
+    };
+    let log = LogBatchActor::new(backends.logs.clone(), spool, settings).start();
+    if !lost.is_empty() {
+        log::warn!("Runs interrupted by the last stop recorded as lost. runs={}", lost.len());
+    }
+    for record in lost {
+        log.do_send(RecordRun(record));
+    }
+
+    // 2. Executors and scheduler know each other: create the scheduler's context first.
+    let sched_ctx = Context::<SchedulerActor>::new();
+    let scheduler_addr = sched_ctx.address();
+    let pool = ExecutorPool::start(
+        config.executor.pool_size as usize,
+        config.executor.queue_capacity as usize,
+        worker.id.clone(),
+        scheduler_addr.clone().recipient(),
+        log.clone().recipient(),
+    );
+    let settings = SchedulerSettings {
+        worker,
+        default_tz: config.default_zone(),
+        misfire_grace: Duration::from_millis(config.scheduler.misfire_grace_ms),
+        heartbeat: Duration::from_secs(config.scheduler.heartbeat_secs),
+        shell: config.executor.shell.clone(),
+        kill_grace: Duration::from_millis(config.executor.kill_grace_ms),
+        max_output_bytes: usize::try_from(config.executor.max_output_bytes).unwrap_or(usize::MAX),
+    };
+    let peers = SchedulerPeers {
+        claims: backends.claims.clone(),
+        members: backends.members.clone(),
+        jobs: backends.jobs.clone(),
+        start: pool.clone().recipient(),
+        kill: pool.clone().recipient(),
+        log: log.clone().recipient(),
+    };
+    let scheduler = sched_ctx.run(SchedulerActor::new(settings, peers));
+
+    // 3. The watcher feeds the scheduler; its first snapshot plans every job.
+    let targets = WatchTargets {
+        resynced: scheduler.clone().recipient(),
+        upserted: scheduler.clone().recipient(),
+        removed: scheduler.clone().recipient(),
+        kill: scheduler.clone().recipient(),
+        run: scheduler.clone().recipient(),
+        lost: scheduler.clone().recipient(),
+    };
+    let watch = WatchActor::new(Arc::clone(&backends.jobs), targets).start();
+    Ok(Handles { scheduler, pool, log, watch })
+}

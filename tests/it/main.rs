@@ -1,1 +1,7 @@
+//! The one integration test binary: starts the real `distcron` binary on free loopback ports
+//! with temp data dirs and drives it over HTTP, as an operator would.
 
+mod api;
+mod engine;
+mod legacy;
+mod support;

@@ -1,0 +1,108 @@
+//! The seed's routes (cloud-org/crontab master), golden shapes from SEED-COMPAT.md.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::support::Node;
+
+fn ok(body: &Value) -> &Value {
+    assert_eq!(body["errno"], 0, "{body}");
+    assert_eq!(body["msg"], "success", "{body}");
+    &body["data"]
+}
+
+#[test]
+fn seed_save_list_delete_keep_the_seed_shapes() {
+    let node = Node::start("");
+    let list = node.get("/job/list");
+    assert_eq!(list.status, 200);
+    assert_eq!(list.body, json!({"errno": 0, "msg": "success", "data": []}));
+
+    let job = r#"{"name":"job1","command":"echo hello","cron_expr":"*/5 * * * * *"}"#;
+    let saved = node.post_form("/job/save", &[("job", job)]);
+    assert_eq!(saved.status, 200);
+    assert_eq!(saved.body, json!({"errno": 0, "msg": "success", "data": null}));
+
+    let again = node.post_form("/job/save", &[("job", r#"{"name":"job1","command":"echo v2","cron_expr":"0 * * * *"}"#)]);
+    assert_eq!(ok(&again.body), &json!({"name": "job1", "command": "echo hello", "cron_expr": "*/5 * * * * *"}));
+
+    let list = node.get("/job/list");
+    assert_eq!(ok(&list.body), &json!([{"name": "job1", "command": "echo v2", "cron_expr": "0 * * * *"}]));
+
+    // a 6-field expression saved through the seed's route keeps the seed's reading (5 fields + year)
+    node.post_form("/job/save", &[("job", r#"{"name":"yearly","command":"true","cron_expr":"0 12 1 1 * 2030"}"#)]);
+    let api = node.get("/api/v1/jobs/yearly").body;
+    assert_eq!(api["dialect"], "seed");
+    assert_eq!(api["next_run_at"], "2030-01-01T12:00:00Z");
+
+    let deleted = node.post_form("/job/delete", &[("name", "job1")]);
+    assert_eq!(ok(&deleted.body), &json!({"name": "job1", "command": "echo v2", "cron_expr": "0 * * * *"}));
+    let missing = node.post_form("/job/delete", &[("name", "job1")]);
+    assert_eq!(missing.body, json!({"errno": 0, "msg": "success", "data": null}));
+}
+
+#[test]
+fn seed_save_rejects_what_the_seed_accepted_and_saves_nothing() {
+    let node = Node::start("");
+    for bad in [
+        r#"{"name":"x","command":"true","cron_expr":"not cron"}"#,
+        r#"{"name":"","command":"true","cron_expr":"* * * * *"}"#,
+        r#"{"command":"true","cron_expr":"* * * * *"}"#,
+        r#"{"name":"x","command":"true""#,
+    ] {
+        let r = node.post_form("/job/save", &[("job", bad)]);
+        assert_eq!(r.status, 200, "{bad}");
+        assert_eq!(r.body["errno"], -1, "{bad}: {}", r.text);
+        assert!(r.body["msg"].as_str().is_some_and(|m| !m.is_empty() && m != "success"), "{bad}");
+        assert_eq!(r.body["data"], Value::Null);
+    }
+    assert_eq!(node.post_form("/job/save", &[]).body["errno"], -1, "missing job field");
+    assert_eq!(ok(&node.get("/job/list").body), &json!([]));
+}
+
+#[test]
+fn seed_kill_log_and_worker_list() {
+    let node = Node::start("[executor]\nkill_grace_ms = 500\n");
+    node.post_form("/job/save", &[("job", r#"{"name":"s","command":"echo out; echo err >&2; sleep 30","cron_expr":"0 0 1 1 *"}"#)]);
+    node.post_empty("/api/v1/jobs/s/run");
+    node.wait_run("s", Duration::from_secs(10), |r| r["status"] == "running").expect("running");
+    let kill = node.post_form("/job/kill", &[("name", "s")]);
+    assert_eq!(kill.body, json!({"errno": 0, "msg": "success", "data": "s"}));
+    node.wait_run("s", Duration::from_secs(10), |r| r["status"] == "killed").expect("killed");
+    std::thread::sleep(Duration::from_millis(500));
+
+    let logs = node.get("/job/log?name=s&skip=0&limit=10");
+    let data = ok(&logs.body).as_array().expect("array").clone();
+    assert_eq!(data.len(), 1);
+    let entry = data[0].as_object().expect("object");
+    let mut keys: Vec<&str> = entry.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["command", "end_time", "err", "job_name", "output", "plan_time", "schedule_time", "start_time"]);
+    assert_eq!(entry["job_name"], "s");
+    assert!(entry["output"].as_str().is_some_and(|o| o.contains("out") && o.contains("err")));
+    assert!(entry["err"].as_str().is_some_and(|e| !e.is_empty()));
+    for t in ["plan_time", "schedule_time", "start_time", "end_time"] {
+        assert!(entry[t].as_i64().is_some_and(|ms| ms > 1_700_000_000_000), "{t} is ms since epoch");
+    }
+    // bad numbers fall back to the defaults, as in the seed
+    let fallback = node.get("/job/log?name=s&skip=abc&limit=-4");
+    assert_eq!(ok(&fallback.body).as_array().map(Vec::len), Some(1));
+    let form = node.post_form("/job/log", &[("name", "s")]);
+    assert_eq!(ok(&form.body).as_array().map(Vec::len), Some(1));
+
+    let workers = crate::support::wait_until(Duration::from_secs(10), || {
+        let w = node.get("/worker/list").body;
+        w["data"].as_array().filter(|a| !a.is_empty()).cloned()
+    })
+    .expect("worker list");
+    assert!(workers.iter().all(Value::is_string), "{workers:?}");
+}
+
+#[test]
+fn admin_page_is_served_at_root() {
+    let node = Node::start("");
+    let page = node.get("/");
+    assert_eq!(page.status, 200);
+    assert!(page.text.contains("<html") || page.text.contains("<!DOCTYPE") || page.text.contains("<!doctype"), "{}", page.text);
+}

@@ -1,0 +1,273 @@
+//! Test support: a RAII guard around a real `distcron` process, free ports, polling waits and a
+//! small JSON HTTP client.
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// A free loopback port (bound then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("bind an ephemeral loopback port")
+}
+
+/// Polls `probe` until it returns `Some` or `deadline` passes.
+pub fn wait_until<T>(deadline: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
+    let end = Instant::now() + deadline;
+    loop {
+        if let Some(v) = probe() {
+            return Some(v);
+        }
+        if Instant::now() >= end {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A response: status and JSON body (Null when the body is not JSON).
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub body: Value,
+    pub text: String,
+}
+
+/// A running distcron node; killed on drop (its log is printed when the test failed).
+pub struct Node {
+    child: Option<Child>,
+    pub port: u16,
+    pub dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    pub token: Option<String>,
+    extra_config: String,
+}
+
+impl Node {
+    /// Starts a node with a fresh temp data dir and `extra_config` TOML appended to the config.
+    pub fn start(extra_config: &str) -> Node {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().to_owned();
+        let mut node = Node { child: None, port: free_port(), dir, _tmp: Some(tmp), token: None, extra_config: extra_config.to_owned() };
+        node.spawn();
+        node
+    }
+
+    /// The node's data dir (for files jobs write).
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.dir.join("config.toml")
+    }
+
+    fn spawn(&mut self) {
+        let config = format!(
+            "listen = \"127.0.0.1:{}\"\ndata_dir = \"{}\"\nlog_level = \"debug\"\n{}",
+            self.port,
+            self.dir.join("data").display(),
+            self.extra_config
+        );
+        std::fs::write(self.config_path(), config).expect("write config");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("node.log")).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_distcron"))
+            .arg("--config")
+            .arg(self.config_path())
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn distcron");
+        self.child = Some(child);
+        let ok = wait_until(Duration::from_secs(20), || {
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    panic!("distcron exited at start with {status}:\n{}", self.log());
+                }
+            }
+            (self.get("/api/v1/health/live").status == 200).then_some(())
+        });
+        assert!(ok.is_some(), "distcron did not become live:\n{}", self.log());
+    }
+
+    /// The node's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("node.log")).unwrap_or_default()
+    }
+
+    /// OS pid of the node.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).expect("running")
+    }
+
+    /// Sends `signal` and waits for the exit status (up to `deadline`).
+    pub fn signal_and_wait(&mut self, signal: &str, deadline: Duration) -> Option<std::process::ExitStatus> {
+        let pid = self.pid();
+        let _ = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status();
+        let child = self.child.as_mut().expect("running");
+        let status = wait_until(deadline, || child.try_wait().ok().flatten());
+        if status.is_some() {
+            self.child = None;
+        }
+        status
+    }
+
+    /// SIGKILLs the node and starts it again on the same port and data dir.
+    pub fn crash_and_restart(&mut self) {
+        self.signal_and_wait("KILL", Duration::from_secs(10)).expect("node died");
+        self.spawn();
+    }
+
+    /// Starts the node again after it stopped.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "node still running");
+        self.spawn();
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn send(&self, req: ureq::Request, body: Option<&str>) -> Resp {
+        let req = match &self.token {
+            Some(t) => req.set("Authorization", &format!("Bearer {t}")),
+            None => req,
+        };
+        let res = match body {
+            Some(b) => req.set("Content-Type", "application/json").send_string(b),
+            None => req.call(),
+        };
+        match res {
+            Ok(r) | Err(ureq::Error::Status(_, r)) => {
+                let status = r.status();
+                let mut text = String::new();
+                let _ = r.into_reader().take(64 * 1024 * 1024).read_to_string(&mut text);
+                let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+                Resp { status, body, text }
+            }
+            Err(e) => Resp { status: 0, body: Value::Null, text: e.to_string() },
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Resp {
+        self.send(ureq::get(&self.url(path)), None)
+    }
+
+    pub fn post(&self, path: &str, body: &str) -> Resp {
+        self.send(ureq::post(&self.url(path)), Some(body))
+    }
+
+    pub fn post_empty(&self, path: &str) -> Resp {
+        self.send(ureq::post(&self.url(path)), None)
+    }
+
+    pub fn put(&self, path: &str, body: &str) -> Resp {
+        self.send(ureq::put(&self.url(path)), Some(body))
+    }
+
+    pub fn delete(&self, path: &str) -> Resp {
+        self.send(ureq::delete(&self.url(path)), None)
+    }
+
+    /// A raw request with a content type of the caller's choice.
+    pub fn raw(&self, method: &str, path: &str, content_type: &str, body: &[u8]) -> Resp {
+        let req = ureq::request(method, &self.url(path)).set("Content-Type", content_type);
+        let req = match &self.token {
+            Some(t) => req.set("Authorization", &format!("Bearer {t}")),
+            None => req,
+        };
+        match req.send_bytes(body) {
+            Ok(r) | Err(ureq::Error::Status(_, r)) => {
+                let status = r.status();
+                let text = r.into_string().unwrap_or_default();
+                let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+                Resp { status, body, text }
+            }
+            Err(e) => Resp { status: 0, body: Value::Null, text: e.to_string() },
+        }
+    }
+
+    /// A form POST (the seed's routes).
+    pub fn post_form(&self, path: &str, fields: &[(&str, &str)]) -> Resp {
+        let req = ureq::post(&self.url(path));
+        let req = match &self.token {
+            Some(t) => req.set("Authorization", &format!("Bearer {t}")),
+            None => req,
+        };
+        match req.send_form(fields) {
+            Ok(r) | Err(ureq::Error::Status(_, r)) => {
+                let status = r.status();
+                let text = r.into_string().unwrap_or_default();
+                let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+                Resp { status, body, text }
+            }
+            Err(e) => Resp { status: 0, body: Value::Null, text: e.to_string() },
+        }
+    }
+
+    /// Creates a job, asserting 201.
+    pub fn create_job(&self, job: Value) -> Value {
+        let r = self.post("/api/v1/jobs", &job.to_string());
+        assert_eq!(r.status, 201, "create {job}: {}", r.text);
+        r.body
+    }
+
+    /// Runs of `job`, newest first (all pages).
+    pub fn runs(&self, job: &str) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let path = match &cursor {
+                Some(c) => format!("/api/v1/runs?job={job}&limit=1000&cursor={c}"),
+                None => format!("/api/v1/runs?job={job}&limit=1000"),
+            };
+            let r = self.get(&path);
+            assert_eq!(r.status, 200, "{}", r.text);
+            out.extend(r.body["runs"].as_array().cloned().unwrap_or_default());
+            match r.body["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_owned()),
+                None => return out,
+            }
+        }
+    }
+
+    /// Waits for a run of `job` matching `pred`.
+    pub fn wait_run(&self, job: &str, deadline: Duration, pred: impl Fn(&Value) -> bool) -> Option<Value> {
+        wait_until(deadline, || self.runs(job).into_iter().find(|r| pred(r)))
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+            if wait_until(Duration::from_secs(5), || c.try_wait().ok().flatten()).is_none() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+        if std::thread::panicking() {
+            let log = self.log();
+            let tail: String = log.lines().rev().take(200).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+            eprintln!("---- distcron log (last 200 lines) ----\n{tail}\n----");
+        }
+    }
+}
+
+/// Whether a process exists and is not a zombie.
+pub fn process_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat.rsplit_once(')').map(|(_, rest)| rest.trim_start()).is_some_and(|rest| !rest.starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// Reads a pid written by a job into a file.
+pub fn read_pid(path: &Path) -> Option<u32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
