@@ -48,7 +48,7 @@ pub(crate) async fn list(
 ) -> Result<HttpResponse, ApiError> {
     let q = param(&query, "q");
     let (mut jobs, _) = state.backends.jobs.snapshot().await?;
-    jobs.retain(|j| q.map_or(true, |q| j.name.as_str().contains(q)));
+    jobs.retain(|j| q.is_none_or(|q| j.name.as_str().contains(q)));
     jobs.sort_by(|a, b| a.name.cmp(&b.name));
     let views: Vec<_> = jobs.iter().map(|j| view(j, &state.config)).collect();
     Ok(HttpResponse::Ok().json(serde_json::json!({ "jobs": views })))
