@@ -3,7 +3,7 @@
 //! The job store and the log store are SQLite files (`jobs.sqlite3`, `runs.sqlite3`), durable
 //! across restarts; membership and claims live in process memory, which is all a single node
 //! needs. Each adapter keeps its state behind one `std::sync::Mutex`, taken only inside
-//! [`with_locked`] on tokio's blocking pool, so no actor thread ever waits on SQLite and no lock
+//! `with_locked` on tokio's blocking pool, so no actor thread ever waits on SQLite and no lock
 //! is held across an `.await`. What every adapter must guarantee is in [`super::guide`]; the
 //! tests here run [`super::conformance`] against each adapter.
 
@@ -71,4 +71,29 @@ fn open_sqlite(path: &Path) -> Result<Connection, BackendError> {
     conn.pragma_update(None, "synchronous", "NORMAL")
         .map_err(sql_err(format!("cannot set synchronous=NORMAL on {shown}")))?;
     Ok(conn)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::backend::{conformance, Backends, Precondition};
+    use crate::domain::JobName;
+
+    #[tokio::test]
+    async fn backends_embedded_opens_every_port_under_data_dir_and_keeps_jobs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data_dir = dir.path().join("nested/data");
+        let name = JobName::parse("kept").expect("name");
+        {
+            let backends = Backends::embedded(&data_dir).expect("embedded backends");
+            assert_eq!(backends.kinds.jobs, "embedded (SQLite)");
+            backends.jobs.put(conformance::sample_job(&name), Precondition::Absent).await.expect("put");
+            backends.logs.ping().await.expect("ping");
+            assert!(backends.members.live().await.expect("live").is_empty());
+            assert!(backends.claims.running(None).await.expect("running").is_empty());
+        }
+        assert!(data_dir.join("jobs.sqlite3").is_file());
+        assert!(data_dir.join("runs.sqlite3").is_file());
+        let backends = Backends::embedded(&data_dir).expect("reopen");
+        assert!(backends.jobs.get(&name).await.expect("get").is_some(), "jobs survive a restart");
+    }
 }
