@@ -14,7 +14,7 @@
 pub mod executor;
 pub mod log_batch;
 pub mod messages;
-pub(crate) mod plan;
+pub mod plan;
 pub mod process;
 pub mod scheduler;
 pub(crate) mod spool;

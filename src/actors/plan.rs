@@ -26,31 +26,31 @@ struct Entry {
 
 /// A tick that came due.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Due {
+pub struct Due {
     /// Job.
-    pub(crate) job: JobName,
+    pub job: JobName,
     /// The tick to run now, if one is within the misfire grace.
-    pub(crate) tick: Option<DateTime<Utc>>,
+    pub tick: Option<DateTime<Utc>>,
     /// Ticks that were later than the grace and will not run.
-    pub(crate) missed: Option<Missed>,
+    pub missed: Option<Missed>,
 }
 
 /// Ticks skipped because the scheduler reached them too late.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Missed {
+pub struct Missed {
     /// How many (a lower bound when `more` is set).
-    pub(crate) count: u32,
+    pub count: u32,
     /// True when more than `count` were skipped.
-    pub(crate) more: bool,
+    pub more: bool,
     /// First missed tick.
-    pub(crate) first: DateTime<Utc>,
+    pub first: DateTime<Utc>,
     /// Last missed tick counted.
-    pub(crate) last: DateTime<Utc>,
+    pub last: DateTime<Utc>,
 }
 
 /// Next fire time of every planned job.
 #[derive(Debug, Default)]
-pub(crate) struct Plan {
+pub struct Plan {
     heap: BinaryHeap<Reverse<(DateTime<Utc>, u64, JobName)>>,
     entries: HashMap<JobName, Entry>,
     generation: u64,
@@ -59,7 +59,7 @@ pub(crate) struct Plan {
 impl Plan {
     /// Plans `job` from its first fire time after `now` (replacing any previous plan for it).
     /// Returns that time, or `None` (and no plan) when the schedule never fires again.
-    pub(crate) fn upsert(&mut self, job: JobName, schedule: Schedule, tz: Tz, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    pub fn upsert(&mut self, job: JobName, schedule: Schedule, tz: Tz, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let Some(next) = schedule.next_after(now, tz) else {
             self.remove(&job);
             return None;
@@ -72,36 +72,41 @@ impl Plan {
         Some(next)
     }
 
+    /// True when nothing is planned.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
     /// Forgets `job`.
-    pub(crate) fn remove(&mut self, job: &JobName) {
+    pub fn remove(&mut self, job: &JobName) {
         self.entries.remove(job);
         self.compact_if_needed();
     }
 
     /// Whether `job` is planned.
-    pub(crate) fn contains(&self, job: &JobName) -> bool {
+    pub fn contains(&self, job: &JobName) -> bool {
         self.entries.contains_key(job)
     }
 
     /// The planned next fire time of `job`.
-    pub(crate) fn next_of(&self, job: &JobName) -> Option<DateTime<Utc>> {
+    pub fn next_of(&self, job: &JobName) -> Option<DateTime<Utc>> {
         self.entries.get(job).map(|e| e.next)
     }
 
     /// Number of planned jobs.
-    pub(crate) fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         self.entries.len()
     }
 
     /// Earliest planned fire time.
-    pub(crate) fn peek(&mut self) -> Option<DateTime<Utc>> {
+    pub fn peek(&mut self) -> Option<DateTime<Utc>> {
         self.drop_stale_top();
         self.heap.peek().map(|Reverse((t, _, _))| *t)
     }
 
     /// Takes every tick due at or before `now` and plans each job's following tick. Ticks older
     /// than `now - misfire_grace` are reported as missed instead of due (one summary per job).
-    pub(crate) fn pop_due(&mut self, now: DateTime<Utc>, misfire_grace: chrono::Duration) -> Vec<Due> {
+    pub fn pop_due(&mut self, now: DateTime<Utc>, misfire_grace: chrono::Duration) -> Vec<Due> {
         let mut due = Vec::new();
         let horizon = now - misfire_grace;
         loop {

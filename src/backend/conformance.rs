@@ -1,1 +1,828 @@
-//! STUB: conformance suite
+//! Conformance suites: the guarantees of each port, as async checks every adapter must pass.
+//!
+//! One suite per trait ([`job_store_suite`], [`membership_suite`], [`claims_suite`],
+//! [`log_store_suite`]), each the sequence of the smaller `pub` checks below, so a test can
+//! run them one by one for sharper failures. The embedded adapters run them in their unit
+//! tests; `tests/it/backends.rs` runs the same functions against real etcd and MongoDB-wire
+//! servers. Therefore the checks know nothing of any adapter's internals, use fresh unique
+//! names (jobs, workers, run ids), tolerate data other tests left in a shared store, and filter
+//! watch events down to their own jobs. A failed guarantee panics with what was expected.
+//!
+//! The checks spawn tasks with `tokio::spawn` (to race writers), so they must run inside a
+//! tokio runtime (`#[tokio::test]` or `#[actix_rt::test]`).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use futures::StreamExt;
+
+use super::claims::{Claims, RunningMark};
+use super::jobs::{Change, JobStore, Precondition, PutOutcome, Signal, WatchEvent, WatchStream};
+use super::logs::{JobStats, LogStore, RunCursor, RunFilter, RunQuery};
+use super::members::Membership;
+use super::BackendError;
+use crate::domain::{
+    ConcurrencyPolicy, Dialect, Fence, Job, JobName, Revision, RunId, RunRecord, RunStatus, Trigger, WorkerId,
+    WorkerInfo,
+};
+
+/// How long a check waits for an expected watch event.
+const EVENT_WAIT: Duration = Duration::from_secs(10);
+/// How many tasks race in the concurrency checks.
+const RACERS: usize = 16;
+
+/// A name no other check (in this or another process) uses: `cf-<tag>-<uuid v7>-<seq>`.
+pub fn unique(tag: &str) -> String {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    format!("cf-{tag}-{}-{}", uuid::Uuid::now_v7().simple(), SEQ.fetch_add(1, Ordering::Relaxed))
+}
+
+fn unique_job(tag: &str) -> JobName {
+    JobName::parse(&unique(tag)).expect("unique names are valid job names")
+}
+
+/// `t` truncated to milliseconds, the precision every store keeps.
+fn ms(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(t.timestamp_millis()).expect("time in range")
+}
+
+/// A valid job named `name` (version and timestamps zero, for the store to set).
+pub fn sample_job(name: &JobName) -> Job {
+    Job {
+        name: name.clone(),
+        command: "echo conformance".into(),
+        cron_expr: "*/5 * * * *".into(),
+        tz: None,
+        enabled: true,
+        concurrency: ConcurrencyPolicy::Forbid,
+        timeout_secs: 0,
+        description: String::new(),
+        env: Default::default(),
+        working_dir: None,
+        created_at: DateTime::<Utc>::UNIX_EPOCH,
+        updated_at: DateTime::<Utc>::UNIX_EPOCH,
+        version: 0,
+        dialect: Dialect::Distcron,
+    }
+}
+
+/// A worker's published info.
+pub fn sample_worker(id: &WorkerId) -> WorkerInfo {
+    let now = ms(Utc::now());
+    WorkerInfo {
+        id: id.clone(),
+        hostname: "conformance-host".into(),
+        address: "127.0.0.1".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        started_at: now,
+        running: 0,
+        capacity: 4,
+        last_heartbeat: now,
+    }
+}
+
+/// A run record of `job` with a fresh id, started (or, for runs that never start, dispatched)
+/// at `start`, lasting `duration_ms` when given. Times are truncated to milliseconds.
+pub fn sample_run(
+    job: &JobName,
+    status: RunStatus,
+    worker: &str,
+    start: DateTime<Utc>,
+    duration_ms: Option<u64>,
+) -> RunRecord {
+    let start = ms(start);
+    let started = !matches!(status, RunStatus::Skipped | RunStatus::Missed | RunStatus::Error);
+    let ended_at = status
+        .is_final()
+        .then(|| start + chrono::Duration::milliseconds(i64::try_from(duration_ms.unwrap_or(0)).unwrap_or(0)));
+    RunRecord {
+        id: RunId::generate(),
+        job: job.clone(),
+        command: "echo conformance".into(),
+        status,
+        trigger: Trigger::Schedule,
+        scheduled_at: start,
+        dispatched_at: start,
+        started_at: started.then_some(start),
+        ended_at,
+        duration_ms,
+        exit_code: match status {
+            RunStatus::Succeeded => Some(0),
+            RunStatus::Failed => Some(1),
+            _ => None,
+        },
+        signal: None,
+        err: if status == RunStatus::Succeeded { String::new() } else { format!("conformance {status}") },
+        output: "out\n".into(),
+        output_bytes: 4,
+        output_truncated: false,
+        worker: WorkerId(worker.to_owned()),
+        attempt: 1,
+        fence: Fence(1),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Job store
+// ---------------------------------------------------------------------------------------------
+
+/// Every job store check, in sequence, on one store.
+pub async fn job_store_suite(store: Arc<dyn JobStore>) {
+    job_store_put_get_delete(Arc::clone(&store)).await;
+    job_store_preconditions(Arc::clone(&store)).await;
+    job_store_concurrent_writers(Arc::clone(&store)).await;
+    job_store_watch(store).await;
+}
+
+fn put_ok(result: Result<PutOutcome, BackendError>, what: &str) -> PutOutcome {
+    match result {
+        Ok(out) => out,
+        Err(e) => panic!("{what}: expected success, got {e:?}"),
+    }
+}
+
+/// put/get/snapshot/delete; the store sets version and timestamps and ignores the caller's.
+pub async fn job_store_put_get_delete(store: Arc<dyn JobStore>) {
+    let name = unique_job("crud");
+    assert_eq!(store.get(&name).await.expect("get missing"), None, "a fresh name is absent");
+    let (_, rev0) = store.snapshot().await.expect("snapshot");
+
+    let before = Utc::now() - chrono::Duration::seconds(5);
+    let mut input = sample_job(&name);
+    input.version = 42;
+    input.created_at = Utc.with_ymd_and_hms(2001, 1, 1, 0, 0, 0).single().expect("valid date");
+    let created = put_ok(store.put(input.clone(), Precondition::Absent).await, "create");
+    assert_eq!(created.previous, None);
+    assert_eq!(created.job.version, 1, "a created job has version 1 whatever the caller sent");
+    assert!(created.job.created_at >= before, "created_at is set by the store, not kept from the caller");
+    assert!(created.job.updated_at >= created.job.created_at);
+    assert!(created.revision > rev0, "a put advances the revision");
+    let mut expected = input.clone();
+    expected.version = created.job.version;
+    expected.created_at = created.job.created_at;
+    expected.updated_at = created.job.updated_at;
+    assert_eq!(created.job, expected, "every other field is stored as given");
+
+    assert_eq!(store.get(&name).await.expect("get"), Some(created.job.clone()));
+    let (jobs, rev1) = store.snapshot().await.expect("snapshot");
+    assert!(rev1 >= created.revision, "the snapshot revision covers the put");
+    assert_eq!(jobs.iter().filter(|j| j.name == name).collect::<Vec<_>>(), vec![&created.job]);
+
+    let mut changed = created.job.clone();
+    changed.command = "echo changed".into();
+    changed.created_at = DateTime::<Utc>::UNIX_EPOCH;
+    let updated = put_ok(store.put(changed, Precondition::Version(1)).await, "update");
+    assert_eq!(updated.previous, Some(created.job.clone()), "the previous job is returned");
+    assert_eq!(updated.job.version, 2, "an update increments the version");
+    assert_eq!(updated.job.created_at, created.job.created_at, "an update keeps created_at");
+    assert!(updated.job.updated_at >= created.job.updated_at);
+    assert_eq!(updated.job.command, "echo changed");
+    assert!(updated.revision > created.revision, "revisions increase");
+    assert_eq!(store.get(&name).await.expect("get"), Some(updated.job.clone()));
+
+    let deleted = store.delete(&name, None).await.expect("delete");
+    assert_eq!(deleted, Some(updated.job), "delete returns the deleted job");
+    assert_eq!(store.get(&name).await.expect("get"), None, "a deleted job is gone");
+    let (jobs, _) = store.snapshot().await.expect("snapshot");
+    assert!(jobs.iter().all(|j| j.name != name), "a deleted job is not in the snapshot");
+    assert_eq!(store.delete(&name, None).await.expect("delete missing"), None, "deleting a missing job is not an error");
+}
+
+/// Every [`Precondition`] branch, the delete version check and their error variants; a refused
+/// write changes nothing.
+pub async fn job_store_preconditions(store: Arc<dyn JobStore>) {
+    let name = unique_job("pre");
+    let job = sample_job(&name);
+
+    match store.put(job.clone(), Precondition::Version(1)).await {
+        Err(BackendError::JobNotFound { name: n }) => assert_eq!(n, name),
+        other => panic!("Version on a missing job: expected JobNotFound, got {other:?}"),
+    }
+    assert_eq!(store.get(&name).await.expect("get"), None, "a refused put creates nothing");
+
+    let v1 = put_ok(store.put(job.clone(), Precondition::Any).await, "Any on a missing job");
+    assert_eq!((v1.job.version, v1.previous.is_none()), (1, true), "Any creates");
+
+    match store.put(job.clone(), Precondition::Absent).await {
+        Err(BackendError::JobExists { name: n }) => assert_eq!(n, name),
+        other => panic!("Absent on an existing job: expected JobExists, got {other:?}"),
+    }
+    match store.put(job.clone(), Precondition::Version(5)).await {
+        Err(BackendError::VersionConflict { name: n, expected, found }) => {
+            assert_eq!((n, expected, found), (name.clone(), 5, 1));
+        }
+        other => panic!("stale Version: expected VersionConflict, got {other:?}"),
+    }
+    assert_eq!(store.get(&name).await.expect("get"), Some(v1.job.clone()), "refused puts change nothing");
+
+    let v2 = put_ok(store.put(job.clone(), Precondition::Any).await, "Any on an existing job");
+    assert_eq!(v2.job.version, 2, "Any replaces and increments");
+    assert_eq!(v2.previous.as_ref().map(|p| p.version), Some(1));
+    let v3 = put_ok(store.put(job.clone(), Precondition::Version(2)).await, "matching Version");
+    assert_eq!(v3.job.version, 3);
+    assert_eq!(v3.job.created_at, v1.job.created_at, "created_at survives every update");
+
+    match store.delete(&name, Some(1)).await {
+        Err(BackendError::VersionConflict { name: n, expected, found }) => {
+            assert_eq!((n, expected, found), (name.clone(), 1, 3));
+        }
+        other => panic!("delete with a stale version: expected VersionConflict, got {other:?}"),
+    }
+    assert_eq!(store.get(&name).await.expect("get"), Some(v3.job.clone()), "a refused delete deletes nothing");
+    assert_eq!(store.delete(&name, Some(3)).await.expect("delete"), Some(v3.job));
+    match store.delete(&name, Some(3)).await {
+        Err(BackendError::JobNotFound { name: n }) => assert_eq!(n, name),
+        other => panic!("delete of a missing job with a version: expected JobNotFound, got {other:?}"),
+    }
+    assert_eq!(store.delete(&name, None).await.expect("delete"), None);
+}
+
+/// Racing writers: of many puts with the same expected version (or many creates, or many
+/// versioned deletes), exactly one succeeds and the others get the precise error.
+pub async fn job_store_concurrent_writers(store: Arc<dyn JobStore>) {
+    let name = unique_job("race");
+    put_ok(store.put(sample_job(&name), Precondition::Absent).await, "create");
+
+    let tasks: Vec<_> = (0..RACERS)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            let mut job = sample_job(&name);
+            job.command = format!("echo racer {i}");
+            tokio::spawn(async move { store.put(job, Precondition::Version(1)).await })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for task in tasks {
+        match task.await.expect("racer task") {
+            Ok(out) => winners.push(out),
+            Err(BackendError::VersionConflict { expected: 1, found: 2, .. }) => {}
+            Err(e) => panic!("a losing racer must get VersionConflict(expected 1, found 2), got {e:?}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one put with the same expected version wins");
+    let stored = store.get(&name).await.expect("get").expect("present");
+    assert_eq!(stored, winners[0].job, "the winner's write is the stored one");
+    assert_eq!(stored.version, 2);
+
+    let deletes: Vec<_> = (0..RACERS)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            let name = name.clone();
+            tokio::spawn(async move { store.delete(&name, Some(2)).await })
+        })
+        .collect();
+    let mut deleted = 0;
+    for task in deletes {
+        match task.await.expect("delete task") {
+            Ok(Some(_)) => deleted += 1,
+            Err(BackendError::JobNotFound { .. }) => {}
+            other => panic!("a losing delete must get JobNotFound, got {other:?}"),
+        }
+    }
+    assert_eq!(deleted, 1, "exactly one versioned delete wins");
+
+    let fresh = unique_job("race-create");
+    let creates: Vec<_> = (0..RACERS)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            let job = sample_job(&fresh);
+            tokio::spawn(async move { store.put(job, Precondition::Absent).await })
+        })
+        .collect();
+    let mut created = 0;
+    for task in creates {
+        match task.await.expect("create task") {
+            Ok(_) => created += 1,
+            Err(BackendError::JobExists { .. }) => {}
+            Err(e) => panic!("a losing create must get JobExists, got {e:?}"),
+        }
+    }
+    assert_eq!(created, 1, "exactly one create wins");
+    store.delete(&fresh, None).await.expect("cleanup");
+}
+
+fn event_job(event: &WatchEvent) -> &JobName {
+    match &event.change {
+        Change::Put(job) => &job.name,
+        Change::Delete(name) => name,
+        Change::Signal(Signal::Kill { job, .. } | Signal::RunNow { job, .. }) => job,
+    }
+}
+
+/// Reads `stream` until the event putting `sentinel`, keeping the events of `ours` jobs.
+async fn collect_until(stream: &mut WatchStream, ours: &[&JobName], sentinel: &JobName) -> Vec<WatchEvent> {
+    let mut seen = Vec::new();
+    loop {
+        let item = tokio::time::timeout(EVENT_WAIT, stream.next())
+            .await
+            .unwrap_or_else(|_| panic!("no watch event within {EVENT_WAIT:?}; got so far: {seen:#?}"));
+        let event = match item {
+            Some(Ok(event)) => event,
+            Some(Err(e)) => panic!("watch stream failed: {e:?}"),
+            None => panic!("watch stream ended early; got so far: {seen:#?}"),
+        };
+        let job = event_job(&event);
+        if job == sentinel {
+            if matches!(event.change, Change::Put(_)) {
+                return seen;
+            }
+        } else if ours.contains(&job) {
+            seen.push(event);
+        }
+    }
+}
+
+/// Watch from snapshot revision + 1 sees every later put, delete and signal of the check's jobs
+/// in order, exactly once, at the revisions the writes returned; a later watch from an old
+/// revision replays the same history, and a watch from a middle revision starts there.
+pub async fn job_store_watch(store: Arc<dyn JobStore>) {
+    let (a, b, sentinel) = (unique_job("watch-a"), unique_job("watch-b"), unique_job("watch-end"));
+    let ours = [&a, &b];
+    let early = put_ok(store.put(sample_job(&a), Precondition::Absent).await, "put before the snapshot");
+    let (_, rev0) = store.snapshot().await.expect("snapshot");
+    assert!(rev0 >= early.revision);
+    let from = Revision(rev0.0 + 1);
+    let mut stream = store.watch(from).await.expect("watch from snapshot revision + 1");
+
+    let mut expected: Vec<(Option<Revision>, Change)> = Vec::new();
+    let mut changed = sample_job(&a);
+    changed.command = "echo watched".into();
+    let o1 = put_ok(store.put(changed, Precondition::Version(1)).await, "update a");
+    expected.push((Some(o1.revision), Change::Put(o1.job.clone())));
+    let kill_one = Signal::Kill { job: a.clone(), run: Some(RunId(unique("run"))) };
+    let r = store.signal(kill_one.clone()).await.expect("kill signal");
+    expected.push((Some(r), Change::Signal(kill_one)));
+    let run_now = Signal::RunNow { job: a.clone(), request: unique("req") };
+    let r = store.signal(run_now.clone()).await.expect("run-now signal");
+    expected.push((Some(r), Change::Signal(run_now)));
+    store.delete(&a, Some(2)).await.expect("delete a").expect("a existed");
+    expected.push((None, Change::Delete(a.clone())));
+    let o2 = put_ok(store.put(sample_job(&b), Precondition::Absent).await, "create b");
+    expected.push((Some(o2.revision), Change::Put(o2.job.clone())));
+    let kill_all = Signal::Kill { job: b.clone(), run: None };
+    let r = store.signal(kill_all.clone()).await.expect("kill signal");
+    expected.push((Some(r), Change::Signal(kill_all)));
+    store.delete(&b, None).await.expect("delete b").expect("b existed");
+    expected.push((None, Change::Delete(b.clone())));
+    put_ok(store.put(sample_job(&sentinel), Precondition::Absent).await, "sentinel");
+
+    let check = |events: &[WatchEvent], expected: &[(Option<Revision>, Change)], what: &str| {
+        let changes: Vec<&Change> = events.iter().map(|e| &e.change).collect();
+        let wanted: Vec<&Change> = expected.iter().map(|(_, c)| c).collect();
+        assert_eq!(changes, wanted, "{what}: every change once, in order");
+        for pair in events.windows(2) {
+            assert!(pair[0].revision < pair[1].revision, "{what}: revisions strictly increase");
+        }
+        for (event, (rev, _)) in events.iter().zip(expected) {
+            assert!(event.revision >= from, "{what}: no event older than the watch start");
+            if let Some(rev) = rev {
+                assert_eq!(event.revision, *rev, "{what}: the event carries the write's revision");
+            }
+        }
+    };
+    let live = collect_until(&mut stream, &ours, &sentinel).await;
+    check(&live, &expected, "live watch");
+    drop(stream);
+
+    let mut replay = store.watch(from).await.expect("watch from an old revision");
+    let replayed = collect_until(&mut replay, &ours, &sentinel).await;
+    check(&replayed, &expected, "replayed watch");
+    drop(replay);
+
+    let mut middle = store.watch(o2.revision).await.expect("watch from a middle revision");
+    let tail = collect_until(&mut middle, &ours, &sentinel).await;
+    check(&tail, &expected[4..], "watch from the middle");
+    drop(middle);
+
+    store.delete(&sentinel, None).await.expect("cleanup");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Membership
+// ---------------------------------------------------------------------------------------------
+
+/// join, heartbeat, live (sorted by id), leave; one adapter serves several worker ids.
+pub async fn membership_suite(members: Arc<dyn Membership>) {
+    let base = unique("worker");
+    let (id_a, id_b) = (WorkerId(format!("{base}-a")), WorkerId(format!("{base}-b")));
+    let ours = |live: &[WorkerInfo]| -> Vec<WorkerInfo> {
+        live.iter().filter(|w| w.id == id_a || w.id == id_b).cloned().collect()
+    };
+    let sorted = |live: &[WorkerInfo]| live.windows(2).all(|p| p[0].id < p[1].id);
+
+    let mut a = sample_worker(&id_a);
+    let b = sample_worker(&id_b);
+    members.join(&b).await.expect("join b");
+    members.join(&a).await.expect("join a");
+    let live = members.live().await.expect("live");
+    assert!(sorted(&live), "live workers are sorted by id, without duplicates: {live:?}");
+    assert_eq!(ours(&live), vec![a.clone(), b.clone()], "joined workers are live with their info");
+
+    members.join(&a).await.expect("join again");
+    assert_eq!(ours(&members.live().await.expect("live")).len(), 2, "joining twice lists a worker once");
+
+    a.running = 3;
+    a.last_heartbeat = ms(Utc::now());
+    members.heartbeat(&a).await.expect("heartbeat");
+    assert_eq!(ours(&members.live().await.expect("live")), vec![a.clone(), b.clone()], "a heartbeat updates the info");
+
+    members.leave(&id_a).await.expect("leave a");
+    let live = members.live().await.expect("live");
+    assert!(sorted(&live));
+    assert_eq!(ours(&live), vec![b.clone()], "a worker that left is not live");
+    members.leave(&id_a).await.expect("leaving twice is not an error");
+    members.leave(&id_b).await.expect("leave b");
+    assert!(ours(&members.live().await.expect("live")).is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Claims
+// ---------------------------------------------------------------------------------------------
+
+/// Every claims check, in sequence, on one adapter.
+pub async fn claims_suite(claims: Arc<dyn Claims>) {
+    claims_tick_once(Arc::clone(&claims)).await;
+    claims_tick_race(Arc::clone(&claims)).await;
+    claims_request_once(Arc::clone(&claims)).await;
+    claims_running_marks(claims).await;
+}
+
+fn whole_second(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp(t.timestamp(), 0).expect("time in range")
+}
+
+/// A tick is claimed once; an older or equal tick is refused after a newer one; fences grow;
+/// jobs are independent.
+pub async fn claims_tick_once(claims: Arc<dyn Claims>) {
+    let (job, other) = (unique_job("tick"), unique_job("tick-other"));
+    let t = whole_second(Utc::now());
+    let sec = chrono::Duration::seconds(1);
+    let f1 = claims.claim_tick(&job, t).await.expect("claim").expect("a fresh tick is claimed");
+    assert_eq!(claims.claim_tick(&job, t).await.expect("claim"), None, "a tick is claimed once");
+    assert_eq!(claims.claim_tick(&job, t - sec).await.expect("claim"), None, "an older tick is refused");
+    let f2 = claims.claim_tick(&job, t + sec).await.expect("claim").expect("a newer tick is claimed");
+    assert!(f2 > f1, "fences increase: {f1:?} then {f2:?}");
+    assert_eq!(claims.claim_tick(&job, t + sec).await.expect("claim"), None, "an equal tick is refused");
+    assert_eq!(claims.claim_tick(&job, t).await.expect("claim"), None, "an older tick stays refused");
+    assert!(claims.claim_tick(&other, t).await.expect("claim").is_some(), "another job's claims are independent");
+}
+
+/// Many tasks claiming the same tick: exactly one wins, each time.
+pub async fn claims_tick_race(claims: Arc<dyn Claims>) {
+    let job = unique_job("tick-race");
+    let t0 = whole_second(Utc::now());
+    for round in 0..5 {
+        let tick = t0 + chrono::Duration::seconds(round);
+        let tasks: Vec<_> = (0..RACERS)
+            .map(|_| {
+                let claims = Arc::clone(&claims);
+                let job = job.clone();
+                tokio::spawn(async move { claims.claim_tick(&job, tick).await })
+            })
+            .collect();
+        let mut won = 0;
+        for task in tasks {
+            if task.await.expect("racer task").expect("claim").is_some() {
+                won += 1;
+            }
+        }
+        assert_eq!(won, 1, "exactly one of {RACERS} concurrent claims of tick {tick} wins");
+    }
+}
+
+/// A run-now request is claimed once per id, also under a race.
+pub async fn claims_request_once(claims: Arc<dyn Claims>) {
+    let job = unique_job("request");
+    let (r1, r2, r3) = (unique("r1"), unique("r2"), unique("r3"));
+    assert!(claims.claim_request(&job, &r1).await.expect("claim").is_some());
+    assert_eq!(claims.claim_request(&job, &r1).await.expect("claim"), None, "a request is claimed once");
+    assert!(claims.claim_request(&job, &r2).await.expect("claim").is_some(), "another request id is claimed");
+    let tasks: Vec<_> = (0..RACERS)
+        .map(|_| {
+            let claims = Arc::clone(&claims);
+            let (job, r3) = (job.clone(), r3.clone());
+            tokio::spawn(async move { claims.claim_request(&job, &r3).await })
+        })
+        .collect();
+    let mut won = 0;
+    for task in tasks {
+        if task.await.expect("racer task").expect("claim").is_some() {
+            won += 1;
+        }
+    }
+    assert_eq!(won, 1, "exactly one of {RACERS} concurrent claims of a request wins");
+}
+
+/// Running marks: add, list per job and overall, clear (also when absent).
+pub async fn claims_running_marks(claims: Arc<dyn Claims>) {
+    let (a, b, none) = (unique_job("mark-a"), unique_job("mark-b"), unique_job("mark-none"));
+    let worker = WorkerId(unique("mark-worker"));
+    let now = ms(Utc::now());
+    let mark = |job: &JobName| RunningMark {
+        job: job.clone(),
+        run: RunId::generate(),
+        worker: worker.clone(),
+        scheduled_at: now,
+        since: now,
+    };
+    let (a1, a2, b1) = (mark(&a), mark(&a), mark(&b));
+    for m in [&a1, &a2, &b1] {
+        claims.mark_running(m).await.expect("mark");
+    }
+    let by_run = |mut v: Vec<RunningMark>| {
+        v.sort_by(|x, y| x.run.cmp(&y.run));
+        v
+    };
+    assert_eq!(by_run(claims.running(Some(&a)).await.expect("running")), by_run(vec![a1.clone(), a2.clone()]));
+    assert_eq!(claims.running(Some(&b)).await.expect("running"), vec![b1.clone()]);
+    assert!(claims.running(Some(&none)).await.expect("running").is_empty());
+    let all = claims.running(None).await.expect("running");
+    for m in [&a1, &a2, &b1] {
+        assert_eq!(all.iter().filter(|x| *x == m).count(), 1, "every mark is listed once overall: {m:?}");
+    }
+
+    claims.clear_running(&a, &a1.run).await.expect("clear");
+    assert_eq!(claims.running(Some(&a)).await.expect("running"), vec![a2.clone()]);
+    claims.clear_running(&a, &a1.run).await.expect("clearing an absent mark is not an error");
+    claims.clear_running(&a, &a2.run).await.expect("clear");
+    claims.clear_running(&b, &b1.run).await.expect("clear");
+    let all = claims.running(None).await.expect("running");
+    assert!(all.iter().all(|m| m.job != a && m.job != b), "cleared marks are gone");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Log store
+// ---------------------------------------------------------------------------------------------
+
+/// Every log store check, in sequence, on one store.
+pub async fn log_store_suite(logs: Arc<dyn LogStore>) {
+    logs.ping().await.expect("ping");
+    log_store_append_is_idempotent(Arc::clone(&logs)).await;
+    log_store_running_becomes_final(Arc::clone(&logs)).await;
+    log_store_filters(Arc::clone(&logs)).await;
+    log_store_pagination(Arc::clone(&logs)).await;
+    log_store_stats(Arc::clone(&logs)).await;
+    log_store_purge(logs).await;
+}
+
+fn job_filter(job: &JobName) -> RunFilter {
+    RunFilter { job: Some(job.clone()), ..RunFilter::default() }
+}
+
+/// Newest start first, then id descending: the order every page follows.
+fn page_order(records: &mut [RunRecord]) {
+    records.sort_by(|x, y| y.start_time().cmp(&x.start_time()).then_with(|| y.id.cmp(&x.id)));
+}
+
+/// Appending the same batch twice stores each run once, unchanged.
+pub async fn log_store_append_is_idempotent(logs: Arc<dyn LogStore>) {
+    let job = unique_job("append");
+    let base = Utc::now() - chrono::Duration::hours(1);
+    let records: Vec<RunRecord> = (0..5)
+        .map(|i| sample_run(&job, RunStatus::Succeeded, "w", base + chrono::Duration::seconds(i), Some(10)))
+        .collect();
+    logs.append_batch(&records).await.expect("append");
+    assert_eq!(logs.count(&job_filter(&job)).await.expect("count"), 5);
+    logs.append_batch(&records).await.expect("append again");
+    assert_eq!(logs.count(&job_filter(&job)).await.expect("count"), 5, "a retried batch duplicates nothing");
+    for r in &records {
+        assert_eq!(logs.get(&r.id).await.expect("get").as_ref(), Some(r), "a stored run reads back unchanged");
+    }
+    assert_eq!(logs.get(&RunId(unique("missing"))).await.expect("get"), None);
+    logs.append_batch(&[]).await.expect("an empty batch is fine");
+}
+
+/// A `running` record and its final record are one run; within a batch the last one wins; a
+/// late retry of the `running` record does not resurrect a finished run.
+pub async fn log_store_running_becomes_final(logs: Arc<dyn LogStore>) {
+    let job = unique_job("upsert");
+    let start = Utc::now() - chrono::Duration::minutes(30);
+    let running = sample_run(&job, RunStatus::Running, "w", start, None);
+    logs.append_batch(std::slice::from_ref(&running)).await.expect("append running");
+    let running_filter = RunFilter { status: Some(RunStatus::Running), ..job_filter(&job) };
+    assert_eq!(logs.count(&running_filter).await.expect("count"), 1);
+
+    let mut done = running.clone();
+    done.status = RunStatus::Succeeded;
+    done.ended_at = Some(ms(start) + chrono::Duration::milliseconds(250));
+    done.duration_ms = Some(250);
+    done.exit_code = Some(0);
+    logs.append_batch(std::slice::from_ref(&done)).await.expect("append final");
+    assert_eq!(logs.count(&job_filter(&job)).await.expect("count"), 1, "running then final is one run");
+    assert_eq!(logs.count(&running_filter).await.expect("count"), 0, "no run is left running");
+    assert_eq!(logs.get(&done.id).await.expect("get"), Some(done.clone()));
+
+    let second = sample_run(&job, RunStatus::Running, "w", start + chrono::Duration::seconds(1), None);
+    let mut second_done = second.clone();
+    second_done.status = RunStatus::Failed;
+    second_done.exit_code = Some(2);
+    logs.append_batch(&[second, second_done.clone()]).await.expect("append both in one batch");
+    assert_eq!(logs.get(&second_done.id).await.expect("get"), Some(second_done), "records apply in slice order");
+    assert_eq!(logs.count(&job_filter(&job)).await.expect("count"), 2);
+
+    logs.append_batch(std::slice::from_ref(&running)).await.expect("late retry of the running record");
+    assert_eq!(logs.get(&done.id).await.expect("get"), Some(done), "a final run never goes back to running");
+}
+
+/// Filters by job, status, worker and start-time window (from inclusive, to exclusive), alone
+/// and combined, in `query` and `count`.
+pub async fn log_store_filters(logs: Arc<dyn LogStore>) {
+    let (job, other) = (unique_job("filter"), unique_job("filter-other"));
+    let (wa, wb) = (unique("wa"), unique("wb"));
+    let t0 = ms(Utc::now() - chrono::Duration::hours(3));
+    let at = |m: i64| t0 + chrono::Duration::minutes(m);
+    let mut mine = vec![
+        sample_run(&job, RunStatus::Succeeded, &wa, at(0), Some(10)),
+        sample_run(&job, RunStatus::Succeeded, &wa, at(1), Some(10)),
+        sample_run(&job, RunStatus::Succeeded, &wa, at(2), Some(10)),
+        sample_run(&job, RunStatus::Failed, &wb, at(3), Some(10)),
+        sample_run(&job, RunStatus::Failed, &wb, at(4), Some(10)),
+        sample_run(&job, RunStatus::Running, &wa, at(5), None),
+    ];
+    let theirs = vec![
+        sample_run(&other, RunStatus::Succeeded, &wa, at(1), Some(10)),
+        sample_run(&other, RunStatus::Failed, &wb, at(2), Some(10)),
+    ];
+    logs.append_batch(&theirs).await.expect("append");
+    logs.append_batch(&mine).await.expect("append");
+    page_order(&mut mine);
+
+    let count = |filter: RunFilter| {
+        let logs = Arc::clone(&logs);
+        async move { logs.count(&filter).await.expect("count") }
+    };
+    let query = |filter: RunFilter| {
+        let logs = Arc::clone(&logs);
+        async move {
+            let page = logs.query(&RunQuery { filter, limit: 100, ..RunQuery::default() }).await.expect("query");
+            page.runs
+        }
+    };
+    let by_job = job_filter(&job);
+    assert_eq!(count(by_job.clone()).await, 6);
+    assert_eq!(query(by_job.clone()).await, mine, "a job's runs, newest first, unchanged");
+    assert_eq!(count(job_filter(&other)).await, 2);
+
+    let succeeded = RunFilter { status: Some(RunStatus::Succeeded), ..by_job.clone() };
+    assert_eq!(count(succeeded.clone()).await, 3);
+    let runs = query(succeeded).await;
+    assert_eq!(runs.iter().map(|r| (r.status, r.start_time())).collect::<Vec<_>>(), vec![
+        (RunStatus::Succeeded, at(2)),
+        (RunStatus::Succeeded, at(1)),
+        (RunStatus::Succeeded, at(0)),
+    ]);
+
+    let on_wb = RunFilter { worker: Some(WorkerId(wb.clone())), ..by_job.clone() };
+    assert_eq!(count(on_wb.clone()).await, 2);
+    assert!(query(on_wb).await.iter().all(|r| r.worker.0 == wb && r.job == job));
+    let wb_anywhere = RunFilter { worker: Some(WorkerId(wb.clone())), ..RunFilter::default() };
+    assert_eq!(count(wb_anywhere).await, 3, "the worker filter alone spans jobs");
+
+    let window = RunFilter { from: Some(at(1)), to: Some(at(4)), ..by_job.clone() };
+    assert_eq!(count(window.clone()).await, 3, "from is inclusive, to exclusive");
+    assert_eq!(
+        query(window).await.iter().map(RunRecord::start_time).collect::<Vec<_>>(),
+        vec![at(3), at(2), at(1)]
+    );
+    let combined = RunFilter {
+        status: Some(RunStatus::Failed),
+        worker: Some(WorkerId(wb.clone())),
+        from: Some(at(4)),
+        ..by_job.clone()
+    };
+    assert_eq!(count(combined.clone()).await, 1);
+    assert_eq!(query(combined).await, vec![mine[1].clone()]);
+    let running = RunFilter { status: Some(RunStatus::Running), ..by_job };
+    assert_eq!(query(running).await, vec![mine[0].clone()]);
+}
+
+/// Cursor pagination over 250 runs (some sharing a start time) yields each exactly once, in
+/// order, while newer runs are appended between pages; skip/limit pages; limit is clamped.
+pub async fn log_store_pagination(logs: Arc<dyn LogStore>) {
+    const TOTAL: usize = 250;
+    const PAGE: u32 = 40;
+    let job = unique_job("page");
+    let base = ms(Utc::now() - chrono::Duration::days(2));
+    let statuses = [RunStatus::Succeeded, RunStatus::Failed, RunStatus::Skipped, RunStatus::Timeout];
+    let mut records: Vec<RunRecord> = (0..TOTAL)
+        .map(|i| {
+            // Three runs share each start time: the id breaks the tie.
+            let start = base + chrono::Duration::seconds((i / 3) as i64);
+            sample_run(&job, statuses[i % statuses.len()], "w", start, Some(i as u64))
+        })
+        .collect();
+    for chunk in records.chunks(50).rev() {
+        logs.append_batch(chunk).await.expect("append");
+    }
+    page_order(&mut records);
+    let old = RunFilter { to: Some(base + chrono::Duration::days(1)), ..job_filter(&job) };
+    assert_eq!(logs.count(&old).await.expect("count"), TOTAL as u64);
+
+    let mut seen: Vec<RunRecord> = Vec::new();
+    let mut after: Option<RunCursor> = None;
+    let mut pages = 0;
+    loop {
+        let query = RunQuery { filter: job_filter(&job), after: after.clone(), skip: 0, limit: PAGE };
+        let page = logs.query(&query).await.expect("query");
+        pages += 1;
+        assert!(pages <= TOTAL, "pagination does not terminate");
+        assert!(page.runs.len() <= PAGE as usize);
+        if page.runs.len() == PAGE as usize {
+            assert!(page.next_cursor.is_some(), "a full page has a next cursor");
+        } else {
+            assert_eq!(page.next_cursor, None, "a short page is the last");
+        }
+        seen.extend(page.runs);
+        // Newer runs arriving between pages must not shift the pages still to come.
+        let newer: Vec<RunRecord> = (0..2)
+            .map(|i| sample_run(&job, RunStatus::Succeeded, "w", Utc::now() + chrono::Duration::seconds(i), Some(1)))
+            .collect();
+        logs.append_batch(&newer).await.expect("append between pages");
+        match page.next_cursor {
+            Some(text) => after = Some(RunCursor::decode(&text).expect("next_cursor decodes")),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), TOTAL, "every run once");
+    assert_eq!(seen, records, "every run exactly once, newest first, ties by id descending");
+
+    let skipped = logs
+        .query(&RunQuery { filter: old.clone(), after: None, skip: 10, limit: 5 })
+        .await
+        .expect("skip/limit query");
+    assert_eq!(skipped.runs, records[10..15].to_vec(), "skip then limit");
+    assert!(skipped.next_cursor.is_some());
+    let cursor = RunCursor { start_time: records[19].start_time(), id: records[19].id.clone() };
+    let both = logs
+        .query(&RunQuery { filter: old.clone(), after: Some(cursor), skip: 5, limit: 5 })
+        .await
+        .expect("cursor+skip query");
+    assert_eq!(both.runs, records[25..30].to_vec(), "skip applies after the cursor");
+    let tail = logs
+        .query(&RunQuery { filter: old.clone(), after: None, skip: (TOTAL - 3) as u64, limit: 10 })
+        .await
+        .expect("tail query");
+    assert_eq!(tail.runs, records[TOTAL - 3..].to_vec());
+    assert_eq!(tail.next_cursor, None);
+    let clamped = logs.query(&RunQuery { filter: old, after: None, skip: 0, limit: 0 }).await.expect("limit 0");
+    assert_eq!(clamped.runs.len(), 1, "limit is clamped to at least 1");
+}
+
+/// Stats over a window: counts by outcome, nearest-rank p50/p95 of durations, last success and
+/// failure; running runs and runs before the window are left out.
+pub async fn log_store_stats(logs: Arc<dyn LogStore>) {
+    let job = unique_job("stats");
+    let base = ms(Utc::now() - chrono::Duration::hours(6));
+    let at = |m: i64| base + chrono::Duration::minutes(m);
+    let records = vec![
+        sample_run(&job, RunStatus::Succeeded, "w", at(-1), Some(10_000)),
+        sample_run(&job, RunStatus::Succeeded, "w", at(1), Some(100)),
+        sample_run(&job, RunStatus::Succeeded, "w", at(2), Some(300)),
+        sample_run(&job, RunStatus::Succeeded, "w", at(3), Some(200)),
+        sample_run(&job, RunStatus::Failed, "w", at(4), Some(400)),
+        sample_run(&job, RunStatus::Timeout, "w", at(5), Some(600)),
+        sample_run(&job, RunStatus::Killed, "w", at(6), Some(500)),
+        sample_run(&job, RunStatus::Error, "w", at(7), None),
+        sample_run(&job, RunStatus::Lost, "w", at(8), None),
+        sample_run(&job, RunStatus::Skipped, "w", at(9), None),
+        sample_run(&job, RunStatus::Missed, "w", at(10), None),
+        sample_run(&job, RunStatus::Running, "w", at(11), None),
+    ];
+    logs.append_batch(&records).await.expect("append");
+    let stats = logs.stats(&job, base).await.expect("stats");
+    assert_eq!(
+        stats,
+        JobStats {
+            runs: 10,
+            succeeded: 3,
+            failed: 5,
+            p50_ms: Some(300),
+            p95_ms: Some(600),
+            last_success: Some(at(3)),
+            last_failure: Some(at(8)),
+        }
+    );
+    let empty = logs.stats(&unique_job("stats-none"), base).await.expect("stats");
+    assert_eq!(empty, JobStats::default(), "a job without runs has zero figures");
+}
+
+/// `purge_before` deletes runs that started before the cutoff and keeps the rest.
+pub async fn log_store_purge(logs: Arc<dyn LogStore>) {
+    let job = unique_job("purge");
+    // Far in the past, so a shared store loses nothing but conformance data.
+    let ancient = Utc.with_ymd_and_hms(1971, 1, 1, 0, 0, 0).single().expect("valid date");
+    let cutoff = Utc.with_ymd_and_hms(1972, 1, 1, 0, 0, 0).single().expect("valid date");
+    let mut records: Vec<RunRecord> = (0..5)
+        .map(|i| sample_run(&job, RunStatus::Succeeded, "w", ancient + chrono::Duration::minutes(i), Some(1)))
+        .collect();
+    let kept = sample_run(&job, RunStatus::Succeeded, "w", cutoff, Some(1));
+    records.push(kept.clone());
+    logs.append_batch(&records).await.expect("append");
+    let purged = logs.purge_before(cutoff).await.expect("purge");
+    assert!(purged >= 5, "purge reports the deleted runs: {purged}");
+    assert_eq!(logs.count(&job_filter(&job)).await.expect("count"), 1, "a run at the cutoff is kept");
+    assert_eq!(logs.get(&kept.id).await.expect("get"), Some(kept));
+    assert_eq!(logs.get(&records[0].id).await.expect("get"), None);
+}

@@ -1,4 +1,176 @@
-//! STUB
-/// In-process claims.
-#[derive(Debug, Default)]
-pub struct EmbeddedClaims;
+//! Embedded claims: tick high-water marks, run-now request claims and running marks, in
+//! process memory.
+//!
+//! A tick claim succeeds only when the tick is later (at millisecond precision, as in etcd's
+//! zero-padded key) than every tick of the job claimed before. Fences come from one counter
+//! seeded with the wall clock in microseconds at start, so they keep increasing across
+//! restarts of the node (unless its clock steps back further than the node was down).
+//! Run-now request ids are remembered for an hour, at most 100,000 of them.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::backend::claims::{Claims, RunningMark};
+use crate::backend::BackendError;
+use crate::domain::{Fence, JobName, RunId};
+
+/// How long a claimed run-now request id is remembered.
+pub(crate) const DEFAULT_REQUEST_TTL: Duration = Duration::from_secs(3600);
+/// Most run-now request ids remembered.
+pub(crate) const DEFAULT_MAX_REQUESTS: usize = 100_000;
+
+/// In-process claims for a single node.
+#[derive(Debug)]
+pub struct EmbeddedClaims {
+    request_ttl: Duration,
+    max_requests: usize,
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    /// Last fence handed out.
+    fence: i64,
+    /// Per job, the latest claimed tick in ms since the epoch.
+    ticks: HashMap<JobName, i64>,
+    /// Claimed (job, request) keys, with their claim order for eviction.
+    requests: HashSet<(JobName, String)>,
+    request_order: VecDeque<(Instant, (JobName, String))>,
+    running: BTreeMap<(JobName, RunId), RunningMark>,
+}
+
+impl Default for EmbeddedClaims {
+    fn default() -> Self {
+        Self::new(DEFAULT_REQUEST_TTL, DEFAULT_MAX_REQUESTS)
+    }
+}
+
+impl EmbeddedClaims {
+    /// Claims that remember a run-now request for `request_ttl`, at most `max_requests` of them.
+    pub fn new(request_ttl: Duration, max_requests: usize) -> Self {
+        let fence = Utc::now().timestamp_micros().max(0);
+        Self {
+            request_ttl,
+            max_requests: max_requests.max(1),
+            state: Mutex::new(State {
+                fence,
+                ticks: HashMap::new(),
+                requests: HashSet::new(),
+                request_order: VecDeque::new(),
+                running: BTreeMap::new(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl State {
+    fn next_fence(&mut self) -> Fence {
+        self.fence += 1;
+        Fence(self.fence)
+    }
+
+    fn forget_old_requests(&mut self, ttl: Duration, max: usize) {
+        while let Some((at, _)) = self.request_order.front() {
+            if at.elapsed() < ttl && self.request_order.len() < max {
+                break;
+            }
+            if let Some((_, key)) = self.request_order.pop_front() {
+                self.requests.remove(&key);
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Claims for EmbeddedClaims {
+    async fn claim_tick(&self, job: &JobName, tick: DateTime<Utc>) -> Result<Option<Fence>, BackendError> {
+        let tick_ms = tick.timestamp_millis();
+        let mut state = self.lock();
+        if state.ticks.get(job).is_some_and(|&mark| mark >= tick_ms) {
+            return Ok(None);
+        }
+        state.ticks.insert(job.clone(), tick_ms);
+        Ok(Some(state.next_fence()))
+    }
+
+    async fn claim_request(&self, job: &JobName, request: &str) -> Result<Option<Fence>, BackendError> {
+        let mut state = self.lock();
+        state.forget_old_requests(self.request_ttl, self.max_requests);
+        let key = (job.clone(), request.to_owned());
+        if state.requests.contains(&key) {
+            return Ok(None);
+        }
+        state.requests.insert(key.clone());
+        state.request_order.push_back((Instant::now(), key));
+        Ok(Some(state.next_fence()))
+    }
+
+    async fn mark_running(&self, mark: &RunningMark) -> Result<(), BackendError> {
+        self.lock().running.insert((mark.job.clone(), mark.run.clone()), mark.clone());
+        Ok(())
+    }
+
+    async fn clear_running(&self, job: &JobName, run: &RunId) -> Result<(), BackendError> {
+        self.lock().running.remove(&(job.clone(), run.clone()));
+        Ok(())
+    }
+
+    async fn running(&self, job: Option<&JobName>) -> Result<Vec<RunningMark>, BackendError> {
+        let state = self.lock();
+        Ok(state.running.values().filter(|m| job.map_or(true, |j| &m.job == j)).cloned().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::backend::conformance;
+
+    #[tokio::test]
+    async fn passes_claims_conformance() {
+        conformance::claims_suite(Arc::new(EmbeddedClaims::default())).await;
+    }
+
+    #[tokio::test]
+    async fn request_ids_are_forgotten_beyond_the_bound() {
+        let claims = EmbeddedClaims::new(DEFAULT_REQUEST_TTL, 3);
+        let job = JobName::parse("j").expect("name");
+        for r in ["r1", "r2", "r3", "r4"] {
+            assert!(claims.claim_request(&job, r).await.expect("claim").is_some());
+        }
+        assert!(claims.claim_request(&job, "r4").await.expect("claim").is_none());
+        assert!(claims.claim_request(&job, "r1").await.expect("claim").is_some(), "r1 was evicted");
+        assert!(claims.lock().requests.len() <= 3);
+    }
+
+    #[tokio::test]
+    async fn request_ids_are_forgotten_after_their_ttl() {
+        let claims = EmbeddedClaims::new(Duration::from_millis(50), DEFAULT_MAX_REQUESTS);
+        let job = JobName::parse("j").expect("name");
+        assert!(claims.claim_request(&job, "r1").await.expect("claim").is_some());
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        assert!(claims.claim_request(&job, "r2").await.expect("claim").is_some());
+        assert_eq!(claims.lock().requests.len(), 1, "r1 was forgotten");
+    }
+
+    #[tokio::test]
+    async fn fences_keep_increasing_across_instances() {
+        let job = JobName::parse("j").expect("name");
+        let tick = Utc::now();
+        let first = EmbeddedClaims::default().claim_tick(&job, tick).await.expect("claim").expect("won");
+        // A restart takes longer than this.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        let second = EmbeddedClaims::default().claim_tick(&job, tick).await.expect("claim").expect("won");
+        assert!(second > first);
+    }
+}

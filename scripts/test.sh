@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Runs every distcron test on a fresh machine: installs what is missing, then the Rust unit
+# tests, the integration test binary (real distcron processes over HTTP) and the browser tests
+# (Debian chromium driven by playwright-core).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh --test
+
+echo "== layering: backend crates stay in src/backend"
+if grep -rnE '\b(etcd_client|mongodb|rusqlite)::' src/actors src/http src/domain; then
+  echo "error: a storage crate is named outside src/backend" >&2; exit 1
+fi
+
+echo "== cargo build"
+cargo build --locked --all-targets
+echo "== cargo test (unit + integration)"
+cargo test --locked -- --test-threads="${DISTCRON_TEST_THREADS:-4}"
+echo "== browser tests (chromium + playwright-core)"
+DISTCRON_BIN="$(pwd)/target/debug/distcron" node --test tests/ui/
