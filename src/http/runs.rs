@@ -60,10 +60,20 @@ pub(crate) async fn list(
     state: Data<AppState>,
     query: Query<HashMap<String, String>>,
 ) -> Result<HttpResponse, ApiError> {
-    let query = parse_query(&query)?;
-    let page = state.backends.logs.query(&query).await?;
-    let runs = page.runs.iter().map(summary).collect::<Result<Vec<_>, _>>()?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "runs": runs, "next_cursor": page.next_cursor })))
+    let mut query = parse_query(&query)?;
+    let limit = query.limit as usize;
+    // One run more than asked tells whether another page exists, so `next_cursor` is null
+    // exactly on the last page (the port may offer a cursor on any full page).
+    query.limit += 1;
+    let mut runs = state.backends.logs.query(&query).await?.runs;
+    let next_cursor = if runs.len() > limit {
+        runs.truncate(limit);
+        runs.last().map(|r| RunCursor { start_time: r.start_time(), id: r.id.clone() }.encode())
+    } else {
+        None
+    };
+    let runs = runs.iter().map(summary).collect::<Result<Vec<_>, _>>()?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "runs": runs, "next_cursor": next_cursor })))
 }
 
 /// Looks a run up (404 run_not_found when unknown).

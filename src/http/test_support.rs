@@ -79,11 +79,6 @@ impl FakeJobs {
         Revision(inner.rev)
     }
 
-    /// How many jobs are stored.
-    pub(crate) fn len(&self) -> usize {
-        lock(&self.inner).jobs.len()
-    }
-
     /// Stores a job as the seed would have written it (version 0, no dialect).
     pub(crate) fn insert_raw(&self, job: Job) {
         let mut inner = lock(&self.inner);

@@ -18,7 +18,7 @@ use super::{check_listen_auth, configure, serve, AppState, NodeHandles};
 use crate::actors::messages::{
     GetLogStatus, GetPoolStatus, GetSchedulerStatus, LogStatus, PoolStatus, SchedulerStatus,
 };
-use crate::backend::{Change, LogStore, Membership, Signal};
+use crate::backend::{Change, Signal};
 use crate::config::Config;
 use crate::domain::{Fence, Job, JobName, Revision, RunId, RunRecord, RunStatus, Trigger, WorkerId, WorkerInfo};
 
@@ -48,25 +48,55 @@ impl Resp {
 
 struct Harness {
     state: Data<AppState>,
-    fakes: Fakes,
+    /// Set for harnesses over the fakes (failure injection, seed-written jobs).
+    fakes: Option<Fakes>,
+    _dir: Option<tempfile::TempDir>,
     token: Option<String>,
 }
 
 impl Harness {
+    /// Over the embedded backends in a fresh temp dir.
     fn new() -> Self {
         Self::with(Config::default(), None)
     }
 
+    /// Over the embedded backends, with `config` and optionally node actors.
     fn with(config: Config, node: Option<NodeHandles>) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let backends = crate::backend::Backends::embedded(dir.path()).expect("embedded backends");
+        Self { state: Self::state(backends, config, node), fakes: None, _dir: Some(dir), token: None }
+    }
+
+    /// Over the in-memory fakes.
+    fn fake() -> Self {
+        Self::fake_with(Config::default(), None)
+    }
+
+    fn fake_with(config: Config, node: Option<NodeHandles>) -> Self {
         let fakes = Fakes::default();
-        let state = Data::new(AppState {
-            backends: fakes.backends(),
+        Self { state: Self::state(fakes.backends(), config, node), fakes: Some(fakes), _dir: None, token: None }
+    }
+
+    fn state(backends: crate::backend::Backends, config: Config, node: Option<NodeHandles>) -> Data<AppState> {
+        Data::new(AppState {
+            backends,
             config: std::sync::Arc::new(config),
             node,
             node_id: WorkerId("node-1".into()),
             started_at: Utc::now(),
-        });
-        Self { state, fakes, token: None }
+        })
+    }
+
+    fn fakes(&self) -> &Fakes {
+        self.fakes.as_ref().expect("a harness over the fakes")
+    }
+
+    fn backends(&self) -> &crate::backend::Backends {
+        &self.state.backends
+    }
+
+    async fn job_count(&self) -> usize {
+        self.backends().jobs.snapshot().await.expect("snapshot").0.len()
     }
 
     async fn call(&self, req: TestRequest) -> Resp {
@@ -114,7 +144,7 @@ impl Harness {
     }
 
     async fn add_runs(&self, runs: &[RunRecord]) {
-        self.fakes.logs.append_batch(runs).await.expect("append");
+        self.backends().logs.append_batch(runs).await.expect("append");
     }
 }
 
@@ -175,7 +205,7 @@ async fn malformed_bodies_get_invalid_request_naming_the_field_when_known() {
         .send_json(Method::POST, "/api/v1/jobs", &json!({"name":"j","command":"x","cron_expr":"* * * * *","concurrency":"sometimes"}))
         .await;
     assert_eq!((r.status, r.code().as_str()), (400, "invalid_request"), "{}", r.text());
-    assert!(h.fakes.jobs.len() == 0, "nothing stored");
+    assert_eq!(h.job_count().await, 0, "nothing stored");
 }
 
 #[actix_web::test]
@@ -218,7 +248,7 @@ async fn invalid_job_fields_are_named_and_bad_cron_is_invalid_cron_expr() {
     assert_eq!((r.status, r.code().as_str(), r.field()), (400, "invalid_job", json!("name")), "{}", r.text());
     let r = h.send_json(Method::PUT, "/api/v1/jobs/a", &json!({"name":"b","command":"x","cron_expr":"* * * * *"})).await;
     assert_eq!((r.status, r.code().as_str(), r.field()), (400, "invalid_job", json!("name")), "{}", r.text());
-    assert_eq!(h.fakes.jobs.len(), 0, "nothing stored");
+    assert_eq!(h.job_count().await, 0, "nothing stored");
 }
 
 #[actix_web::test]
@@ -240,12 +270,12 @@ async fn unknown_routes_are_404_and_wrong_methods_405_in_the_error_shape() {
 
 #[actix_web::test]
 async fn store_outage_is_503_and_store_corruption_is_an_opaque_500() {
-    let h = Harness::new();
-    h.fakes.jobs.failure.set(Mode::Down);
+    let h = Harness::fake();
+    h.fakes().jobs.failure.set(Mode::Down);
     let r = h.get("/api/v1/jobs").await;
     assert_eq!((r.status, r.code().as_str()), (503, "backend_unavailable"));
     assert!(r.text().contains("connection refused"), "{}", r.text());
-    h.fakes.jobs.failure.set(Mode::Corrupt);
+    h.fakes().jobs.failure.set(Mode::Corrupt);
     let r = h.get("/api/v1/jobs/x").await;
     assert_eq!((r.status, r.code().as_str()), (500, "internal"));
     assert_eq!(r.json()["error"]["message"], "internal error");
@@ -254,7 +284,7 @@ async fn store_outage_is_503_and_store_corruption_is_an_opaque_500() {
     let r = h.get("/job/list").await;
     assert_eq!(r.status, 200);
     assert_eq!(r.text(), r#"{"errno":-1,"msg":"internal error","data":null}"#);
-    h.fakes.jobs.failure.set(Mode::Ok);
+    h.fakes().jobs.failure.set(Mode::Ok);
     assert_eq!(h.get("/api/v1/jobs").await.status, 200, "recovers with the store");
 }
 
@@ -402,10 +432,13 @@ async fn enable_and_disable_bump_the_version_and_clear_next_run() {
     assert!(on["next_run_at"].is_string());
     let r = h.post("/api/v1/jobs/nope/enable").await;
     assert_eq!((r.status, r.code().as_str()), (404, "job_not_found"));
+}
 
-    // a job written by the seed (version 0, seed dialect) can be toggled too
+#[actix_web::test]
+async fn a_job_written_by_the_seed_can_be_toggled() {
+    let h = Harness::fake();
     let seed: Job = serde_json::from_value(json!({"name":"old","command":"true","cron_expr":"0 12 1 1 * 2030"})).expect("seed job");
-    h.fakes.jobs.insert_raw(seed);
+    h.fakes().jobs.insert_raw(seed);
     let r = h.post("/api/v1/jobs/old/disable").await.json();
     assert_eq!((r["enabled"].clone(), r["version"].clone(), r["dialect"].clone()), (json!(false), json!(1), json!("seed")));
 }
@@ -417,11 +450,10 @@ async fn next_change(stream: &mut crate::backend::WatchStream) -> Change {
 
 #[actix_web::test]
 async fn run_now_and_kill_publish_signals() {
-    use crate::backend::JobStore;
     let h = Harness::new();
     h.create(simple_job("j")).await;
-    let (_, rev) = h.fakes.jobs.snapshot().await.expect("snapshot");
-    let mut watch = h.fakes.jobs.watch(Revision(rev.0 + 1)).await.expect("watch");
+    let (_, rev) = h.backends().jobs.snapshot().await.expect("snapshot");
+    let mut watch = h.backends().jobs.watch(Revision(rev.0 + 1)).await.expect("watch");
 
     let r = h.post("/api/v1/jobs/j/run").await;
     assert_eq!(r.status, 202, "{}", r.text());
@@ -547,7 +579,7 @@ fn worker(id: &str, address: &str) -> WorkerInfo {
 #[actix_web::test]
 async fn workers_are_listed_alive() {
     let h = Harness::new();
-    h.fakes.members.join(&worker("w1", "10.0.0.1")).await.expect("join");
+    h.backends().members.join(&worker("w1", "10.0.0.1")).await.expect("join");
     let r = h.get("/api/v1/workers").await.json();
     assert_eq!(
         r,
@@ -599,7 +631,7 @@ async fn preview_lists_increasing_times_and_validates_every_parameter() {
 
 #[actix_web::test]
 async fn liveness_is_ok_and_readiness_reports_each_backend() {
-    let h = Harness::new();
+    let h = Harness::fake();
     let live = h.get("/api/v1/health/live").await;
     assert_eq!((live.status, live.json()), (200, json!({"status": "ok"})));
     let ready = h.get("/api/v1/health/ready").await;
@@ -623,13 +655,13 @@ async fn liveness_is_ok_and_readiness_reports_each_backend() {
     assert_eq!((body["scheduler"].clone(), body["executors"].clone()), (Value::Null, Value::Null), "no actors on this node");
     assert_eq!(h.get("/api/v1/health").await.json()["status"], "ready");
 
-    h.fakes.logs.failure.set(Mode::Down);
+    h.fakes().logs.failure.set(Mode::Down);
     let degraded = h.get("/api/v1/health/ready").await;
     assert_eq!((degraded.status, degraded.json()["status"].clone()), (200, json!("degraded")));
     assert_eq!(degraded.json()["backends"]["logs"]["ok"], false);
     assert!(degraded.json()["backends"]["logs"]["error"].as_str().is_some_and(|e| e.contains("connection refused")));
 
-    h.fakes.jobs.failure.set(Mode::Down);
+    h.fakes().jobs.failure.set(Mode::Down);
     let down = h.get("/api/v1/health/ready").await;
     assert_eq!((down.status, down.json()["status"].clone()), (503, json!("unavailable")));
     assert_eq!(down.json()["backends"]["jobs"]["ok"], false);
@@ -753,10 +785,9 @@ async fn seed_save_refuses_invalid_jobs_and_saves_nothing() {
 
 #[actix_web::test]
 async fn seed_kill_publishes_a_kill_and_answers_the_name() {
-    use crate::backend::JobStore;
     let h = Harness::new();
-    let (_, rev) = h.fakes.jobs.snapshot().await.expect("snapshot");
-    let mut watch = h.fakes.jobs.watch(Revision(rev.0 + 1)).await.expect("watch");
+    let (_, rev) = h.backends().jobs.snapshot().await.expect("snapshot");
+    let mut watch = h.backends().jobs.watch(Revision(rev.0 + 1)).await.expect("watch");
     assert_eq!(h.form("/job/kill", &[("name", "s")]).await.text(), r#"{"errno":0,"msg":"success","data":"s"}"#);
     assert_eq!(next_change(&mut watch).await, Change::Signal(Signal::Kill { job: JobName::parse("s").expect("name"), run: None }));
 }
@@ -800,8 +831,8 @@ async fn seed_log_uses_snake_case_and_ms_since_epoch() {
 async fn seed_worker_list_is_addresses() {
     let h = Harness::new();
     assert_eq!(h.get("/worker/list").await.text(), r#"{"errno":0,"msg":"success","data":[]}"#);
-    h.fakes.members.join(&worker("w1", "10.0.0.1")).await.expect("join");
-    h.fakes.members.join(&worker("w2", "10.0.0.2")).await.expect("join");
+    h.backends().members.join(&worker("w1", "10.0.0.1")).await.expect("join");
+    h.backends().members.join(&worker("w2", "10.0.0.2")).await.expect("join");
     assert_eq!(h.get("/worker/list").await.text(), r#"{"errno":0,"msg":"success","data":["10.0.0.1","10.0.0.2"]}"#);
 }
 
