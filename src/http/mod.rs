@@ -155,7 +155,10 @@ async fn log_request(
 /// [`StartupError::Role`] when the address is not loopback and no token is set (see
 /// [`check_listen_auth`]); [`StartupError::Bind`] when the address cannot be bound.
 pub fn serve(state: AppState) -> Result<Server, StartupError> {
-    check_listen_auth(&state.config)?;
+    // `lib.rs` checks (and warns) before starting the actors; this guards every other caller.
+    if let Some(refusal) = open_listen_refusal(&state.config) {
+        return Err(StartupError::Role(refusal));
+    }
     let addr = state.config.listen.clone();
     let workers = state.config.http.workers;
     let data = Data::new(state);
@@ -176,21 +179,29 @@ pub fn serve(state: AppState) -> Result<Server, StartupError> {
 /// # Errors
 /// [`StartupError::Role`] saying what to set.
 pub fn check_listen_auth(config: &Config) -> Result<(), StartupError> {
-    let loopback = config.listen_addr().is_some_and(|a| a.ip().is_loopback());
-    if loopback || !config.api_token.is_empty() {
-        return Ok(());
+    if let Some(refusal) = open_listen_refusal(config) {
+        return Err(StartupError::Role(refusal));
     }
-    if config.insecure_no_auth {
+    let loopback = config.listen_addr().is_some_and(|a| a.ip().is_loopback());
+    if !loopback && config.api_token.is_empty() {
         log::warn!(
             "Listening beyond loopback without api_token: anyone who can reach it controls every job. listen={}",
             config.listen
         );
-        return Ok(());
     }
-    Err(StartupError::Role(format!(
-        "refusing to listen on {} without api_token; set api_token or pass --insecure-no-auth",
-        config.listen
-    )))
+    Ok(())
+}
+
+/// Why `config` may not listen as configured: a non-loopback address with neither a token nor
+/// `insecure_no_auth`.
+fn open_listen_refusal(config: &Config) -> Option<String> {
+    let loopback = config.listen_addr().is_some_and(|a| a.ip().is_loopback());
+    (!loopback && config.api_token.is_empty() && !config.insecure_no_auth).then(|| {
+        format!(
+            "refusing to listen on {} without api_token; set api_token or pass --insecure-no-auth",
+            config.listen
+        )
+    })
 }
 
 /// A query parameter, with empty values treated as absent (HTML forms send `job=`).
