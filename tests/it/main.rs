@@ -1,6 +1,8 @@
 //! The one integration test binary: starts the real `distcron` binary on free loopback ports
 //! with temp data dirs and drives it over HTTP, as an operator would.
 
+#![allow(unreachable_pub, missing_docs, clippy::unwrap_used)]
+
 mod api;
 mod engine;
 mod legacy;
