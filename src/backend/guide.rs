@@ -25,7 +25,7 @@
 //!    `tests/it/backends.rs` against a real server started by the test (free loopback port,
 //!    own temp dir, killed on drop):
 //!
-//!    ```ignore
+//!    ```text
 //!    conformance::job_store_suite(Arc::new(EtcdJobStore::connect(&etcd.endpoints(), "/cron/").await?)).await;
 //!    conformance::membership_suite(Arc::new(members)).await;
 //!    conformance::claims_suite(Arc::new(claims)).await;
