@@ -392,3 +392,176 @@ pub(crate) async fn interrupted_runs(
         })
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::backend::embedded::SqliteLogStore;
+    use crate::backend::{BackendError, JobStats, RunPage};
+    use crate::domain::{Fence, JobName, RunId, Trigger};
+
+    /// A real SQLite log store that can be switched off.
+    struct Flaky {
+        inner: SqliteLogStore,
+        down: AtomicBool,
+        calls: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl LogStore for Flaky {
+        async fn append_batch(&self, records: &[RunRecord]) -> Result<(), BackendError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            if self.down.load(Ordering::SeqCst) {
+                return Err(BackendError::Unavailable { backend: "test", message: "switched off".into() });
+            }
+            self.inner.append_batch(records).await
+        }
+        async fn get(&self, id: &RunId) -> Result<Option<RunRecord>, BackendError> {
+            self.inner.get(id).await
+        }
+        async fn query(&self, q: &RunQuery) -> Result<RunPage, BackendError> {
+            self.inner.query(q).await
+        }
+        async fn count(&self, f: &RunFilter) -> Result<u64, BackendError> {
+            self.inner.count(f).await
+        }
+        async fn stats(&self, job: &JobName, since: DateTime<Utc>) -> Result<JobStats, BackendError> {
+            self.inner.stats(job, since).await
+        }
+        async fn purge_before(&self, before: DateTime<Utc>) -> Result<u64, BackendError> {
+            self.inner.purge_before(before).await
+        }
+        async fn ping(&self) -> Result<(), BackendError> {
+            self.inner.ping().await
+        }
+    }
+
+    fn record(i: usize, status: RunStatus) -> RunRecord {
+        let mut r = RunRecord::not_run(
+            JobName::parse("j").expect("name"),
+            "true".into(),
+            status,
+            Trigger::Schedule,
+            Utc::now(),
+            WorkerId("w1".into()),
+            Fence(i as i64),
+            String::new(),
+        );
+        r.id = RunId(format!("run-{i:04}"));
+        r
+    }
+
+    fn settings() -> LogBatchSettings {
+        LogBatchSettings {
+            max_records: 10,
+            flush: Duration::from_millis(20),
+            retry_initial: Duration::from_millis(20),
+            retry_max: Duration::from_millis(100),
+            retention_days: 0,
+        }
+    }
+
+    async fn wait_for(mut probe: impl FnMut() -> bool) {
+        for _ in 0..500 {
+            if probe() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("condition not met in 5 s");
+    }
+
+    #[actix::test]
+    async fn records_spool_while_the_store_fails_and_replay_once_in_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(Flaky {
+            inner: SqliteLogStore::open(&dir.path().join("runs.sqlite3")).expect("store"),
+            down: AtomicBool::new(true),
+            calls: AtomicUsize::new(0),
+        });
+        let spool = Spool::open(&dir.path().join("spool.jsonl"), u64::MAX).expect("spool");
+        let actor = LogBatchActor::new(store.clone(), spool, settings()).start();
+        // a running record, then its final state, then many more, all while the store is down
+        actor.do_send(RecordRun(record(0, RunStatus::Running)));
+        actor.do_send(RecordRun(record(0, RunStatus::Succeeded)));
+        for i in 1..=35 {
+            actor.do_send(RecordRun(record(i, RunStatus::Failed)));
+        }
+        let a = actor.clone();
+        let status = move || {
+            let a = a.clone();
+            async move { a.send(GetLogStatus).await.expect("status") }
+        };
+        for _ in 0..500 {
+            if status().await.spool_records == 37 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let s = status().await;
+        assert_eq!(s.spool_records, 37, "every record spooled: {s:?}");
+        assert!(!s.store_ok);
+        assert_eq!(store.inner.count(&RunFilter::default()).await.expect("count"), 0);
+
+        store.down.store(false, Ordering::SeqCst);
+        let inner = &store.inner;
+        let mut stored = 0;
+        for _ in 0..500 {
+            stored = inner.count(&RunFilter::default()).await.expect("count");
+            if stored == 36 && status().await.spool_records == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(stored, 36, "36 distinct runs, each stored once");
+        let first = inner.get(&RunId("run-0000".into())).await.expect("get").expect("stored");
+        assert_eq!(first.status, RunStatus::Succeeded, "the final record wins over the running one");
+        let s = status().await;
+        assert!(s.store_ok && s.spool_records == 0 && s.spool_bytes == 0, "{s:?}");
+
+        // new records go straight to the store again
+        actor.do_send(RecordRun(record(99, RunStatus::Succeeded)));
+        wait_for(|| futures::executor::block_on(inner.count(&RunFilter::default())).is_ok_and(|n| n == 37)).await;
+    }
+
+    #[actix::test]
+    async fn a_spool_left_by_a_crash_is_replayed_at_start_and_flush_writes_the_rest() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut spool = Spool::open(&dir.path().join("spool.jsonl"), u64::MAX).expect("spool");
+        spool.append(&[record(1, RunStatus::Succeeded), record(2, RunStatus::Failed)]).expect("append");
+        let store = Arc::new(SqliteLogStore::open(&dir.path().join("runs.sqlite3")).expect("store"));
+        let actor = LogBatchActor::new(store.clone(), spool, settings()).start();
+        actor.do_send(RecordRun(record(3, RunStatus::Succeeded)));
+        actor.send(FlushLogs).await.expect("flush");
+        wait_for(|| futures::executor::block_on(store.count(&RunFilter::default())).is_ok_and(|n| n == 3)).await;
+        let reopened = Spool::open(&dir.path().join("spool.jsonl"), u64::MAX).expect("reopen");
+        assert!(reopened.is_empty(), "replayed spool is emptied");
+    }
+
+    #[actix::test]
+    async fn interrupted_runs_of_this_worker_become_lost() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteLogStore::open(&dir.path().join("runs.sqlite3")).expect("store");
+        let mut mine = record(1, RunStatus::Running);
+        mine.started_at = Some(Utc::now() - chrono::Duration::seconds(5));
+        let mut other = record(2, RunStatus::Running);
+        other.worker = WorkerId("w2".into());
+        let done = record(3, RunStatus::Succeeded);
+        store.append_batch(&[mine.clone(), other, done]).await.expect("append");
+        let mut spool = Spool::open(&dir.path().join("spool.jsonl"), u64::MAX).expect("spool");
+        let spooled = record(4, RunStatus::Running);
+        let finished_in_spool = record(5, RunStatus::Running);
+        spool.append(&[spooled.clone(), finished_in_spool.clone(), record(5, RunStatus::Succeeded)]).expect("append");
+        let lost = interrupted_runs(&store, &spool, &WorkerId("w1".into()), Utc::now()).await.expect("query");
+        let mut ids: Vec<&str> = lost.iter().map(|r| r.id.0.as_str()).collect();
+        ids.sort_unstable();
+        assert_eq!(ids, ["run-0001", "run-0004"]);
+        assert!(lost.iter().all(|r| r.status == RunStatus::Lost && r.ended_at.is_some()));
+        let m = lost.iter().find(|r| r.id == mine.id).expect("mine");
+        assert!(m.duration_ms.is_some_and(|d| d >= 5000));
+    }
+}

@@ -214,6 +214,12 @@ pub struct JobSpec {
     /// Accepted and ignored (computed by the server).
     #[serde(default)]
     pub next_run_at: Option<serde::de::IgnoredAny>,
+    /// Accepted and ignored (computed by the server).
+    #[serde(default)]
+    pub effective_tz: Option<serde::de::IgnoredAny>,
+    /// Accepted and ignored (computed by the server).
+    #[serde(default)]
+    pub schedule_description: Option<serde::de::IgnoredAny>,
 }
 
 impl JobSpec {

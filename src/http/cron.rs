@@ -37,22 +37,13 @@ pub(crate) async fn preview(
     };
     let schedule = Schedule::parse(expr, dialect)
         .map_err(|e| ApiError::with_field(ErrorCode::InvalidCronExpr, "expr", e.to_string()))?;
-    let mut next = Vec::with_capacity(count as usize);
-    let mut cursor = after;
-    while next.len() < count as usize {
-        match schedule.next_after(cursor, tz) {
-            Some(t) => {
-                next.push(t);
-                cursor = t;
-            }
-            None => break,
-        }
-    }
+    let next = schedule.next_n(after, tz, count as usize);
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "expr": expr,
         "tz": tz.name(),
         "dialect": dialect,
         "next": next,
+        "description": schedule.describe(),
         "fields": schedule.fields(),
     })))
 }

@@ -26,14 +26,16 @@ pub(crate) struct JobView<'a> {
     next_run_at: Option<DateTime<Utc>>,
     /// The zone the expression is read in (the job's, or the node default).
     effective_tz: &'static str,
+    /// How the expression reads in words ("every 5 minutes, Monday to Friday").
+    schedule_description: Option<String>,
 }
 
 /// The served form of `job`.
 pub(crate) fn view<'a>(job: &'a Job, config: &Config) -> JobView<'a> {
     let tz = job.zone(config.default_zone());
-    let next_run_at =
-        if job.enabled { job.schedule().ok().and_then(|s| s.next_after(Utc::now(), tz)) } else { None };
-    JobView { job, next_run_at, effective_tz: tz.name() }
+    let schedule = job.schedule().ok();
+    let next_run_at = if job.enabled { schedule.as_ref().and_then(|s| s.next_after(Utc::now(), tz)) } else { None };
+    JobView { job, next_run_at, effective_tz: tz.name(), schedule_description: schedule.map(|s| s.describe()) }
 }
 
 /// A job name from the URL (400 invalid_job, field `name`, when malformed).

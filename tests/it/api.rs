@@ -34,6 +34,13 @@ fn jobs_crud_with_optimistic_versions() {
     assert_eq!((stale.status, error_code(&stale.body)), (409, "version_conflict"));
     assert_eq!(node.get("/api/v1/jobs/backup").body["command"], "echo v2", "stale write changed nothing");
 
+    // a job as served can be sent back as is (computed fields are accepted and ignored)
+    let served = node.get("/api/v1/jobs/backup").body;
+    assert!(served["schedule_description"].as_str().is_some_and(|d| d.contains("03:00")), "{served}");
+    let round = node.put("/api/v1/jobs/backup", &served.to_string());
+    assert_eq!(round.status, 200, "{}", round.text);
+    assert_eq!(round.body["version"], 3);
+
     let list = node.get("/api/v1/jobs");
     assert_eq!(list.body["jobs"].as_array().map(Vec::len), Some(1));
 
