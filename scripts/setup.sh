@@ -12,6 +12,7 @@ command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
 if [ "${1:-}" = "--test" ]; then
   [ -x /usr/bin/chromium ] || missing+=(chromium)
   command -v faketime >/dev/null 2>&1 || missing+=(faketime)
+  command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${missing[*]}"
@@ -19,6 +20,15 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 command -v cargo >/dev/null 2>&1 || { echo "setup: cargo not found; install Rust (rustup) first" >&2; exit 1; }
+
+if [ "${1:-}" = "--test" ]; then
+  gobin="$(go env GOPATH 2>/dev/null || echo "$HOME/go")/bin"
+  if ! command -v ferretdb >/dev/null 2>&1 && [ ! -x "$gobin/ferretdb" ]; then
+    command -v go >/dev/null 2>&1 || { echo "setup: go not found; install Go to build FerretDB" >&2; exit 1; }
+    echo "setup: installing FerretDB v1.24.2 (go install, a few minutes the first time)"
+    go install github.com/FerretDB/FerretDB/cmd/ferretdb@v1.24.2
+  fi
+fi
 
 if [ "${1:-}" = "--test" ] && [ ! -d tests/ui/node_modules/playwright-core ]; then
   command -v npm >/dev/null 2>&1 || { echo "setup: npm not found; install Node.js (Debian package nodejs + npm)" >&2; exit 1; }

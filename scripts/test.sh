@@ -5,6 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --test
+# FerretDB is installed by `go install` into GOPATH/bin.
+PATH="$(go env GOPATH 2>/dev/null || echo "$HOME/go")/bin:$PATH"
+export PATH
 
 echo "== layering: backend crates stay in src/backend"
 if grep -rnE '\b(etcd_client|mongodb|rusqlite)::' src/actors src/http src/domain; then

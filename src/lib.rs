@@ -38,9 +38,11 @@ pub fn run(config: Config) -> Result<(), StartupError> {
         source,
     })?;
     let node_id = node_id(&config)?;
-    let backends = Backends::embedded(&config.data_dir)?;
     let system = actix::System::new();
-    system.block_on(serve(config, backends, node_id))
+    system.block_on(async move {
+        let backends = Backends::from_config(&config).await?;
+        serve(config, backends, node_id).await
+    })
 }
 
 /// Refuses role/backend combinations this build cannot serve.

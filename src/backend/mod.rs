@@ -150,4 +150,48 @@ impl Backends {
             },
         })
     }
+
+    /// The backends `config` asks for: etcd or embedded for jobs, membership and claims;
+    /// MongoDB or embedded SQLite for run logs (any mix is a config choice).
+    ///
+    /// # Errors
+    /// When a store cannot be opened or reached, or an adapter is not part of this build.
+    pub async fn from_config(config: &crate::config::Config) -> Result<Self, BackendError> {
+        let data_dir = config.data_dir.as_path();
+        std::fs::create_dir_all(data_dir).map_err(|source| BackendError::Io {
+            context: format!("cannot create data_dir {}", data_dir.display()),
+            source,
+        })?;
+        // Coordination: jobs, membership, claims.
+        let (jobs, members, claims, coordination): (Arc<dyn JobStore>, Arc<dyn Membership>, Arc<dyn Claims>, _) =
+            if config.uses_etcd() {
+                return Err(BackendError::Unavailable {
+                    backend: "etcd",
+                    message: "the etcd adapter is not part of this build yet".into(),
+                });
+            } else {
+                (
+                    Arc::new(embedded::EmbeddedJobStore::open(&data_dir.join("jobs.sqlite3"))?),
+                    Arc::new(embedded::EmbeddedMembership::default()),
+                    Arc::new(embedded::EmbeddedClaims::default()),
+                    ("embedded (SQLite)", "embedded (in-process)", "embedded (in-process)"),
+                )
+            };
+        // Run logs.
+        let (logs, logs_kind): (Arc<dyn LogStore>, &'static str) = if config.uses_mongo() {
+            return Err(BackendError::Unavailable {
+                backend: "mongodb",
+                message: "the MongoDB adapter is not part of this build yet".into(),
+            });
+        } else {
+            (Arc::new(embedded::SqliteLogStore::open(&data_dir.join("runs.sqlite3"))?), "embedded (SQLite)")
+        };
+        Ok(Self {
+            jobs,
+            members,
+            claims,
+            logs,
+            kinds: BackendKinds { jobs: coordination.0, members: coordination.1, claims: coordination.2, logs: logs_kind },
+        })
+    }
 }

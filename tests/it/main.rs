@@ -4,6 +4,9 @@
 #![allow(unreachable_pub, missing_docs, clippy::unwrap_used)]
 
 mod api;
+mod backends_etcd;
+mod backends_mongo;
+mod cluster;
 mod engine;
 mod legacy;
 mod support;

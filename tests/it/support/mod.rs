@@ -1,6 +1,9 @@
 //! Test support: a RAII guard around a real `distcron` process, free ports, polling waits and a
 //! small JSON HTTP client.
 
+pub mod etcd;
+pub mod ferretdb;
+
 use std::io::Read;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -270,4 +273,19 @@ pub fn process_alive(pid: u32) -> bool {
 /// Reads a pid written by a job into a file.
 pub fn read_pid(path: &Path) -> Option<u32> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// Fails the test with the package to install when a server binary is missing.
+#[allow(dead_code)]
+pub fn require_binary(env_override: &str, default: &str, package: &str) -> PathBuf {
+    if let Ok(p) = std::env::var(env_override) {
+        return PathBuf::from(p);
+    }
+    let found = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).map(|d| d.join(default)).find(|p| p.is_file()))
+        .unwrap_or(None);
+    match found {
+        Some(p) => p,
+        None => panic!("{default} not found on PATH (or set {env_override}): install {package} (scripts/setup.sh --test does)"),
+    }
 }

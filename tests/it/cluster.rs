@@ -1,0 +1,1 @@
+//! (filled by the cluster/backends work)

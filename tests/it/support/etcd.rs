@@ -1,0 +1,1 @@
+//! EtcdServer test guard (filled by the etcd work).

@@ -1,0 +1,1 @@
+//! FerretDb test guard (filled by the MongoDB work).
