@@ -38,10 +38,11 @@ pub fn run(config: Config) -> Result<(), StartupError> {
         source,
     })?;
     let node_id = node_id(&config)?;
+    let listener = http::bind(&config)?;
     let system = actix::System::new();
     system.block_on(async move {
         let backends = Backends::from_config(&config).await?;
-        serve(config, backends, node_id).await
+        serve(config, backends, node_id, listener).await
     })
 }
 
@@ -66,7 +67,12 @@ fn check_role(config: &Config) -> Result<(), StartupError> {
     Ok(())
 }
 
-async fn serve(config: Config, backends: Backends, node_id: WorkerId) -> Result<(), StartupError> {
+async fn serve(
+    config: Config,
+    backends: Backends,
+    node_id: WorkerId,
+    listener: std::net::TcpListener,
+) -> Result<(), StartupError> {
     let config = Arc::new(config);
     let started_at = Utc::now();
     let worker = WorkerInfo {
@@ -91,7 +97,7 @@ async fn serve(config: Config, backends: Backends, node_id: WorkerId) -> Result<
         node_id: node_id.clone(),
         started_at,
     };
-    let server = http::serve(state)?;
+    let server = http::serve_on(state, listener)?;
     let server_handle = server.handle();
     actix::spawn(async move {
         if let Err(e) = server.await {

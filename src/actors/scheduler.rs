@@ -187,7 +187,7 @@ impl SchedulerActor {
             Fence(0),
             err,
         );
-        let _ = self.peers.log.try_send(RecordRun(record));
+        self.peers.log.do_send(RecordRun(record));
     }
 
     fn claim_tick(&mut self, job: JobName, tick: DateTime<Utc>, ctx: &mut Context<Self>) {
@@ -249,7 +249,7 @@ impl SchedulerActor {
                 job, def.command, RunStatus::Missed, trigger, tick, self.worker().clone(), fence,
                 "missed: the node was shutting down when the tick was claimed".into(),
             );
-            let _ = self.peers.log.try_send(RecordRun(record));
+            self.peers.log.do_send(RecordRun(record));
             return;
         }
         // Live runs: ours (authoritative, includes queued ones) and marks from other workers.
@@ -269,7 +269,7 @@ impl SchedulerActor {
                     format!("skipped: concurrency policy forbid and run {run} of this job is still running {where_}"),
                 );
                 log::info!("Tick skipped: previous run still alive (policy forbid). job={job} tick={tick} alive_run={run}");
-                let _ = self.peers.log.try_send(RecordRun(record));
+                self.peers.log.do_send(RecordRun(record));
                 return;
             }
             ConcurrencyPolicy::Replace => {
@@ -277,7 +277,7 @@ impl SchedulerActor {
                     log::info!("Replacing a live run (policy replace). job={job} run={run}");
                     match worker {
                         None => {
-                            let _ = self.peers.kill.try_send(KillRun { run, reason: KillReason::Replaced });
+                            self.peers.kill.do_send(KillRun { run, reason: KillReason::Replaced });
                         }
                         Some(_) => {
                             let jobs = self.peers.jobs.clone();
@@ -320,9 +320,8 @@ impl SchedulerActor {
             }
         });
         log::debug!("Dispatching run. job={job} run={run} tick={tick} trigger={trigger:?}");
-        if self.peers.start.try_send(StartRun(spec)).is_err() {
-            log::error!("Executor pool mailbox refused a run. job={job} run={run}");
-        }
+        // do_send ignores mailbox bounds: the pool's own queue is the bound that records overflow.
+        self.peers.start.do_send(StartRun(spec));
     }
 
     fn heartbeat(&self, ctx: &mut Context<Self>) {
@@ -354,7 +353,6 @@ impl Actor for SchedulerActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.set_mailbox_capacity(usize::MAX);
         let info = self.settings.worker.clone();
         let members = self.peers.members.clone();
         ctx.spawn(async move { members.join(&info).await }.into_actor(self).map(|res, _, _| {
@@ -422,7 +420,7 @@ impl Handler<KillRequested> for SchedulerActor {
             .collect();
         for run in targets {
             log::info!("Killing run on request. job={} run={run}", msg.job);
-            let _ = self.peers.kill.try_send(KillRun { run, reason: KillReason::Requested });
+            self.peers.kill.do_send(KillRun { run, reason: KillReason::Requested });
         }
     }
 }
@@ -513,7 +511,7 @@ impl Handler<Shutdown> for SchedulerActor {
                 log::warn!("Shutdown grace ran out; killing running jobs. running={}", act.running.len());
             }
             for run in act.running.keys() {
-                let _ = act.peers.kill.try_send(KillRun { run: run.clone(), reason: KillReason::Shutdown });
+                act.peers.kill.do_send(KillRun { run: run.clone(), reason: KillReason::Shutdown });
             }
         });
         let hard_limit = msg.grace + self.settings.kill_grace + Duration::from_secs(5);

@@ -64,7 +64,7 @@ impl WatchActor {
                     log::info!("Job store snapshot loaded. jobs={} revision={revision}", jobs.len());
                     act.recovered();
                     act.last_revision = revision;
-                    let _ = act.targets.resynced.try_send(Resynced { jobs, revision });
+                    act.targets.resynced.do_send(Resynced { jobs, revision });
                     act.subscribe(ctx, Revision(revision.0 + 1));
                 }
                 Err(e) => act.retry_later(ctx, e, true),
@@ -97,7 +97,7 @@ impl WatchActor {
     fn retry_later(&mut self, ctx: &mut Context<Self>, error: BackendError, resync: bool) {
         if !self.failing {
             log::warn!("Job store unreachable; keeping the current plan and retrying. error={error}");
-            let _ = self.targets.lost.try_send(WatchLost);
+            self.targets.lost.do_send(WatchLost);
         }
         self.failing = true;
         let delay = self.backoff;
@@ -126,14 +126,12 @@ impl WatchActor {
         }
         self.last_revision = event.revision;
         let revision = event.revision;
-        let sent = match event.change {
-            Change::Put(job) => self.targets.upserted.try_send(JobUpserted { job, revision }).is_ok(),
-            Change::Delete(name) => self.targets.removed.try_send(JobRemoved { name, revision }).is_ok(),
-            Change::Signal(Signal::Kill { job, run }) => self.targets.kill.try_send(KillRequested { job, run }).is_ok(),
-            Change::Signal(Signal::RunNow { job, request }) => self.targets.run.try_send(RunRequested { job, request }).is_ok(),
-        };
-        if !sent {
-            log::error!("Scheduler mailbox refused a job update. revision={revision}");
+        // do_send: the scheduler's mailbox is unbounded by design; an update is never dropped.
+        match event.change {
+            Change::Put(job) => self.targets.upserted.do_send(JobUpserted { job, revision }),
+            Change::Delete(name) => self.targets.removed.do_send(JobRemoved { name, revision }),
+            Change::Signal(Signal::Kill { job, run }) => self.targets.kill.do_send(KillRequested { job, run }),
+            Change::Signal(Signal::RunNow { job, request }) => self.targets.run.do_send(RunRequested { job, request }),
         }
     }
 }

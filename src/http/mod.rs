@@ -155,6 +155,24 @@ async fn log_request(
 /// [`StartupError::Role`] when the address is not loopback and no token is set (see
 /// [`check_listen_auth`]); [`StartupError::Bind`] when the address cannot be bound.
 pub fn serve(state: AppState) -> Result<Server, StartupError> {
+    let listener = bind(&state.config)?;
+    serve_on(state, listener)
+}
+
+/// Binds `config.listen` (done before the engine starts, so a taken port stops the start cleanly).
+///
+/// # Errors
+/// [`StartupError::Bind`] naming the address.
+pub fn bind(config: &Config) -> Result<std::net::TcpListener, StartupError> {
+    std::net::TcpListener::bind(&config.listen).map_err(|source| StartupError::Bind { addr: config.listen.clone(), source })
+}
+
+/// Serves the API on an already bound `listener`.
+///
+/// # Errors
+/// [`StartupError::Role`] for an open listener without a token; [`StartupError::Bind`] when the
+/// listener cannot be used.
+pub fn serve_on(state: AppState, listener: std::net::TcpListener) -> Result<Server, StartupError> {
     // `lib.rs` checks (and warns) before starting the actors; this guards every other caller.
     if let Some(refusal) = open_listen_refusal(&state.config) {
         return Err(StartupError::Role(refusal));
@@ -168,7 +186,7 @@ pub fn serve(state: AppState) -> Result<Server, StartupError> {
     })
     .disable_signals();
     let server = if workers > 0 { server.workers(workers as usize) } else { server };
-    let server = server.bind(&addr).map_err(|source| StartupError::Bind { addr: addr.clone(), source })?;
+    let server = server.listen(listener).map_err(|source| StartupError::Bind { addr: addr.clone(), source })?;
     log::info!("HTTP front end listening. addr={addr}");
     Ok(server.run())
 }
