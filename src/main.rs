@@ -28,7 +28,6 @@ fn main() -> ExitCode {
                 msg.push_str(&format!(": {s}"));
                 source = s.source();
             }
-            log::error!("{msg}");
             eprintln!("{msg}");
             ExitCode::FAILURE
         }

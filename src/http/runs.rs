@@ -63,12 +63,16 @@ pub(crate) async fn list(
     let mut query = parse_query(&query)?;
     let limit = query.limit as usize;
     // One run more than asked tells whether another page exists, so `next_cursor` is null
-    // exactly on the last page (the port may offer a cursor on any full page).
+    // exactly on the last page. A store that caps the page below limit + 1 answers with its own
+    // cursor, which is then passed on (it may lead to an empty last page).
     query.limit += 1;
-    let mut runs = state.backends.logs.query(&query).await?.runs;
+    let page = state.backends.logs.query(&query).await?;
+    let mut runs = page.runs;
     let next_cursor = if runs.len() > limit {
         runs.truncate(limit);
         runs.last().map(|r| RunCursor { start_time: r.start_time(), id: r.id.clone() }.encode())
+    } else if runs.len() == limit {
+        page.next_cursor
     } else {
         None
     };
