@@ -123,6 +123,19 @@ pub struct SchedulerConfig {
     pub heartbeat_secs: u64,
     /// Cluster: how long the next-ranked worker waits before claiming a tick, ms.
     pub failover_grace_ms: u64,
+    /// Cluster: what happens to this worker's runs when its etcd session is lost.
+    pub on_session_loss: SessionLossPolicy,
+}
+
+/// What a worker does with its runs when it loses its etcd session (`scheduler.on_session_loss`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionLossPolicy {
+    /// Let them run to the end and record their real outcome (default).
+    #[default]
+    Finish,
+    /// Kill them at once (recorded `killed`), so nothing runs unseen by the cluster.
+    Kill,
 }
 
 /// `[executor]`.
@@ -177,6 +190,12 @@ pub struct EtcdConfig {
     pub endpoints: Vec<String>,
     /// Key prefix.
     pub prefix: String,
+    /// Session lease TTL: a worker silent this long counts as dead (its runs become `lost`), seconds.
+    pub session_ttl_secs: u64,
+    /// Longest wait for one etcd request, ms.
+    pub request_timeout_ms: u64,
+    /// Longest wait for a connection to an endpoint, ms.
+    pub connect_timeout_ms: u64,
 }
 
 /// `[mongo]`.
@@ -214,7 +233,13 @@ impl Default for Config {
 
 impl Default for SchedulerConfig {
     fn default() -> Self {
-        Self { shutdown_grace_secs: 30, misfire_grace_ms: 60_000, heartbeat_secs: 5, failover_grace_ms: 1_500 }
+        Self {
+            shutdown_grace_secs: 30,
+            misfire_grace_ms: 60_000,
+            heartbeat_secs: 5,
+            failover_grace_ms: 1_500,
+            on_session_loss: SessionLossPolicy::Finish,
+        }
     }
 }
 
@@ -251,7 +276,13 @@ impl Default for HttpConfig {
 
 impl Default for EtcdConfig {
     fn default() -> Self {
-        Self { endpoints: Vec::new(), prefix: "/cron/".into() }
+        Self {
+            endpoints: Vec::new(),
+            prefix: "/cron/".into(),
+            session_ttl_secs: 10,
+            request_timeout_ms: 5_000,
+            connect_timeout_ms: 3_000,
+        }
     }
 }
 
@@ -312,6 +343,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("scheduler.misfire_grace_ms", "DISTCRON_SCHEDULER_MISFIRE_GRACE_MS"),
     ("scheduler.heartbeat_secs", "DISTCRON_SCHEDULER_HEARTBEAT_SECS"),
     ("scheduler.failover_grace_ms", "DISTCRON_SCHEDULER_FAILOVER_GRACE_MS"),
+    ("scheduler.on_session_loss", "DISTCRON_SCHEDULER_ON_SESSION_LOSS"),
     ("executor.pool_size", "DISTCRON_EXECUTOR_POOL_SIZE"),
     ("executor.queue_capacity", "DISTCRON_EXECUTOR_QUEUE_CAPACITY"),
     ("executor.shell", "DISTCRON_EXECUTOR_SHELL"),
@@ -327,6 +359,9 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("http.workers", "DISTCRON_HTTP_WORKERS"),
     ("etcd.endpoints", "DISTCRON_ETCD_ENDPOINTS"),
     ("etcd.prefix", "DISTCRON_ETCD_PREFIX"),
+    ("etcd.session_ttl_secs", "DISTCRON_ETCD_SESSION_TTL_SECS"),
+    ("etcd.request_timeout_ms", "DISTCRON_ETCD_REQUEST_TIMEOUT_MS"),
+    ("etcd.connect_timeout_ms", "DISTCRON_ETCD_CONNECT_TIMEOUT_MS"),
     ("mongo.uri", "DISTCRON_MONGO_URI"),
     ("mongo.database", "DISTCRON_MONGO_DATABASE"),
     ("mongo.collection", "DISTCRON_MONGO_COLLECTION"),
@@ -447,6 +482,15 @@ impl Config {
         {
             return bad("node_id", format!("{:?} may hold only letters, digits, '.', '_' and '-'", self.node_id));
         }
+        if self.etcd.session_ttl_secs < 2 || self.etcd.session_ttl_secs > 3600 {
+            return bad("etcd.session_ttl_secs", format!("{} is outside 2..=3600", self.etcd.session_ttl_secs));
+        }
+        if self.etcd.request_timeout_ms < 100 {
+            return bad("etcd.request_timeout_ms", "must be at least 100".into());
+        }
+        if self.etcd.connect_timeout_ms < 100 {
+            return bad("etcd.connect_timeout_ms", "must be at least 100".into());
+        }
         if !self.etcd.prefix.starts_with('/') || !self.etcd.prefix.ends_with('/') {
             return bad("etcd.prefix", format!("{:?} must start and end with '/'", self.etcd.prefix));
         }
@@ -466,6 +510,17 @@ impl Config {
     /// Whether cluster (etcd) coordination is configured.
     pub fn uses_etcd(&self) -> bool {
         !self.etcd.endpoints.is_empty()
+    }
+
+    /// The etcd adapter's settings.
+    pub fn etcd_settings(&self) -> crate::backend::etcd::EtcdSettings {
+        crate::backend::etcd::EtcdSettings {
+            endpoints: self.etcd.endpoints.clone(),
+            prefix: self.etcd.prefix.clone(),
+            session_ttl: std::time::Duration::from_secs(self.etcd.session_ttl_secs),
+            request_timeout: std::time::Duration::from_millis(self.etcd.request_timeout_ms),
+            connect_timeout: std::time::Duration::from_millis(self.etcd.connect_timeout_ms),
+        }
     }
 
     /// Whether MongoDB run logs are configured.

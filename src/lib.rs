@@ -48,16 +48,13 @@ pub fn run(config: Config) -> Result<(), StartupError> {
 
 /// Refuses role/backend combinations this build cannot serve.
 fn check_role(config: &Config) -> Result<(), StartupError> {
-    if config.role != Role::All {
+    // ARCHITECTURE.md "Process and roles": masters and workers share state through etcd; the
+    // embedded job store, membership and claims serve a single process.
+    if config.role != Role::All && !config.uses_etcd() {
         return Err(StartupError::Role(format!(
-            "role {} needs the cluster backends (etcd for jobs and claims, MongoDB for run logs), which this build does not include yet; run with --role all",
+            "role {} needs etcd: set etcd.endpoints (--etcd-endpoints, DISTCRON_ETCD_ENDPOINTS); the embedded job store, membership and claims serve a single process, so run a single node with --role all",
             config.role.as_str()
         )));
-    }
-    if config.uses_etcd() {
-        return Err(StartupError::Role(
-            "etcd.endpoints is set, but the etcd adapter is not part of this build yet; unset it to use the embedded job store".into(),
-        ));
     }
     if config.uses_mongo() {
         return Err(StartupError::Role(

@@ -121,8 +121,10 @@ impl WatchActor {
     }
 
     fn apply(&mut self, event: WatchEvent) {
-        if event.revision <= self.last_revision {
-            return; // already applied (a resumed stream may repeat the boundary)
+        // Several changes may share a revision (one etcd txn, a lease expiring): only older
+        // revisions were applied already (a resumed stream starts after the last one seen).
+        if event.revision < self.last_revision {
+            return;
         }
         self.last_revision = event.revision;
         let revision = event.revision;

@@ -2,6 +2,8 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use futures::stream::BoxStream;
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use super::BackendError;
@@ -21,6 +23,22 @@ pub struct RunningMark {
     /// When the mark was set.
     pub since: DateTime<Utc>,
 }
+
+/// A won tick claim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TickClaim {
+    /// Fencing token of the claim.
+    pub fence: Fence,
+    /// The tick of the job claimed before this one, when the store says (etcd does; the
+    /// embedded adapter leaves it `None`).
+    pub previous: Option<DateTime<Utc>>,
+    /// The job's live runs anywhere at the claim, when they were asked for.
+    pub running: Vec<RunningMark>,
+}
+
+/// Runs whose worker vanished while they ran (its session expired), each yielded once per
+/// observer; the stream does not end on its own.
+pub type LostStream = BoxStream<'static, RunningMark>;
 
 /// Tick claims and running marks.
 #[async_trait]
@@ -55,4 +73,36 @@ pub trait Claims: Send + Sync + 'static {
     /// # Errors
     /// `Unavailable`.
     async fn running(&self, job: Option<&JobName>) -> Result<Vec<RunningMark>, BackendError>;
+
+    /// [`Claims::claim_tick`] that also returns the job's live runs (when `with_running`) and
+    /// the previously claimed tick, in one round trip where the store can (etcd: one txn).
+    ///
+    /// # Errors
+    /// `Unavailable`: nothing was claimed.
+    async fn claim_tick_checked(
+        &self,
+        job: &JobName,
+        tick: DateTime<Utc>,
+        with_running: bool,
+    ) -> Result<Option<TickClaim>, BackendError> {
+        let Some(fence) = self.claim_tick(job, tick).await? else { return Ok(None) };
+        let running = if with_running { self.running(Some(job)).await? } else { Vec::new() };
+        Ok(Some(TickClaim { fence, previous: None, running }))
+    }
+
+    /// The latest claimed tick of `job` this process has seen, without a round trip (etcd: a
+    /// cache fed by a watch). A hint for workers that are not a job's owner, to skip a claim
+    /// that would fail; `None` when unknown. `claim_tick` stays the only authority.
+    fn known_claim(&self, _job: &JobName) -> Option<DateTime<Utc>> {
+        None
+    }
+
+    /// Marks removed because their worker's session expired (not cleared by the worker). A
+    /// single process never loses its own runs this way: the embedded stream never yields.
+    ///
+    /// # Errors
+    /// `Unavailable` when the watch cannot be set up.
+    async fn watch_lost(&self) -> Result<LostStream, BackendError> {
+        Ok(futures::stream::pending().boxed())
+    }
 }

@@ -2,12 +2,13 @@
 //!
 //! The actors and the HTTP layer talk only to the four traits re-exported here, held as
 //! `Arc<dyn Trait>` in [`Backends`]. This module tree is the only code that names a storage
-//! crate (rusqlite today; etcd-client and mongodb when the cluster adapters land). See
+//! crate (rusqlite, etcd-client; mongodb when its adapter lands). See
 //! [`guide`] for what each method must guarantee and how to add an adapter.
 
 pub mod claims;
 pub mod conformance;
 pub mod embedded;
+pub mod etcd;
 pub mod guide;
 pub mod jobs;
 pub mod logs;
@@ -16,10 +17,10 @@ pub mod members;
 use std::path::Path;
 use std::sync::Arc;
 
-pub use claims::{Claims, RunningMark};
+pub use claims::{Claims, LostStream, RunningMark, TickClaim};
 pub use jobs::{Change, JobStore, Precondition, PutOutcome, Signal, WatchEvent, WatchStream};
 pub use logs::{JobStats, LogStore, RunCursor, RunFilter, RunPage, RunQuery};
-pub use members::Membership;
+pub use members::{Membership, SessionEvent};
 
 use crate::domain::{JobName, Revision};
 
@@ -165,10 +166,11 @@ impl Backends {
         // Coordination: jobs, membership, claims.
         let (jobs, members, claims, coordination): (Arc<dyn JobStore>, Arc<dyn Membership>, Arc<dyn Claims>, _) =
             if config.uses_etcd() {
-                return Err(BackendError::Unavailable {
-                    backend: "etcd",
-                    message: "the etcd adapter is not part of this build yet".into(),
-                });
+                let etcd = etcd::EtcdBackend::connect(&config.etcd_settings()).await?;
+                if let Err(e) = etcd.ping().await {
+                    log::warn!("etcd does not answer yet; this node claims nothing until it does. endpoints={:?} error={e}", config.etcd.endpoints);
+                }
+                (etcd.jobs, etcd.members, etcd.claims, ("etcd", "etcd", "etcd"))
             } else {
                 (
                     Arc::new(embedded::EmbeddedJobStore::open(&data_dir.join("jobs.sqlite3"))?),

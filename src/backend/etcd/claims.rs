@@ -1,0 +1,421 @@
+//! etcd claims: the per-job tick high-water mark, run-now request claims, running marks, a
+//! claim cache for non-owners, and the detection of runs lost with their worker.
+//!
+//! - A tick claim is one txn on `claim/<name>`: `value < T` (or, nested, key absent) → put T
+//!   (ARCHITECTURE.md "Claims, spread and failover"); the same txn returns the previous value and,
+//!   when asked, the job's running marks, so the hot path is one round trip. The fence is the
+//!   txn's revision. Claims are refused while the worker's session is lost.
+//! - A run-now request (or a lost-run record) is claimed by creating `requests/<name>/<id>` on
+//!   a shared lease of about two hours: it succeeds once per id.
+//! - Running marks are `running/<name>/<run>` on the session lease.
+//! - [`EtcdClaims::known_claim`] reads a cache of `claim/` fed by a background watch, so a
+//!   worker that is not a job's owner can skip a claim that would fail without asking etcd.
+//! - [`EtcdClaims::watch_lost`] watches `running/` and `workers/` with previous values: marks
+//!   deleted in the same revision as a worker key on the same lease went with an expired (or
+//!   revoked) session, not with a finished run.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use etcd_client::{Compare, CompareOp, EventType, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions};
+use futures::StreamExt;
+
+use super::session::Session;
+use super::{corrupt, section, tick_value, Ctx, Keys};
+use crate::backend::claims::{Claims, LostStream, RunningMark, TickClaim};
+use crate::backend::BackendError;
+use crate::domain::{Fence, JobName, RunId};
+
+/// Lease of claimed request ids, seconds; a new lease is granted every half of it.
+const REQUEST_TTL_SECS: i64 = 2 * 3600;
+/// Pause before a broken background watch is opened again.
+const REWATCH_DELAY: Duration = Duration::from_secs(1);
+
+/// Claims in etcd.
+pub struct EtcdClaims {
+    ctx: Ctx,
+    session: Arc<Session>,
+    request_lease: Mutex<Option<(i64, Instant)>>,
+    cache: Arc<Mutex<ClaimCache>>,
+}
+
+#[derive(Default)]
+struct ClaimCache {
+    /// Last claimed tick (ms) per job name, as last seen.
+    ticks: HashMap<String, i64>,
+    follower: Option<tokio::task::AbortHandle>,
+}
+
+impl EtcdClaims {
+    pub(crate) fn new(ctx: Ctx, session: Arc<Session>) -> Self {
+        Self { ctx, session, request_lease: Mutex::new(None), cache: Arc::new(Mutex::new(ClaimCache::default())) }
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, ClaimCache> {
+        self.cache.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn note_claim(&self, job: &str, ms: i64) {
+        let mut cache = self.cache();
+        let entry = cache.ticks.entry(job.to_owned()).or_insert(ms);
+        *entry = (*entry).max(ms);
+    }
+
+    async fn request_lease(&self) -> Result<i64, BackendError> {
+        let current = *self.request_lease.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((id, at)) = current {
+            if at.elapsed() < Duration::from_secs((REQUEST_TTL_SECS / 2) as u64) {
+                return Ok(id);
+            }
+        }
+        let mut client = self.ctx.client.clone();
+        let granted = self.ctx.call("cannot grant the request lease", client.lease_grant(REQUEST_TTL_SECS, None)).await?;
+        *self.request_lease.lock().unwrap_or_else(PoisonError::into_inner) = Some((granted.id(), Instant::now()));
+        Ok(granted.id())
+    }
+
+    fn running_dir(&self, job: Option<&JobName>) -> String {
+        match job {
+            Some(job) => format!("{}{}/", self.ctx.keys.dir(section::RUNNING), job.as_str()),
+            None => self.ctx.keys.dir(section::RUNNING),
+        }
+    }
+
+    /// Starts following `claim/` (once).
+    fn follow_claims(&self) {
+        let mut cache = self.cache();
+        if cache.follower.is_some() {
+            return;
+        }
+        let handle = tokio::spawn(follow(self.ctx.clone(), Arc::downgrade(&self.cache))).abort_handle();
+        cache.follower = Some(handle);
+    }
+}
+
+impl Drop for EtcdClaims {
+    fn drop(&mut self) {
+        if let Some(follower) = self.cache().follower.take() {
+            follower.abort();
+        }
+    }
+}
+
+fn parse_mark(value: &[u8]) -> Option<RunningMark> {
+    match serde_json::from_slice(value) {
+        Ok(mark) => Some(mark),
+        Err(e) => {
+            log::warn!("Skipping a running mark that does not parse. error={e}");
+            None
+        }
+    }
+}
+
+fn parse_tick(value: &[u8]) -> Option<i64> {
+    std::str::from_utf8(value).ok()?.trim().parse().ok()
+}
+
+/// Keeps `cache` equal to `claim/`: a snapshot, then a watch; on any failure the cache is
+/// emptied (unknown, so callers claim) and rebuilt.
+async fn follow(ctx: Ctx, cache: Weak<Mutex<ClaimCache>>) {
+    let dir = ctx.keys.dir(section::CLAIM);
+    loop {
+        let result: Result<(), BackendError> = async {
+            let mut client = ctx.client.clone();
+            let resp = ctx.call("cannot read the claims", client.get(dir.clone(), Some(GetOptions::new().with_prefix()))).await?;
+            let revision = resp.header().map_or(0, |h| h.revision());
+            let ticks: HashMap<String, i64> = resp
+                .kvs()
+                .iter()
+                .filter_map(|kv| {
+                    let name = ctx.keys.name_in(section::CLAIM, kv.key_str().ok()?)?;
+                    Some((name.to_owned(), parse_tick(kv.value())?))
+                })
+                .collect();
+            let Some(cache_ref) = cache.upgrade() else { return Ok(()) };
+            cache_ref.lock().unwrap_or_else(PoisonError::into_inner).ticks = ticks;
+            drop(cache_ref);
+            let options = WatchOptions::new().with_prefix().with_start_revision(revision + 1);
+            let mut stream = ctx.call("cannot watch the claims", client.watch(dir.clone(), Some(options))).await?;
+            loop {
+                let resp = match stream.message().await {
+                    Ok(Some(resp)) => resp,
+                    Ok(None) => return Ok(()),
+                    Err(e) => return Err(super::unavailable("the claim watch broke".into(), &e)),
+                };
+                if resp.compact_revision() > 0 || resp.canceled() {
+                    return Ok(());
+                }
+                let Some(cache_ref) = cache.upgrade() else { return Ok(()) };
+                let mut cache = cache_ref.lock().unwrap_or_else(PoisonError::into_inner);
+                for event in resp.events() {
+                    let Some(kv) = event.kv() else { continue };
+                    let Some(name) = kv.key_str().ok().and_then(|k| ctx.keys.name_in(section::CLAIM, k)) else { continue };
+                    match event.event_type() {
+                        EventType::Put => {
+                            if let Some(ms) = parse_tick(kv.value()) {
+                                let entry = cache.ticks.entry(name.to_owned()).or_insert(ms);
+                                *entry = (*entry).max(ms);
+                            }
+                        }
+                        EventType::Delete => {
+                            cache.ticks.remove(name);
+                        }
+                    }
+                }
+            }
+        }
+        .await;
+        let Some(cache_ref) = cache.upgrade() else { return };
+        cache_ref.lock().unwrap_or_else(PoisonError::into_inner).ticks.clear();
+        drop(cache_ref);
+        if let Err(e) = result {
+            log::debug!("Claim cache watch failed; claims go to etcd until it is back. error={e}");
+        }
+        tokio::time::sleep(REWATCH_DELAY).await;
+    }
+}
+
+#[async_trait]
+impl Claims for EtcdClaims {
+    async fn claim_tick(&self, job: &JobName, tick: DateTime<Utc>) -> Result<Option<Fence>, BackendError> {
+        Ok(self.claim_tick_checked(job, tick, false).await?.map(|c| c.fence))
+    }
+
+    async fn claim_tick_checked(
+        &self,
+        job: &JobName,
+        tick: DateTime<Utc>,
+        with_running: bool,
+    ) -> Result<Option<TickClaim>, BackendError> {
+        if self.session.is_lost() {
+            return Err(BackendError::Unavailable {
+                backend: super::BACKEND,
+                message: "this worker's etcd session is lost; it claims nothing until it has a new one".into(),
+            });
+        }
+        let key = self.ctx.keys.key(section::CLAIM, job.as_str());
+        let ms = tick.timestamp_millis();
+        let value = tick_value(ms);
+        let mut ops = vec![TxnOp::put(key.clone(), value.clone(), Some(PutOptions::new().with_prev_key()))];
+        if with_running {
+            ops.push(TxnOp::get(self.running_dir(Some(job)), Some(GetOptions::new().with_prefix())));
+        }
+        // `value < T` fails on an absent key (etcd compares no value as false): the nested
+        // txn covers the first claim of a job.
+        let first = Txn::new().when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)]).and_then(ops.clone());
+        let txn = Txn::new()
+            .when([Compare::value(key, CompareOp::Less, value)])
+            .and_then(ops)
+            .or_else([TxnOp::txn(first)]);
+        let mut client = self.ctx.client.clone();
+        let resp = self.ctx.call(&format!("cannot claim a tick of job {job}"), client.txn(txn)).await?;
+        let revision = resp.header().map_or(0, |h| h.revision());
+        let responses = if resp.succeeded() {
+            resp.op_responses()
+        } else {
+            match resp.op_responses().into_iter().next() {
+                Some(TxnOpResponse::Txn(inner)) if inner.succeeded() => inner.op_responses(),
+                _ => {
+                    self.note_claim(job.as_str(), ms);
+                    return Ok(None);
+                }
+            }
+        };
+        let mut claim = TickClaim { fence: Fence(revision), previous: None, running: Vec::new() };
+        for op in responses {
+            match op {
+                TxnOpResponse::Put(put) => {
+                    claim.previous = put
+                        .prev_key()
+                        .and_then(|kv| parse_tick(kv.value()))
+                        .and_then(DateTime::from_timestamp_millis);
+                }
+                TxnOpResponse::Get(get) => claim.running = get.kvs().iter().filter_map(|kv| parse_mark(kv.value())).collect(),
+                _ => {}
+            }
+        }
+        self.note_claim(job.as_str(), ms);
+        Ok(Some(claim))
+    }
+
+    async fn claim_request(&self, job: &JobName, request: &str) -> Result<Option<Fence>, BackendError> {
+        let key = format!("{}{}/{request}", self.ctx.keys.dir(section::REQUESTS), job.as_str());
+        for attempt in 0..2 {
+            let lease = self.request_lease().await?;
+            let txn = Txn::new()
+                .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+                .and_then([TxnOp::put(key.clone(), "", Some(PutOptions::new().with_lease(lease)))]);
+            let mut client = self.ctx.client.clone();
+            match self.ctx.call(&format!("cannot claim a request of job {job}"), client.txn(txn)).await {
+                Ok(resp) => {
+                    let revision = resp.header().map_or(0, |h| h.revision());
+                    return Ok(resp.succeeded().then_some(Fence(revision)));
+                }
+                // etcd lost the shared lease (e.g. restored from a snapshot): grant another once.
+                Err(e) if attempt == 0 && e.to_string().contains("lease not found") => {
+                    *self.request_lease.lock().unwrap_or_else(PoisonError::into_inner) = None;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(corrupt("unreachable: the request claim loop ended".into()))
+    }
+
+    async fn mark_running(&self, mark: &RunningMark) -> Result<(), BackendError> {
+        let lease = self.session.lease().await?;
+        let key = format!("{}{}", self.running_dir(Some(&mark.job)), mark.run);
+        let json = serde_json::to_string(mark).map_err(|e| corrupt(format!("running mark: {e}")))?;
+        let mut client = self.ctx.client.clone();
+        let res = self
+            .ctx
+            .call(&format!("cannot mark run {} running", mark.run), client.put(key, json, Some(PutOptions::new().with_lease(lease))))
+            .await;
+        if let Err(e) = &res {
+            self.session.check_lease_gone(lease, e);
+        }
+        res.map(|_| ())
+    }
+
+    async fn clear_running(&self, job: &JobName, run: &RunId) -> Result<(), BackendError> {
+        let key = format!("{}{run}", self.running_dir(Some(job)));
+        let mut client = self.ctx.client.clone();
+        self.ctx.call(&format!("cannot clear the mark of run {run}"), client.delete(key, None)).await.map(|_| ())
+    }
+
+    async fn running(&self, job: Option<&JobName>) -> Result<Vec<RunningMark>, BackendError> {
+        let mut client = self.ctx.client.clone();
+        let resp = self
+            .ctx
+            .call("cannot list running marks", client.get(self.running_dir(job), Some(GetOptions::new().with_prefix())))
+            .await?;
+        Ok(resp.kvs().iter().filter_map(|kv| parse_mark(kv.value())).collect())
+    }
+
+    fn known_claim(&self, job: &JobName) -> Option<DateTime<Utc>> {
+        self.follow_claims();
+        let ms = *self.cache().ticks.get(job.as_str())?;
+        DateTime::from_timestamp_millis(ms)
+    }
+
+    async fn watch_lost(&self) -> Result<LostStream, BackendError> {
+        let state = LostWatch {
+            ctx: self.ctx.clone(),
+            next: None,
+            stream: None,
+            pending: VecDeque::new(),
+            failing: false,
+        };
+        Ok(futures::stream::unfold(state, |mut st| async move {
+            let mark = st.next_mark().await;
+            Some((mark, st))
+        })
+        .boxed())
+    }
+}
+
+/// The state of a lost-run watch: where to resume, the open stream, marks not yet handed out.
+struct LostWatch {
+    ctx: Ctx,
+    next: Option<i64>,
+    stream: Option<etcd_client::WatchStream>,
+    pending: VecDeque<RunningMark>,
+    failing: bool,
+}
+
+impl LostWatch {
+    /// The next lost mark; reconnects (from the last revision seen) as long as it takes.
+    async fn next_mark(&mut self) -> RunningMark {
+        loop {
+            if let Some(mark) = self.pending.pop_front() {
+                return mark;
+            }
+            if self.stream.is_none() {
+                match self.open().await {
+                    Ok(stream) => {
+                        if self.failing {
+                            log::info!("Lost-run watch reconnected.");
+                        }
+                        self.failing = false;
+                        self.stream = Some(stream);
+                    }
+                    Err(e) => {
+                        if !self.failing {
+                            log::warn!("Cannot watch for lost runs; retrying. error={e}");
+                        }
+                        self.failing = true;
+                        tokio::time::sleep(REWATCH_DELAY).await;
+                        continue;
+                    }
+                }
+            }
+            let Some(stream) = self.stream.as_mut() else { continue };
+            match stream.message().await {
+                Ok(Some(resp)) if resp.compact_revision() > 0 => {
+                    log::warn!("Lost-run watch fell behind etcd compaction; runs lost meanwhile are found by their worker at restart. compact_revision={}", resp.compact_revision());
+                    self.next = None;
+                    self.stream = None;
+                }
+                Ok(Some(resp)) if resp.canceled() => self.stream = None,
+                Ok(Some(resp)) => {
+                    if let Some(last) = resp.events().iter().filter_map(|e| e.kv().map(|kv| kv.mod_revision())).max() {
+                        self.next = Some(last + 1);
+                    }
+                    self.pending.extend(lost_marks(&self.ctx.keys, resp.events()));
+                }
+                Ok(None) | Err(_) => {
+                    self.stream = None;
+                    tokio::time::sleep(REWATCH_DELAY).await;
+                }
+            }
+        }
+    }
+
+    async fn open(&mut self) -> Result<etcd_client::WatchStream, BackendError> {
+        let mut client = self.ctx.client.clone();
+        let from = match self.next {
+            Some(rev) => rev,
+            None => {
+                let options = GetOptions::new().with_count_only();
+                let resp = self.ctx.call("cannot read the etcd revision", client.get(self.ctx.keys.dir(section::RUNNING), Some(options))).await?;
+                resp.header().map_or(0, |h| h.revision()) + 1
+            }
+        };
+        self.next = Some(from);
+        let keys = &self.ctx.keys;
+        // `running/` .. `workers/` (nothing of ours sorts between them).
+        let options = WatchOptions::new()
+            .with_range(keys.range_end(section::WORKERS))
+            .with_start_revision(from)
+            .with_prev_key();
+        self.ctx.call("cannot watch for lost runs", client.watch(keys.dir(section::RUNNING), Some(options))).await
+    }
+}
+
+/// Marks deleted in the same revision as a worker key on the same lease: the session expired
+/// (or was revoked) with these runs on it.
+fn lost_marks(keys: &Keys, events: &[etcd_client::Event]) -> Vec<RunningMark> {
+    // revision -> (leases of deleted worker keys, deleted marks with their lease)
+    let mut by_revision: BTreeMap<i64, (HashSet<i64>, Vec<(i64, RunningMark)>)> = BTreeMap::new();
+    for event in events {
+        if event.event_type() != EventType::Delete {
+            continue;
+        }
+        let (Some(kv), Some(prev)) = (event.kv(), event.prev_kv()) else { continue };
+        let Ok(key) = kv.key_str() else { continue };
+        let entry = by_revision.entry(kv.mod_revision()).or_default();
+        if keys.name_in(section::WORKERS, key).is_some() && prev.lease() != 0 {
+            entry.0.insert(prev.lease());
+        } else if keys.name_in(section::RUNNING, key).is_some() && prev.lease() != 0 {
+            if let Some(mark) = parse_mark(prev.value()) {
+                entry.1.push((prev.lease(), mark));
+            }
+        }
+    }
+    by_revision
+        .into_values()
+        .flat_map(|(leases, marks)| marks.into_iter().filter(move |(lease, _)| leases.contains(lease)).map(|(_, m)| m))
+        .collect()
+}
