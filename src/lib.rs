@@ -64,6 +64,14 @@ fn check_role(config: &Config) -> Result<(), StartupError> {
     Ok(())
 }
 
+/// What runs in this process besides HTTP, per role.
+enum Engine {
+    /// Worker actors (roles all and worker).
+    Worker(actors::Handles),
+    /// The lost-run recorder and its log pipeline (role master).
+    Master(actors::MasterHandles),
+}
+
 async fn serve(
     config: Config,
     backends: Backends,
@@ -72,29 +80,38 @@ async fn serve(
 ) -> Result<(), StartupError> {
     let config = Arc::new(config);
     let started_at = Utc::now();
-    let worker = WorkerInfo {
-        id: node_id.clone(),
-        hostname: nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default(),
-        address: first_ipv4().unwrap_or_else(|| config.listen_addr().map(|a| a.ip().to_string()).unwrap_or_default()),
-        version: env!("CARGO_PKG_VERSION").to_owned(),
-        started_at,
-        running: 0,
-        capacity: config.executor.pool_size,
-        last_heartbeat: started_at,
+    let engine = match config.role {
+        Role::Master => Engine::Master(actors::start_master(&config, &backends)?),
+        Role::All | Role::Worker => {
+            let worker = WorkerInfo {
+                id: node_id.clone(),
+                hostname: nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default(),
+                address: first_ipv4()
+                    .unwrap_or_else(|| config.listen_addr().map(|a| a.ip().to_string()).unwrap_or_default()),
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+                started_at,
+                running: 0,
+                capacity: config.executor.pool_size,
+                last_heartbeat: started_at,
+            };
+            Engine::Worker(actors::start(&config, &backends, worker, started_at).await?)
+        }
     };
-    let handles = actors::start(&config, &backends, worker, started_at).await?;
-    let state = http::AppState {
-        backends: backends.clone(),
-        config: config.clone(),
-        node: Some(http::NodeHandles {
+    let node = match &engine {
+        Engine::Worker(handles) => Some(http::NodeHandles {
             scheduler: handles.scheduler.clone().recipient(),
             pool: handles.pool.clone().recipient(),
             log: handles.log.clone().recipient(),
         }),
-        node_id: node_id.clone(),
-        started_at,
+        // ARCHITECTURE.md: a master is stateless HTTP over the stores; no scheduler to ask.
+        Engine::Master(_) => None,
     };
-    let server = http::serve_on(state, listener)?;
+    let state = http::AppState { backends: backends.clone(), config: config.clone(), node, node_id: node_id.clone(), started_at };
+    // A worker's listener serves health only.
+    let server = match config.role {
+        Role::Worker => http::serve_health_on(state, listener)?,
+        Role::All | Role::Master => http::serve_on(state, listener)?,
+    };
     let server_handle = server.handle();
     actix::spawn(async move {
         if let Err(e) = server.await {
@@ -113,15 +130,23 @@ async fn serve(
     wait_for_signal().await;
     let grace = Duration::from_secs(config.scheduler.shutdown_grace_secs);
     log::info!("Signal received; shutting down. grace_secs={}", grace.as_secs());
-    if let Err(e) = handles.scheduler.send(Shutdown { grace }).await {
-        log::error!("Scheduler did not answer the shutdown request. error={e}");
-    }
-    if let Err(e) = handles.log.send(FlushLogs).await {
+    let log_actor = match &engine {
+        Engine::Worker(handles) => {
+            if let Err(e) = handles.scheduler.send(Shutdown { grace }).await {
+                log::error!("Scheduler did not answer the shutdown request. error={e}");
+            }
+            handles.log.clone()
+        }
+        Engine::Master(handles) => handles.log.clone(),
+    };
+    if let Err(e) = log_actor.send(FlushLogs).await {
         log::error!("Log batcher did not answer the final flush. error={e}");
     }
     server_handle.stop(true).await;
-    if let Err(e) = backends.members.leave(&node_id).await {
-        log::warn!("Cannot leave membership cleanly. error={e}");
+    if matches!(engine, Engine::Worker(_)) {
+        if let Err(e) = backends.members.leave(&node_id).await {
+            log::warn!("Cannot leave membership cleanly. error={e}");
+        }
     }
     log::info!("distcron stopped.");
     Ok(())

@@ -164,6 +164,8 @@ pub enum KillReason {
     Replaced,
     /// Node shutdown grace ran out.
     Shutdown,
+    /// The worker lost its membership session (`on_session_loss = "kill"`).
+    SessionLost,
 }
 
 impl KillReason {
@@ -173,6 +175,7 @@ impl KillReason {
             Self::Requested => "killed by request",
             Self::Replaced => "killed: replaced by a newer run (concurrency policy replace)",
             Self::Shutdown => "killed: node shut down and the shutdown grace ran out",
+            Self::SessionLost => "killed: the worker lost its etcd session (on_session_loss = kill)",
         }
     }
 }

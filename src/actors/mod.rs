@@ -9,7 +9,9 @@
 //!           ▼
 //!       log store
 //! ```
-//! [`start`] wires them all, in one place, passing addresses explicitly.
+//! Beside them, the LostRunsActor ([`reaper`]) records the runs of vanished workers as `lost`.
+//! [`start`] wires a worker's actors, [`start_master`] a master's, in one place each, passing
+//! addresses explicitly.
 
 pub mod executor;
 pub mod log_batch;
@@ -17,6 +19,8 @@ pub mod messages;
 pub mod plan;
 pub mod process;
 pub mod scheduler;
+pub mod rank;
+pub mod reaper;
 pub(crate) mod spool;
 pub mod watch;
 
@@ -33,6 +37,7 @@ use crate::error::StartupError;
 use executor::ExecutorPool;
 use log_batch::{LogBatchActor, LogBatchSettings};
 use messages::RecordRun;
+use reaper::LostRunsActor;
 use scheduler::{SchedulerActor, SchedulerPeers, SchedulerSettings};
 use watch::{WatchActor, WatchTargets};
 
@@ -47,6 +52,49 @@ pub struct Handles {
     pub log: Addr<LogBatchActor>,
     /// Job watcher.
     pub watch: Addr<WatchActor>,
+    /// Recorder of runs lost with their worker.
+    pub reaper: Addr<LostRunsActor>,
+}
+
+/// Addresses of what a master runs besides HTTP: the recorder of lost runs and its log pipeline.
+#[derive(Clone)]
+pub struct MasterHandles {
+    /// Log batching.
+    pub log: Addr<LogBatchActor>,
+    /// Recorder of runs lost with their worker.
+    pub reaper: Addr<LostRunsActor>,
+}
+
+fn log_settings(config: &Config) -> LogBatchSettings {
+    LogBatchSettings {
+        max_records: config.log_batch.max_records as usize,
+        flush: Duration::from_millis(config.log_batch.flush_ms),
+        retry_initial: Duration::from_millis(config.log_batch.retry_initial_ms),
+        retry_max: Duration::from_millis(config.log_batch.retry_max_ms),
+        retention_days: config.log_batch.retention_days,
+    }
+}
+
+fn open_spool(config: &Config) -> Result<spool::Spool, StartupError> {
+    let spool_path = config.data_dir.join("spool").join("runs.jsonl");
+    spool::Spool::open(&spool_path, config.log_batch.spool_max_bytes).map_err(|source| StartupError::Io {
+        context: format!("cannot open the log spool {}", spool_path.display()),
+        source,
+    })
+}
+
+/// Starts what a master runs on the current actix system: a log pipeline (spooled like a
+/// worker's) and the recorder of runs lost with their worker (ARCHITECTURE.md: "when a
+/// worker's lease expires the master records each of its runs as lost").
+///
+/// # Errors
+/// When the spool file under `data_dir` cannot be opened.
+pub fn start_master(config: &Config, backends: &Backends) -> Result<MasterHandles, StartupError> {
+    let spool = open_spool(config)?;
+    let log = LogBatchActor::new(backends.logs.clone(), spool, log_settings(config)).start();
+    let reaper =
+        LostRunsActor::new(backends.claims.clone(), backends.logs.clone(), backends.jobs.clone(), log.clone().recipient()).start();
+    Ok(MasterHandles { log, reaper })
 }
 
 /// Starts the worker engine on the current actix system. Order matters: the log pipeline first
@@ -58,11 +106,7 @@ pub struct Handles {
 /// When the spool file under `data_dir` cannot be opened.
 pub async fn start(config: &Config, backends: &Backends, worker: WorkerInfo, started_at: DateTime<Utc>) -> Result<Handles, StartupError> {
     // 1. Log pipeline, and runs a previous process left `running`.
-    let spool_path = config.data_dir.join("spool").join("runs.jsonl");
-    let spool = spool::Spool::open(&spool_path, config.log_batch.spool_max_bytes).map_err(|source| StartupError::Io {
-        context: format!("cannot open the log spool {}", spool_path.display()),
-        source,
-    })?;
+    let spool = open_spool(config)?;
     let lost = match tokio::time::timeout(
         Duration::from_secs(10),
         log_batch::interrupted_runs(backends.logs.as_ref(), &spool, &worker.id, started_at),
@@ -79,14 +123,7 @@ pub async fn start(config: &Config, backends: &Backends, worker: WorkerInfo, sta
             Vec::new()
         }
     };
-    let settings = LogBatchSettings {
-        max_records: config.log_batch.max_records as usize,
-        flush: Duration::from_millis(config.log_batch.flush_ms),
-        retry_initial: Duration::from_millis(config.log_batch.retry_initial_ms),
-        retry_max: Duration::from_millis(config.log_batch.retry_max_ms),
-        retention_days: config.log_batch.retention_days,
-    };
-    let log = LogBatchActor::new(backends.logs.clone(), spool, settings).start();
+    let log = LogBatchActor::new(backends.logs.clone(), spool, log_settings(config)).start();
     if !lost.is_empty() {
         log::warn!("Runs interrupted by the last stop recorded as lost. runs={}", lost.len());
     }
@@ -112,6 +149,8 @@ pub async fn start(config: &Config, backends: &Backends, worker: WorkerInfo, sta
         shell: config.executor.shell.clone(),
         kill_grace: Duration::from_millis(config.executor.kill_grace_ms),
         max_output_bytes: usize::try_from(config.executor.max_output_bytes).unwrap_or(usize::MAX),
+        failover_grace: Duration::from_millis(config.scheduler.failover_grace_ms),
+        on_session_loss: config.scheduler.on_session_loss,
     };
     let peers = SchedulerPeers {
         claims: backends.claims.clone(),
@@ -133,5 +172,9 @@ pub async fn start(config: &Config, backends: &Backends, worker: WorkerInfo, sta
         lost: scheduler.clone().recipient(),
     };
     let watch = WatchActor::new(Arc::clone(&backends.jobs), targets).start();
-    Ok(Handles { scheduler, pool, log, watch })
+
+    // 4. Runs of other workers that vanish are recorded here too (exactly once cluster-wide).
+    let reaper =
+        LostRunsActor::new(backends.claims.clone(), backends.logs.clone(), backends.jobs.clone(), log.clone().recipient()).start();
+    Ok(Handles { scheduler, pool, log, watch, reaper })
 }

@@ -6,8 +6,23 @@
 //! claim through the [`Claims`] port (ARCHITECTURE.md: exactly once per (job, tick)), then
 //! applies the job's concurrency policy against live runs anywhere, then dispatches. Job
 //! changes arrive only through the WatchActor.
+//!
+//! Cluster behaviour (ARCHITECTURE.md "Claims, spread and failover"), the same code on a single
+//! node, where this worker is always rank 0 and every claim succeeds:
+//! - Each job's due ticks wait in a per-job queue and are claimed one at a time, in order, so a
+//!   later tick is never claimed before an earlier one of the same job.
+//! - The live workers (refreshed every heartbeat) are ranked per job by rendezvous hashing
+//!   ([`super::rank`]); rank 0 claims at the tick, rank k at tick + k x `failover_grace_ms`,
+//!   and skips the claim when the claims cache already shows the tick taken.
+//! - A failed claim (store unreachable, session lost) is retried with backoff while the tick is
+//!   within `misfire_grace_ms`; older ticks are folded into one `missed` range, claimed as a
+//!   whole when the store answers again (so it is recorded once cluster-wide, and only for the
+//!   ticks nobody ran). One warning per outage.
+//! - When the membership session is lost, runs are finished or killed per
+//!   `scheduler.on_session_loss`; on a new session the marks of runs still going are published
+//!   again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,7 +35,9 @@ use super::messages::{
     RunRequested, RunSpec, SchedulerStatus, Shutdown, StartRun, WatchLost,
 };
 use super::plan::{Due, Missed, Plan};
-use crate::backend::{Claims, JobStore, Membership, RunningMark, Signal};
+use super::rank;
+use crate::backend::{BackendError, Claims, JobStore, Membership, RunningMark, SessionEvent, Signal, TickClaim};
+use crate::config::SessionLossPolicy;
 use crate::domain::{
     ConcurrencyPolicy, Fence, Job, JobName, Revision, RunId, RunRecord, RunStatus, Trigger, WorkerId, WorkerInfo,
 };
@@ -42,7 +59,18 @@ pub struct SchedulerSettings {
     pub kill_grace: Duration,
     /// Output cap per run.
     pub max_output_bytes: usize,
+    /// Cluster: how long rank k waits (k times this) before claiming a tick.
+    pub failover_grace: Duration,
+    /// Cluster: what to do with running jobs when the membership session is lost.
+    pub on_session_loss: SessionLossPolicy,
 }
+
+/// First retry delay of a failed claim.
+const CLAIM_RETRY_MIN: Duration = Duration::from_millis(250);
+/// Longest retry delay of a failed claim.
+const CLAIM_RETRY_MAX: Duration = Duration::from_secs(2);
+/// Most missed ticks counted one by one when a missed range is narrowed after a claim.
+const MAX_COUNTED_MISSES: u32 = 10_000;
 
 /// Ports and peers the scheduler talks to.
 pub struct SchedulerPeers {
@@ -63,6 +91,70 @@ pub struct SchedulerPeers {
 #[derive(Debug, Clone)]
 struct LiveRun {
     job: JobName,
+    scheduled_at: DateTime<Utc>,
+    since: DateTime<Utc>,
+}
+
+/// A due tick, or a range of ticks too late to run, waiting for its claim.
+#[derive(Debug, Clone)]
+enum Pending {
+    Tick(DateTime<Utc>),
+    Missed(Missed),
+}
+
+impl Pending {
+    /// The tick to claim (for a missed range its last tick: one claim covers the range).
+    fn last(&self) -> DateTime<Utc> {
+        match self {
+            Self::Tick(t) => *t,
+            Self::Missed(m) => m.last,
+        }
+    }
+
+    fn first(&self) -> DateTime<Utc> {
+        match self {
+            Self::Tick(t) => *t,
+            Self::Missed(m) => m.first,
+        }
+    }
+}
+
+/// One job's ticks waiting to be claimed, in order; one claim in flight at a time.
+#[derive(Debug, Default)]
+struct JobQueue {
+    items: VecDeque<Pending>,
+    /// A claim is in flight or scheduled.
+    busy: bool,
+    /// Delay before the next retry after failed claims.
+    retry: Option<Duration>,
+}
+
+/// Folds the leading items older than `horizon` into one missed range (a lone late tick
+/// included): ticks that can no longer run are claimed once, as a range, and recorded `missed`.
+fn fold_expired(items: &mut VecDeque<Pending>, horizon: DateTime<Utc>) {
+    let expired = items.iter().take_while(|p| p.last() < horizon).count();
+    if expired == 0 || (expired == 1 && matches!(items.front(), Some(Pending::Missed(_)))) {
+        return;
+    }
+    let mut folded: Option<Missed> = None;
+    for item in items.drain(..expired) {
+        let (count, more) = match &item {
+            Pending::Tick(_) => (1, false),
+            Pending::Missed(m) => (m.count, m.more),
+        };
+        folded = Some(match folded {
+            None => Missed { count, more, first: item.first(), last: item.last() },
+            Some(f) => Missed {
+                count: f.count.saturating_add(count),
+                more: f.more || more,
+                first: f.first.min(item.first()),
+                last: f.last.max(item.last()),
+            },
+        });
+    }
+    if let Some(m) = folded {
+        items.push_front(Pending::Missed(m));
+    }
 }
 
 /// The scheduler.
@@ -78,6 +170,14 @@ pub struct SchedulerActor {
     draining: bool,
     drained: Vec<tokio::sync::oneshot::Sender<()>>,
     claim_failing: bool,
+    /// Ticks waiting for their claim, per job.
+    queues: HashMap<JobName, JobQueue>,
+    /// Live distcron workers (ids), as of the last heartbeat; empty = unknown (rank 0).
+    live: Vec<String>,
+    /// The membership session is lost (cluster): claims fail until it is renewed.
+    session_lost: bool,
+    /// Running-mark removals in flight (shutdown waits for them).
+    clearing: usize,
 }
 
 impl SchedulerActor {
@@ -95,7 +195,16 @@ impl SchedulerActor {
             draining: false,
             drained: Vec::new(),
             claim_failing: false,
+            queues: HashMap::new(),
+            live: Vec::new(),
+            session_lost: false,
+            clearing: 0,
         }
+    }
+
+    /// This worker's rank for `job` among the live workers (0 = owner).
+    fn rank(&self, job: &JobName) -> usize {
+        rank::rank(job.as_str(), &self.worker().0, self.live.iter().map(String::as_str))
     }
 
     fn worker(&self) -> &WorkerId {
@@ -157,20 +266,18 @@ impl SchedulerActor {
         let now = Utc::now();
         let grace = chrono::Duration::from_std(self.settings.misfire_grace).unwrap_or(chrono::Duration::MAX);
         for Due { job, tick, missed } in self.plan.pop_due(now, grace) {
-            if let Some(m) = missed {
-                self.record_missed(&job, &m);
-            }
-            if let Some(tick) = tick {
-                self.claim_tick(job, tick, ctx);
-            }
+            let queue = self.queues.entry(job.clone()).or_default();
+            queue.items.extend(missed.map(Pending::Missed));
+            queue.items.extend(tick.map(Pending::Tick));
+            self.pump(job, ctx);
         }
         self.rearm(ctx);
     }
 
-    fn record_missed(&self, job: &JobName, m: &Missed) {
+    fn record_missed(&self, job: &JobName, m: &Missed, fence: Fence, why: &str) {
         let Some(def) = self.jobs.get(job) else { return };
         let err = format!(
-            "missed {}{} tick(s) from {} to {}: the scheduler reached them later than misfire_grace_ms",
+            "missed {}{} tick(s) from {} to {}: {why}",
             m.count,
             if m.more { "+" } else { "" },
             m.first.to_rfc3339(),
@@ -184,36 +291,149 @@ impl SchedulerActor {
             Trigger::Schedule,
             m.first,
             self.worker().clone(),
-            Fence(0),
+            fence,
             err,
         );
         self.peers.log.do_send(RecordRun(record));
     }
 
-    fn claim_tick(&mut self, job: JobName, tick: DateTime<Utc>, ctx: &mut Context<Self>) {
-        let claims = self.peers.claims.clone();
-        let policy = self.jobs.get(&job).map(|j| j.concurrency).unwrap_or_default();
-        let name = job.clone();
-        let fut = async move {
-            let fence = claims.claim_tick(&name, tick).await?;
-            // Only the winner looks at live runs; `allow` needs no look.
-            let live = match (fence, policy) {
-                (Some(_), ConcurrencyPolicy::Forbid | ConcurrencyPolicy::Replace) => claims.running(Some(&name)).await?,
-                _ => Vec::new(),
-            };
-            Ok::<_, crate::backend::BackendError>((fence, live))
+    /// Starts the claim of `job`'s oldest waiting tick, at once when this worker owns the job,
+    /// else after its rank's failover grace.
+    fn pump(&mut self, job: JobName, ctx: &mut Context<Self>) {
+        let now = Utc::now();
+        let grace = chrono::Duration::from_std(self.settings.misfire_grace).unwrap_or(chrono::Duration::MAX);
+        let rank = self.rank(&job);
+        let failover = self.settings.failover_grace;
+        let Some(queue) = self.queues.get_mut(&job) else { return };
+        if queue.busy {
+            return;
+        }
+        fold_expired(&mut queue.items, now - grace);
+        let Some(front) = queue.items.front() else {
+            self.queues.remove(&job);
+            return;
         };
-        ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| match res {
-            Ok((Some(fence), live)) => {
-                act.claim_recovered();
-                act.dispatch(job, tick, fence, Trigger::Schedule, live, ctx);
+        let delay = failover.saturating_mul(u32::try_from(rank).unwrap_or(u32::MAX));
+        let at = front.last() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+        let wait = (at - now).to_std().unwrap_or(Duration::ZERO);
+        queue.busy = true;
+        if wait.is_zero() {
+            self.attempt(job, rank, ctx);
+        } else {
+            ctx.run_later(wait, move |act, ctx| act.attempt(job, rank, ctx));
+        }
+    }
+
+    /// Claims `job`'s oldest waiting tick (skipped without a round trip when this worker is
+    /// not the owner and the claims cache shows the tick taken).
+    fn attempt(&mut self, job: JobName, rank: usize, ctx: &mut Context<Self>) {
+        let draining = self.draining;
+        let known = if rank > 0 { self.peers.claims.known_claim(&job) } else { None };
+        let policy = self.jobs.get(&job).map(|j| j.concurrency).unwrap_or_default();
+        let Some(queue) = self.queues.get_mut(&job) else { return };
+        let Some(item) = queue.items.front().cloned() else {
+            self.queues.remove(&job);
+            return;
+        };
+        if draining {
+            // Shutting down: the other workers take these ticks over.
+            self.queues.remove(&job);
+            return;
+        }
+        if known.is_some_and(|k| k >= item.last()) {
+            queue.items.pop_front();
+            queue.busy = false;
+            log::debug!("Tick already claimed by the owner. job={job} tick={} rank={rank}", item.last());
+            self.pump(job, ctx);
+            return;
+        }
+        let claims = self.peers.claims.clone();
+        // Only a tick to run needs the live runs; `allow` needs no look.
+        let with_running = matches!(item, Pending::Tick(_)) && policy != ConcurrencyPolicy::Allow;
+        let (name, tick) = (job.clone(), item.last());
+        let fut = async move { claims.claim_tick_checked(&name, tick, with_running).await };
+        ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| act.claimed(job, item, rank, res, ctx)));
+    }
+
+    fn claimed(
+        &mut self,
+        job: JobName,
+        item: Pending,
+        rank: usize,
+        result: Result<Option<TickClaim>, BackendError>,
+        ctx: &mut Context<Self>,
+    ) {
+        match result {
+            Ok(outcome) => {
+                self.claim_recovered();
+                if let Some(queue) = self.queues.get_mut(&job) {
+                    queue.items.pop_front();
+                    queue.busy = false;
+                    queue.retry = None;
+                }
+                match (outcome, item) {
+                    (None, item) => log::debug!("Tick claimed by another worker. job={job} tick={} rank={rank}", item.last()),
+                    (Some(claim), Pending::Tick(tick)) => {
+                        let late = Utc::now() - tick;
+                        if late > chrono::Duration::from_std(self.settings.misfire_grace).unwrap_or(chrono::Duration::MAX) {
+                            let m = Missed { count: 1, more: false, first: tick, last: tick };
+                            self.record_missed(&job, &m, claim.fence, "claimed later than misfire_grace_ms");
+                        } else {
+                            self.dispatch(job.clone(), tick, claim.fence, Trigger::Schedule, claim.running, ctx);
+                        }
+                    }
+                    (Some(claim), Pending::Missed(m)) => {
+                        if let Some(m) = self.unclaimed_part(&job, m, claim.previous) {
+                            let why = if self.claim_failing_since_tick(&m) {
+                                "the claims store could not be reached in time"
+                            } else {
+                                "nothing could claim them within misfire_grace_ms (store outage, or every worker late)"
+                            };
+                            self.record_missed(&job, &m, claim.fence, why);
+                        }
+                    }
+                }
+                self.pump(job, ctx);
             }
-            Ok((None, _)) => {
-                act.claim_recovered();
-                log::debug!("Tick claimed by another worker. job={job} tick={tick}");
+            Err(e) => {
+                self.claim_failed(&job, item.last(), &e);
+                let Some(queue) = self.queues.get_mut(&job) else { return };
+                let delay = queue.retry.map_or(CLAIM_RETRY_MIN, |d| (d * 2).min(CLAIM_RETRY_MAX));
+                queue.retry = Some(delay);
+                ctx.run_later(delay, move |act, ctx| {
+                    if let Some(queue) = act.queues.get_mut(&job) {
+                        queue.busy = false;
+                    }
+                    act.pump(job, ctx);
+                });
             }
-            Err(e) => act.claim_failed(&job, tick, &e),
-        }));
+        }
+    }
+
+    /// Whether missed ticks are explained by this node's failing claims (for the record's text).
+    fn claim_failing_since_tick(&self, _m: &Missed) -> bool {
+        self.claim_failing || self.session_lost
+    }
+
+    /// The ticks of `m` after `previous` (the job's claim before ours): those nobody claimed.
+    fn unclaimed_part(&self, job: &JobName, m: Missed, previous: Option<DateTime<Utc>>) -> Option<Missed> {
+        let Some(prev) = previous.filter(|p| *p >= m.first) else { return Some(m) };
+        let def = self.jobs.get(job)?;
+        let schedule = def.schedule().ok()?;
+        let tz = def.zone(self.settings.default_tz);
+        let (mut count, mut first, mut at) = (0u32, None, prev);
+        while let Some(next) = schedule.next_after(at, tz) {
+            if next > m.last {
+                break;
+            }
+            count += 1;
+            first.get_or_insert(next);
+            at = next;
+            if count >= MAX_COUNTED_MISSES {
+                return Some(Missed { count, more: true, first: first?, last: m.last });
+            }
+        }
+        first.map(|first| Missed { count, more: false, first, last: m.last })
     }
 
     fn claim_failed(&mut self, job: &JobName, tick: DateTime<Utc>, error: &crate::backend::BackendError) {
@@ -311,7 +531,7 @@ impl SchedulerActor {
             attempt: 1,
             fence,
         };
-        self.running.insert(run.clone(), LiveRun { job: job.clone() });
+        self.running.insert(run.clone(), LiveRun { job: job.clone(), scheduled_at: tick, since: now });
         let mark = RunningMark { job: job.clone(), run: run.clone(), worker: self.worker().clone(), scheduled_at: tick, since: now };
         let claims = self.peers.claims.clone();
         actix::spawn(async move {
@@ -324,24 +544,43 @@ impl SchedulerActor {
         self.peers.start.do_send(StartRun(spec));
     }
 
+    /// Publishes this worker's info, then refreshes the live workers used for ranking.
     fn heartbeat(&self, ctx: &mut Context<Self>) {
         let mut info = self.settings.worker.clone();
         info.running = u32::try_from(self.running.len()).unwrap_or(u32::MAX);
         info.last_heartbeat = Utc::now();
         let members = self.peers.members.clone();
         ctx.spawn(
-            async move { members.heartbeat(&info).await }
-                .into_actor(self)
-                .map(|res, _, _| {
-                    if let Err(e) = res {
-                        log::warn!("Membership heartbeat failed. error={e}");
-                    }
-                }),
+            async move {
+                let beat = members.heartbeat(&info).await;
+                (beat, members.live().await)
+            }
+            .into_actor(self)
+            .map(|(beat, live), act, _| {
+                if let Err(e) = beat {
+                    log::warn!("Membership heartbeat failed. error={e}");
+                }
+                act.set_live(live);
+            }),
         );
     }
 
+    fn set_live(&mut self, live: Result<Vec<WorkerInfo>, BackendError>) {
+        match live {
+            // Workers with no capacity (the seed's, listed for /worker/list) take no part.
+            Ok(live) => {
+                let ids: Vec<String> = live.into_iter().filter(|w| w.capacity > 0).map(|w| w.id.0).collect();
+                if ids != self.live {
+                    log::info!("Live workers changed; ranking updated. workers={}", ids.join(","));
+                }
+                self.live = ids;
+            }
+            Err(e) => log::debug!("Cannot list live workers; keeping the last ranking. error={e}"),
+        }
+    }
+
     fn check_drained(&mut self) {
-        if self.draining && self.running.is_empty() {
+        if self.draining && self.running.is_empty() && self.clearing == 0 {
             for tx in self.drained.drain(..) {
                 let _ = tx.send(());
             }
@@ -355,12 +594,67 @@ impl Actor for SchedulerActor {
     fn started(&mut self, ctx: &mut Self::Context) {
         let info = self.settings.worker.clone();
         let members = self.peers.members.clone();
-        ctx.spawn(async move { members.join(&info).await }.into_actor(self).map(|res, _, _| {
-            if let Err(e) = res {
-                log::warn!("Cannot join membership; will retry with heartbeats. error={e}");
+        ctx.spawn(
+            async move {
+                let joined = members.join(&info).await;
+                (joined, members.live().await)
             }
-        }));
+            .into_actor(self)
+            .map(|(joined, live), act, _| {
+                if let Err(e) = joined {
+                    log::warn!("Cannot join membership; will retry with heartbeats. error={e}");
+                }
+                act.set_live(live);
+            }),
+        );
+        ctx.add_stream(self.peers.members.session_events());
         ctx.run_interval(self.settings.heartbeat, |act, ctx| act.heartbeat(ctx));
+    }
+}
+
+impl StreamHandler<SessionEvent> for SchedulerActor {
+    fn handle(&mut self, event: SessionEvent, _: &mut Self::Context) {
+        match event {
+            SessionEvent::Lost => {
+                self.session_lost = true;
+                match self.settings.on_session_loss {
+                    SessionLossPolicy::Kill => {
+                        log::warn!("Membership session lost; killing this worker's runs (on_session_loss = kill). running={}", self.running.len());
+                        for run in self.running.keys() {
+                            self.peers.kill.do_send(KillRun { run: run.clone(), reason: KillReason::SessionLost });
+                        }
+                    }
+                    SessionLossPolicy::Finish => {
+                        log::warn!("Membership session lost; runs continue and record their outcome when they end (on_session_loss = finish). running={}", self.running.len());
+                    }
+                }
+            }
+            SessionEvent::Renewed => {
+                self.session_lost = false;
+                if self.settings.on_session_loss == SessionLossPolicy::Finish {
+                    // The old session's marks are gone; runs still going are visible again.
+                    for (run, live) in &self.running {
+                        let mark = RunningMark {
+                            job: live.job.clone(),
+                            run: run.clone(),
+                            worker: self.worker().clone(),
+                            scheduled_at: live.scheduled_at,
+                            since: live.since,
+                        };
+                        let claims = self.peers.claims.clone();
+                        actix::spawn(async move {
+                            if let Err(e) = claims.mark_running(&mark).await {
+                                log::warn!("Cannot publish a running mark again after the new session. job={} run={} error={e}", mark.job, mark.run);
+                            }
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    fn finished(&mut self, _: &mut Self::Context) {
+        // The session stream ending must not stop the scheduler (actix's default would).
     }
 }
 
@@ -456,15 +750,23 @@ impl Handler<RunRequested> for SchedulerActor {
 impl Handler<RunFinished> for SchedulerActor {
     type Result = ();
 
-    fn handle(&mut self, msg: RunFinished, _: &mut Self::Context) {
+    fn handle(&mut self, msg: RunFinished, ctx: &mut Self::Context) {
         if self.running.remove(&msg.run).is_some() {
             let claims = self.peers.claims.clone();
             let (job, run) = (msg.job.clone(), msg.run.clone());
-            actix::spawn(async move {
-                if let Err(e) = claims.clear_running(&job, &run).await {
-                    log::warn!("Cannot clear a running mark; forbid may skip the next tick. job={job} run={run} error={e}");
+            self.clearing += 1;
+            ctx.spawn(
+                async move {
+                    if let Err(e) = claims.clear_running(&job, &run).await {
+                        log::warn!("Cannot clear a running mark; forbid may skip the next tick. job={job} run={run} error={e}");
+                    }
                 }
-            });
+                .into_actor(self)
+                .map(|(), act, _| {
+                    act.clearing -= 1;
+                    act.check_drained();
+                }),
+            );
         }
         log::debug!("Run finished. job={} run={} status={}", msg.job, msg.run, msg.status);
         self.check_drained();

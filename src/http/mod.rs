@@ -82,6 +82,22 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: Data<AppState>) {
         );
 }
 
+/// Registers only the health routes (role worker: its listener serves probes, nothing else).
+pub fn configure_health(cfg: &mut web::ServiceConfig, state: Data<AppState>) {
+    use actix_web::web::get;
+    cfg.app_data(state).service(
+        web::scope("")
+            .wrap(from_fn(auth::require_token))
+            .wrap(from_fn(log_request))
+            .service(resource("/api/v1/health", "GET").route(get().to(health::ready)))
+            .service(resource("/api/v1/health/ready", "GET").route(get().to(health::ready)))
+            .service(resource("/api/v1/health/live", "GET").route(get().to(health::live)))
+            .default_service(web::to(|| async {
+                ApiError::new(ErrorCode::NotFound, "this node is a worker: its listener serves /api/v1/health only").error_response()
+            })),
+    );
+}
+
 /// The `/api/v1` routes.
 fn api_scope() -> actix_web::Scope {
     use actix_web::web::{delete, get, post, put};
@@ -173,6 +189,22 @@ pub fn bind(config: &Config) -> Result<std::net::TcpListener, StartupError> {
 /// [`StartupError::Role`] for an open listener without a token; [`StartupError::Bind`] when the
 /// listener cannot be used.
 pub fn serve_on(state: AppState, listener: std::net::TcpListener) -> Result<Server, StartupError> {
+    serve_routes(state, listener, configure)
+}
+
+/// Serves only the health routes on an already bound `listener` (role worker).
+///
+/// # Errors
+/// As [`serve_on`].
+pub fn serve_health_on(state: AppState, listener: std::net::TcpListener) -> Result<Server, StartupError> {
+    serve_routes(state, listener, configure_health)
+}
+
+fn serve_routes(
+    state: AppState,
+    listener: std::net::TcpListener,
+    routes: fn(&mut web::ServiceConfig, Data<AppState>),
+) -> Result<Server, StartupError> {
     // `lib.rs` checks (and warns) before starting the actors; this guards every other caller.
     if let Some(refusal) = open_listen_refusal(&state.config) {
         return Err(StartupError::Role(refusal));
@@ -182,7 +214,7 @@ pub fn serve_on(state: AppState, listener: std::net::TcpListener) -> Result<Serv
     let data = Data::new(state);
     let server = HttpServer::new(move || {
         let data = data.clone();
-        App::new().configure(move |cfg| configure(cfg, data))
+        App::new().configure(move |cfg| routes(cfg, data))
     })
     .disable_signals();
     let server = if workers > 0 { server.workers(workers as usize) } else { server };

@@ -1,0 +1,139 @@
+//! LostRunsActor: records, exactly once cluster-wide, the runs of a worker that vanished while
+//! they ran (ARCHITECTURE.md "Claims, spread and failover": a dead worker's runs become `lost`,
+//! never stay `running`).
+//!
+//! It follows [`Claims::watch_lost`] (running marks that went with an expired session), claims
+//! the right to record each run with [`Claims::claim_request`] (`lost-<run id>`, so of all the
+//! nodes that saw it one records it), keeps what the log store already knows of the run (its
+//! command, start, last known output) and writes the `lost` record through the LogBatchActor.
+//! A run whose record is already final (the worker ended it before its session went) is left
+//! alone. Every master and worker runs one; on a single node the stream never yields.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use chrono::Utc;
+
+use super::messages::RecordRun;
+use crate::backend::{Claims, JobStore, LogStore, LostStream, RunningMark};
+use crate::domain::{Fence, RunRecord, RunStatus, Trigger};
+
+/// Pause before the lost-run watch is set up again.
+const REWATCH: Duration = Duration::from_secs(1);
+/// Attempts to claim and record one lost run while the stores fail.
+const RECORD_ATTEMPTS: u32 = 8;
+
+/// Follows lost runs and records them.
+pub struct LostRunsActor {
+    claims: Arc<dyn Claims>,
+    logs: Arc<dyn LogStore>,
+    jobs: Arc<dyn JobStore>,
+    log: Recipient<RecordRun>,
+}
+
+impl LostRunsActor {
+    /// A recorder of lost runs writing through `log`.
+    pub fn new(claims: Arc<dyn Claims>, logs: Arc<dyn LogStore>, jobs: Arc<dyn JobStore>, log: Recipient<RecordRun>) -> Self {
+        Self { claims, logs, jobs, log }
+    }
+
+    fn follow(&mut self, ctx: &mut Context<Self>) {
+        let claims = self.claims.clone();
+        ctx.spawn(async move { claims.watch_lost().await }.into_actor(self).map(|res: Result<LostStream, _>, _, ctx| match res {
+            Ok(stream) => {
+                ctx.add_stream(stream);
+            }
+            Err(e) => {
+                log::warn!("Cannot follow lost runs; retrying. error={e}");
+                ctx.run_later(REWATCH, |act, ctx| act.follow(ctx));
+            }
+        }));
+    }
+}
+
+impl Actor for LostRunsActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.follow(ctx);
+    }
+}
+
+impl StreamHandler<RunningMark> for LostRunsActor {
+    fn handle(&mut self, mark: RunningMark, ctx: &mut Self::Context) {
+        let (claims, logs, jobs, log) = (self.claims.clone(), self.logs.clone(), self.jobs.clone(), self.log.clone());
+        ctx.spawn(record_lost(mark, claims, logs, jobs, log).into_actor(self));
+    }
+
+    fn finished(&mut self, ctx: &mut Self::Context) {
+        // Not the end of the actor (actix's default): follow again.
+        ctx.run_later(REWATCH, |act, ctx| act.follow(ctx));
+    }
+}
+
+/// Claims the right to record `mark`'s run and records it `lost` (keeping what is known of it).
+async fn record_lost(
+    mark: RunningMark,
+    claims: Arc<dyn Claims>,
+    logs: Arc<dyn LogStore>,
+    jobs: Arc<dyn JobStore>,
+    log: Recipient<RecordRun>,
+) {
+    let request = format!("lost-{}", mark.run);
+    let mut delay = Duration::from_millis(200);
+    let mut claimed = None;
+    for attempt in 1..=RECORD_ATTEMPTS {
+        match claims.claim_request(&mark.job, &request).await {
+            Ok(outcome) => {
+                claimed = Some(outcome);
+                break;
+            }
+            Err(e) if attempt == RECORD_ATTEMPTS => {
+                log::error!("Cannot record a lost run; it stays `running` until its worker restarts. job={} run={} worker={} error={e}", mark.job, mark.run, mark.worker);
+            }
+            Err(_) => {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+    let Some(Some(fence)) = claimed else { return };
+    let known = logs.get(&mark.run).await.ok().flatten();
+    if known.as_ref().is_some_and(|r| r.status.is_final()) {
+        log::debug!("A vanished run had already ended; nothing to record. job={} run={}", mark.job, mark.run);
+        return;
+    }
+    let command = match &known {
+        Some(r) => r.command.clone(),
+        None => jobs.get(&mark.job).await.ok().flatten().map(|j| j.command).unwrap_or_default(),
+    };
+    let now = Utc::now();
+    let started_at = known.as_ref().and_then(|r| r.started_at).or(Some(mark.since));
+    let record = RunRecord {
+        id: mark.run.clone(),
+        job: mark.job.clone(),
+        command,
+        status: RunStatus::Lost,
+        trigger: known.as_ref().map_or(Trigger::Schedule, |r| r.trigger),
+        scheduled_at: mark.scheduled_at,
+        dispatched_at: known.as_ref().map_or(mark.since, |r| r.dispatched_at),
+        started_at,
+        ended_at: Some(now),
+        duration_ms: started_at.map(|s| u64::try_from((now - s).num_milliseconds()).unwrap_or(0)),
+        exit_code: None,
+        signal: None,
+        err: format!(
+            "lost: worker {} stopped answering (its etcd session expired) while the run was in progress; its outcome is unknown",
+            mark.worker
+        ),
+        output: known.as_ref().map(|r| r.output.clone()).unwrap_or_default(),
+        output_bytes: known.as_ref().map_or(0, |r| r.output_bytes),
+        output_truncated: known.as_ref().is_some_and(|r| r.output_truncated),
+        worker: mark.worker.clone(),
+        attempt: known.as_ref().map_or(1, |r| r.attempt),
+        fence: known.as_ref().map_or(Fence(fence.0), |r| r.fence),
+    };
+    log::warn!("Run lost with its worker; recorded as lost. job={} run={} worker={}", mark.job, mark.run, mark.worker);
+    log.do_send(RecordRun(record));
+}
