@@ -39,6 +39,23 @@ pub struct Resp {
     pub text: String,
 }
 
+/// How to start a node beyond its config: environment, a wrapper command, the log level.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    /// Extra environment variables of the process (its jobs inherit them).
+    pub env: Vec<(String, String)>,
+    /// A command the binary runs under (e.g. `faketime -f +3s`).
+    pub wrapper: Vec<String>,
+    /// `log_level` in the config.
+    pub log_level: String,
+}
+
+impl Default for NodeOptions {
+    fn default() -> Self {
+        Self { env: Vec::new(), wrapper: Vec::new(), log_level: "debug".into() }
+    }
+}
+
 /// A running distcron node; killed on drop (its log is printed when the test failed).
 pub struct Node {
     child: Option<Child>,
@@ -47,14 +64,28 @@ pub struct Node {
     _tmp: Option<tempfile::TempDir>,
     pub token: Option<String>,
     extra_config: String,
+    options: NodeOptions,
 }
 
 impl Node {
     /// Starts a node with a fresh temp data dir and `extra_config` TOML appended to the config.
     pub fn start(extra_config: &str) -> Node {
+        Self::start_with(extra_config, NodeOptions::default())
+    }
+
+    /// [`Node::start`] with [`NodeOptions`].
+    pub fn start_with(extra_config: &str, options: NodeOptions) -> Node {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().to_owned();
-        let mut node = Node { child: None, port: free_port(), dir, _tmp: Some(tmp), token: None, extra_config: extra_config.to_owned() };
+        let mut node = Node {
+            child: None,
+            port: free_port(),
+            dir,
+            _tmp: Some(tmp),
+            token: None,
+            extra_config: extra_config.to_owned(),
+            options,
+        };
         node.spawn();
         node
     }
@@ -70,14 +101,24 @@ impl Node {
 
     fn spawn(&mut self) {
         let config = format!(
-            "listen = \"127.0.0.1:{}\"\ndata_dir = \"{}\"\nlog_level = \"debug\"\n{}",
+            "listen = \"127.0.0.1:{}\"\ndata_dir = \"{}\"\nlog_level = \"{}\"\n{}",
             self.port,
             self.dir.join("data").display(),
+            self.options.log_level,
             self.extra_config
         );
         std::fs::write(self.config_path(), config).expect("write config");
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("node.log")).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_distcron"))
+        let mut cmd = match self.options.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(env!("CARGO_BIN_EXE_distcron"));
+                cmd
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_distcron")),
+        };
+        let child = cmd
+            .envs(self.options.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .arg("--config")
             .arg(self.config_path())
             .env_remove("RUST_LOG")
