@@ -231,6 +231,7 @@ impl SchedulerActor {
                 }
             } else {
                 self.plan.remove(&name);
+                self.queues.remove(&name);
             }
         }
         self.jobs.insert(name, job);
@@ -373,6 +374,9 @@ impl SchedulerActor {
                 }
                 match (outcome, item) {
                     (None, item) => log::debug!("Tick claimed by another worker. job={job} tick={} rank={rank}", item.last()),
+                    (Some(_), Pending::Tick(tick)) if !self.jobs.get(&job).is_some_and(|j| j.enabled) => {
+                        log::debug!("Claimed tick of a job deleted or disabled meanwhile; dropped. job={job} tick={tick}");
+                    }
                     (Some(claim), Pending::Tick(tick)) => {
                         let late = Utc::now() - tick;
                         if late > chrono::Duration::from_std(self.settings.misfire_grace).unwrap_or(chrono::Duration::MAX) {
@@ -384,7 +388,7 @@ impl SchedulerActor {
                     }
                     (Some(claim), Pending::Missed(m)) => {
                         if let Some(m) = self.unclaimed_part(&job, m, claim.previous) {
-                            let why = if self.claim_failing_since_tick(&m) {
+                            let why = if self.claim_failing || self.session_lost {
                                 "the claims store could not be reached in time"
                             } else {
                                 "nothing could claim them within misfire_grace_ms (store outage, or every worker late)"
@@ -408,11 +412,6 @@ impl SchedulerActor {
                 });
             }
         }
-    }
-
-    /// Whether missed ticks are explained by this node's failing claims (for the record's text).
-    fn claim_failing_since_tick(&self, _m: &Missed) -> bool {
-        self.claim_failing || self.session_lost
     }
 
     /// The ticks of `m` after `previous` (the job's claim before ours): those nobody claimed.
@@ -668,6 +667,7 @@ impl Handler<Resynced> for SchedulerActor {
         for name in gone {
             self.jobs.remove(&name);
             self.plan.remove(&name);
+            self.queues.remove(&name);
         }
         for job in msg.jobs {
             self.upsert_job(job, now);
@@ -697,6 +697,8 @@ impl Handler<JobRemoved> for SchedulerActor {
         log::debug!("Job removed. job={} revision={}", msg.name, msg.revision);
         self.jobs.remove(&msg.name);
         self.plan.remove(&msg.name);
+        // Ticks waiting for a claim go with the job (a claim in flight finds it gone).
+        self.queues.remove(&msg.name);
         self.revision = msg.revision;
         self.rearm(ctx);
     }

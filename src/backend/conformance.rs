@@ -446,6 +446,7 @@ pub async fn claims_suite(claims: Arc<dyn Claims>) {
     claims_tick_once(Arc::clone(&claims)).await;
     claims_tick_race(Arc::clone(&claims)).await;
     claims_request_once(Arc::clone(&claims)).await;
+    claims_tick_checked(Arc::clone(&claims)).await;
     claims_running_marks(claims).await;
 }
 
@@ -490,6 +491,27 @@ pub async fn claims_tick_race(claims: Arc<dyn Claims>) {
         }
         assert_eq!(won, 1, "exactly one of {RACERS} concurrent claims of tick {tick} wins");
     }
+}
+
+/// `claim_tick_checked` claims like `claim_tick`, brings the job's live runs when asked (none
+/// otherwise) and, when it knows one, the tick claimed before.
+pub async fn claims_tick_checked(claims: Arc<dyn Claims>) {
+    let job = unique_job("checked");
+    let t = whole_second(Utc::now());
+    let sec = chrono::Duration::seconds(1);
+    let first = claims.claim_tick_checked(&job, t, true).await.expect("claim").expect("a fresh tick is claimed");
+    assert_eq!((first.previous, first.running.len()), (None, 0), "nothing was claimed or running before");
+    let now = ms(Utc::now());
+    let mark = RunningMark { job: job.clone(), run: RunId::generate(), worker: WorkerId(unique("w")), scheduled_at: t, since: now };
+    claims.mark_running(&mark).await.expect("mark");
+    let second = claims.claim_tick_checked(&job, t + sec, true).await.expect("claim").expect("a newer tick is claimed");
+    assert_eq!(second.running, vec![mark.clone()], "the live runs come with the claim");
+    assert!(second.previous.is_none() || second.previous == Some(t), "the previous tick, when known: {:?}", second.previous);
+    assert!(second.fence > first.fence, "fences increase");
+    let third = claims.claim_tick_checked(&job, t + sec * 2, false).await.expect("claim").expect("claimed");
+    assert!(third.running.is_empty(), "live runs only when asked");
+    assert_eq!(claims.claim_tick_checked(&job, t + sec, true).await.expect("claim"), None, "an older tick is refused");
+    claims.clear_running(&job, &mark.run).await.expect("clear");
 }
 
 /// A run-now request is claimed once per id, also under a race.

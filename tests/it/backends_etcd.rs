@@ -74,6 +74,29 @@ async fn a_job_written_by_the_seed_master_is_read_with_the_seed_meaning() {
 }
 
 #[tokio::test]
+async fn a_snapshot_larger_than_a_page_reads_every_job_at_one_revision() {
+    let etcd = EtcdServer::start();
+    let b = backend(&etcd, "/cron/", 10).await;
+    let mut c = raw(&etcd).await;
+    for chunk in 0..12 {
+        let ops: Vec<etcd_client::TxnOp> = (0..100)
+            .map(|i| {
+                let name = format!("bulk-{:05}", chunk * 100 + i);
+                let job = serde_json::json!({ "name": name, "command": "true", "cron_expr": "0 * * * *" });
+                etcd_client::TxnOp::put(format!("/cron/jobs/{name}"), job.to_string(), None)
+            })
+            .collect();
+        c.txn(etcd_client::Txn::new().and_then(ops)).await.expect("bulk put");
+    }
+    let (jobs, revision) = b.jobs.snapshot().await.expect("snapshot");
+    assert_eq!(jobs.len(), 1200);
+    let names: std::collections::BTreeSet<&str> = jobs.iter().map(|j| j.name.as_str()).collect();
+    assert_eq!(names.len(), 1200, "every job once");
+    let current = c.get("/", Some(etcd_client::GetOptions::new().with_count_only())).await.expect("get");
+    assert_eq!(revision.0, current.header().expect("header").revision());
+}
+
+#[tokio::test]
 async fn seed_kill_keys_and_run_keys_arrive_as_signals() {
     let etcd = EtcdServer::start();
     let b = backend(&etcd, "/cron/", 10).await;

@@ -115,7 +115,11 @@ fn kill_job_processes(dir: &Path) {
     for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         if entry.file_name().to_string_lossy().starts_with("pid-") {
             if let Some(pid) = read_pid(&entry.path()) {
-                let _ = std::process::Command::new("kill").arg("-KILL").arg(pid.to_string()).status();
+                let _ = std::process::Command::new("kill")
+                    .arg("-KILL")
+                    .arg(pid.to_string())
+                    .stderr(std::process::Stdio::null())
+                    .status();
             }
         }
     }
@@ -421,6 +425,36 @@ fn forbid_skips_a_tick_on_another_worker_while_the_run_is_alive_there() {
     for pair in starts.windows(2) {
         assert!(pair[1] - pair[0] >= chrono::Duration::seconds(8), "a run started while another was alive: {runs:?}");
     }
+}
+
+#[test]
+fn a_worker_that_loses_its_session_kills_its_runs_when_told_to_and_claims_again_with_a_new_one() {
+    let etcd = EtcdServer::start();
+    let shared = tempfile::tempdir().expect("tempdir");
+    let _cleanup = JobProcesses(shared.path().to_owned());
+    let file = shared.path().join("ticks.log");
+    let options = NodeOptions { env: vec![("DISTCRON_NODE_ID".into(), "keeper".into())], ..tagged("k") };
+    let node = Node::start_with(&config_with(&etcd, "all", "on_session_loss = \"kill\"\n", "session_ttl_secs = 30\n"), options);
+    let command = format!("{}; echo $$ > {}/pid-$DISTCRON_RUN_ID; exec sleep 60", append_line(&file), shared.path().display());
+    node.create_job(json!({ "name": "held", "cron_expr": "*/2 * * * * *", "command": command }));
+    let pid_file = || std::fs::read_dir(shared.path()).into_iter().flatten().flatten().find(|e| e.file_name().to_string_lossy().starts_with("pid-"));
+    let pid = wait_until(Duration::from_secs(10), || pid_file().and_then(|e| read_pid(&e.path()))).expect("the run started");
+
+    // The session's lease disappears (expired while the worker was cut off, or revoked).
+    let mut client = etcd.client();
+    client.run(|mut c| async move {
+        let resp = c.get("/cron/workers/keeper", None).await.expect("get");
+        c.lease_revoke(resp.kvs()[0].lease()).await.expect("revoke");
+    });
+    let revoked = Utc::now();
+    assert!(wait_until(Duration::from_secs(5), || (!process_alive(pid)).then_some(())).is_some(), "the run survived the lost session");
+    let killed = wait_until(Duration::from_secs(5), || runs_with(&node, "held", "killed").into_iter().next()).expect("recorded killed");
+    assert!(killed["err"].as_str().unwrap_or("").contains("lost its etcd session"), "{killed}");
+    // A new session: registered again, and the job's next ticks run.
+    assert!(wait_until(Duration::from_secs(5), || client.get("/cron/workers/keeper")).is_some(), "the worker registered again");
+    let again = wait_until(Duration::from_secs(10), || lines(&file).into_iter().find(|l| l.tick > revoked + chrono::Duration::seconds(1)));
+    assert!(again.is_some(), "the worker claims again on its new session:\n{}", node.log());
+    assert_eq!(node.log().matches("etcd session lost").count(), 1, "one warning for the lost session");
 }
 
 #[test]

@@ -124,10 +124,8 @@ async fn follow(ctx: Ctx, cache: Weak<Mutex<ClaimCache>>) {
     loop {
         let result: Result<(), BackendError> = async {
             let mut client = ctx.client.clone();
-            let resp = ctx.call("cannot read the claims", client.get(dir.clone(), Some(GetOptions::new().with_prefix()))).await?;
-            let revision = resp.header().map_or(0, |h| h.revision());
-            let ticks: HashMap<String, i64> = resp
-                .kvs()
+            let (kvs, revision) = ctx.range_all("cannot read the claims", &dir).await?;
+            let ticks: HashMap<String, i64> = kvs
                 .iter()
                 .filter_map(|kv| {
                     let name = ctx.keys.name_in(section::CLAIM, kv.key_str().ok()?)?;
@@ -286,12 +284,8 @@ impl Claims for EtcdClaims {
     }
 
     async fn running(&self, job: Option<&JobName>) -> Result<Vec<RunningMark>, BackendError> {
-        let mut client = self.ctx.client.clone();
-        let resp = self
-            .ctx
-            .call("cannot list running marks", client.get(self.running_dir(job), Some(GetOptions::new().with_prefix())))
-            .await?;
-        Ok(resp.kvs().iter().filter_map(|kv| parse_mark(kv.value())).collect())
+        let (kvs, _) = self.ctx.range_all("cannot list running marks", &self.running_dir(job)).await?;
+        Ok(kvs.iter().filter_map(|kv| parse_mark(kv.value())).collect())
     }
 
     fn known_claim(&self, job: &JobName) -> Option<DateTime<Utc>> {

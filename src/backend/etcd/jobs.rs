@@ -160,12 +160,10 @@ fn decode_event(keys: &super::Keys, event: &etcd_client::Event) -> Option<WatchE
 #[async_trait]
 impl JobStore for EtcdJobStore {
     async fn snapshot(&self) -> Result<(Vec<Job>, Revision), BackendError> {
-        let mut client = self.ctx.client.clone();
         let dir = self.ctx.keys.dir(section::JOBS);
-        let resp = self.ctx.call("cannot read the jobs", client.get(dir, Some(GetOptions::new().with_prefix()))).await?;
-        let revision = Revision(resp.header().map_or(0, |h| h.revision()));
-        let jobs = resp
-            .kvs()
+        let (kvs, revision) = self.ctx.range_all("cannot read the jobs", &dir).await?;
+        let revision = Revision(revision);
+        let jobs = kvs
             .iter()
             .filter_map(|kv| {
                 let key = kv.key_str().ok()?;

@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::DateTime;
-use etcd_client::GetOptions;
 use futures::stream::BoxStream;
 use futures::StreamExt;
 
@@ -70,11 +69,9 @@ impl Membership for EtcdMembership {
     }
 
     async fn live(&self) -> Result<Vec<WorkerInfo>, BackendError> {
-        let mut client = self.ctx.client.clone();
         let dir = self.ctx.keys.dir(section::WORKERS);
-        let resp = self.ctx.call("cannot list the workers", client.get(dir, Some(GetOptions::new().with_prefix()))).await?;
-        let mut workers: Vec<WorkerInfo> = resp
-            .kvs()
+        let (kvs, _) = self.ctx.range_all("cannot list the workers", &dir).await?;
+        let mut workers: Vec<WorkerInfo> = kvs
             .iter()
             .filter_map(|kv| {
                 let key = kv.key_str().ok()?;

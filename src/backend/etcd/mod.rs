@@ -187,6 +187,54 @@ impl Ctx {
     }
 }
 
+/// Keys per page of a prefix read: pages stay far below gRPC's 4 MB message limit.
+const PAGE_KEYS: i64 = 500;
+
+impl Ctx {
+    /// Every key under `prefix`, read in pages at one revision (a consistent snapshot however
+    /// many keys there are), and that revision.
+    pub(crate) async fn range_all(&self, what: &str, prefix: &str) -> Result<(Vec<etcd_client::KeyValue>, i64), BackendError> {
+        let end = prefix_end(prefix);
+        let mut client = self.client.clone();
+        let mut kvs = Vec::new();
+        let mut from = prefix.as_bytes().to_vec();
+        let mut revision = 0;
+        loop {
+            let mut options = etcd_client::GetOptions::new().with_range(end.clone()).with_limit(PAGE_KEYS);
+            if revision > 0 {
+                options = options.with_revision(revision);
+            }
+            let mut resp = self.call(what, client.get(from.clone(), Some(options))).await?;
+            if revision == 0 {
+                revision = resp.header().map_or(0, |h| h.revision());
+            }
+            let more = resp.more();
+            let page = resp.take_kvs();
+            let Some(last) = page.last() else { break };
+            // The next page starts just after the last key read.
+            from = last.key().to_vec();
+            from.push(0);
+            kvs.extend(page);
+            if !more {
+                break;
+            }
+        }
+        Ok((kvs, revision))
+    }
+}
+
+/// The end of the key range of every key starting with `prefix`.
+fn prefix_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
 fn unavailable(what: String, error: &etcd_client::Error) -> BackendError {
     // etcd_client's Display of a gRPC status is long; keep its first line.
     let text = error.to_string();
@@ -220,6 +268,12 @@ mod tests {
         assert!(keys.range_end(section::RUN).as_str() > "/cron/run/zzz");
         assert!(keys.range_end(section::RUN).as_str() < "/cron/running/");
         assert_eq!(Keys::new("/x").key("jobs", "a"), "/x/jobs/a");
+    }
+
+    #[test]
+    fn a_prefix_range_ends_after_every_key_with_the_prefix() {
+        assert_eq!(prefix_end("/cron/jobs/"), b"/cron/jobs0".to_vec());
+        assert_eq!(prefix_end("a\u{7f}"), b"a\x80".to_vec());
     }
 
     #[test]
