@@ -827,3 +827,43 @@ impl Handler<Shutdown> for SchedulerActor {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + s, 0).expect("time")
+    }
+
+    #[test]
+    fn ticks_too_late_to_run_fold_into_one_missed_range_and_the_rest_stay() {
+        let mut items: VecDeque<Pending> = VecDeque::from(vec![
+            Pending::Missed(Missed { count: 3, more: false, first: at(0), last: at(2) }),
+            Pending::Tick(at(3)),
+            Pending::Tick(at(4)),
+            Pending::Tick(at(10)),
+        ]);
+        fold_expired(&mut items, at(5));
+        assert_eq!(items.len(), 2);
+        match &items[0] {
+            Pending::Missed(m) => assert_eq!((m.count, m.more, m.first, m.last), (5, false, at(0), at(4))),
+            other => panic!("expected a missed range, got {other:?}"),
+        }
+        assert!(matches!(items[1], Pending::Tick(t) if t == at(10)), "a tick still within the grace stays to run");
+    }
+
+    #[test]
+    fn a_lone_late_tick_becomes_missed_and_timely_ticks_are_left_alone() {
+        let mut items: VecDeque<Pending> = VecDeque::from(vec![Pending::Tick(at(1))]);
+        fold_expired(&mut items, at(5));
+        assert!(matches!(&items[0], Pending::Missed(m) if m.count == 1 && m.first == at(1)));
+        let mut timely: VecDeque<Pending> = VecDeque::from(vec![Pending::Tick(at(6)), Pending::Tick(at(7))]);
+        fold_expired(&mut timely, at(5));
+        assert!(matches!(timely[0], Pending::Tick(_)) && timely.len() == 2);
+        let mut one_range: VecDeque<Pending> =
+            VecDeque::from(vec![Pending::Missed(Missed { count: 2, more: true, first: at(0), last: at(1) })]);
+        fold_expired(&mut one_range, at(5));
+        assert!(matches!(&one_range[0], Pending::Missed(m) if m.count == 2 && m.more));
+    }
+}

@@ -44,15 +44,20 @@
 //! | key | value | lifetime |
 //! | --- | --- | --- |
 //! | `/cron/jobs/<name>` | job JSON ([`Job`](crate::domain::Job); the seed's `{"name","command","cron_expr"}` is valid) | until deleted |
-//! | `/cron/killer/<name>` | kill signal (JSON with the optional run id) | short lease (seconds) |
-//! | `/cron/run/<name>` | run-now signal (JSON with the request id) | short lease |
+//! | `/cron/killer/<name>` | kill signal: empty (the seed's: every run) or `{"run":"<id>"}` | 1 s lease |
+//! | `/cron/run/<name>` | run-now signal: the request id | 1 s lease |
 //! | `/cron/workers/<id>` | [`WorkerInfo`](crate::domain::WorkerInfo) JSON | the worker's session lease |
 //! | `/cron/claim/<name>` | last claimed tick, zero-padded ms since the epoch (13+ digits) | until the job is deleted |
 //! | `/cron/running/<name>/<run id>` | [`RunningMark`](super::RunningMark) JSON | the running worker's session lease |
+//! | `/cron/requests/<name>/<id>` | empty: a claimed run-now request or lost-run record | a shared 2 h lease |
 //!
-//! The job store's revision is etcd's revision; a watch is one etcd watch on the prefix from
-//! that revision, mapping puts under `jobs/` to `Change::Put`, deletes (not lease expiries of
-//! signals) to `Change::Delete`, and puts under `killer/` and `run/` to `Change::Signal`.
+//! The job store's revision is etcd's revision; a watch is one etcd watch on the key range
+//! `jobs/` .. `run/` from that revision, mapping puts under `jobs/` to `Change::Put`, deletes
+//! under `jobs/` to `Change::Delete` (deletes of signal keys are lease expiries, not changes), and
+//! puts under `killer/` and `run/` to `Change::Signal`. Several changes may share a revision
+//! (one txn, a lease expiring). The worker key and the running marks share the session lease, so
+//! a dead worker's marks vanish in the same revision as its key: `Claims::watch_lost` reports
+//! exactly those (a mark cleared by its worker is deleted alone).
 //!
 //! ## What each method must guarantee
 //!
@@ -85,6 +90,9 @@
 //!   publish several worker ids. A heartbeat after expiry registers the worker again.
 //! - `live()` lists each live worker once, sorted by id; a worker whose lease or TTL expired is
 //!   not listed. `leave` removes a worker at once and is not an error when it is absent.
+//! - `session_events()` (optional; default: a stream that never yields) reports `Lost` when the
+//!   process's session expired (its registration and marks are gone; claims then fail until
+//!   `Renewed`, when the workers are registered again).
 //!
 //! ### [`Claims`](super::Claims)
 //! - `claim_tick(job, tick)` succeeds only when `tick` is later than every tick of that job
@@ -98,6 +106,12 @@
 //! - `mark_running` publishes a live run (etcd: bound to the session lease, so a dead worker's
 //!   marks vanish and the master records its runs `lost`); `clear_running` is not an error when
 //!   absent; `running(job)` lists the marks of one job or of all.
+//! - `claim_tick_checked(job, tick, with_running)` is `claim_tick` plus the job's marks (when
+//!   asked) and the previously claimed tick (when known), in one round trip where the store can
+//!   (etcd: one txn). The default calls `claim_tick` then `running`.
+//! - `known_claim(job)` (optional) is a no-round-trip hint of the latest claimed tick (etcd: a
+//!   cache fed by a watch of `claim/`); it may lag, never lead. `watch_lost()` (optional) yields
+//!   the marks that went with an expired session, not those a worker cleared.
 //!
 //! ### [`LogStore`](super::LogStore)
 //! - `append_batch` writes a whole batch in one call (one SQLite transaction; one Mongo bulk
