@@ -144,6 +144,11 @@ fn bench_spread() {
     for (i, (cpu, rss)) in usage.iter().enumerate() {
         println!("  worker {i}        CPU {cpu:.0}% of one core (children not included), RSS max {rss} MiB");
     }
+    for (i, w) in workers.iter().enumerate() {
+        let log = w.log();
+        let warnings: Vec<&str> = log.lines().filter(|l| l.contains(" WARN ") || l.contains(" ERROR ")).collect();
+        println!("  worker {i} log    {} warnings/errors{}", warnings.len(), warnings.first().map(|l| format!(", first: {l}")).unwrap_or_default());
+    }
 }
 
 fn bench_sync() {

@@ -23,6 +23,10 @@ use crate::domain::{Fence, RunRecord, RunStatus, Trigger};
 const REWATCH: Duration = Duration::from_secs(1);
 /// Attempts to claim and record one lost run while the stores fail.
 const RECORD_ATTEMPTS: u32 = 8;
+/// Wait before looking at a vanished run: a worker that lost only its session (not its life)
+/// writes the final records of runs that just ended within its log flush interval, and a final
+/// record must not be overwritten by `lost`.
+const SETTLE: Duration = Duration::from_secs(1);
 
 /// Follows lost runs and records them.
 pub struct LostRunsActor {
@@ -99,6 +103,7 @@ async fn record_lost(
         }
     }
     let Some(Some(fence)) = claimed else { return };
+    tokio::time::sleep(SETTLE).await;
     let known = logs.get(&mark.run).await.ok().flatten();
     if known.as_ref().is_some_and(|r| r.status.is_final()) {
         log::debug!("A vanished run had already ended; nothing to record. job={} run={}", mark.job, mark.run);

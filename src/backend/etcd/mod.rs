@@ -2,7 +2,7 @@
 //!
 //! This module owns the connection ([`EtcdBackend::connect`]), the key layout under the
 //! configurable prefix ([`Keys`], the seed's `/cron/` by default), the mapping of etcd errors to
-//! [`BackendError`] and the per-request timeout. The three ports share one [`session::Session`]:
+//! [`BackendError`] and the per-request timeout. The three ports share one session (`session.rs`):
 //! a lease kept alive in the background that the worker key and the running marks are bound to,
 //! so a dead worker's registration and marks vanish together (one etcd revision), which is how
 //! lost runs are detected. What each port guarantees is in [`super::guide`].
