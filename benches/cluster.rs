@@ -93,8 +93,15 @@ fn bench_spread() {
     let workers: Vec<Node> = (0..WORKERS).map(|_| Node::start_with(&worker_config(&etcd), quiet())).collect();
     for i in 0..JOBS {
         let job = serde_json::json!({ "name": format!("b{i:04}"), "command": "true", "cron_expr": "* * * * * *", "concurrency": "allow" });
-        let r = workers[0].post("/api/v1/jobs", &job.to_string());
-        assert_eq!(r.status, 201, "{}", r.text);
+        // etcd may push back ("too many requests") while it applies a burst: retry.
+        let created = (0..50).any(|_| {
+            let r = workers[0].post("/api/v1/jobs", &job.to_string());
+            if r.status != 201 {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            r.status == 201
+        });
+        assert!(created, "job {i} could not be created");
     }
     std::thread::sleep(Duration::from_secs(5));
     let requests0 = etcd_requests(&etcd);
@@ -108,6 +115,7 @@ fn bench_spread() {
     let mut lateness: Vec<f64> = Vec::new();
     let mut per_worker: BTreeMap<String, usize> = BTreeMap::new();
     let mut statuses: BTreeMap<String, usize> = BTreeMap::new();
+    let mut ticks: std::collections::HashMap<(String, String), usize> = std::collections::HashMap::new();
     for node in &workers {
         let mut cursor = String::new();
         loop {
@@ -120,6 +128,8 @@ fn bench_spread() {
             for r in page["runs"].as_array().cloned().unwrap_or_default() {
                 *statuses.entry(r["status"].as_str().unwrap_or("?").to_owned()).or_default() += 1;
                 *per_worker.entry(r["worker"].as_str().unwrap_or("?").to_owned()).or_default() += 1;
+                let key = (r["job"].as_str().unwrap_or("").to_owned(), r["scheduled_at"].as_str().unwrap_or("").to_owned());
+                *ticks.entry(key).or_default() += 1;
                 let t = |k: &str| r[k].as_str().and_then(|s| DateTime::parse_from_rfc3339(s).ok());
                 if let (Some(s), Some(p)) = (t("started_at"), t("scheduled_at")) {
                     lateness.push((s - p).num_microseconds().unwrap_or(0) as f64 / 1000.0);
@@ -138,6 +148,7 @@ fn bench_spread() {
     println!("spread: {WORKERS} workers, {JOBS} jobs every second running `true`, {WINDOW_SECS} s window:");
     println!("  runs started    {} ({:.0} runs/s)", lateness.len(), lateness.len() as f64 / wall);
     println!("  statuses        {statuses:?}");
+    println!("  duplicated      {} (job, tick) pairs run more than once", ticks.values().filter(|n| **n > 1).count());
     println!("  per worker      {:?}", per_worker.values().collect::<Vec<_>>());
     println!("  lateness ms     p50 {:.1}  p99 {:.1}  max {:.1}", pct(0.50), pct(0.99), lateness.last().copied().unwrap_or(f64::NAN));
     println!("  etcd requests   {:.2} per run ({:.0}/s)", (requests1 - requests0) / runs, (requests1 - requests0) / wall);
@@ -171,7 +182,7 @@ fn bench_sync() {
     println!("sync: {JOBS} hourly jobs written to etcd in {:.1} s", t.elapsed().as_secs_f64());
     let started = Instant::now();
     let workers: Vec<Node> = (0..WORKERS).map(|_| Node::start_with(&worker_config(&etcd), quiet())).collect();
-    let mut synced = vec![None; WORKERS];
+    let mut synced = [None; WORKERS];
     while synced.iter().any(Option::is_none) && started.elapsed() < Duration::from_secs(300) {
         for (i, w) in workers.iter().enumerate() {
             if synced[i].is_none() {

@@ -388,11 +388,17 @@ impl LostWatch {
     }
 }
 
+/// What one revision deleted: the leases of worker keys, and marks with their lease.
+#[derive(Default)]
+struct Deleted {
+    worker_leases: HashSet<i64>,
+    marks: Vec<(i64, RunningMark)>,
+}
+
 /// Marks deleted in the same revision as a worker key on the same lease: the session expired
 /// (or was revoked) with these runs on it.
 fn lost_marks(keys: &Keys, events: &[etcd_client::Event]) -> Vec<RunningMark> {
-    // revision -> (leases of deleted worker keys, deleted marks with their lease)
-    let mut by_revision: BTreeMap<i64, (HashSet<i64>, Vec<(i64, RunningMark)>)> = BTreeMap::new();
+    let mut by_revision: BTreeMap<i64, Deleted> = BTreeMap::new();
     for event in events {
         if event.event_type() != EventType::Delete {
             continue;
@@ -401,15 +407,18 @@ fn lost_marks(keys: &Keys, events: &[etcd_client::Event]) -> Vec<RunningMark> {
         let Ok(key) = kv.key_str() else { continue };
         let entry = by_revision.entry(kv.mod_revision()).or_default();
         if keys.name_in(section::WORKERS, key).is_some() && prev.lease() != 0 {
-            entry.0.insert(prev.lease());
+            entry.worker_leases.insert(prev.lease());
         } else if keys.name_in(section::RUNNING, key).is_some() && prev.lease() != 0 {
             if let Some(mark) = parse_mark(prev.value()) {
-                entry.1.push((prev.lease(), mark));
+                entry.marks.push((prev.lease(), mark));
             }
         }
     }
     by_revision
         .into_values()
-        .flat_map(|(leases, marks)| marks.into_iter().filter(move |(lease, _)| leases.contains(lease)).map(|(_, m)| m))
+        .flat_map(|d| {
+            let leases = d.worker_leases;
+            d.marks.into_iter().filter(move |(lease, _)| leases.contains(lease)).map(|(_, m)| m)
+        })
         .collect()
 }
