@@ -4,17 +4,17 @@
 export const viewerZone = Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC";
 
 const formatters = new Map();
-function formatter(tz, withZone, withYear) {
-  const key = `${tz}|${withZone}|${withYear}`;
+function formatter(tz, withZone, withYear, withSeconds) {
+  const key = `${tz}|${withZone}|${withYear}|${withSeconds}`;
   if (!formatters.has(key)) {
     try {
       formatters.set(key, new Intl.DateTimeFormat(undefined, {
         year: withYear ? "numeric" : undefined, month: "short", day: "numeric",
-        hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23",
+        hour: "2-digit", minute: "2-digit", second: withSeconds ? "2-digit" : undefined, hourCycle: "h23",
         timeZone: tz, timeZoneName: withZone ? "short" : undefined,
       }));
     } catch (_) {
-      formatters.set(key, formatter("UTC", withZone, withYear));
+      formatters.set(key, formatter("UTC", withZone, withYear, withSeconds));
     }
   }
   return formatters.get(key);
@@ -22,14 +22,15 @@ function formatter(tz, withZone, withYear) {
 
 /**
  * `iso` as a date and time in `tz` (default: the viewer's), with the zone's abbreviation; the
- * year only when it is not this year.
+ * year only when it is not this year, seconds only when not zero.
  */
 export function fmtTime(iso, tz = viewerZone, withZone = true) {
   if (!iso) return "—";
   const d = new Date(iso);
   if (isNaN(d)) return String(iso);
-  const withYear = Math.abs(d.getTime() - Date.now()) > 300 * 86400e3 || d.getFullYear() !== new Date().getFullYear();
-  return formatter(tz, withZone, withYear).format(d);
+  const withYear = d.getFullYear() !== new Date().getFullYear();
+  const withSeconds = d.getTime() % 60000 !== 0;
+  return formatter(tz, withZone, withYear, withSeconds).format(d);
 }
 
 const relative = new Intl.RelativeTimeFormat(undefined, { numeric: "auto" });

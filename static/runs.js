@@ -80,8 +80,9 @@ export function mountRuns(root, ctx, params) {
   const filters = {
     job: params.get("job") || "", status: params.get("status") || "", worker: params.get("worker") || "",
     from: params.get("from") || "", to: params.get("to") || "",
-    limit: PAGE_SIZES.includes(params.get("limit")) ? params.get("limit") : "50",
+    limit: /^\d{1,4}$/.test(params.get("limit") || "") ? params.get("limit") : "50",
   };
+  const sizes = PAGE_SIZES.includes(filters.limit) ? PAGE_SIZES : [...PAGE_SIZES, filters.limit].sort((a, b) => a - b);
   const cursors = [null]; // cursor of each page seen; the last is the current page's
   let page = null; // { runs, next_cursor }
   const expanded = new Map(); // run id -> full record (or null while loading)
@@ -93,7 +94,7 @@ export function mountRuns(root, ctx, params) {
   const workerInput = h("input", { id: "rf-worker", type: "text", value: filters.worker, autocomplete: "off", spellcheck: "false", placeholder: "any" });
   const fromInput = h("input", { id: "rf-from", type: "datetime-local", value: toLocalInput(filters.from) });
   const toInput = h("input", { id: "rf-to", type: "datetime-local", value: toLocalInput(filters.to) });
-  const limitSelect = h("select", { id: "rf-limit", value: filters.limit }, PAGE_SIZES.map((n) => h("option", { value: n }, n)));
+  const limitSelect = h("select", { id: "rf-limit", value: filters.limit }, sizes.map((n) => h("option", { value: n }, n)));
   const jobNames = h("datalist", { id: "job-names" });
 
   const apply = (next) => {

@@ -76,13 +76,13 @@ test("a job created through the form runs and its runs and output appear", async
   await page.locator("#job-form").waitFor();
   await page.fill("#f-name", "from-the-form");
   await page.fill("#f-command", "echo made-in-the-browser $GREETING");
-  await page.fill("#f-cron_expr", "*/2 * * * * *");
+  await page.fill("#f-cron_expr", "* * * * * *");
   await page.fill("#f-tz", "Asia/Tokyo");
   await page.fill("#f-description", "created by the UI test");
   await page.locator(".env-key").first().fill("GREETING");
   await page.locator(".env-value").first().fill("hello");
   await waitUntil(5000, async () => (await page.locator("#fire-times li").count()) === 5, "the 5 fire times");
-  assert.match(await page.textContent("#preview-reading"), /every 2 seconds/);
+  assert.match(await page.textContent("#preview-reading"), /every second/);
   await page.click("#save");
   await page.locator('#jobs tr[data-job="from-the-form"]').waitFor();
   const stored = (await node.api("GET", "/api/v1/jobs/from-the-form")).body;
@@ -100,7 +100,8 @@ test("a job created through the form runs and its runs and output appear", async
   await page.click('#nav a[data-view="jobs"]');
   await page.locator('#jobs tr[data-job="from-the-form"] .run-link').waitFor();
 
-  // the switch disables it (keyboard: space on the focused switch)
+  // the switch disables it (keyboard: space on the focused switch) once it ran a few times
+  await waitUntil(10000, async () => (await runs("from-the-form")).length >= 3, "three runs");
   await page.focus('input[aria-label="Enabled: from-the-form"]');
   await page.keyboard.press("Space");
   await waitUntil(5000, async () => (await node.api("GET", "/api/v1/jobs/from-the-form")).body.enabled === false, "the job disabled");
@@ -192,6 +193,21 @@ test("hostile strings in commands, descriptions and output are shown as text and
   }
 });
 
+test("a long output is shown as head and tail around the truncation marker, with its total size", async () => {
+  await createJob({ name: "chatty", command: "seq 1 3000", cron_expr: "0 0 1 1 *", enabled: false });
+  assert.equal((await node.api("POST", "/api/v1/jobs/chatty/run")).status, 202);
+  await waitUntil(10000, async () => (await runs("chatty"))[0]?.status === "succeeded", "the run");
+  const run = (await node.api("GET", `/api/v1/runs/${(await runs("chatty"))[0].id}`)).body;
+  assert.equal(run.output_truncated, true);
+  const page = await console_(`#/runs/${run.id}`, "pre.output");
+  assert.match(await page.textContent(".output-summary"), /13\.\d KiB printed in total — truncated/);
+  assert.match(await page.textContent(".trunc-marker"), /^… \[\d+ bytes truncated\] …$/);
+  const text = await page.textContent("pre.output");
+  assert.ok(text.startsWith("1\n2\n3\n") && text.trimEnd().endsWith("2999\n3000"), "head and tail");
+  noErrors(page);
+  await page.closeAll();
+});
+
 test("two tabs editing the same job: the later save is told, and can reload or overwrite", async () => {
   await createJob({ name: "shared", command: "echo original", cron_expr: "0 7 * * *", description: "v1" });
   const a = await console_("#/jobs/shared/edit", "#f-command");
@@ -250,6 +266,65 @@ test("deleting a job asks first", async () => {
   await page.click("#confirm-ok");
   await page.locator('#jobs tr[data-job="doomed"]').waitFor({ state: "detached" });
   assert.equal((await node.api("GET", "/api/v1/jobs/doomed")).status, 404);
+  noErrors(page);
+  await page.closeAll();
+});
+
+test("the job list searches, sorts, counts by status and runs a job now", async () => {
+  const page = await console_("#/jobs", '#jobs tr[data-job="sleeper"]');
+  const names = async () => page.$$eval("#jobs tbody tr", (rows) => rows.map((r) => r.dataset.job));
+  const before = await names();
+  assert.deepEqual(before, [...before].sort(), "by name at first");
+  await page.click('th button.sort:has-text("Name")');
+  assert.deepEqual(await names(), [...before].sort().reverse(), "a second click reverses");
+  // counts: sleeper's last run was killed
+  const killed = page.locator('.counts button[data-filter="killed"]');
+  assert.match(await killed.textContent(), /Killed\s*1/);
+  await killed.click();
+  assert.deepEqual(await names(), ["sleeper"]);
+  assert.equal(await killed.getAttribute("aria-pressed"), "true");
+  await killed.click();
+  await page.fill("#job-search", "made-in-the-browser");
+  assert.deepEqual(await names(), ["from-the-form"], "search looks at commands too");
+  await page.fill("#job-search", "no-such-thing");
+  await page.locator(".empty", { hasText: "No job matches" }).waitFor();
+  await page.click('.empty button:has-text("Clear filters")');
+  assert.deepEqual(await names(), [...before].reverse(), "the sort is kept");
+  await page.click('th button.sort:has-text("Name")');
+  assert.deepEqual(await names(), before);
+
+  const count = (await runs("xss-job")).length;
+  await page.click('button[aria-label="Run xss-job now"]');
+  await page.locator("#toast", { hasText: "Run of xss-job requested" }).waitFor();
+  await waitUntil(10000, async () => (await runs("xss-job")).length === count + 1, "the manual run");
+  noErrors(page);
+  await page.closeAll();
+});
+
+test("runs are filtered, paginated with the cursor, and bad filters read as errors", async () => {
+  const all = await runs("from-the-form");
+  assert.ok(all.length >= 3, `from-the-form ran ${all.length} times`);
+  const page = await console_("#/runs?job=from-the-form&limit=2", "#runs tbody tr");
+  const ids = async () => page.$$eval("#runs tbody tr[data-run]", (rows) => rows.map((r) => r.dataset.run));
+  const first = await ids();
+  assert.deepEqual(first, all.slice(0, 2).map((r) => r.id), "newest first, two per page");
+  await page.click('button[aria-label="Older runs"]');
+  await waitUntil(5000, async () => (await ids())[0] === all[2].id, "the second page");
+  assert.match(await page.textContent(".pager"), /Page 2/);
+  await page.click('button[aria-label="Newer runs"]');
+  await waitUntil(5000, async () => (await ids())[0] === first[0], "back to the first page");
+
+  await page.selectOption("#rf-status", "failed");
+  await page.locator(".empty", { hasText: "No runs match these filters" }).waitFor();
+  assert.match(page.url(), /status=failed/);
+
+  await page.goto(`${node.base}/#/runs?from=${encodeURIComponent(new Date(Date.now() + 3600e3).toISOString())}`);
+  await page.locator(".empty", { hasText: "No runs match these filters" }).waitFor();
+  assert.ok((await page.inputValue("#rf-from")).length > 0, "the time range is shown in the form");
+
+  await page.goto(`${node.base}/#/runs?status=bogus`);
+  await page.locator("#banner", { hasText: "Bad filter" }).waitFor();
+  assert.match(await page.textContent("#banner"), /status "bogus" is not one of/);
   noErrors(page);
   await page.closeAll();
 });

@@ -49,7 +49,7 @@ export async function startNode({ token }) {
   const port = await freePort();
   writeFileSync(join(dir, "config.toml"),
     `listen = "127.0.0.1:${port}"\ndata_dir = "${join(dir, "data")}"\napi_token = "${token}"\n`
-    + `[log_batch]\nflush_ms = 50\n[executor]\nkill_grace_ms = 1000\n`);
+    + `[log_batch]\nflush_ms = 50\n[executor]\nkill_grace_ms = 1000\nmax_output_bytes = 4096\n`);
   const child = spawn(BIN, ["--config", join(dir, "config.toml")], { stdio: ["ignore", "ignore", "pipe"] });
   let stderr = "";
   child.stderr.on("data", (d) => { stderr = (stderr + d).slice(-4000); });
@@ -107,6 +107,22 @@ export async function openPage(browser, { width = 1280, height = 900, token = nu
   return page;
 }
 
+/** Fails when a form control or button of the page has no accessible name. */
+export async function assertLabelled(page, view) {
+  const unnamed = await page.evaluate(() => {
+    const bad = [];
+    for (const el of document.querySelectorAll("input, select, textarea, button, a[href]")) {
+      if (el.closest("[hidden], dialog:not([open])") || el.type === "hidden") continue;
+      const labelled = (el.labels && [...el.labels].some((l) => l.textContent.trim()))
+        || el.getAttribute("aria-label") || el.getAttribute("aria-labelledby")
+        || ((el.tagName === "BUTTON" || el.tagName === "A") && el.textContent.trim());
+      if (!labelled) bad.push(el.outerHTML.slice(0, 120));
+    }
+    return bad;
+  });
+  assert.deepEqual(unnamed, [], `controls without a name in ${view}`);
+}
+
 /**
  * A screenshot of the page to artifacts/ui/<name>-<width>.png (from the top); fails when the
  * page scrolls sideways (the layout must fit the width).
@@ -116,5 +132,6 @@ export async function shot(page, name) {
   const { width } = page.viewportSize();
   const scrollWidth = await page.evaluate(() => document.documentElement.scrollWidth);
   assert.ok(scrollWidth <= width, `${name} at ${width} px scrolls sideways (content is ${scrollWidth} px wide)`);
+  await assertLabelled(page, name);
   await page.screenshot({ path: join(ARTIFACTS, `${name}-${width}.png`), fullPage: true });
 }
