@@ -107,3 +107,31 @@ export function every(ms, fn) {
     document.removeEventListener("visibilitychange", onVisible);
   };
 }
+
+/**
+ * Makes `parent`'s children the nodes of `items` (`{ key, sig, build }`), in order, reusing the
+ * node of every key whose `sig` did not change: a refresh leaves unchanged rows alone, so a
+ * selection, a focus or a pointer press on them survives it.
+ */
+export function reconcile(parent, items) {
+  const previous = keyed.get(parent) || new Map();
+  const current = new Map();
+  const nodes = items.map((item) => {
+    const prev = previous.get(item.key);
+    const node = prev && prev.sig === item.sig ? prev.node : item.build();
+    current.set(item.key, { sig: item.sig, node });
+    return node;
+  });
+  let cursor = parent.firstChild;
+  for (const node of nodes) {
+    if (node === cursor) cursor = cursor.nextSibling;
+    else parent.insertBefore(node, cursor);
+  }
+  while (cursor) {
+    const next = cursor.nextSibling;
+    cursor.remove();
+    cursor = next;
+  }
+  keyed.set(parent, current);
+}
+const keyed = new WeakMap();

@@ -2,7 +2,7 @@
 // viewer's, last run, an enabled switch and actions; search, sort and counts by status.
 
 import { api, describe, seg, Unauthorized } from "./api.js";
-import { h, replace, badge, focusKey, restoreFocus, every } from "./dom.js";
+import { h, replace, reconcile, badge, focusKey, restoreFocus, every } from "./dom.js";
 import { fmtTime, fmtRelative, fmtDuration, viewerZone } from "./format.js";
 
 /** Search, sort and filter survive leaving the view. */
@@ -64,7 +64,10 @@ export function mountJobs(root, ctx) {
     onclick: () => { prefs.dir = -prefs.dir; render(); },
   });
   const counts = h("div", { class: "counts", role: "group", "aria-label": "Filter jobs by status" });
-  const table = h("table", { id: "jobs", class: "grid jobs", "aria-busy": "true" });
+  const caption = h("caption", { class: "sr-only" });
+  const thead = h("thead");
+  const tbody = h("tbody");
+  const table = h("table", { id: "jobs", class: "grid jobs", "aria-busy": "true" }, caption, thead, tbody);
   const notice = h("div", { class: "view-notice", "aria-live": "polite" });
 
   replace(root,
@@ -92,7 +95,13 @@ export function mountJobs(root, ctx) {
     renderCounts();
     const filter = FILTERS.find(([k]) => k === prefs.filter)?.[2] || (() => true);
     const shown = jobs.filter((j) => filter(j) && matches(j, prefs.search.trim())).sort(compare);
-    replace(table, h("caption", { class: "sr-only" }, `Jobs, sorted by ${SORTS[prefs.sort].label}`), header(), h("tbody", {}, shown.map(row)));
+    caption.textContent = `Jobs, sorted by ${SORTS[prefs.sort].label}`;
+    renderHeader();
+    reconcile(tbody, shown.map((job) => ({
+      key: job.name,
+      sig: [JSON.stringify(job), fmtRelative(job.next_run_at), fmtRelative(job.last_run?.started_at)].join("|"),
+      build: () => row(job),
+    })));
     table.hidden = shown.length === 0;
     if (jobs.length === 0) {
       replace(notice, h("div", { class: "empty" },
@@ -125,10 +134,18 @@ export function mountJobs(root, ctx) {
     }));
   }
 
+  let headerSig = null;
+  function renderHeader() {
+    const sig = `${prefs.sort}|${prefs.dir}`;
+    if (sig === headerSig) return;
+    headerSig = sig;
+    replace(thead, header());
+  }
+
   function header() {
     const cols = [["name", "Name"], ["schedule", "Schedule"], ["tz", "Time zone"], ["next", "Next run"],
       ["last", "Last run"], ["enabled", "Enabled"], [null, "Actions"]];
-    return h("thead", {}, h("tr", {}, cols.map(([key, label]) => {
+    return h("tr", {}, cols.map(([key, label]) => {
       if (!key) return h("th", { scope: "col" }, label);
       const active = prefs.sort === key;
       return h("th", { scope: "col", "aria-sort": active ? (prefs.dir > 0 ? "ascending" : "descending") : "none" },
@@ -136,7 +153,7 @@ export function mountJobs(root, ctx) {
           type: "button", class: "sort", dataset: { focus: `sort:${key}` },
           onclick: () => { prefs.dir = prefs.sort === key ? -prefs.dir : 1; prefs.sort = key; render(); },
         }, label, active ? (prefs.dir > 0 ? " ↑" : " ↓") : ""));
-    })));
+    }));
   }
 
   function cell(label, ...children) {

@@ -2,7 +2,7 @@
 // as text; running runs refresh by themselves and can be killed) and the one-run view.
 
 import { api, describe, seg, Unauthorized } from "./api.js";
-import { h, replace, badge, focusKey, restoreFocus, every } from "./dom.js";
+import { h, replace, reconcile, badge, focusKey, restoreFocus, every } from "./dom.js";
 import { fmtTime, fmtShort, fmtDuration, fmtBytes, toLocalInput, fromLocalInput } from "./format.js";
 
 const STATUSES = ["running", "succeeded", "failed", "timeout", "killed", "error", "lost", "skipped", "missed"];
@@ -129,6 +129,7 @@ export function mountRuns(root, ctx, params) {
   statusSelect.addEventListener("change", () => apply(readForm()));
   limitSelect.addEventListener("change", () => apply(readForm()));
 
+  const tbody = h("tbody");
   const table = h("table", { id: "runs", class: "grid runs", "aria-busy": "true" });
   const notice = h("div", { class: "view-notice", "aria-live": "polite" });
   const pager = h("nav", { class: "pager", "aria-label": "Pages of runs" });
@@ -155,14 +156,23 @@ export function mountRuns(root, ctx, params) {
     table.setAttribute("aria-busy", "false");
     const runs = page.runs || [];
     const rows = [];
+    const second = Math.floor(Date.now() / 1000);
     for (const run of runs) {
-      rows.push(row(run));
-      if (expanded.has(run.id)) rows.push(detailRow(run));
+      const open = expanded.has(run.id);
+      rows.push({
+        key: run.id,
+        // a running run's row shows its time so far, so it is rebuilt every refresh
+        sig: `${JSON.stringify(run)}|${open}|${run.status === "running" ? second : ""}`,
+        build: () => row(run),
+      });
+      if (open) rows.push({ key: `detail:${run.id}`, sig: JSON.stringify(expanded.get(run.id)), build: () => detailRow(run) });
     }
-    replace(table,
-      h("caption", { class: "sr-only" }, "Runs, newest first"),
-      h("thead", {}, h("tr", {}, COLS.map((c) => h("th", { scope: "col" }, c)))),
-      h("tbody", {}, rows));
+    if (!table.firstChild) {
+      table.append(h("caption", { class: "sr-only" }, "Runs, newest first"),
+        h("thead", {}, h("tr", {}, COLS.map((c) => h("th", { scope: "col" }, c)))),
+        tbody);
+    }
+    reconcile(tbody, rows);
     table.hidden = runs.length === 0;
     const filtered = filters.job || filters.status || filters.worker || filters.from || filters.to;
     replace(notice, runs.length ? null : h("div", { class: "empty" },

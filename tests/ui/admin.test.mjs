@@ -164,6 +164,28 @@ test("a running run is killed from the page", async () => {
   await page.closeAll();
 });
 
+test("the runs page shows new runs by itself and leaves an opened output alone", async () => {
+  await createJob({ name: "ticker", command: "echo tick", cron_expr: "* * * * * *" });
+  await waitUntil(10000, async () => (await runs("ticker")).some((r) => r.status === "succeeded"), "a tick");
+  const page = await console_("#/runs?job=ticker", '#runs tr[data-status="succeeded"]');
+  const row = page.locator('#runs tr[data-status="succeeded"]').first();
+  const id = await row.getAttribute("data-run");
+  await row.locator("button", { hasText: "Output" }).click();
+  await page.locator("pre.output").waitFor();
+  // select the output, as an operator copying it would
+  await page.evaluate(() => {
+    const pre = document.querySelector("pre.output");
+    pre.dataset.original = "yes";
+    getSelection().selectAllChildren(pre);
+  });
+  await waitUntil(10000, async () => (await page.$eval("#runs tbody tr[data-run]", (tr) => tr.dataset.run)) !== id, "a newer run on top");
+  assert.equal(await page.$eval("pre.output", (pre) => pre.dataset.original), "yes", "the opened output was not rebuilt");
+  assert.equal(await page.evaluate(() => getSelection().toString().trim()), "tick", "the selection survived the refresh");
+  assert.equal((await node.api("POST", "/api/v1/jobs/ticker/disable")).status, 200);
+  noErrors(page);
+  await page.closeAll();
+});
+
 test("hostile strings in commands, descriptions and output are shown as text and never run", async () => {
   const payload = "<img src=x onerror=window.__xss=1><script>window.__xss=2</script>";
   await createJob({
