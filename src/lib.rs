@@ -37,6 +37,7 @@ pub fn run(config: Config) -> Result<(), StartupError> {
         context: format!("cannot create data_dir {}", config.data_dir.display()),
         source,
     })?;
+    let _lock = lock_data_dir(&config.data_dir)?;
     let node_id = node_id(&config)?;
     let listener = http::bind(&config)?;
     let system = actix::System::new();
@@ -164,6 +165,38 @@ async fn wait_for_signal() {
         _ => {
             log::error!("Cannot install signal handlers; stop with SIGKILL.");
             futures::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Holds an exclusive lock on `data_dir/lock` for the life of the process: two nodes sharing one
+/// data dir would each plan the same embedded jobs and run them twice, and interleave one spool.
+fn lock_data_dir(dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, StartupError> {
+    use std::io::{Read, Seek, Write};
+    let path = dir.join("lock");
+    let io = |context: String| move |source| StartupError::Io { context, source };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io(format!("cannot open {}", path.display())))?;
+    match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(mut lock) => {
+            let pid = std::process::id().to_string();
+            let written = lock.set_len(0).and_then(|()| lock.rewind()).and_then(|()| lock.write_all(pid.as_bytes()));
+            written.map_err(io(format!("cannot write {}", path.display())))?;
+            Ok(lock)
+        }
+        Err((mut file, _)) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            Err(StartupError::Role(format!(
+                "data_dir {} is in use by another distcron process (pid {}); give each node its own data_dir",
+                dir.display(),
+                holder.trim()
+            )))
         }
     }
 }

@@ -1,123 +1,224 @@
-// distcron admin page (minimal). Every string from the server is rendered with textContent,
-// never as HTML. The API token, when needed, is kept in sessionStorage for this tab only.
-"use strict";
+// distcron admin console: the shell (navigation, login, health, notices, confirmations) and the
+// hash router that mounts one view at a time. Every string from the server is rendered as text
+// (textContent / text nodes), never parsed as HTML. The API token, when the server needs one, is
+// kept in sessionStorage: for this tab only.
 
-const TOKEN_KEY = "distcron.token";
-const $ = (id) => document.getElementById(id);
+import { api, describe, token, setToken, clearToken, setUnauthorizedHandler, Unauthorized } from "./api.js";
+import { h, byId, replace, every } from "./dom.js";
+import { mountJobs } from "./jobs.js";
+import { mountEditor } from "./editor.js";
+import { mountRuns, mountRun } from "./runs.js";
+import { mountWorkers } from "./workers.js";
 
-class Unauthorized extends Error {}
-
-async function api(path) {
-  const headers = { Accept: "application/json" };
-  const token = sessionStorage.getItem(TOKEN_KEY);
-  if (token) headers.Authorization = "Bearer " + token;
-  const res = await fetch("/api/v1" + path, { headers });
-  if (res.status === 401) throw new Unauthorized();
-  let body = null;
-  try { body = await res.json(); } catch (_) { /* not JSON */ }
-  if (!res.ok) {
-    const msg = body && body.error ? body.error.code + ": " + body.error.message : "HTTP " + res.status;
-    throw new Error(msg);
-  }
-  return body;
+// ---- notices ----------------------------------------------------------------------------------
+const errors = new Map();
+function renderBanner() {
+  const banner = byId("banner");
+  replace(banner, [...errors.entries()].map(([source, message]) => h("div", { class: "banner-item" },
+    h("span", {}, message),
+    h("button", { type: "button", class: "icon", "aria-label": "Dismiss this message", onclick: () => { errors.delete(source); renderBanner(); } }, "✕"))));
+  banner.hidden = errors.size === 0;
 }
 
-function cell(row, text, className) {
-  const td = document.createElement("td");
-  td.textContent = text == null ? "" : String(text);
-  if (className) td.className = className;
-  row.appendChild(td);
-  return td;
-}
+let toastTimer = null;
+const ctx = {
+  /** A short confirmation in the status line. */
+  notify(message) {
+    const toast = byId("toast");
+    toast.textContent = message;
+    toast.classList.add("shown");
+    clearTimeout(toastTimer);
+    toastTimer = setTimeout(() => { toast.classList.remove("shown"); toast.textContent = ""; }, 4000);
+  },
+  /** Shows (or with null, clears) the error of one source in the banner. */
+  error(source, message) {
+    if (message) errors.set(source, message);
+    else if (!errors.delete(source)) return;
+    renderBanner();
+  },
+  /** Asks in a modal dialog; resolves true when confirmed. */
+  confirm({ title, message, confirmLabel = "OK", danger = false }) {
+    const dialog = byId("confirm");
+    byId("confirm-title").textContent = title;
+    byId("confirm-message").textContent = message;
+    const ok = byId("confirm-ok");
+    ok.textContent = confirmLabel;
+    ok.className = danger ? "danger" : "primary";
+    return new Promise((resolve) => {
+      const done = (value) => {
+        ok.removeEventListener("click", onOk);
+        byId("confirm-cancel").removeEventListener("click", onCancel);
+        dialog.removeEventListener("close", onClose);
+        if (dialog.open) dialog.close();
+        resolve(value);
+      };
+      const onOk = () => done(true);
+      const onCancel = () => done(false);
+      const onClose = () => done(false);
+      ok.addEventListener("click", onOk);
+      byId("confirm-cancel").addEventListener("click", onCancel);
+      dialog.addEventListener("close", onClose);
+      dialog.showModal();
+      byId("confirm-cancel").focus();
+    });
+  },
+  navigate(hash) {
+    if (location.hash === hash) route();
+    else location.hash = hash;
+  },
+};
 
-function when(iso) {
-  if (!iso) return "—";
-  const d = new Date(iso);
-  return isNaN(d) ? String(iso) : d.toLocaleString();
-}
+// ---- routing ----------------------------------------------------------------------------------
+let unmount = null;
 
-function duration(ms) {
-  if (ms == null) return "—";
-  if (ms < 1000) return ms + " ms";
-  const s = ms / 1000;
-  return s < 120 ? s.toFixed(1) + " s" : Math.round(s / 60) + " min";
-}
-
-function renderJobs(jobs) {
-  const body = $("jobs").querySelector("tbody");
-  body.replaceChildren();
-  for (const job of jobs) {
-    const tr = document.createElement("tr");
-    cell(tr, job.name);
-    let schedule = job.cron_expr + " (" + job.effective_tz + ")";
-    if (job.dialect === "seed") schedule += " [seed dialect]";
-    cell(tr, schedule);
-    cell(tr, job.enabled ? when(job.next_run_at) : "—");
-    cell(tr, job.enabled ? "yes" : "no");
-    body.appendChild(tr);
-  }
-  $("jobs-empty").hidden = jobs.length > 0;
-}
-
-function renderRuns(runs) {
-  const body = $("runs").querySelector("tbody");
-  body.replaceChildren();
-  for (const run of runs) {
-    const tr = document.createElement("tr");
-    cell(tr, run.job);
-    cell(tr, run.status, "status-" + String(run.status).replace(/[^a-z]/g, ""));
-    cell(tr, when(run.started_at || run.dispatched_at));
-    cell(tr, duration(run.duration_ms));
-    cell(tr, run.worker);
-    cell(tr, run.err);
-    body.appendChild(tr);
-  }
-  $("runs-empty").hidden = runs.length > 0;
-}
-
-function showLogin(message) {
-  $("login").hidden = false;
-  $("content").hidden = true;
-  $("login-error").textContent = message || "";
-  $("token").focus();
-}
-
-async function load() {
-  $("status").textContent = "loading…";
+function parse() {
+  const raw = location.hash.startsWith("#/") ? location.hash.slice(1) : "/jobs";
+  const [path, query] = raw.split("?");
+  let parts;
   try {
-    const [jobs, runs] = await Promise.all([api("/jobs"), api("/runs?limit=25")]);
-    $("login").hidden = true;
-    $("content").hidden = false;
-    $("error").hidden = true;
-    renderJobs(jobs.jobs || []);
-    renderRuns(runs.runs || []);
-    $("status").textContent = "updated " + new Date().toLocaleTimeString();
-  } catch (e) {
-    if (e instanceof Unauthorized) {
-      const had = sessionStorage.getItem(TOKEN_KEY);
-      sessionStorage.removeItem(TOKEN_KEY);
-      showLogin(had ? "That token was refused." : "");
-    } else {
-      $("error").textContent = "Could not load: " + e.message;
-      $("error").hidden = false;
-    }
-    $("status").textContent = "";
+    parts = path.split("/").filter(Boolean).map(decodeURIComponent);
+  } catch (_) {
+    parts = ["?"];
   }
-  $("logout").hidden = !sessionStorage.getItem(TOKEN_KEY);
+  return { parts, params: new URLSearchParams(query || "") };
 }
 
-document.addEventListener("DOMContentLoaded", () => {
-  $("login").addEventListener("submit", (ev) => {
-    ev.preventDefault();
-    sessionStorage.setItem(TOKEN_KEY, $("token").value.trim());
-    $("token").value = "";
-    load();
-  });
-  $("refresh").addEventListener("click", load);
-  $("logout").addEventListener("click", () => {
-    sessionStorage.removeItem(TOKEN_KEY);
-    load();
-  });
-  load();
-  setInterval(() => { if ($("login").hidden) load(); }, 10000);
+function route(focus = false) {
+  if (!byId("login").hidden) return;
+  if (unmount) unmount();
+  unmount = null;
+  errors.clear();
+  renderBanner();
+  const { parts, params } = parse();
+  const [view = "jobs", arg, action] = parts;
+  for (const a of byId("nav").querySelectorAll("a")) {
+    if (a.dataset.view === view) a.setAttribute("aria-current", "page");
+    else a.removeAttribute("aria-current");
+  }
+  const main = byId("content");
+  const root = h("div", { class: `view view-${view}` });
+  main.replaceChildren(root);
+  if (view === "jobs" && !arg) unmount = mountJobs(root, ctx);
+  else if (view === "jobs" && arg === "new" && !action) unmount = mountEditor(root, ctx, null);
+  else if (view === "jobs" && action === "edit") unmount = mountEditor(root, ctx, arg);
+  else if (view === "runs" && !arg) unmount = mountRuns(root, ctx, params);
+  else if (view === "runs") unmount = mountRun(root, ctx, arg);
+  else if (view === "workers") unmount = mountWorkers(root, ctx);
+  else {
+    replace(root, h("h1", { tabindex: "-1" }, "Not found"),
+      h("div", { class: "empty" }, h("p", {}, "This page does not exist."), h("a", { href: "#/jobs", class: "button" }, "Go to the jobs")));
+  }
+  document.title = `distcron — ${view[0].toUpperCase()}${view.slice(1)}`;
+  if (focus) {
+    const heading = root.querySelector("h1");
+    if (heading && !root.contains(document.activeElement)) heading.focus({ preventScroll: true });
+  }
+}
+
+// ---- login ------------------------------------------------------------------------------------
+function showLogin(message, isError) {
+  if (unmount) unmount();
+  unmount = null;
+  stopHealth();
+  errors.clear();
+  renderBanner();
+  byId("content").hidden = true;
+  byId("content").replaceChildren();
+  byId("nav").hidden = true;
+  byId("health").textContent = "";
+  byId("logout").hidden = true;
+  const err = byId("login-error");
+  err.textContent = message || "";
+  err.classList.toggle("is-error", Boolean(isError));
+  byId("login").hidden = false;
+  byId("token").value = "";
+  byId("token").setAttribute("aria-invalid", isError ? "true" : "false");
+  byId("token").focus();
+}
+
+function showConsole() {
+  byId("login").hidden = true;
+  byId("content").hidden = false;
+  byId("nav").hidden = false;
+  byId("logout").hidden = !token();
+  startHealth();
+  route();
+}
+
+setUnauthorizedHandler((_err, hadToken) => {
+  clearToken();
+  showLogin(hadToken
+    ? "The server refused this token. Check api_token in the server's configuration and try again."
+    : "This server needs its API token.", hadToken);
 });
+
+// ---- health -----------------------------------------------------------------------------------
+let stopHealthPoll = null;
+async function health() {
+  const el = byId("health");
+  try {
+    const h = await api("GET", "/health/ready");
+    const broken = Object.entries(h.backends || {}).filter(([, b]) => b && b.ok === false).map(([k, b]) => `${k}: ${b.error || "failing"}`);
+    el.textContent = `${h.status} · ${h.role}`;
+    el.className = `health health-${h.status === "ready" ? "ok" : h.status === "degraded" ? "warn" : "bad"}`;
+    el.title = [`node ${h.node_id}, version ${h.version}`, ...broken].join("\n");
+    return h;
+  } catch (e) {
+    if (e instanceof Unauthorized) throw e;
+    el.textContent = "unreachable";
+    el.className = "health health-bad";
+    el.title = describe(e);
+    return null;
+  }
+}
+function startHealth() {
+  stopHealth();
+  stopHealthPoll = every(10000, () => health().catch(() => {}));
+}
+function stopHealth() {
+  if (stopHealthPoll) stopHealthPoll();
+  stopHealthPoll = null;
+}
+
+// ---- start ------------------------------------------------------------------------------------
+async function start() {
+  byId("login-form").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const value = byId("token").value.trim();
+    if (!value) {
+      byId("login-error").textContent = "Enter the token.";
+      return;
+    }
+    const button = byId("login-submit");
+    button.disabled = true;
+    button.textContent = "Checking…";
+    setToken(value);
+    try {
+      await health();
+      showConsole();
+    } catch (_) {
+      // a refused token shows the login screen again with the reason
+    } finally {
+      button.disabled = false;
+      button.textContent = "Sign in";
+    }
+  });
+  byId("logout").addEventListener("click", () => {
+    clearToken();
+    showLogin("You are logged out. The token was removed from this tab.", false);
+  });
+  byId("skip").addEventListener("click", (ev) => {
+    ev.preventDefault();
+    const heading = byId("content").querySelector("h1");
+    (heading || byId("content")).focus();
+  });
+  window.addEventListener("hashchange", () => { if (location.hash.startsWith("#/") || !location.hash) route(true); });
+  try {
+    await health();
+    showConsole();
+  } catch (_) {
+    // 401: the login screen is up
+  }
+}
+
+start();

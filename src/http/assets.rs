@@ -1,8 +1,8 @@
 //! The admin page: `static/` embedded in the binary at build time and served at `/`.
 //!
-//! Served with its content type, `nosniff`, a strict same-origin Content-Security-Policy (the
-//! page has no inline script or style and loads nothing from elsewhere) and `no-cache`, so a new
-//! binary's page is picked up at once.
+//! Plain ES modules and one stylesheet, no build step and nothing loaded from elsewhere. Served
+//! with its content type, `nosniff`, a strict same-origin Content-Security-Policy (the page has
+//! no inline script or style) and `no-cache`, so a new binary's page is picked up at once.
 
 use actix_web::http::header;
 use actix_web::{web, HttpResponse};
@@ -17,6 +17,20 @@ struct Asset {
     body: &'static [u8],
 }
 
+/// Content type of the page's modules.
+const JS: &str = "text/javascript; charset=utf-8";
+
+/// An ES module of the page, served at `/static/<file>`.
+macro_rules! module {
+    ($file:literal) => {
+        Asset {
+            paths: &[concat!("/static/", $file)],
+            content_type: JS,
+            body: include_bytes!(concat!("../../static/", $file)),
+        }
+    };
+}
+
 /// Every embedded file.
 const ASSETS: &[Asset] = &[
     Asset {
@@ -24,15 +38,23 @@ const ASSETS: &[Asset] = &[
         content_type: "text/html; charset=utf-8",
         body: include_bytes!("../../static/index.html"),
     },
-    Asset {
-        paths: &["/app.js", "/static/app.js"],
-        content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("../../static/app.js"),
-    },
+    Asset { paths: &["/app.js", "/static/app.js"], content_type: JS, body: include_bytes!("../../static/app.js") },
+    module!("api.js"),
+    module!("dom.js"),
+    module!("format.js"),
+    module!("jobs.js"),
+    module!("editor.js"),
+    module!("runs.js"),
+    module!("workers.js"),
     Asset {
         paths: &["/app.css", "/static/app.css"],
         content_type: "text/css; charset=utf-8",
         body: include_bytes!("../../static/app.css"),
+    },
+    Asset {
+        paths: &["/favicon.svg", "/static/favicon.svg"],
+        content_type: "image/svg+xml",
+        body: include_bytes!("../../static/favicon.svg"),
     },
 ];
 

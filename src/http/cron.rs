@@ -1,11 +1,13 @@
-//! `GET /api/v1/cron/preview`: validate a cron expression and list its next fire times in a zone
-//! (API.md "Other"). The dialect itself is `domain::schedule`'s.
+//! `GET /api/v1/cron/preview`: validate a cron expression and list its next fire times in a zone,
+//! each with the DST change of its local day if it has one (API.md "Other"). The dialect itself
+//! is `domain::schedule`'s.
 
 use std::collections::HashMap;
 
 use actix_web::web::{Data, Query};
 use actix_web::HttpResponse;
-use chrono::Utc;
+use chrono::{DateTime, NaiveDateTime, Offset, TimeZone, Utc};
+use serde::Serialize;
 
 use super::error::{ApiError, ErrorCode};
 use super::{number_param, param, time_param, AppState};
@@ -38,12 +40,118 @@ pub(crate) async fn preview(
     let schedule = Schedule::parse(expr, dialect)
         .map_err(|e| ApiError::with_field(ErrorCode::InvalidCronExpr, "expr", e.to_string()))?;
     let next = schedule.next_n(after, tz, count as usize);
+    let dst: Vec<Option<DstChange>> = next.iter().map(|t| dst_change_on_local_day(*t, tz)).collect();
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "expr": expr,
         "tz": tz.name(),
         "dialect": dialect,
         "next": next,
+        "dst": dst,
         "description": schedule.describe(),
         "fields": schedule.fields(),
     })))
+}
+
+/// A change of the zone's UTC offset (a DST transition) on the local day of a fire time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub(crate) struct DstChange {
+    /// The instant the offset changes.
+    pub(crate) at: DateTime<Utc>,
+    /// The wall clock just before the change (`2026-03-08T02:00:00` in New York in spring).
+    pub(crate) local_before: NaiveDateTime,
+    /// The wall clock at the change (`2026-03-08T03:00:00`).
+    pub(crate) local_after: NaiveDateTime,
+    /// UTC offset before, in seconds.
+    pub(crate) offset_before_secs: i32,
+    /// UTC offset after, in seconds.
+    pub(crate) offset_after_secs: i32,
+}
+
+/// The offset change on the local day (in `tz`) of `at`, if that day has one.
+///
+/// Steps through the day hour by hour (no zone changes its offset twice within an hour) and
+/// finds the exact second by bisection; a change counts for the day when the wall clock just
+/// before or just after it falls on that day.
+pub(crate) fn dst_change_on_local_day(at: DateTime<Utc>, tz: chrono_tz::Tz) -> Option<DstChange> {
+    let day = at.with_timezone(&tz).date_naive();
+    let midnight = day.and_hms_opt(0, 0, 0)?.and_utc().timestamp();
+    // UTC offsets lie within ±15 h, so the local day lies within this window.
+    let (start, end) = (midnight - 16 * 3600, midnight + 40 * 3600);
+    let offset = |secs: i64| -> Option<i32> {
+        let utc = DateTime::from_timestamp(secs, 0)?.naive_utc();
+        Some(tz.offset_from_utc_datetime(&utc).fix().local_minus_utc())
+    };
+    let wall = |secs: i64, off: i32| -> Option<NaiveDateTime> {
+        Some(DateTime::from_timestamp(secs + i64::from(off), 0)?.naive_utc())
+    };
+    let on_day = |t: &NaiveDateTime| -> bool { t.date() == day };
+    let mut t = start;
+    while t < end {
+        let next = (t + 3600).min(end);
+        let before = offset(t)?;
+        if offset(next)? != before {
+            let (mut lo, mut hi) = (t, next);
+            while hi - lo > 1 {
+                let mid = lo + (hi - lo) / 2;
+                if offset(mid)? == before {
+                    lo = mid;
+                } else {
+                    hi = mid;
+                }
+            }
+            let after = offset(hi)?;
+            let (local_before, local_after) = (wall(hi, before)?, wall(hi, after)?);
+            if on_day(&local_before) || on_day(&local_after) {
+                return Some(DstChange {
+                    at: DateTime::from_timestamp(hi, 0)?,
+                    local_before,
+                    local_after,
+                    offset_before_secs: before,
+                    offset_after_secs: after,
+                });
+            }
+        }
+        t = next;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::NaiveDate;
+
+    use super::*;
+
+    fn utc(s: &str) -> DateTime<Utc> {
+        s.parse().expect("RFC 3339")
+    }
+
+    fn naive(s: &str) -> NaiveDateTime {
+        s.parse().expect("naive date-time")
+    }
+
+    #[test]
+    fn spring_forward_day_in_new_york_has_its_change() {
+        let tz: chrono_tz::Tz = "America/New_York".parse().expect("zone");
+        let change = dst_change_on_local_day(utc("2026-03-08T15:00:00Z"), tz).expect("a change");
+        assert_eq!(change.at, utc("2026-03-08T07:00:00Z"));
+        assert_eq!((change.local_before, change.local_after), (naive("2026-03-08T02:00:00"), naive("2026-03-08T03:00:00")));
+        assert_eq!((change.offset_before_secs, change.offset_after_secs), (-5 * 3600, -4 * 3600));
+        // late in the local day (already the next day in UTC)
+        assert!(dst_change_on_local_day(utc("2026-03-09T03:30:00Z"), tz).is_some());
+        assert_eq!(dst_change_on_local_day(utc("2026-03-09T15:00:00Z"), tz), None);
+        assert_eq!(dst_change_on_local_day(utc("2026-03-07T15:00:00Z"), tz), None);
+    }
+
+    #[test]
+    fn fall_back_and_half_hour_changes_are_found() {
+        let ny: chrono_tz::Tz = "America/New_York".parse().expect("zone");
+        let back = dst_change_on_local_day(utc("2026-11-01T12:00:00Z"), ny).expect("a change");
+        assert_eq!((back.local_before, back.local_after), (naive("2026-11-01T02:00:00"), naive("2026-11-01T01:00:00")));
+        let lord_howe: chrono_tz::Tz = "Australia/Lord_Howe".parse().expect("zone");
+        let half = dst_change_on_local_day(utc("2026-04-05T03:00:00Z"), lord_howe).expect("a change");
+        assert_eq!(half.offset_before_secs - half.offset_after_secs, 1800);
+        assert_eq!(dst_change_on_local_day(utc("2026-06-01T00:00:00Z"), chrono_tz::UTC), None);
+        assert_eq!(NaiveDate::from_ymd_opt(2026, 4, 5), Some(half.local_before.date()));
+    }
 }

@@ -1,5 +1,5 @@
-//! `/api/v1/jobs`: list, get, create, replace (optimistic version check), delete,
-//! enable/disable, run now and kill (API.md "Jobs").
+//! `/api/v1/jobs`: list (with each job's last run), get, create, replace (optimistic version
+//! check), delete, enable/disable, run now and kill (API.md "Jobs").
 //!
 //! Validation is `JobSpec::into_job`; storage, versions and timestamps are the job store's;
 //! run-now and kill are signals the actors pick up from the store's watch.
@@ -9,13 +9,17 @@ use std::collections::HashMap;
 use actix_web::web::{Data, Json, Path, Query};
 use actix_web::HttpResponse;
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 use serde::Serialize;
 
 use super::error::ApiError;
 use super::{number_param, param, AppState};
-use crate::backend::{BackendError, Precondition, Signal};
+use crate::backend::{BackendError, Precondition, RunFilter, RunQuery, Signal};
 use crate::config::Config;
-use crate::domain::{Job, JobName, JobSpec};
+use crate::domain::{Job, JobName, JobSpec, RunId, RunRecord, RunStatus};
+
+/// Last-run look-ups the job list runs at once against the log store.
+const LAST_RUN_LOOKUPS: usize = 8;
 
 /// A job as served: the stored job plus its next fire time and the zone it is read in.
 #[derive(Serialize)]
@@ -38,12 +42,59 @@ pub(crate) fn view<'a>(job: &'a Job, config: &Config) -> JobView<'a> {
     JobView { job, next_run_at, effective_tz: tz.name(), schedule_description: schedule.map(|s| s.describe()) }
 }
 
+/// A job in the list: its view plus a summary of its newest run (null when it never ran).
+#[derive(Serialize)]
+struct ListedJob<'a> {
+    #[serde(flatten)]
+    view: JobView<'a>,
+    last_run: Option<LastRun>,
+}
+
+/// The newest run of a job (by start time), as the job list shows it.
+#[derive(Serialize)]
+struct LastRun {
+    id: RunId,
+    status: RunStatus,
+    /// When it started (or was decided, for runs that never started).
+    started_at: DateTime<Utc>,
+    ended_at: Option<DateTime<Utc>>,
+    duration_ms: Option<u64>,
+    exit_code: Option<i32>,
+}
+
+impl From<RunRecord> for LastRun {
+    fn from(run: RunRecord) -> Self {
+        Self {
+            started_at: run.start_time(),
+            id: run.id,
+            status: run.status,
+            ended_at: run.ended_at,
+            duration_ms: run.duration_ms,
+            exit_code: run.exit_code,
+        }
+    }
+}
+
+/// The newest run of `job`, or `None`.
+async fn last_run(state: &AppState, job: &JobName) -> Result<Option<LastRun>, BackendError> {
+    let query = RunQuery {
+        filter: RunFilter { job: Some(job.clone()), ..RunFilter::default() },
+        after: None,
+        skip: 0,
+        limit: 1,
+    };
+    Ok(state.backends.logs.query(&query).await?.runs.into_iter().next().map(LastRun::from))
+}
+
 /// A job name from the URL (400 invalid_job, field `name`, when malformed).
 pub(crate) fn parse_name(raw: &str) -> Result<JobName, ApiError> {
     Ok(JobName::parse(raw)?)
 }
 
-/// `GET /api/v1/jobs[?q=substring]`: every job, sorted by name.
+/// `GET /api/v1/jobs[?q=substring]`: every job, sorted by name, each with its `last_run`.
+///
+/// The jobs come from the job store; when the log store cannot answer, the list is still served
+/// with `last_run` null everywhere and `last_run_error` saying why.
 pub(crate) async fn list(
     state: Data<AppState>,
     query: Query<HashMap<String, String>>,
@@ -52,8 +103,26 @@ pub(crate) async fn list(
     let (mut jobs, _) = state.backends.jobs.snapshot().await?;
     jobs.retain(|j| q.is_none_or(|q| j.name.as_str().contains(q)));
     jobs.sort_by(|a, b| a.name.cmp(&b.name));
-    let views: Vec<_> = jobs.iter().map(|j| view(j, &state.config)).collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "jobs": views })))
+    let lookups: Vec<Result<Option<LastRun>, BackendError>> =
+        futures::stream::iter(jobs.iter().map(|j| last_run(&state, &j.name))).buffered(LAST_RUN_LOOKUPS).collect().await;
+    let mut last_run_error = None;
+    let listed: Vec<ListedJob<'_>> = jobs
+        .iter()
+        .zip(lookups)
+        .map(|(job, found)| {
+            let last_run = found.unwrap_or_else(|e| {
+                last_run_error.get_or_insert_with(|| e.to_string());
+                None
+            });
+            ListedJob { view: view(job, &state.config), last_run }
+        })
+        .collect();
+    let mut body = serde_json::json!({ "jobs": listed });
+    if let (Some(e), Some(obj)) = (last_run_error, body.as_object_mut()) {
+        log::debug!("Job list served without last runs: the log store failed. error={e}");
+        obj.insert("last_run_error".into(), format!("last runs unavailable: {e}").into());
+    }
+    Ok(HttpResponse::Ok().json(body))
 }
 
 /// `POST /api/v1/jobs`: create; 409 job_exists when the name is taken.

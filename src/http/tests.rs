@@ -420,6 +420,42 @@ async fn job_crud_round_trip_increments_versions() {
 }
 
 #[actix_web::test]
+async fn job_list_carries_each_jobs_newest_run() {
+    let h = Harness::new();
+    h.create(simple_job("ran")).await;
+    h.create(simple_job("idle")).await;
+    let mut newest = run("r3", "ran", RunStatus::Running, 30, true);
+    newest.output = "not in the list".into();
+    h.add_runs(&[run("r1", "ran", RunStatus::Succeeded, 10, true), newest, run("r2", "ran", RunStatus::Failed, 20, true)])
+        .await;
+    let list = h.get("/api/v1/jobs").await.json();
+    let jobs = list["jobs"].as_array().expect("jobs");
+    let (idle, ran) = (&jobs[0], &jobs[1]);
+    assert_eq!(idle["last_run"], Value::Null);
+    assert_eq!(ran["last_run"]["id"], "r3");
+    assert_eq!(ran["last_run"]["status"], "running");
+    assert_eq!(ran["last_run"]["started_at"], json!(t(30)));
+    assert_eq!(ran["last_run"]["duration_ms"], Value::Null);
+    assert!(ran["last_run"].get("output").is_none(), "{ran}");
+    assert!(list.get("last_run_error").is_none());
+    // the single-job routes keep their shape
+    assert!(h.get("/api/v1/jobs/ran").await.json().get("last_run").is_none());
+}
+
+#[actix_web::test]
+async fn job_list_is_served_without_last_runs_when_the_log_store_is_down() {
+    let h = Harness::fake();
+    h.create(simple_job("j")).await;
+    h.fakes().logs.failure.set(Mode::Down);
+    let r = h.get("/api/v1/jobs").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let body = r.json();
+    assert_eq!(body["jobs"][0]["name"], "j");
+    assert_eq!(body["jobs"][0]["last_run"], Value::Null);
+    assert!(body["last_run_error"].as_str().is_some_and(|e| e.contains("last runs unavailable")), "{body}");
+}
+
+#[actix_web::test]
 async fn enable_and_disable_bump_the_version_and_clear_next_run() {
     let h = Harness::new();
     h.create(simple_job("j")).await;
@@ -627,6 +663,26 @@ async fn preview_lists_increasing_times_and_validates_every_parameter() {
         let r = h.get(&format!("/api/v1/cron/preview?{q}")).await;
         assert_eq!((r.status, r.code().as_str(), r.field()), (400, "invalid_request", json!(field)), "{q}: {}", r.text());
     }
+}
+
+#[actix_web::test]
+async fn preview_flags_fire_times_on_dst_days() {
+    let h = Harness::new();
+    let r = h
+        .get("/api/v1/cron/preview?expr=30%202%20*%20*%20*&tz=America/New_York&after=2026-03-07T00:00:00Z&count=3")
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let body = r.json();
+    assert_eq!(body["next"], json!(["2026-03-07T07:30:00Z", "2026-03-08T07:00:00Z", "2026-03-09T06:30:00Z"]));
+    assert_eq!(body["dst"][0], Value::Null);
+    assert_eq!(
+        body["dst"][1],
+        json!({"at": "2026-03-08T07:00:00Z", "local_before": "2026-03-08T02:00:00", "local_after": "2026-03-08T03:00:00",
+               "offset_before_secs": -18000, "offset_after_secs": -14400})
+    );
+    assert_eq!(body["dst"][2], Value::Null);
+    let utc = h.get("/api/v1/cron/preview?expr=30%202%20*%20*%20*&tz=UTC&count=4").await.json();
+    assert_eq!(utc["dst"], json!([null, null, null, null]));
 }
 
 #[actix_web::test]
@@ -847,9 +903,16 @@ async fn admin_page_and_assets_are_served_with_their_types() {
     assert_eq!(page.header(header::CONTENT_TYPE), "text/html; charset=utf-8");
     assert!(page.text().contains("<!doctype html>") && page.text().contains("/static/app.js"));
     assert!(page.header(header::CONTENT_SECURITY_POLICY).contains("default-src 'self'"));
-    let js = h.get("/static/app.js").await;
-    assert_eq!(js.header(header::CONTENT_TYPE), "text/javascript; charset=utf-8");
-    assert!(!js.text().contains("innerHTML"), "the page renders data as text only");
+    assert!(page.text().contains(r#"<script type="module" src="/static/app.js">"#));
+    for module in ["app", "api", "dom", "format", "jobs", "editor", "runs", "workers"] {
+        let js = h.get(&format!("/static/{module}.js")).await;
+        assert_eq!(js.status, 200, "{module}.js");
+        assert_eq!(js.header(header::CONTENT_TYPE), "text/javascript; charset=utf-8");
+        assert_eq!(js.header(header::X_CONTENT_TYPE_OPTIONS), "nosniff");
+        for sink in ["innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("] {
+            assert!(!js.text().contains(sink), "{module}.js uses {sink}: the page renders data as text only");
+        }
+    }
     assert!(!page.text().contains("http://") && !page.text().contains("https://"), "no CDN");
     assert_eq!(h.get("/app.css").await.header(header::CONTENT_TYPE), "text/css; charset=utf-8");
     assert_eq!(h.get("/static/nothing.js").await.status, 404);

@@ -189,6 +189,19 @@ fn token_guards_reads_and_writes_when_set() {
     assert!(!node.log().contains("s3cret-token"), "the token must never be logged");
 }
 
+#[test]
+fn a_second_node_on_the_same_data_dir_is_refused() {
+    let node = Node::start("");
+    let data = node.dir.join("data");
+    let port = free_port().to_string();
+    let listen = format!("127.0.0.1:{port}");
+    let out = distcron(&["--listen", &listen, "--data-dir", data.to_str().expect("utf8")], &node.dir);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("in use by another distcron process") && err.contains(&node.pid().to_string()), "{err}");
+    assert_eq!(node.get("/api/v1/health/live").status, 200, "the first node keeps running");
+}
+
 fn distcron(args: &[&str], dir: &std::path::Path) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_distcron")).args(args).current_dir(dir).env_remove("RUST_LOG").output().expect("run distcron")
 }

@@ -177,25 +177,19 @@ impl Node {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
-    fn send(&self, req: ureq::Request, body: Option<&str>) -> Resp {
-        let req = match &self.token {
+    fn authorized(&self, req: ureq::Request) -> ureq::Request {
+        match &self.token {
             Some(t) => req.set("Authorization", &format!("Bearer {t}")),
             None => req,
-        };
-        let res = match body {
+        }
+    }
+
+    fn send(&self, req: ureq::Request, body: Option<&str>) -> Resp {
+        let req = self.authorized(req);
+        read_response(match body {
             Some(b) => req.set("Content-Type", "application/json").send_string(b),
             None => req.call(),
-        };
-        match res {
-            Ok(r) | Err(ureq::Error::Status(_, r)) => {
-                let status = r.status();
-                let mut text = String::new();
-                let _ = r.into_reader().take(64 * 1024 * 1024).read_to_string(&mut text);
-                let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-                Resp { status, body, text }
-            }
-            Err(e) => Resp { status: 0, body: Value::Null, text: e.to_string() },
-        }
+        })
     }
 
     pub fn get(&self, path: &str) -> Resp {
@@ -220,38 +214,13 @@ impl Node {
 
     /// A raw request with a content type of the caller's choice.
     pub fn raw(&self, method: &str, path: &str, content_type: &str, body: &[u8]) -> Resp {
-        let req = ureq::request(method, &self.url(path)).set("Content-Type", content_type);
-        let req = match &self.token {
-            Some(t) => req.set("Authorization", &format!("Bearer {t}")),
-            None => req,
-        };
-        match req.send_bytes(body) {
-            Ok(r) | Err(ureq::Error::Status(_, r)) => {
-                let status = r.status();
-                let text = r.into_string().unwrap_or_default();
-                let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-                Resp { status, body, text }
-            }
-            Err(e) => Resp { status: 0, body: Value::Null, text: e.to_string() },
-        }
+        let req = self.authorized(ureq::request(method, &self.url(path)).set("Content-Type", content_type));
+        read_response(req.send_bytes(body))
     }
 
     /// A form POST (the seed's routes).
     pub fn post_form(&self, path: &str, fields: &[(&str, &str)]) -> Resp {
-        let req = ureq::post(&self.url(path));
-        let req = match &self.token {
-            Some(t) => req.set("Authorization", &format!("Bearer {t}")),
-            None => req,
-        };
-        match req.send_form(fields) {
-            Ok(r) | Err(ureq::Error::Status(_, r)) => {
-                let status = r.status();
-                let text = r.into_string().unwrap_or_default();
-                let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-                Resp { status, body, text }
-            }
-            Err(e) => Resp { status: 0, body: Value::Null, text: e.to_string() },
-        }
+        read_response(self.authorized(ureq::post(&self.url(path))).send_form(fields))
     }
 
     /// Creates a job, asserting 201.
@@ -300,6 +269,20 @@ impl Drop for Node {
             let tail: String = log.lines().rev().take(200).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
             eprintln!("---- distcron log (last 200 lines) ----\n{tail}\n----");
         }
+    }
+}
+
+/// Status and body of a reply, whatever its status (ureq reports 4xx/5xx as errors).
+fn read_response(res: Result<ureq::Response, ureq::Error>) -> Resp {
+    match res {
+        Ok(r) | Err(ureq::Error::Status(_, r)) => {
+            let status = r.status();
+            let mut text = String::new();
+            let _ = r.into_reader().take(64 * 1024 * 1024).read_to_string(&mut text);
+            let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+            Resp { status, body, text }
+        }
+        Err(e) => Resp { status: 0, body: Value::Null, text: e.to_string() },
     }
 }
 

@@ -1,0 +1,427 @@
+// The job editor: every job field, the cron expression checked live against the preview
+// endpoint (next 5 fire times, DST days flagged), the API's field errors shown next to their
+// field, and optimistic version conflicts explained with "reload" and "overwrite".
+
+import { api, describe, seg, Unauthorized } from "./api.js";
+import { h, replace, debounce } from "./dom.js";
+import { fmtTime, fmtOffset, fmtWallClock, viewerZone } from "./format.js";
+
+/** Fields the API can name in an error, in form order. */
+const FIELDS = ["name", "command", "cron_expr", "tz", "dialect", "enabled", "concurrency", "timeout_secs",
+  "description", "env", "working_dir"];
+
+const LABELS = {
+  name: "name", command: "command", cron_expr: "cron expression", tz: "time zone", dialect: "dialect",
+  enabled: "enabled", concurrency: "concurrency", timeout_secs: "timeout", description: "description",
+  env: "environment", working_dir: "working directory",
+};
+
+let zones = null;
+function zoneList() {
+  if (!zones) {
+    try {
+      zones = Intl.supportedValuesOf("timeZone");
+      if (!zones.includes("UTC")) zones.unshift("UTC");
+    } catch (_) {
+      zones = ["UTC"];
+    }
+  }
+  return zones;
+}
+
+/** Mounts the editor for job `name` (null: a new job); returns the unmount function. */
+export function mountEditor(root, ctx, name) {
+  const isNew = name == null;
+  let alive = true;
+  let original = null; // the job as last loaded from the server (version, conflict diff)
+  let previewSeq = 0;
+
+  // ---- controls ---------------------------------------------------------------------------
+  const c = {
+    name: h("input", { id: "f-name", type: "text", required: true, autocomplete: "off", spellcheck: "false",
+      pattern: "[A-Za-z0-9._\\-]+", maxlength: "128", readonly: !isNew }),
+    command: h("textarea", { id: "f-command", rows: "3", required: true, spellcheck: "false", class: "mono" }),
+    cron_expr: h("input", { id: "f-cron_expr", type: "text", required: true, autocomplete: "off", spellcheck: "false", class: "mono" }),
+    tz: h("input", { id: "f-tz", type: "text", list: "zones", autocomplete: "off", spellcheck: "false", placeholder: "server default" }),
+    dialect: h("select", { id: "f-dialect" },
+      h("option", { value: "distcron" }, "distcron"),
+      h("option", { value: "seed" }, "seed (Go system)")),
+    enabled: h("input", { id: "f-enabled", type: "checkbox", role: "switch", checked: true }),
+    concurrency: h("select", { id: "f-concurrency" },
+      h("option", { value: "forbid" }, "forbid: skip the tick"),
+      h("option", { value: "allow" }, "allow: run both"),
+      h("option", { value: "replace" }, "replace: kill the old run")),
+    timeout_secs: h("input", { id: "f-timeout_secs", type: "number", min: "0", step: "1", inputmode: "numeric", value: "0" }),
+    description: h("textarea", { id: "f-description", rows: "2" }),
+    working_dir: h("input", { id: "f-working_dir", type: "text", spellcheck: "false", placeholder: "the worker's", class: "mono" }),
+  };
+  const envRows = h("div", { class: "env-rows", id: "f-env", tabindex: "-1" });
+  const errors = Object.fromEntries(FIELDS.map((f) => [f, h("p", { class: "field-error", id: `err-${f}`, "aria-live": "polite" })]));
+  const formError = h("div", { class: "form-error", role: "alert", hidden: true });
+  const conflict = h("div", { class: "conflict", id: "conflict", role: "alert", hidden: true });
+  const preview = h("section", { class: "preview", id: "preview", "aria-live": "polite", "aria-label": "Schedule preview" });
+  const saveButton = h("button", { type: "submit", class: "primary", id: "save" }, isNew ? "Create job" : "Save changes");
+
+  function field(key, label, control, help, extraClass = "") {
+    const helpEl = help ? h("p", { class: "help", id: `help-${key}` }, help) : null;
+    control.setAttribute("aria-describedby", [helpEl ? `help-${key}` : null, `err-${key}`].filter(Boolean).join(" "));
+    return h("div", { class: `field ${extraClass}`, dataset: { field: key } },
+      h("label", { for: control.id }, label), control, helpEl, errors[key]);
+  }
+
+  const form = h("form", { id: "job-form", class: "editor", novalidate: true, onsubmit: (ev) => { ev.preventDefault(); save(null); } },
+    formError,
+    conflict,
+    h("div", { class: "editor-grid" },
+      h("div", { class: "editor-main" },
+        field("name", "Name", c.name, isNew ? "Letters, digits, '.', '_' and '-'. The name is the job's key." : "Names cannot change; create a new job to rename."),
+        field("command", "Command", c.command, "Run as <shell> -c <command> on one worker."),
+        field("cron_expr", "Schedule (cron expression)", c.cron_expr, "e.g. */5 * * * 1-5, 0 30 2 * * * (with seconds), @daily, @every 10m"),
+        h("div", { class: "row2" },
+          field("tz", "Time zone", c.tz, "IANA name, e.g. Europe/Berlin. Empty: the server's default_tz."),
+          field("dialect", "Dialect", c.dialect, "distcron: 5 fields, 6 with seconds first, 7 with years. seed: 6 fields are 5 + year.")),
+        preview,
+        h("div", { class: "row2" },
+          field("concurrency", "When the previous run is still running", c.concurrency, "forbid records the tick as skipped; replace kills the running run and starts the new one."),
+          field("timeout_secs", "Timeout (seconds)", c.timeout_secs, "Killed after this long; 0 = no timeout.")),
+        field("description", "Description", c.description, "Free text for operators."),
+        h("fieldset", { class: "field env", dataset: { field: "env" } },
+          h("legend", {}, "Environment variables"),
+          envRows,
+          h("button", { type: "button", id: "env-add", onclick: () => { addEnvRow("", "", true); } }, "Add variable"),
+          errors.env),
+        field("working_dir", "Working directory", c.working_dir, "Absolute path; empty = the worker's own."),
+        h("div", { class: "field switch-field", dataset: { field: "enabled" } },
+          h("label", { class: "switch", for: "f-enabled" }, c.enabled, h("span", { class: "switch-track", "aria-hidden": "true" }), h("span", {}, "Enabled (fires on its schedule)")),
+          errors.enabled))),
+    h("div", { class: "form-actions" },
+      saveButton,
+      h("a", { href: "#/jobs", class: "button", id: "cancel" }, "Cancel")));
+
+  replace(root,
+    h("div", { class: "view-head" },
+      h("h1", { tabindex: "-1" }, isNew ? "New job" : `Edit ${name}`),
+      isNew ? null : h("a", { href: `#/runs?job=${seg(name)}`, class: "button" }, "Runs of this job")),
+    h("datalist", { id: "zones" }, zoneList().map((z) => h("option", { value: z }))),
+    form);
+
+  // ---- env rows -----------------------------------------------------------------------------
+  let envCounter = 0;
+  function addEnvRow(key, value, focus) {
+    const n = ++envCounter;
+    const k = h("input", { type: "text", class: "env-key mono", value: key, spellcheck: "false", autocomplete: "off",
+      "aria-label": `Variable ${n} name`, placeholder: "NAME", "aria-describedby": "err-env" });
+    const v = h("input", { type: "text", class: "env-value mono", value, spellcheck: "false", autocomplete: "off",
+      "aria-label": `Variable ${n} value`, placeholder: "value" });
+    const rowEl = h("div", { class: "env-row" }, k, h("span", { "aria-hidden": "true" }, "="), v,
+      h("button", { type: "button", class: "icon", "aria-label": `Remove variable ${n}`, onclick: () => { rowEl.remove(); } }, "✕"));
+    envRows.append(rowEl);
+    if (focus) k.focus();
+  }
+
+  function readEnv() {
+    const env = {};
+    for (const rowEl of envRows.querySelectorAll(".env-row")) {
+      const k = rowEl.querySelector(".env-key").value.trim();
+      const v = rowEl.querySelector(".env-value").value;
+      if (!k && !v) continue;
+      if (!k) throw fieldError("env", "A variable with a value needs a name.");
+      if (Object.prototype.hasOwnProperty.call(env, k)) throw fieldError("env", `Variable ${k} is listed twice.`);
+      env[k] = v;
+    }
+    return env;
+  }
+
+  // ---- errors -------------------------------------------------------------------------------
+  function fieldError(field, message) {
+    const e = new Error(message);
+    e.field = field;
+    return e;
+  }
+
+  function control(field) {
+    return field === "env" ? envRows : c[field];
+  }
+
+  function setError(field, message) {
+    const el = errors[field];
+    if (!el) return false;
+    el.textContent = message || "";
+    const ctl = control(field);
+    if (ctl) {
+      if (message) ctl.setAttribute("aria-invalid", "true");
+      else ctl.removeAttribute("aria-invalid");
+    }
+    return true;
+  }
+
+  function clearErrors() {
+    for (const f of FIELDS) setError(f, "");
+    formError.hidden = true;
+    formError.replaceChildren();
+  }
+
+  function showFormError(message) {
+    replace(formError, h("p", {}, message));
+    formError.hidden = false;
+    formError.scrollIntoView({ block: "nearest" });
+  }
+
+  // ---- filling and reading ------------------------------------------------------------------
+  function fill(job) {
+    c.name.value = job.name || "";
+    c.command.value = job.command || "";
+    c.cron_expr.value = job.cron_expr || "";
+    c.tz.value = job.tz || "";
+    c.dialect.value = job.dialect || "distcron";
+    c.enabled.checked = job.enabled !== false;
+    c.concurrency.value = job.concurrency || "forbid";
+    c.timeout_secs.value = String(job.timeout_secs ?? 0);
+    c.description.value = job.description || "";
+    c.working_dir.value = job.working_dir || "";
+    envRows.replaceChildren();
+    for (const [k, v] of Object.entries(job.env || {})) addEnvRow(k, v, false);
+    if (!envRows.children.length) addEnvRow("", "", false);
+  }
+
+  function read() {
+    const timeout = c.timeout_secs.value.trim();
+    if (timeout !== "" && !/^\d+$/.test(timeout)) throw fieldError("timeout_secs", "The timeout is a whole number of seconds (0 = none).");
+    const body = {
+      name: c.name.value.trim(),
+      command: c.command.value,
+      cron_expr: c.cron_expr.value.trim(),
+      enabled: c.enabled.checked,
+      concurrency: c.concurrency.value,
+      timeout_secs: timeout === "" ? 0 : Number(timeout),
+      description: c.description.value,
+      env: readEnv(),
+      dialect: c.dialect.value,
+    };
+    const tz = c.tz.value.trim();
+    if (tz) body.tz = tz;
+    const wd = c.working_dir.value.trim();
+    if (wd) body.working_dir = wd;
+    return body;
+  }
+
+  // ---- live preview -------------------------------------------------------------------------
+  async function runPreview() {
+    const seq = ++previewSeq;
+    const expr = c.cron_expr.value.trim();
+    if (!expr) {
+      setError("cron_expr", "");
+      replace(preview, h("p", { class: "muted" }, "Enter a cron expression to see when it fires."));
+      return;
+    }
+    const q = new URLSearchParams({ expr, count: "5", dialect: c.dialect.value });
+    if (c.tz.value.trim()) q.set("tz", c.tz.value.trim());
+    preview.setAttribute("aria-busy", "true");
+    try {
+      const p = await api("GET", `/cron/preview?${q}`);
+      if (!alive || seq !== previewSeq) return;
+      setError("cron_expr", "");
+      setError("tz", "");
+      renderPreview(p);
+    } catch (e) {
+      if (!alive || seq !== previewSeq || e instanceof Unauthorized) return;
+      const field = e.field === "expr" ? "cron_expr" : e.field;
+      if (field === "cron_expr" || field === "tz") {
+        setError(field, e.message);
+        if (field === "cron_expr") setError("tz", "");
+        replace(preview, h("p", { class: "muted" }, field === "tz" ? "Fix the time zone to see the fire times." : "Fix the expression to see the fire times."));
+      } else {
+        replace(preview, h("p", { class: "warning" }, `Preview unavailable: ${describe(e)}`));
+      }
+    } finally {
+      preview.removeAttribute("aria-busy");
+    }
+  }
+  const schedulePreview = debounce(runPreview, 250);
+
+  function renderPreview(p) {
+    const tz = p.tz;
+    const next = p.next || [];
+    const dst = p.dst || [];
+    const zoneNote = c.tz.value.trim() ? tz : `${tz} (server default)`;
+    const anyDst = dst.some(Boolean);
+    replace(preview,
+      h("h2", {}, "When it fires"),
+      p.description ? h("p", { class: "reading", id: "preview-reading" }, p.description) : null,
+      next.length === 0
+        ? h("p", { class: "warning" }, "This schedule never fires again.")
+        : [
+          h("p", { class: "muted" }, `Next ${next.length} in ${zoneNote}`, tz === viewerZone ? "" : `, and in your zone (${viewerZone})`, ":"),
+          h("ol", { class: "fire-times", id: "fire-times" }, next.map((t, i) => h("li", { class: dst[i] ? "dst-day" : null },
+            h("time", { datetime: t }, fmtTime(t, tz)),
+            tz === viewerZone ? null : h("span", { class: "muted" }, ` — yours: ${fmtTime(t, viewerZone)}`),
+            dst[i] ? h("div", { class: "dst-warning" }, "⚠ ", dstText(dst[i], tz)) : null))),
+        ],
+      anyDst
+        ? h("p", { class: "warning", id: "dst-warning" },
+          "Daylight-saving change on a day above. distcron follows the cron rule: a fixed time in the skipped hour runs when the hour ends; "
+          + "a fixed time in the repeated hour runs once; wildcard schedules skip the missing hour and run in both passes of the repeated one.")
+        : null);
+  }
+
+  function dstText(change, tz) {
+    const forward = change.offset_after_secs > change.offset_before_secs;
+    const shift = Math.abs(change.offset_after_secs - change.offset_before_secs) / 60;
+    const amount = shift % 60 === 0 ? `${shift / 60} h` : `${shift} min`;
+    return `DST day in ${tz}: clocks go ${forward ? "forward" : "back"} ${amount} at ${fmtWallClock(change.local_before)}`
+      + ` (to ${fmtWallClock(change.local_after)}; ${fmtOffset(change.offset_before_secs)} → ${fmtOffset(change.offset_after_secs)}).`;
+  }
+
+  for (const key of ["cron_expr", "tz"]) c[key].addEventListener("input", () => { setError(key, ""); schedulePreview(); });
+  c.dialect.addEventListener("change", () => runPreview());
+  for (const key of FIELDS) {
+    const ctl = c[key];
+    if (ctl && key !== "cron_expr" && key !== "tz") ctl.addEventListener("input", () => setError(key, ""));
+  }
+  envRows.addEventListener("input", () => setError("env", ""));
+
+  // ---- saving and conflicts -----------------------------------------------------------------
+  async function save(overwriteVersion) {
+    clearErrors();
+    let body;
+    try {
+      body = read();
+    } catch (e) {
+      setError(e.field, e.message);
+      focusField(e.field);
+      return;
+    }
+    if (!isNew) {
+      delete body.name;
+      // overwriteVersion: null = the version we started from; a number = that fresh version;
+      // "any" = create or replace whatever is there.
+      const version = overwriteVersion === null ? original?.version : overwriteVersion;
+      if (typeof version === "number") body.version = version;
+    }
+    saveButton.disabled = true;
+    saveButton.textContent = "Saving…";
+    try {
+      const saved = isNew
+        ? await api("POST", "/jobs", body)
+        : await api("PUT", `/jobs/${seg(name)}`, body);
+      if (!alive) return;
+      ctx.notify(isNew ? `Job ${saved.name} created.` : `Job ${saved.name} saved (version ${saved.version}).`);
+      ctx.navigate("#/jobs");
+    } catch (e) {
+      if (!alive || e instanceof Unauthorized) return;
+      if (e.code === "version_conflict") {
+        await showConflict();
+      } else if (e.code === "job_exists") {
+        setError("name", `A job named ${body.name} exists already; choose another name or edit that job.`);
+        focusField("name");
+      } else if (e.code === "job_not_found" && !isNew) {
+        await showConflict();
+      } else if (e.field && errors[e.field === "expr" ? "cron_expr" : e.field]) {
+        const f = e.field === "expr" ? "cron_expr" : e.field;
+        setError(f, e.message);
+        focusField(f);
+        showFormError(`Not saved: fix the ${LABELS[f] || f}.`);
+      } else {
+        showFormError(`Not saved: ${describe(e)}`);
+      }
+    } finally {
+      if (alive) {
+        saveButton.disabled = false;
+        saveButton.textContent = isNew ? "Create job" : "Save changes";
+      }
+    }
+  }
+
+  function focusField(field) {
+    const ctl = control(field);
+    if (ctl) ctl.focus();
+  }
+
+  /** What someone else changed between `before` and `after`, as field labels. */
+  function changedFields(before, after) {
+    if (!before || !after) return [];
+    return FIELDS.filter((f) => f !== "name" && JSON.stringify(before[f] ?? null) !== JSON.stringify(after[f] ?? null))
+      .map((f) => LABELS[f]);
+  }
+
+  async function showConflict() {
+    let fresh = null;
+    try {
+      fresh = await api("GET", `/jobs/${seg(name)}`);
+    } catch (e) {
+      if (e instanceof Unauthorized) return;
+      if (e.code !== "job_not_found") {
+        showFormError(`Not saved: the job changed and could not be read again: ${describe(e)}`);
+        return;
+      }
+    }
+    if (!alive) return;
+    const theirs = changedFields(original, fresh);
+    replace(conflict,
+      h("h2", {}, "Changed by someone else — reload or overwrite"),
+      fresh
+        ? h("p", {}, `While you were editing, ${name} was saved by someone else: you started from version ${original?.version ?? "?"}, `
+          + `it is now version ${fresh.version}.`, theirs.length ? ` Their changes: ${theirs.join(", ")}.` : "")
+        : h("p", {}, `While you were editing, ${name} was deleted by someone else.`),
+      h("p", {}, fresh
+        ? "Reload discards your edits and shows their version. Overwrite saves your version over theirs."
+        : "Reload goes back to the job list. Overwrite creates the job again with your version."),
+      h("div", { class: "form-actions" },
+        h("button", { type: "button", id: "conflict-reload", onclick: () => reload(fresh) }, "Reload"),
+        h("button", { type: "button", class: "danger", id: "conflict-overwrite", onclick: () => overwrite(fresh) }, "Overwrite")));
+    conflict.hidden = false;
+    conflict.scrollIntoView({ block: "nearest" });
+    conflict.querySelector("#conflict-reload").focus();
+  }
+
+  function reload(fresh) {
+    conflict.hidden = true;
+    if (!fresh) {
+      ctx.navigate("#/jobs");
+      return;
+    }
+    original = fresh;
+    fill(fresh);
+    clearErrors();
+    runPreview();
+    ctx.notify(`Reloaded ${name} (version ${fresh.version}).`);
+    c.command.focus();
+  }
+
+  function overwrite(fresh) {
+    conflict.hidden = true;
+    if (fresh) original = { ...original, version: fresh.version };
+    save(fresh ? fresh.version : "any");
+  }
+
+  // ---- start --------------------------------------------------------------------------------
+  async function start() {
+    if (isNew) {
+      fill({ enabled: true, concurrency: "forbid", timeout_secs: 0, dialect: "distcron", env: {} });
+      runPreview();
+      c.name.focus();
+      return;
+    }
+    replace(preview, h("p", { class: "loading" }, "Loading…"));
+    form.setAttribute("aria-busy", "true");
+    saveButton.disabled = true;
+    try {
+      original = await api("GET", `/jobs/${seg(name)}`);
+      if (!alive) return;
+      fill(original);
+      form.removeAttribute("aria-busy");
+      saveButton.disabled = false;
+      runPreview();
+    } catch (e) {
+      if (!alive || e instanceof Unauthorized) return;
+      form.removeAttribute("aria-busy");
+      replace(root,
+        h("div", { class: "view-head" }, h("h1", { tabindex: "-1" }, `Edit ${name}`)),
+        h("div", { class: "empty" }, h("p", {}, e.code === "job_not_found" ? `There is no job named ${name}.` : `Could not load ${name}: ${describe(e)}`),
+          h("a", { href: "#/jobs", class: "button" }, "Back to jobs")));
+    }
+  }
+
+  start();
+  return () => { alive = false; schedulePreview.cancel(); };
+}
