@@ -115,7 +115,9 @@ fn bench_spread() {
     let mut lateness: Vec<f64> = Vec::new();
     let mut per_worker: BTreeMap<String, usize> = BTreeMap::new();
     let mut statuses: BTreeMap<String, usize> = BTreeMap::new();
-    let mut ticks: std::collections::HashMap<(String, String), usize> = std::collections::HashMap::new();
+    // Distinct run ids per (job, tick): a run recorded twice (e.g. `lost` by one node, its real
+    // end by its worker, in per-node run logs) is one run.
+    let mut ticks: std::collections::HashMap<(String, String), std::collections::HashSet<String>> = std::collections::HashMap::new();
     for node in &workers {
         let mut cursor = String::new();
         loop {
@@ -129,7 +131,7 @@ fn bench_spread() {
                 *statuses.entry(r["status"].as_str().unwrap_or("?").to_owned()).or_default() += 1;
                 *per_worker.entry(r["worker"].as_str().unwrap_or("?").to_owned()).or_default() += 1;
                 let key = (r["job"].as_str().unwrap_or("").to_owned(), r["scheduled_at"].as_str().unwrap_or("").to_owned());
-                *ticks.entry(key).or_default() += 1;
+                ticks.entry(key).or_default().insert(r["id"].as_str().unwrap_or("").to_owned());
                 let t = |k: &str| r[k].as_str().and_then(|s| DateTime::parse_from_rfc3339(s).ok());
                 if let (Some(s), Some(p)) = (t("started_at"), t("scheduled_at")) {
                     lateness.push((s - p).num_microseconds().unwrap_or(0) as f64 / 1000.0);
@@ -148,7 +150,7 @@ fn bench_spread() {
     println!("spread: {WORKERS} workers, {JOBS} jobs every second running `true`, {WINDOW_SECS} s window:");
     println!("  runs started    {} ({:.0} runs/s)", lateness.len(), lateness.len() as f64 / wall);
     println!("  statuses        {statuses:?}");
-    println!("  duplicated      {} (job, tick) pairs run more than once", ticks.values().filter(|n| **n > 1).count());
+    println!("  duplicated      {} (job, tick) pairs run more than once", ticks.values().filter(|ids| ids.len() > 1).count());
     println!("  per worker      {:?}", per_worker.values().collect::<Vec<_>>());
     println!("  lateness ms     p50 {:.1}  p99 {:.1}  max {:.1}", pct(0.50), pct(0.99), lateness.last().copied().unwrap_or(f64::NAN));
     println!("  etcd requests   {:.2} per run ({:.0}/s)", (requests1 - requests0) / runs, (requests1 - requests0) / wall);
@@ -157,8 +159,13 @@ fn bench_spread() {
     }
     for (i, w) in workers.iter().enumerate() {
         let log = w.log();
-        let warnings: Vec<&str> = log.lines().filter(|l| l.contains(" WARN ") || l.contains(" ERROR ")).collect();
-        println!("  worker {i} log    {} warnings/errors{}", warnings.len(), warnings.first().map(|l| format!(", first: {l}")).unwrap_or_default());
+        // Warnings by kind: the message up to its first '.'.
+        let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
+        for line in log.lines().filter(|l| l.contains(" WARN ") || l.contains(" ERROR ")) {
+            let msg = line.split_once("] ").map_or(line, |(_, m)| m);
+            *kinds.entry(msg.split('.').next().unwrap_or(msg).to_owned()).or_default() += 1;
+        }
+        println!("  worker {i} log    {} warnings/errors {kinds:?}", kinds.values().sum::<usize>());
     }
 }
 

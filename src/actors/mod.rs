@@ -93,7 +93,8 @@ pub fn start_master(config: &Config, backends: &Backends) -> Result<MasterHandle
     let spool = open_spool(config)?;
     let log = LogBatchActor::new(backends.logs.clone(), spool, log_settings(config)).start();
     let reaper =
-        LostRunsActor::new(backends.claims.clone(), backends.logs.clone(), backends.jobs.clone(), log.clone().recipient()).start();
+        LostRunsActor::new(backends.claims.clone(), backends.logs.clone(), backends.jobs.clone(), log.clone().recipient(), None)
+            .start();
     Ok(MasterHandles { log, reaper })
 }
 
@@ -141,6 +142,7 @@ pub async fn start(config: &Config, backends: &Backends, worker: WorkerInfo, sta
         scheduler_addr.clone().recipient(),
         log.clone().recipient(),
     );
+    let worker_id = worker.id.clone();
     let settings = SchedulerSettings {
         worker,
         default_tz: config.default_zone(),
@@ -174,7 +176,13 @@ pub async fn start(config: &Config, backends: &Backends, worker: WorkerInfo, sta
     let watch = WatchActor::new(Arc::clone(&backends.jobs), targets).start();
 
     // 4. Runs of other workers that vanish are recorded here too (exactly once cluster-wide).
-    let reaper =
-        LostRunsActor::new(backends.claims.clone(), backends.logs.clone(), backends.jobs.clone(), log.clone().recipient()).start();
+    let reaper = LostRunsActor::new(
+        backends.claims.clone(),
+        backends.logs.clone(),
+        backends.jobs.clone(),
+        log.clone().recipient(),
+        Some(worker_id),
+    )
+    .start();
     Ok(Handles { scheduler, pool, log, watch, reaper })
 }

@@ -17,7 +17,7 @@ use chrono::Utc;
 
 use super::messages::RecordRun;
 use crate::backend::{Claims, JobStore, LogStore, LostStream, RunningMark};
-use crate::domain::{Fence, RunRecord, RunStatus, Trigger};
+use crate::domain::{Fence, RunRecord, RunStatus, Trigger, WorkerId};
 
 /// Pause before the lost-run watch is set up again.
 const REWATCH: Duration = Duration::from_secs(1);
@@ -34,12 +34,26 @@ pub struct LostRunsActor {
     logs: Arc<dyn LogStore>,
     jobs: Arc<dyn JobStore>,
     log: Recipient<RecordRun>,
+    /// This process's worker, whose runs its scheduler records itself (`on_session_loss`).
+    own: Option<WorkerId>,
+    warned: Option<std::time::Instant>,
+    unwarned: u64,
 }
 
+/// At most one "run lost" warning this often.
+const WARN_EVERY: Duration = Duration::from_secs(30);
+
 impl LostRunsActor {
-    /// A recorder of lost runs writing through `log`.
-    pub fn new(claims: Arc<dyn Claims>, logs: Arc<dyn LogStore>, jobs: Arc<dyn JobStore>, log: Recipient<RecordRun>) -> Self {
-        Self { claims, logs, jobs, log }
+    /// A recorder of lost runs writing through `log`, leaving the runs of `own` (this process's
+    /// worker, if it runs one) to its scheduler.
+    pub fn new(
+        claims: Arc<dyn Claims>,
+        logs: Arc<dyn LogStore>,
+        jobs: Arc<dyn JobStore>,
+        log: Recipient<RecordRun>,
+        own: Option<WorkerId>,
+    ) -> Self {
+        Self { claims, logs, jobs, log, own, warned: None, unwarned: 0 }
     }
 
     fn follow(&mut self, ctx: &mut Context<Self>) {
@@ -66,8 +80,30 @@ impl Actor for LostRunsActor {
 
 impl StreamHandler<RunningMark> for LostRunsActor {
     fn handle(&mut self, mark: RunningMark, ctx: &mut Self::Context) {
+        if self.own.as_ref() == Some(&mark.worker) {
+            // Our own session expired: the scheduler finishes or kills these runs and records
+            // what really happened.
+            return;
+        }
         let (claims, logs, jobs, log) = (self.claims.clone(), self.logs.clone(), self.jobs.clone(), self.log.clone());
-        ctx.spawn(record_lost(mark, claims, logs, jobs, log).into_actor(self));
+        let (job, run, worker) = (mark.job.clone(), mark.run.clone(), mark.worker.clone());
+        ctx.spawn(record_lost(mark, claims, logs, jobs, log).into_actor(self).map(move |recorded, act, _| {
+            if !recorded {
+                return;
+            }
+            // A dead worker loses all its runs at once: one warning per burst, the rest at debug.
+            if act.warned.is_some_and(|at| at.elapsed() < WARN_EVERY) {
+                act.unwarned += 1;
+                log::debug!("Run lost with its worker; recorded as lost. job={job} run={run} worker={worker}");
+            } else {
+                log::warn!(
+                    "Run lost with its worker; recorded as lost. job={job} run={run} worker={worker} earlier_unlogged={}",
+                    act.unwarned
+                );
+                act.warned = Some(std::time::Instant::now());
+                act.unwarned = 0;
+            }
+        }));
     }
 
     fn finished(&mut self, ctx: &mut Self::Context) {
@@ -76,14 +112,15 @@ impl StreamHandler<RunningMark> for LostRunsActor {
     }
 }
 
-/// Claims the right to record `mark`'s run and records it `lost` (keeping what is known of it).
+/// Claims the right to record `mark`'s run and records it `lost` (keeping what is known of it);
+/// true when this node recorded it.
 async fn record_lost(
     mark: RunningMark,
     claims: Arc<dyn Claims>,
     logs: Arc<dyn LogStore>,
     jobs: Arc<dyn JobStore>,
     log: Recipient<RecordRun>,
-) {
+) -> bool {
     let request = format!("lost-{}", mark.run);
     let mut delay = Duration::from_millis(200);
     let mut claimed = None;
@@ -102,12 +139,12 @@ async fn record_lost(
             }
         }
     }
-    let Some(Some(fence)) = claimed else { return };
+    let Some(Some(fence)) = claimed else { return false };
     tokio::time::sleep(SETTLE).await;
     let known = logs.get(&mark.run).await.ok().flatten();
     if known.as_ref().is_some_and(|r| r.status.is_final()) {
         log::debug!("A vanished run had already ended; nothing to record. job={} run={}", mark.job, mark.run);
-        return;
+        return false;
     }
     let command = match &known {
         Some(r) => r.command.clone(),
@@ -139,6 +176,6 @@ async fn record_lost(
         attempt: known.as_ref().map_or(1, |r| r.attempt),
         fence: known.as_ref().map_or(Fence(fence.0), |r| r.fence),
     };
-    log::warn!("Run lost with its worker; recorded as lost. job={} run={} worker={}", mark.job, mark.run, mark.worker);
     log.do_send(RecordRun(record));
+    true
 }

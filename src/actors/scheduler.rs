@@ -36,7 +36,7 @@ use super::messages::{
 };
 use super::plan::{Due, Missed, Plan};
 use super::rank;
-use crate::backend::{BackendError, Claims, JobStore, Membership, RunningMark, SessionEvent, Signal, TickClaim};
+use crate::backend::{BackendError, Claims, JobStore, Membership, RunningMark, SessionEvent, Signal, TickClaim, TickRequest};
 use crate::config::SessionLossPolicy;
 use crate::domain::{
     ConcurrencyPolicy, Fence, Job, JobName, Revision, RunId, RunRecord, RunStatus, Trigger, WorkerId, WorkerInfo,
@@ -69,6 +69,8 @@ pub struct SchedulerSettings {
 const CLAIM_RETRY_MIN: Duration = Duration::from_millis(250);
 /// Longest retry delay of a failed claim.
 const CLAIM_RETRY_MAX: Duration = Duration::from_secs(2);
+/// At most one "ticks missed" warning this often (the others go to debug).
+const MISSED_WARN_EVERY: Duration = Duration::from_secs(30);
 /// Most missed ticks counted one by one when a missed range is narrowed after a claim.
 const MAX_COUNTED_MISSES: u32 = 10_000;
 
@@ -116,6 +118,32 @@ impl Pending {
             Self::Tick(t) => *t,
             Self::Missed(m) => m.first,
         }
+    }
+}
+
+/// A claim waiting in the batch.
+#[derive(Debug)]
+struct BatchedClaim {
+    job: JobName,
+    item: Pending,
+    rank: usize,
+    with_running: bool,
+}
+
+/// A change of this worker's running marks.
+#[derive(Debug, Clone)]
+enum MarkOp {
+    Put(RunningMark),
+    Clear(JobName, RunId),
+}
+
+impl MarkOp {
+    fn puts(marks: Vec<RunningMark>) -> Vec<MarkOp> {
+        marks.into_iter().map(MarkOp::Put).collect()
+    }
+
+    fn clears(runs: Vec<(JobName, RunId)>) -> Vec<MarkOp> {
+        runs.into_iter().map(|(job, run)| MarkOp::Clear(job, run)).collect()
     }
 }
 
@@ -176,8 +204,19 @@ pub struct SchedulerActor {
     live: Vec<String>,
     /// The membership session is lost (cluster): claims fail until it is renewed.
     session_lost: bool,
-    /// Running-mark removals in flight (shutdown waits for them).
-    clearing: usize,
+    /// Claims to send in the next batch.
+    claim_batch: Vec<BatchedClaim>,
+    /// A flush of `claim_batch` is scheduled.
+    claim_flush: bool,
+    /// Running-mark changes not yet sent, in order (shutdown waits for them).
+    mark_ops: VecDeque<MarkOp>,
+    /// A batch of mark changes is scheduled or in flight.
+    marks_busy: bool,
+    /// Mark changes are failing (one warning per outage).
+    marks_failing: bool,
+    marks_retry: Option<Duration>,
+    /// When the last "ticks missed" warning was logged.
+    missed_warned: Option<std::time::Instant>,
 }
 
 impl SchedulerActor {
@@ -198,7 +237,13 @@ impl SchedulerActor {
             queues: HashMap::new(),
             live: Vec::new(),
             session_lost: false,
-            clearing: 0,
+            claim_batch: Vec::new(),
+            claim_flush: false,
+            mark_ops: VecDeque::new(),
+            marks_busy: false,
+            marks_failing: false,
+            marks_retry: None,
+            missed_warned: None,
         }
     }
 
@@ -275,7 +320,7 @@ impl SchedulerActor {
         self.rearm(ctx);
     }
 
-    fn record_missed(&self, job: &JobName, m: &Missed, fence: Fence, why: &str) {
+    fn record_missed(&mut self, job: &JobName, m: &Missed, fence: Fence, why: &str) {
         let Some(def) = self.jobs.get(job) else { return };
         let err = format!(
             "missed {}{} tick(s) from {} to {}: {why}",
@@ -284,7 +329,13 @@ impl SchedulerActor {
             m.first.to_rfc3339(),
             m.last.to_rfc3339()
         );
-        log::warn!("Ticks missed. job={job} count={} first={} last={}", m.count, m.first, m.last);
+        // One warning per burst (an outage misses ticks of every job at once), the rest at debug.
+        let quiet = self.missed_warned.is_some_and(|at| at.elapsed() < MISSED_WARN_EVERY);
+        if quiet {
+            log::debug!("Ticks missed. job={job} count={} first={} last={}", m.count, m.first, m.last);
+        } else {
+            log::warn!("Ticks missed; recorded as missed. job={job} count={} first={} last={} reason={why}", m.count, m.first, m.last);
+        }
         let record = RunRecord::not_run(
             job.clone(),
             def.command.clone(),
@@ -296,6 +347,9 @@ impl SchedulerActor {
             err,
         );
         self.peers.log.do_send(RecordRun(record));
+        if !quiet {
+            self.missed_warned = Some(std::time::Instant::now());
+        }
     }
 
     /// Starts the claim of `job`'s oldest waiting tick, at once when this worker owns the job,
@@ -348,12 +402,105 @@ impl SchedulerActor {
             self.pump(job, ctx);
             return;
         }
-        let claims = self.peers.claims.clone();
         // Only a tick to run needs the live runs; `allow` needs no look.
         let with_running = matches!(item, Pending::Tick(_)) && policy != ConcurrencyPolicy::Allow;
-        let (name, tick) = (job.clone(), item.last());
-        let fut = async move { claims.claim_tick_checked(&name, tick, with_running).await };
-        ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| act.claimed(job, item, rank, res, ctx)));
+        self.claim_batch.push(BatchedClaim { job, item, rank, with_running });
+        if !self.claim_flush {
+            // Every claim that becomes due in this turn goes in one batch (one etcd txn).
+            self.claim_flush = true;
+            ctx.run_later(Duration::ZERO, |act, ctx| act.flush_claims(ctx));
+        }
+    }
+
+    /// Sends the batched claims with one call; each result goes back to its job's queue.
+    fn flush_claims(&mut self, ctx: &mut Context<Self>) {
+        self.claim_flush = false;
+        let batch = std::mem::take(&mut self.claim_batch);
+        if batch.is_empty() {
+            return;
+        }
+        let requests: Vec<TickRequest> = batch
+            .iter()
+            .map(|c| TickRequest { job: c.job.clone(), tick: c.item.last(), with_running: c.with_running })
+            .collect();
+        let claims = self.peers.claims.clone();
+        ctx.spawn(async move { claims.claim_ticks(&requests).await }.into_actor(self).map(move |results, act, ctx| {
+            let mut results = results.into_iter();
+            for c in batch {
+                let result = results.next().unwrap_or_else(|| {
+                    Err(BackendError::Corrupt { backend: "claims", message: "a batched claim got no answer".into() })
+                });
+                act.claimed(c.job, c.item, c.rank, result, ctx);
+            }
+        }));
+    }
+
+    /// Queues a running-mark change; the changes go to the store in order, batched, one batch
+    /// in flight at a time (so a mark is never cleared before it was put).
+    fn queue_mark(&mut self, op: MarkOp, ctx: &mut Context<Self>) {
+        self.mark_ops.push_back(op);
+        if !self.marks_busy {
+            self.marks_busy = true;
+            ctx.run_later(Duration::ZERO, |act, ctx| act.flush_marks(ctx));
+        }
+    }
+
+    fn flush_marks(&mut self, ctx: &mut Context<Self>) {
+        let ops: Vec<MarkOp> = self.mark_ops.drain(..).collect();
+        if ops.is_empty() {
+            self.marks_busy = false;
+            self.check_drained();
+            return;
+        }
+        // A run that started and ended within one batch needs neither its put nor its clear.
+        let cleared: std::collections::HashSet<RunId> =
+            ops.iter().filter_map(|op| if let MarkOp::Clear(_, run) = op { Some(run.clone()) } else { None }).collect();
+        let puts: Vec<RunningMark> = ops
+            .iter()
+            .filter_map(|op| if let MarkOp::Put(m) = op { Some(m.clone()) } else { None })
+            .filter(|m| !cleared.contains(&m.run))
+            .collect();
+        let put_runs: std::collections::HashSet<RunId> =
+            ops.iter().filter_map(|op| if let MarkOp::Put(m) = op { Some(m.run.clone()) } else { None }).collect();
+        let clears: Vec<(JobName, RunId)> = ops
+            .iter()
+            .filter_map(|op| if let MarkOp::Clear(job, run) = op { Some((job.clone(), run.clone())) } else { None })
+            .filter(|(_, run)| !put_runs.contains(run))
+            .collect();
+        let claims = self.peers.claims.clone();
+        let fut = async move {
+            if let Err(e) = claims.mark_running_many(&puts).await {
+                let mut unsent = MarkOp::puts(puts);
+                unsent.extend(MarkOp::clears(clears));
+                return Err((e, unsent));
+            }
+            claims.clear_running_many(&clears).await.map_err(|e| (e, MarkOp::clears(clears)))
+        };
+        ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
+            match res {
+                Ok(()) => {
+                    if act.marks_failing {
+                        log::info!("Running marks published again.");
+                    }
+                    act.marks_failing = false;
+                    act.marks_retry = None;
+                    ctx.run_later(Duration::ZERO, |act, ctx| act.flush_marks(ctx));
+                }
+                Err((e, unsent)) => {
+                    if !act.marks_failing {
+                        log::warn!("Cannot publish running marks; retrying (forbid on other workers may not see these runs meanwhile). error={e}");
+                    }
+                    act.marks_failing = true;
+                    // Unsent changes go first again, in their order.
+                    for op in unsent.into_iter().rev() {
+                        act.mark_ops.push_front(op);
+                    }
+                    let delay = act.marks_retry.map_or(CLAIM_RETRY_MIN, |d| (d * 2).min(CLAIM_RETRY_MAX));
+                    act.marks_retry = Some(delay);
+                    ctx.run_later(delay, |act, ctx| act.flush_marks(ctx));
+                }
+            }
+        }));
     }
 
     fn claimed(
@@ -457,7 +604,7 @@ impl SchedulerActor {
         fence: Fence,
         trigger: Trigger,
         live_anywhere: Vec<RunningMark>,
-        _ctx: &mut Context<Self>,
+        ctx: &mut Context<Self>,
     ) {
         let Some(def) = self.jobs.get(&job).cloned() else {
             log::debug!("Claimed tick of a job deleted meanwhile; dropped. job={job}");
@@ -532,12 +679,7 @@ impl SchedulerActor {
         };
         self.running.insert(run.clone(), LiveRun { job: job.clone(), scheduled_at: tick, since: now });
         let mark = RunningMark { job: job.clone(), run: run.clone(), worker: self.worker().clone(), scheduled_at: tick, since: now };
-        let claims = self.peers.claims.clone();
-        actix::spawn(async move {
-            if let Err(e) = claims.mark_running(&mark).await {
-                log::warn!("Cannot publish the running mark; other workers may not see this run. job={} run={} error={e}", mark.job, mark.run);
-            }
-        });
+        self.queue_mark(MarkOp::Put(mark), ctx);
         log::debug!("Dispatching run. job={job} run={run} tick={tick} trigger={trigger:?}");
         // do_send ignores mailbox bounds: the pool's own queue is the bound that records overflow.
         self.peers.start.do_send(StartRun(spec));
@@ -579,7 +721,7 @@ impl SchedulerActor {
     }
 
     fn check_drained(&mut self) {
-        if self.draining && self.running.is_empty() && self.clearing == 0 {
+        if self.draining && self.running.is_empty() && self.mark_ops.is_empty() && !self.marks_busy {
             for tx in self.drained.drain(..) {
                 let _ = tx.send(());
             }
@@ -612,7 +754,7 @@ impl Actor for SchedulerActor {
 }
 
 impl StreamHandler<SessionEvent> for SchedulerActor {
-    fn handle(&mut self, event: SessionEvent, _: &mut Self::Context) {
+    fn handle(&mut self, event: SessionEvent, ctx: &mut Self::Context) {
         match event {
             SessionEvent::Lost => {
                 self.session_lost = true;
@@ -632,20 +774,19 @@ impl StreamHandler<SessionEvent> for SchedulerActor {
                 self.session_lost = false;
                 if self.settings.on_session_loss == SessionLossPolicy::Finish {
                     // The old session's marks are gone; runs still going are visible again.
-                    for (run, live) in &self.running {
-                        let mark = RunningMark {
+                    let marks: Vec<RunningMark> = self
+                        .running
+                        .iter()
+                        .map(|(run, live)| RunningMark {
                             job: live.job.clone(),
                             run: run.clone(),
                             worker: self.worker().clone(),
                             scheduled_at: live.scheduled_at,
                             since: live.since,
-                        };
-                        let claims = self.peers.claims.clone();
-                        actix::spawn(async move {
-                            if let Err(e) = claims.mark_running(&mark).await {
-                                log::warn!("Cannot publish a running mark again after the new session. job={} run={} error={e}", mark.job, mark.run);
-                            }
-                        });
+                        })
+                        .collect();
+                    for mark in marks {
+                        self.queue_mark(MarkOp::Put(mark), ctx);
                     }
                 }
             }
@@ -754,21 +895,7 @@ impl Handler<RunFinished> for SchedulerActor {
 
     fn handle(&mut self, msg: RunFinished, ctx: &mut Self::Context) {
         if self.running.remove(&msg.run).is_some() {
-            let claims = self.peers.claims.clone();
-            let (job, run) = (msg.job.clone(), msg.run.clone());
-            self.clearing += 1;
-            ctx.spawn(
-                async move {
-                    if let Err(e) = claims.clear_running(&job, &run).await {
-                        log::warn!("Cannot clear a running mark; forbid may skip the next tick. job={job} run={run} error={e}");
-                    }
-                }
-                .into_actor(self)
-                .map(|(), act, _| {
-                    act.clearing -= 1;
-                    act.check_drained();
-                }),
-            );
+            self.queue_mark(MarkOp::Clear(msg.job.clone(), msg.run.clone()), ctx);
         }
         log::debug!("Run finished. job={} run={} status={}", msg.job, msg.run, msg.status);
         self.check_drained();

@@ -36,6 +36,17 @@ pub struct TickClaim {
     pub running: Vec<RunningMark>,
 }
 
+/// One tick to claim in a batch ([`Claims::claim_ticks`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TickRequest {
+    /// Job.
+    pub job: JobName,
+    /// Tick.
+    pub tick: DateTime<Utc>,
+    /// Return the job's live runs with a won claim.
+    pub with_running: bool,
+}
+
 /// Runs whose worker vanished while they ran (its session expired), each yielded once per
 /// observer; the stream does not end on its own.
 pub type LostStream = BoxStream<'static, RunningMark>;
@@ -88,6 +99,40 @@ pub trait Claims: Send + Sync + 'static {
         let Some(fence) = self.claim_tick(job, tick).await? else { return Ok(None) };
         let running = if with_running { self.running(Some(job)).await? } else { Vec::new() };
         Ok(Some(TickClaim { fence, previous: None, running }))
+    }
+
+    /// [`Claims::claim_tick_checked`] for many ticks (of different jobs) at once, one result
+    /// per request in order; each claim succeeds or fails on its own. Where the store can, the
+    /// batch is one round trip (etcd: one txn of nested txns per 100 claims), so a worker that
+    /// owns many jobs due at the same instant costs the store one write, not one per job.
+    async fn claim_ticks(&self, requests: &[TickRequest]) -> Vec<Result<Option<TickClaim>, BackendError>> {
+        let mut out = Vec::with_capacity(requests.len());
+        for r in requests {
+            out.push(self.claim_tick_checked(&r.job, r.tick, r.with_running).await);
+        }
+        out
+    }
+
+    /// Publishes many live runs at once ([`Claims::mark_running`] each; etcd: one txn).
+    ///
+    /// # Errors
+    /// `Unavailable`: some marks may be missing.
+    async fn mark_running_many(&self, marks: &[RunningMark]) -> Result<(), BackendError> {
+        for mark in marks {
+            self.mark_running(mark).await?;
+        }
+        Ok(())
+    }
+
+    /// Removes many marks at once ([`Claims::clear_running`] each; etcd: one txn).
+    ///
+    /// # Errors
+    /// `Unavailable`: some marks may remain.
+    async fn clear_running_many(&self, runs: &[(JobName, RunId)]) -> Result<(), BackendError> {
+        for (job, run) in runs {
+            self.clear_running(job, run).await?;
+        }
+        Ok(())
     }
 
     /// The latest claimed tick of `job` this process has seen, without a round trip (etcd: a

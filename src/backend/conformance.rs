@@ -18,7 +18,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use futures::StreamExt;
 
-use super::claims::{Claims, RunningMark};
+use super::claims::{Claims, RunningMark, TickRequest};
 use super::jobs::{Change, JobStore, Precondition, PutOutcome, Signal, WatchEvent, WatchStream};
 use super::logs::{JobStats, LogStore, RunCursor, RunFilter, RunQuery};
 use super::members::Membership;
@@ -447,6 +447,7 @@ pub async fn claims_suite(claims: Arc<dyn Claims>) {
     claims_tick_race(Arc::clone(&claims)).await;
     claims_request_once(Arc::clone(&claims)).await;
     claims_tick_checked(Arc::clone(&claims)).await;
+    claims_batches(Arc::clone(&claims)).await;
     claims_running_marks(claims).await;
 }
 
@@ -512,6 +513,55 @@ pub async fn claims_tick_checked(claims: Arc<dyn Claims>) {
     assert!(third.running.is_empty(), "live runs only when asked");
     assert_eq!(claims.claim_tick_checked(&job, t + sec, true).await.expect("claim"), None, "an older tick is refused");
     claims.clear_running(&job, &mark.run).await.expect("clear");
+}
+
+/// Batches: each claim of `claim_ticks` is decided on its own, in order, and batches of many
+/// claims race like single ones; marks are put and cleared in batches.
+pub async fn claims_batches(claims: Arc<dyn Claims>) {
+    let t = whole_second(Utc::now());
+    let sec = chrono::Duration::seconds(1);
+    let jobs: Vec<JobName> = (0..120).map(|_| unique_job("batch")).collect();
+    claims.claim_tick(&jobs[1], t + sec).await.expect("claim").expect("won");
+    let requests: Vec<TickRequest> = jobs.iter().map(|job| TickRequest { job: job.clone(), tick: t, with_running: true }).collect();
+    let results = claims.claim_ticks(&requests).await;
+    assert_eq!(results.len(), requests.len(), "one answer per request");
+    for (i, result) in results.iter().enumerate() {
+        let won = result.as_ref().expect("batched claim").is_some();
+        assert_eq!(won, i != 1, "claim {i}: a job with a later claimed tick refuses, the others win");
+    }
+    let again = claims.claim_ticks(&requests).await;
+    assert!(again.iter().all(|r| matches!(r, Ok(None))), "a batch claims each tick once");
+
+    let racers: Vec<_> = (0..4)
+        .map(|_| {
+            let claims = Arc::clone(&claims);
+            let requests: Vec<TickRequest> = jobs.iter().map(|job| TickRequest { job: job.clone(), tick: t + sec * 5, with_running: false }).collect();
+            tokio::spawn(async move { claims.claim_ticks(&requests).await })
+        })
+        .collect();
+    let mut wins = vec![0usize; jobs.len()];
+    for task in racers {
+        for (i, r) in task.await.expect("racer").into_iter().enumerate() {
+            if r.expect("batched claim").is_some() {
+                wins[i] += 1;
+            }
+        }
+    }
+    assert!(wins.iter().all(|w| *w == 1), "racing batches: every tick won exactly once: {wins:?}");
+
+    let worker = WorkerId(unique("batch-worker"));
+    let marks: Vec<RunningMark> = jobs
+        .iter()
+        .take(110)
+        .map(|job| RunningMark { job: job.clone(), run: RunId::generate(), worker: worker.clone(), scheduled_at: t, since: t })
+        .collect();
+    claims.mark_running_many(&marks).await.expect("marks");
+    let listed = claims.running(None).await.expect("running");
+    assert_eq!(listed.iter().filter(|m| m.worker == worker).count(), 110, "every mark of a batch is published");
+    let runs: Vec<(JobName, RunId)> = marks.iter().map(|m| (m.job.clone(), m.run.clone())).collect();
+    claims.clear_running_many(&runs).await.expect("clear");
+    let listed = claims.running(None).await.expect("running");
+    assert!(listed.iter().all(|m| m.worker != worker), "every mark of a batch is cleared");
 }
 
 /// A run-now request is claimed once per id, also under a race.

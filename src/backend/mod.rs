@@ -17,7 +17,7 @@ pub mod members;
 use std::path::Path;
 use std::sync::Arc;
 
-pub use claims::{Claims, LostStream, RunningMark, TickClaim};
+pub use claims::{Claims, LostStream, RunningMark, TickClaim, TickRequest};
 pub use jobs::{Change, JobStore, Precondition, PutOutcome, Signal, WatchEvent, WatchStream};
 pub use logs::{JobStats, LogStore, RunCursor, RunFilter, RunPage, RunQuery};
 pub use members::{Membership, SessionEvent};

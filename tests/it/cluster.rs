@@ -450,7 +450,8 @@ fn a_worker_that_loses_its_session_kills_its_runs_when_told_to_and_claims_again_
     });
     let revoked = Utc::now();
     assert!(wait_until(Duration::from_secs(5), || (!process_alive(pid)).then_some(())).is_some(), "the run survived the lost session");
-    let killed = wait_until(Duration::from_secs(5), || runs_with(&node, "held", "killed").into_iter().next()).expect("recorded killed");
+    let killed = wait_until(Duration::from_secs(10), || runs_with(&node, "held", "killed").into_iter().next())
+        .unwrap_or_else(|| panic!("recorded killed: {:?}", node.runs("held")));
     assert!(killed["err"].as_str().unwrap_or("").contains("lost its etcd session"), "{killed}");
     // A new session: registered again, and the job's next ticks run.
     assert!(wait_until(Duration::from_secs(5), || client.get("/cron/workers/keeper")).is_some(), "the worker registered again");

@@ -20,12 +20,12 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use etcd_client::{Compare, CompareOp, EventType, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions};
+use etcd_client::{Compare, CompareOp, EventType, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse, TxnResponse, WatchOptions};
 use futures::StreamExt;
 
 use super::session::Session;
 use super::{corrupt, section, tick_value, Ctx, Keys};
-use crate::backend::claims::{Claims, LostStream, RunningMark, TickClaim};
+use crate::backend::claims::{Claims, LostStream, RunningMark, TickClaim, TickRequest};
 use crate::backend::BackendError;
 use crate::domain::{Fence, JobName, RunId};
 
@@ -33,6 +33,11 @@ use crate::domain::{Fence, JobName, RunId};
 const REQUEST_TTL_SECS: i64 = 2 * 3600;
 /// Pause before a broken background watch is opened again.
 const REWATCH_DELAY: Duration = Duration::from_secs(1);
+/// Claims per batched txn: etcd allows 128 ops per txn level, nested levels get what the outer
+/// level leaves (`--max-txn-ops` minus its own ops).
+const CLAIMS_PER_TXN: usize = 48;
+/// Puts or deletes of marks per txn (etcd's default `--max-txn-ops` is 128).
+const OPS_PER_TXN: usize = 100;
 
 /// Claims in etcd.
 pub struct EtcdClaims {
@@ -82,6 +87,81 @@ impl EtcdClaims {
             Some(job) => format!("{}{}/", self.ctx.keys.dir(section::RUNNING), job.as_str()),
             None => self.ctx.keys.dir(section::RUNNING),
         }
+    }
+
+    fn refuse_while_lost(&self) -> Result<(), BackendError> {
+        if self.session.is_lost() {
+            return Err(BackendError::Unavailable {
+                backend: super::BACKEND,
+                message: "this worker's etcd session is lost; it claims nothing until it has a new one".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The claim of one tick as a txn: `value < T` → put T (and read the live runs); on an
+    /// absent key (etcd compares a missing value as false) a nested txn does the first claim.
+    fn claim_txn(&self, job: &JobName, tick: DateTime<Utc>, with_running: bool) -> Txn {
+        let key = self.ctx.keys.key(section::CLAIM, job.as_str());
+        let value = tick_value(tick.timestamp_millis());
+        let mut ops = vec![TxnOp::put(key.clone(), value.clone(), Some(PutOptions::new().with_prev_key()))];
+        if with_running {
+            ops.push(TxnOp::get(self.running_dir(Some(job)), Some(GetOptions::new().with_prefix())));
+        }
+        let first = Txn::new().when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)]).and_then(ops.clone());
+        Txn::new().when([Compare::value(key, CompareOp::Less, value)]).and_then(ops).or_else([TxnOp::txn(first)])
+    }
+
+    /// Reads the answer to [`Self::claim_txn`]; `revision` is the store revision of the write.
+    fn read_claim(&self, job: &JobName, tick: DateTime<Utc>, resp: &TxnResponse, revision: i64) -> Option<TickClaim> {
+        let ms = tick.timestamp_millis();
+        self.note_claim(job.as_str(), ms);
+        let responses = if resp.succeeded() {
+            resp.op_responses()
+        } else {
+            match resp.op_responses().into_iter().next() {
+                Some(TxnOpResponse::Txn(inner)) if inner.succeeded() => inner.op_responses(),
+                _ => return None,
+            }
+        };
+        let mut claim = TickClaim { fence: Fence(revision), previous: None, running: Vec::new() };
+        for op in responses {
+            match op {
+                TxnOpResponse::Put(put) => {
+                    claim.previous =
+                        put.prev_key().and_then(|kv| parse_tick(kv.value())).and_then(DateTime::from_timestamp_millis);
+                }
+                TxnOpResponse::Get(get) => claim.running = get.kvs().iter().filter_map(|kv| parse_mark(kv.value())).collect(),
+                _ => {}
+            }
+        }
+        Some(claim)
+    }
+
+    /// Up to [`CLAIMS_PER_TXN`] claims as one txn of nested txns, each decided on its own.
+    async fn claim_chunk(&self, chunk: &[TickRequest]) -> Vec<Result<Option<TickClaim>, BackendError>> {
+        let failed = |e: &BackendError| {
+            chunk.iter().map(|_| Err(BackendError::Unavailable { backend: super::BACKEND, message: e.to_string() })).collect()
+        };
+        if let Err(e) = self.refuse_while_lost() {
+            return failed(&e);
+        }
+        let nested: Vec<TxnOp> = chunk.iter().map(|r| TxnOp::txn(self.claim_txn(&r.job, r.tick, r.with_running))).collect();
+        let mut client = self.ctx.client.clone();
+        let resp = match self.ctx.call("cannot claim ticks", client.txn(Txn::new().and_then(nested))).await {
+            Ok(resp) => resp,
+            Err(e) => return failed(&e),
+        };
+        let revision = resp.header().map_or(0, |h| h.revision());
+        let answers = resp.op_responses();
+        chunk
+            .iter()
+            .enumerate()
+            .map(|(i, r)| match answers.get(i) {
+                Some(TxnOpResponse::Txn(inner)) => Ok(self.read_claim(&r.job, r.tick, inner, revision)),
+                _ => Err(corrupt(format!("etcd answered a batch of {} claims with {} answers", chunk.len(), answers.len()))),
+            })
+            .collect()
     }
 
     /// Starts following `claim/` (once).
@@ -188,55 +268,52 @@ impl Claims for EtcdClaims {
         tick: DateTime<Utc>,
         with_running: bool,
     ) -> Result<Option<TickClaim>, BackendError> {
-        if self.session.is_lost() {
-            return Err(BackendError::Unavailable {
-                backend: super::BACKEND,
-                message: "this worker's etcd session is lost; it claims nothing until it has a new one".into(),
-            });
-        }
-        let key = self.ctx.keys.key(section::CLAIM, job.as_str());
-        let ms = tick.timestamp_millis();
-        let value = tick_value(ms);
-        let mut ops = vec![TxnOp::put(key.clone(), value.clone(), Some(PutOptions::new().with_prev_key()))];
-        if with_running {
-            ops.push(TxnOp::get(self.running_dir(Some(job)), Some(GetOptions::new().with_prefix())));
-        }
-        // `value < T` fails on an absent key (etcd compares no value as false): the nested
-        // txn covers the first claim of a job.
-        let first = Txn::new().when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)]).and_then(ops.clone());
-        let txn = Txn::new()
-            .when([Compare::value(key, CompareOp::Less, value)])
-            .and_then(ops)
-            .or_else([TxnOp::txn(first)]);
+        self.refuse_while_lost()?;
+        let txn = self.claim_txn(job, tick, with_running);
         let mut client = self.ctx.client.clone();
         let resp = self.ctx.call(&format!("cannot claim a tick of job {job}"), client.txn(txn)).await?;
         let revision = resp.header().map_or(0, |h| h.revision());
-        let responses = if resp.succeeded() {
-            resp.op_responses()
-        } else {
-            match resp.op_responses().into_iter().next() {
-                Some(TxnOpResponse::Txn(inner)) if inner.succeeded() => inner.op_responses(),
-                _ => {
-                    self.note_claim(job.as_str(), ms);
-                    return Ok(None);
-                }
-            }
-        };
-        let mut claim = TickClaim { fence: Fence(revision), previous: None, running: Vec::new() };
-        for op in responses {
-            match op {
-                TxnOpResponse::Put(put) => {
-                    claim.previous = put
-                        .prev_key()
-                        .and_then(|kv| parse_tick(kv.value()))
-                        .and_then(DateTime::from_timestamp_millis);
-                }
-                TxnOpResponse::Get(get) => claim.running = get.kvs().iter().filter_map(|kv| parse_mark(kv.value())).collect(),
-                _ => {}
-            }
+        Ok(self.read_claim(job, tick, &resp, revision))
+    }
+
+    async fn claim_ticks(&self, requests: &[TickRequest]) -> Vec<Result<Option<TickClaim>, BackendError>> {
+        let mut out = Vec::with_capacity(requests.len());
+        for chunk in requests.chunks(CLAIMS_PER_TXN) {
+            out.extend(self.claim_chunk(chunk).await);
         }
-        self.note_claim(job.as_str(), ms);
-        Ok(Some(claim))
+        out
+    }
+
+    async fn mark_running_many(&self, marks: &[RunningMark]) -> Result<(), BackendError> {
+        if marks.is_empty() {
+            return Ok(());
+        }
+        let lease = self.session.lease().await?;
+        for chunk in marks.chunks(OPS_PER_TXN) {
+            let mut ops = Vec::with_capacity(chunk.len());
+            for mark in chunk {
+                let key = format!("{}{}", self.running_dir(Some(&mark.job)), mark.run);
+                let json = serde_json::to_string(mark).map_err(|e| corrupt(format!("running mark: {e}")))?;
+                ops.push(TxnOp::put(key, json, Some(PutOptions::new().with_lease(lease))));
+            }
+            let mut client = self.ctx.client.clone();
+            let res = self.ctx.call("cannot publish running marks", client.txn(Txn::new().and_then(ops))).await;
+            if let Err(e) = &res {
+                self.session.check_lease_gone(lease, e);
+            }
+            res?;
+        }
+        Ok(())
+    }
+
+    async fn clear_running_many(&self, runs: &[(JobName, RunId)]) -> Result<(), BackendError> {
+        for chunk in runs.chunks(OPS_PER_TXN) {
+            let ops: Vec<TxnOp> =
+                chunk.iter().map(|(job, run)| TxnOp::delete(format!("{}{run}", self.running_dir(Some(job))), None)).collect();
+            let mut client = self.ctx.client.clone();
+            self.ctx.call("cannot clear running marks", client.txn(Txn::new().and_then(ops))).await?;
+        }
+        Ok(())
     }
 
     async fn claim_request(&self, job: &JobName, request: &str) -> Result<Option<Fence>, BackendError> {
