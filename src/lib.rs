@@ -59,11 +59,7 @@ fn check_role(config: &Config) -> Result<(), StartupError> {
             "etcd.endpoints is set, but the etcd adapter is not part of this build yet; unset it to use the embedded job store".into(),
         ));
     }
-    if config.uses_mongo() {
-        return Err(StartupError::Role(
-            "mongo.uri is set, but the MongoDB adapter is not part of this build yet; unset it to use the embedded run log".into(),
-        ));
-    }
+    // mongo.uri with --role all is a valid mix: embedded job store, MongoDB run log.
     Ok(())
 }
 

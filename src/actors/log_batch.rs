@@ -1,12 +1,20 @@
 //! LogBatchActor: batches run records and writes them to the log store with one call per batch;
 //! spools to disk while the store fails and replays the spool when it answers again.
 //!
-//! Guarantees (ARCHITECTURE.md "Actors"): a record handed to this actor is written or spooled,
-//! never dropped; records of one run keep their order (running before final); a retried batch
-//! never duplicates a run because the store upserts by run id. A failing store never blocks the
-//! sender: `RecordRun` only pushes to a buffer. Limit: records younger than `flush_ms` live only
-//! in memory and are lost if the process is SIGKILLed before the flush.
+//! Guarantees (ARCHITECTURE.md "Actors"): a record handed to this actor is written, spooled or
+//! (refused by the store for good) dead-lettered, never dropped; records of one run keep their
+//! order (running before final); a retried batch never duplicates a run because the store
+//! upserts by run id. A failing store never blocks the sender: `RecordRun` only pushes to a
+//! buffer. Records the store refuses one by one ([`BackendError::Rejected`]) are retried with
+//! the same backoff and, after [`REJECT_ATTEMPTS`] refusals, appended to
+//! `data_dir/spool/dead-letter.jsonl` with an error log. Retention ([`LogStore::apply_retention`])
+//! runs at start and hourly with the global `retention_days` and each job's override.
+//!
+//! Limit: records younger than `flush_ms` (store up) or [`OUTAGE_FLUSH`] (store failing, when
+//! every record goes to the fsynced spool) live only in memory and are lost if the process is
+//! SIGKILLed before they are flushed; SIGTERM flushes them.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,14 +22,18 @@ use actix::prelude::*;
 use chrono::{DateTime, Utc};
 
 use super::messages::{FlushLogs, GetLogStatus, LogStatus, RecordRun};
-use super::spool::Spool;
-use crate::backend::{LogStore, RunFilter, RunQuery};
-use crate::domain::{RunRecord, RunStatus, WorkerId};
+use super::spool::{DeadLetter, Spool};
+use crate::backend::{BackendError, JobStore, LogStore, RejectedRun, RetentionPolicy, RunFilter, RunQuery};
+use crate::domain::{RunId, RunRecord, RunStatus, WorkerId};
 
 /// Bound of one store call; a slower store is treated as failing.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How often retention runs when enabled.
+/// How often retention runs.
 const RETENTION_EVERY: Duration = Duration::from_secs(3600);
+/// Flush interval while the store fails: records go to the fsynced spool this soon.
+pub const OUTAGE_FLUSH: Duration = Duration::from_millis(20);
+/// A record the store refuses this many times is dead-lettered.
+pub const REJECT_ATTEMPTS: u32 = 3;
 
 /// Settings of the actor (from `[log_batch]`).
 #[derive(Debug, Clone)]
@@ -42,9 +54,17 @@ pub struct LogBatchSettings {
 pub struct LogBatchActor {
     store: Arc<dyn LogStore>,
     spool: Spool,
+    /// Records refused for good; `None` = next to the spool, opened at start.
+    dead: Option<DeadLetter>,
+    /// Refusals so far per record (run id and status).
+    rejections: HashMap<(RunId, RunStatus), u32>,
+    /// Where per-job retention comes from; `None` = global retention only.
+    jobs: Option<Arc<dyn JobStore>>,
     settings: LogBatchSettings,
     buffer: Vec<RunRecord>,
     flush_timer: Option<SpawnHandle>,
+    /// The armed flush timer is the short outage one.
+    flush_timer_fast: bool,
     retry_timer: Option<SpawnHandle>,
     /// A write or replay is in flight; flushes wait for it so records keep their order.
     busy: bool,
@@ -63,9 +83,13 @@ impl LogBatchActor {
         Self {
             store,
             spool,
+            dead: None,
+            rejections: HashMap::new(),
+            jobs: None,
             settings,
             buffer: Vec::new(),
             flush_timer: None,
+            flush_timer_fast: false,
             retry_timer: None,
             busy: false,
             backoff,
@@ -76,20 +100,37 @@ impl LogBatchActor {
         }
     }
 
+    /// Dead-letters refused records into `dead` instead of the file next to the spool.
+    pub(crate) fn with_dead_letter(mut self, dead: DeadLetter) -> Self {
+        self.dead = Some(dead);
+        self
+    }
+
+    /// Takes per-job retention overrides from `jobs`.
+    pub(crate) fn with_jobs(mut self, jobs: Arc<dyn JobStore>) -> Self {
+        self.jobs = Some(jobs);
+        self
+    }
+
     fn flush(&mut self, ctx: &mut Context<Self>) {
         if let Some(h) = self.flush_timer.take() {
             ctx.cancel_future(h);
         }
-        if self.busy || self.buffer.is_empty() {
+        if self.buffer.is_empty() {
             return;
         }
-        let batch = std::mem::take(&mut self.buffer);
         if !self.spool.is_empty() {
-            // The store is failing (or replay is pending): keep order by queueing behind the spool.
+            // The store is failing (or replay is pending): keep order by queueing behind the
+            // spool, even while a replay runs (it only replaces the lines it read).
+            let batch = std::mem::take(&mut self.buffer);
             self.spool_batch(&batch);
             self.schedule_retry(ctx);
             return;
         }
+        if self.busy {
+            return;
+        }
+        let batch = std::mem::take(&mut self.buffer);
         self.busy = true;
         let store = self.store.clone();
         let fut = async move {
@@ -100,6 +141,14 @@ impl LogBatchActor {
             act.set_idle();
             match res {
                 Ok(Ok(())) => act.wrote(batch.len()),
+                Ok(Err(BackendError::Rejected { rejected, .. })) => {
+                    act.wrote(batch.len().saturating_sub(rejected.len()));
+                    let retry = act.refused(&batch, &rejected);
+                    if !retry.is_empty() {
+                        act.spool_batch(&retry);
+                        act.schedule_retry(ctx);
+                    }
+                }
                 Ok(Err(e)) => act.write_failed(&batch, e.to_string(), ctx),
                 Err(_) => act.write_failed(&batch, format!("no answer within {}s", WRITE_TIMEOUT.as_secs()), ctx),
             }
@@ -140,11 +189,66 @@ impl LogBatchActor {
         self.schedule_retry(ctx);
     }
 
+    /// Counts the refusals of `rejected` records of `batch`; dead-letters those refused
+    /// [`REJECT_ATTEMPTS`] times and returns the others, to retry.
+    fn refused(&mut self, batch: &[RunRecord], rejected: &[RejectedRun]) -> Vec<RunRecord> {
+        let mut retry = Vec::new();
+        for rej in rejected {
+            // The record the store saw: the last one of that run and status in the batch.
+            let Some(record) = batch.iter().rev().find(|r| r.id == rej.id && r.status == rej.status) else { continue };
+            let key = (rej.id.clone(), rej.status);
+            let attempts = {
+                let n = self.rejections.entry(key.clone()).or_insert(0);
+                *n += 1;
+                *n
+            };
+            if attempts < REJECT_ATTEMPTS {
+                log::warn!(
+                    "Log store refused a run record; will retry. run={} job={} status={} attempt={attempts} error={}",
+                    rej.id,
+                    record.job,
+                    rej.status,
+                    rej.reason
+                );
+                retry.push(record.clone());
+                continue;
+            }
+            self.rejections.remove(&key);
+            self.dead_letter(record, &rej.reason);
+        }
+        retry
+    }
+
+    fn dead_letter(&mut self, record: &RunRecord, reason: &str) {
+        if self.dead.is_none() {
+            let path = self.spool.path().with_file_name("dead-letter.jsonl");
+            match DeadLetter::open(&path) {
+                Ok(d) => self.dead = Some(d),
+                Err(e) => log::error!("Cannot open the dead-letter file. path={} error={e}", path.display()),
+            }
+        }
+        let written = self.dead.as_mut().map(|d| d.append(record, reason).map(|()| d.path().display().to_string()));
+        match written {
+            Some(Ok(path)) => log::error!(
+                "Log store refused a run record for good; kept in the dead-letter file. run={} job={} status={} file={path} error={reason}",
+                record.id,
+                record.job,
+                record.status
+            ),
+            Some(Err(e)) => {
+                // Never drop: keep it in memory and try again with the next flush.
+                log::error!("Cannot write the dead-letter file; keeping the record in memory. run={} error={e}", record.id);
+                self.buffer.push(record.clone());
+            }
+            None => self.buffer.push(record.clone()),
+        }
+    }
+
     fn spool_batch(&mut self, batch: &[RunRecord]) {
         match self.spool.append(batch) {
             Ok(0) => {}
             Ok(trimmed) => log::error!(
-                "Log spool is over its bound; outputs of newly spooled runs were trimmed (no run dropped). trimmed={trimmed} spool_bytes={}",
+                "Log spool is over spool_max_bytes; outputs of the oldest spooled runs were cut to head and tail (no run dropped). trimmed={trimmed} spool_bytes={}",
                 self.spool.bytes()
             ),
             Err(e) => {
@@ -193,26 +297,39 @@ impl LogBatchActor {
         self.busy = true;
         let store = self.store.clone();
         let chunk = self.settings.max_records.max(1);
+        let consumed = contents.lines;
         let fut = async move {
-            let total = contents.records.len();
+            let mut written = 0;
+            let mut refused: Vec<(Vec<RunRecord>, Vec<RejectedRun>)> = Vec::new();
             for part in contents.records.chunks(chunk) {
                 match tokio::time::timeout(WRITE_TIMEOUT, store.append_batch(part)).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => return Err(e.to_string()),
-                    Err(_) => return Err(format!("no answer within {}s", WRITE_TIMEOUT.as_secs())),
+                    Ok(Ok(())) => written += part.len(),
+                    Ok(Err(BackendError::Rejected { rejected, .. })) => {
+                        written += part.len().saturating_sub(rejected.len());
+                        refused.push((part.to_vec(), rejected));
+                    }
+                    Ok(Err(e)) => return (written, refused, Err(e.to_string())),
+                    Err(_) => return (written, refused, Err(format!("no answer within {}s", WRITE_TIMEOUT.as_secs()))),
                 }
             }
-            Ok(total)
+            (written, refused, Ok(()))
         };
-        ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
+        ctx.spawn(fut.into_actor(self).map(move |(written, refused, res), act, ctx| {
             act.set_idle();
+            let mut retry = Vec::new();
+            for (part, rejected) in &refused {
+                retry.extend(act.refused(part, rejected));
+            }
             match res {
-                Ok(n) => {
-                    if let Err(e) = act.spool.clear() {
-                        log::error!("Cannot truncate the log spool after replay; records will be re-sent (idempotent). error={e}");
+                Ok(()) => {
+                    if let Err(e) = act.spool.replace_prefix(consumed, &retry) {
+                        log::error!("Cannot rewrite the log spool after replay; records will be re-sent (idempotent). error={e}");
                     }
-                    log::info!("Log spool replayed to the store. records={n}");
-                    act.wrote(n);
+                    log::info!("Log spool replayed to the store. records={written} to_retry={}", retry.len());
+                    act.wrote(written);
+                    if !retry.is_empty() {
+                        act.schedule_retry(ctx);
+                    }
                     act.flush(ctx);
                 }
                 Err(error) => {
@@ -226,31 +343,51 @@ impl LogBatchActor {
         }));
     }
 
+    /// Arms the flush timer: `flush_ms`, or [`OUTAGE_FLUSH`] while records go to the spool.
     fn arm_flush(&mut self, ctx: &mut Context<Self>) {
-        if self.flush_timer.is_none() {
-            self.flush_timer = Some(ctx.run_later(self.settings.flush, |act, ctx| {
-                act.flush_timer = None;
-                act.flush(ctx);
-            }));
-        }
-    }
-
-    fn purge(&mut self, ctx: &mut Context<Self>) {
-        let days = self.settings.retention_days;
-        if days == 0 {
+        let fast = !self.spool.is_empty();
+        if self.flush_timer.is_some() && (self.flush_timer_fast || !fast) {
             return;
         }
-        let before = Utc::now() - chrono::Duration::days(i64::from(days));
+        if let Some(h) = self.flush_timer.take() {
+            ctx.cancel_future(h);
+        }
+        let delay = if fast { OUTAGE_FLUSH.min(self.settings.flush) } else { self.settings.flush };
+        self.flush_timer_fast = fast;
+        self.flush_timer = Some(ctx.run_later(delay, |act, ctx| {
+            act.flush_timer = None;
+            act.flush(ctx);
+        }));
+    }
+
+    /// Applies retention: the global `retention_days` and each job's `retention_days`.
+    fn purge(&mut self, ctx: &mut Context<Self>) {
+        let default_days = self.settings.retention_days;
         let store = self.store.clone();
-        ctx.spawn(
-            async move { store.purge_before(before).await }
-                .into_actor(self)
-                .map(move |res, _, _| match res {
-                    Ok(0) => {}
-                    Ok(n) => log::info!("Retention deleted old runs. deleted={n} older_than_days={days}"),
-                    Err(e) => log::warn!("Retention purge failed; will retry. error={e}"),
-                }),
-        );
+        let jobs = self.jobs.clone();
+        let fut = async move {
+            let mut policy = RetentionPolicy { default_days, per_job: Default::default() };
+            if let Some(jobs) = jobs {
+                // Without the overrides, a job keeping runs longer than the default would lose
+                // them: skip this round rather than guess.
+                let (all, _) = jobs.snapshot().await.map_err(|e| format!("cannot read the jobs' retention: {e}"))?;
+                policy.per_job = all.into_iter().filter_map(|j| j.retention_days.map(|d| (j.name, d))).collect();
+            }
+            if policy.default_days == 0 && policy.per_job.values().all(|d| *d == 0) {
+                return Ok((0, policy));
+            }
+            let deleted = store.apply_retention(&policy, Utc::now()).await.map_err(|e| e.to_string())?;
+            Ok::<_, String>((deleted, policy))
+        };
+        ctx.spawn(fut.into_actor(self).map(move |res, _, _| match res {
+            Ok((0, _)) => {}
+            Ok((n, policy)) => log::info!(
+                "Retention deleted old runs. deleted={n} default_days={} jobs_with_own_retention={}",
+                policy.default_days,
+                policy.per_job.len()
+            ),
+            Err(e) => log::warn!("Retention failed; will retry within the hour. error={e}"),
+        }));
     }
 }
 
@@ -262,7 +399,7 @@ impl Actor for LogBatchActor {
             log::info!("Log spool holds records from an earlier run; replaying. records={}", self.spool.records());
             self.replay(ctx);
         }
-        if self.settings.retention_days > 0 {
+        if self.settings.retention_days > 0 || self.jobs.is_some() {
             self.purge(ctx);
             ctx.run_interval(RETENTION_EVERY, |act, ctx| act.purge(ctx));
         }
@@ -336,22 +473,21 @@ impl Handler<GetLogStatus> for LogBatchActor {
             store_ok: self.store_ok,
             last_error: self.last_error.clone(),
             written: self.written,
+            dead_lettered: self.dead.as_ref().map_or(0, DeadLetter::records),
         })
     }
 }
 
 /// Records of runs this worker left `running` before `before` (a crash or kill of the node),
 /// turned into `lost` records: from the spool (running records without a later final record)
-/// and from the store.
-///
-/// # Errors
-/// The store query's error text (the spool part is still returned through `from_spool`).
+/// and from the store. When the store cannot be asked, the spool's are still returned, with
+/// the store's error.
 pub(crate) async fn interrupted_runs(
     store: &dyn LogStore,
     spool: &Spool,
     worker: &WorkerId,
     before: DateTime<Utc>,
-) -> Result<Vec<RunRecord>, String> {
+) -> (Vec<RunRecord>, Option<String>) {
     let mut open: Vec<RunRecord> = Vec::new();
     if let Ok(contents) = spool.read_all() {
         for r in contents.records {
@@ -362,6 +498,7 @@ pub(crate) async fn interrupted_runs(
         }
     }
     let mut after = None;
+    let mut error = None;
     loop {
         let query = RunQuery {
             filter: RunFilter { status: Some(RunStatus::Running), worker: Some(worker.clone()), to: Some(before), ..RunFilter::default() },
@@ -369,9 +506,16 @@ pub(crate) async fn interrupted_runs(
             skip: 0,
             limit: 1000,
         };
-        let page = store.query(&query).await.map_err(|e| e.to_string())?;
+        let page = match store.query(&query).await {
+            Ok(page) => page,
+            Err(e) => {
+                error = Some(e.to_string());
+                break;
+            }
+        };
         for r in page.runs {
-            if !open.iter().any(|o| o.id == r.id) {
+            // A run whose final record waits in the spool is not interrupted.
+            if !open.iter().any(|o| o.id == r.id) && !finished_in_spool(spool, &r.id) {
                 open.push(r);
             }
         }
@@ -381,7 +525,7 @@ pub(crate) async fn interrupted_runs(
         }
     }
     let now = Utc::now();
-    Ok(open
+    let lost = open
         .into_iter()
         .map(|mut r| {
             r.status = RunStatus::Lost;
@@ -390,7 +534,12 @@ pub(crate) async fn interrupted_runs(
             r.duration_ms = r.started_at.map(|s| (now - s).num_milliseconds().max(0) as u64);
             r
         })
-        .collect())
+        .collect();
+    (lost, error)
+}
+
+fn finished_in_spool(spool: &Spool, id: &RunId) -> bool {
+    spool.read_all().is_ok_and(|c| c.records.iter().any(|r| &r.id == id && r.status.is_final()))
 }
 
 #[cfg(test)]
@@ -556,7 +705,8 @@ mod tests {
         let spooled = record(4, RunStatus::Running);
         let finished_in_spool = record(5, RunStatus::Running);
         spool.append(&[spooled.clone(), finished_in_spool.clone(), record(5, RunStatus::Succeeded)]).expect("append");
-        let lost = interrupted_runs(&store, &spool, &WorkerId("w1".into()), Utc::now()).await.expect("query");
+        let (lost, error) = interrupted_runs(&store, &spool, &WorkerId("w1".into()), Utc::now()).await;
+        assert_eq!(error, None);
         let mut ids: Vec<&str> = lost.iter().map(|r| r.id.0.as_str()).collect();
         ids.sort_unstable();
         assert_eq!(ids, ["run-0001", "run-0004"]);
