@@ -100,6 +100,21 @@ impl LogBatchActor {
         }
     }
 
+    /// An actor writing to `store` and spooling to the file at `spool_path` (bounded by
+    /// `spool_max_bytes`); refused records go to `dead-letter.jsonl` beside it. For embedding
+    /// and benchmarks; [`crate::actors::start`] wires the node's own.
+    ///
+    /// # Errors
+    /// When the spool file cannot be created or read.
+    pub fn with_spool_file(
+        store: Arc<dyn LogStore>,
+        spool_path: &std::path::Path,
+        spool_max_bytes: u64,
+        settings: LogBatchSettings,
+    ) -> std::io::Result<Self> {
+        Ok(Self::new(store, Spool::open(spool_path, spool_max_bytes)?, settings))
+    }
+
     /// Dead-letters refused records into `dead` instead of the file next to the spool.
     pub(crate) fn with_dead_letter(mut self, dead: DeadLetter) -> Self {
         self.dead = Some(dead);
@@ -550,10 +565,11 @@ mod tests {
 
     use super::*;
     use crate::backend::embedded::SqliteLogStore;
-    use crate::backend::{BackendError, JobStats, RunPage};
+    use crate::backend::{BackendError, JobStats, RejectedRun, RunPage};
     use crate::domain::{Fence, JobName, RunId, Trigger};
 
-    /// A real SQLite log store that can be switched off.
+    /// A real SQLite log store that can be switched off, and that refuses records whose
+    /// output is "poison" (as a store refuses a document it cannot take).
     struct Flaky {
         inner: SqliteLogStore,
         down: AtomicBool,
@@ -567,7 +583,16 @@ mod tests {
             if self.down.load(Ordering::SeqCst) {
                 return Err(BackendError::Unavailable { backend: "test", message: "switched off".into() });
             }
-            self.inner.append_batch(records).await
+            let (poison, good): (Vec<RunRecord>, Vec<RunRecord>) = records.iter().cloned().partition(|r| r.output == "poison");
+            self.inner.append_batch(&good).await?;
+            if poison.is_empty() {
+                return Ok(());
+            }
+            let rejected = poison
+                .iter()
+                .map(|r| RejectedRun { id: r.id.clone(), status: r.status, reason: "code 121: Document failed validation".into() })
+                .collect();
+            Err(BackendError::Rejected { backend: "test", rejected })
         }
         async fn get(&self, id: &RunId) -> Result<Option<RunRecord>, BackendError> {
             self.inner.get(id).await
@@ -675,6 +700,68 @@ mod tests {
         // new records go straight to the store again
         actor.do_send(RecordRun(record(99, RunStatus::Succeeded)));
         wait_for(|| futures::executor::block_on(inner.count(&RunFilter::default())).is_ok_and(|n| n == 37)).await;
+    }
+
+    #[actix::test]
+    async fn refused_records_are_retried_then_dead_lettered_and_the_rest_is_written() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(Flaky {
+            inner: SqliteLogStore::open(&dir.path().join("runs.sqlite3")).expect("store"),
+            down: AtomicBool::new(false),
+            calls: AtomicUsize::new(0),
+        });
+        let spool = Spool::open(&dir.path().join("spool").join("runs.jsonl"), u64::MAX).expect("spool");
+        let actor = LogBatchActor::new(store.clone(), spool, settings()).start();
+        let mut poison = record(1, RunStatus::Failed);
+        poison.output = "poison".into();
+        actor.do_send(RecordRun(poison.clone()));
+        for i in 2..=5 {
+            actor.do_send(RecordRun(record(i, RunStatus::Succeeded)));
+        }
+        let a = actor.clone();
+        let mut status = a.send(GetLogStatus).await.expect("status");
+        for _ in 0..500 {
+            status = a.send(GetLogStatus).await.expect("status");
+            if status.dead_lettered == 1 && status.spool_records == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!((status.dead_lettered, status.spool_records), (1, 0), "{status:?}");
+        assert_eq!(store.inner.count(&RunFilter::default()).await.expect("count"), 4, "the others are stored");
+        assert!(store.calls.load(Ordering::SeqCst) >= REJECT_ATTEMPTS as usize, "retried before giving up");
+        let text = std::fs::read_to_string(dir.path().join("spool").join("dead-letter.jsonl")).expect("dead letter");
+        let line: serde_json::Value = serde_json::from_str(text.trim()).expect("one JSON line");
+        assert_eq!(line["record"]["id"], poison.id.0);
+        assert!(line["error"].as_str().is_some_and(|e| e.contains("121")));
+        assert!(status.store_ok, "a refused record is not an outage");
+    }
+
+    #[actix::test]
+    async fn while_the_store_fails_records_reach_the_spool_within_the_outage_flush() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(Flaky {
+            inner: SqliteLogStore::open(&dir.path().join("runs.sqlite3")).expect("store"),
+            down: AtomicBool::new(true),
+            calls: AtomicUsize::new(0),
+        });
+        let spool = Spool::open(&dir.path().join("spool.jsonl"), u64::MAX).expect("spool");
+        let slow = LogBatchSettings {
+            max_records: 100,
+            flush: Duration::from_secs(3600),
+            retry_initial: Duration::from_secs(3600),
+            retry_max: Duration::from_secs(3600),
+            ..settings()
+        };
+        let actor = LogBatchActor::new(store, spool, slow).start();
+        // The first record fails to write (forced by a flush) and opens the spool.
+        actor.do_send(RecordRun(record(1, RunStatus::Succeeded)));
+        actor.send(FlushLogs).await.expect("flush");
+        assert_eq!(actor.send(GetLogStatus).await.expect("status").spool_records, 1);
+        // Now a record goes to disk within OUTAGE_FLUSH, not after flush_ms (an hour here).
+        actor.do_send(RecordRun(record(2, RunStatus::Succeeded)));
+        tokio::time::sleep(OUTAGE_FLUSH * 10).await;
+        assert_eq!(actor.send(GetLogStatus).await.expect("status").spool_records, 2);
     }
 
     #[actix::test]
