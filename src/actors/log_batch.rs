@@ -145,7 +145,9 @@ impl LogBatchActor {
         if self.busy {
             return;
         }
-        let batch = std::mem::take(&mut self.buffer);
+        // At most max_records per write; the rest follows as soon as this write is done.
+        let n = self.buffer.len().min(self.settings.max_records.max(1));
+        let batch: Vec<RunRecord> = self.buffer.drain(..n).collect();
         self.busy = true;
         let store = self.store.clone();
         let fut = async move {

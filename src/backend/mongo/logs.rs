@@ -19,14 +19,18 @@
 //! trigger `schedule`, no worker, attempt 1, and its ObjectId in hex as run id.
 //!
 //! Writes: a batch is first collapsed per run id in slice order (a final record wins over a
-//! `running` one, a later final over an earlier). `running` records go in one unordered
-//! `insert_many`: a duplicate key means the run is already stored (as `running`, or already
-//! final), so it counts as success and a `running` record never replaces a final one. Final
-//! records go in one unordered `update` command of replacement upserts by `_id` (the driver's
-//! `bulk_write` needs MongoDB 8's `bulkWrite` command, which FerretDB 1.x and older servers do
-//! not have; `update` with many statements is as old as MongoDB 2.6). Both run at once, so a
-//! batch costs one round trip of latency. Per-document errors that a retry may cure fail the
-//! whole batch (retried; idempotent); others come back as [`BackendError::Rejected`].
+//! `running` one, a later final over an earlier), so a run that starts and ends within one
+//! batch is one document. All records go in one unordered `insert_many` (one round trip). A
+//! duplicate key means the run is already stored: for a `running` record that is success (it
+//! never replaces anything, so a late retry cannot resurrect a finished run); a final record
+//! then replaces the stored document (its `running` state, or an earlier final one) through an
+//! unordered `update` command of replacement upserts by `_id`, at most [`MAX_STATEMENTS`] per
+//! command — a second round trip only for runs whose `running` record an earlier batch wrote.
+//! The driver's `bulk_write` would do both in one command but needs MongoDB 8's `bulkWrite`,
+//! which FerretDB 1.x and older servers lack; `update` with many statements works everywhere
+//! (FerretDB 1.24 handles it in time linear in the statements only up to about a hundred, hence
+//! the chunks). Per-document errors that a retry may cure fail the whole batch (retried;
+//! idempotent); others come back as [`BackendError::Rejected`].
 
 use std::sync::Arc;
 
@@ -47,8 +51,8 @@ use crate::domain::{Fence, JobName, RunId, RunRecord, RunStatus, Trigger, Worker
 const MAX_PAGE: u32 = 1000;
 /// Output kept in one document: MongoDB refuses documents over 16 MiB.
 pub const MAX_DOC_OUTPUT_BYTES: usize = 15 * 1024 * 1024;
-/// Statements per `update` command.
-const MAX_STATEMENTS: usize = 1000;
+/// Statements per `update` command (FerretDB 1.24 slows down sharply beyond ~100).
+pub const MAX_STATEMENTS: usize = 100;
 /// Estimated bytes per `update` command (the server's limit is 16 MiB + 16 KiB).
 const MAX_COMMAND_BYTES: usize = 12 * 1024 * 1024;
 
@@ -81,22 +85,34 @@ impl MongoLogStore {
         (days > 0).then(|| r.start_time() + chrono::Duration::days(i64::from(days)))
     }
 
-    /// `running` records: unordered insert; a duplicate key is a record already stored.
-    async fn insert_running(&self, records: &[&RunRecord]) -> Result<Vec<RejectedRun>, BackendError> {
+    /// Every record: one unordered insert. Returns the refused records and the final records
+    /// whose run is already stored (duplicate key), to replace.
+    async fn insert_new<'r>(&self, records: &[&'r RunRecord]) -> Result<(Vec<RejectedRun>, Vec<&'r RunRecord>), BackendError> {
         if records.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), Vec::new()));
         }
         let docs: Vec<Document> = records.iter().map(|r| to_document(r, self.expire_at(r))).collect();
         match self.coll.insert_many(docs).ordered(false).await {
-            Ok(_) => Ok(Vec::new()),
+            Ok(_) => Ok((Vec::new(), Vec::new())),
             Err(e) => match e.kind.as_ref() {
                 ErrorKind::InsertMany(failure) => {
                     if let Some(wce) = &failure.write_concern_error {
                         return Err(unavailable("write concern not satisfied", &wce.message));
                     }
                     let errors = failure.write_errors.as_deref().unwrap_or_default();
-                    let errors = errors.iter().map(|we| (we.index, we.code, we.message.as_str()));
-                    classify(records, errors, true)
+                    let mut stored = Vec::new();
+                    let mut others = Vec::new();
+                    for we in errors {
+                        match records.get(we.index) {
+                            Some(r) if we.code == codes::DUPLICATE_KEY => {
+                                if r.status.is_final() {
+                                    stored.push(*r);
+                                }
+                            }
+                            _ => others.push((we.index, we.code, we.message.as_str())),
+                        }
+                    }
+                    Ok((classify(records, others.into_iter())?, stored))
                 }
                 _ => Err(unavailable(&format!("cannot insert {} run records", records.len()), e)),
             },
@@ -159,7 +175,7 @@ impl MongoLogStore {
                     .collect()
             })
             .unwrap_or_default();
-        classify(records, errors.iter().map(|(i, c, m)| (*i, *c, m.as_str())), false)
+        classify(records, errors.iter().map(|(i, c, m)| (*i, *c, m.as_str())))
     }
 
     async fn find_page(&self, query: &RunQuery) -> Result<RunPage, BackendError> {
@@ -230,18 +246,11 @@ fn collapse(records: &[RunRecord]) -> (Vec<&RunRecord>, Vec<&RunRecord>) {
     (running, finals)
 }
 
-/// Sorts per-document errors: duplicate keys on insert are success; codes a retry may cure
-/// fail the batch; the rest are rejected records.
-fn classify<'a>(
-    records: &[&RunRecord],
-    errors: impl Iterator<Item = (usize, i32, &'a str)>,
-    insert: bool,
-) -> Result<Vec<RejectedRun>, BackendError> {
+/// Sorts per-document errors (duplicate keys on insert are handled before): codes a retry may
+/// cure fail the batch; the rest are rejected records.
+fn classify<'a>(records: &[&RunRecord], errors: impl Iterator<Item = (usize, i32, &'a str)>) -> Result<Vec<RejectedRun>, BackendError> {
     let mut rejected = Vec::new();
     for (index, code, message) in errors {
-        if insert && code == codes::DUPLICATE_KEY {
-            continue;
-        }
         // A duplicate key on an upsert is a race with another writer of the same _id: retry.
         if code == codes::DUPLICATE_KEY || codes::TRANSIENT.contains(&code) {
             return Err(unavailable("a record write failed transiently", format!("code {code}: {message}")));
@@ -462,9 +471,9 @@ fn filter_doc(filter: &RunFilter, after: Option<&RunCursor>) -> Document {
 impl LogStore for MongoLogStore {
     async fn append_batch(&self, records: &[RunRecord]) -> Result<(), BackendError> {
         let (running, finals) = collapse(records);
-        let (inserted, upserted) = futures::join!(self.insert_running(&running), self.upsert_final(&finals));
-        let mut rejected = inserted?;
-        rejected.extend(upserted?);
+        let all: Vec<&RunRecord> = running.into_iter().chain(finals).collect();
+        let (mut rejected, stored) = self.insert_new(&all).await?;
+        rejected.extend(self.upsert_final(&stored).await?);
         if rejected.is_empty() {
             Ok(())
         } else {
@@ -614,13 +623,13 @@ mod tests {
     }
 
     #[test]
-    fn duplicate_keys_are_success_on_insert_and_a_retry_on_upsert() {
+    fn transient_codes_fail_the_batch_and_others_reject_the_record() {
         let r = sample_run(&job(), RunStatus::Running, "w", Utc::now(), None);
         let recs = [&r];
-        assert_eq!(classify(&recs, [(0, 11000, "dup")].into_iter(), true).expect("ok"), vec![]);
-        assert!(classify(&recs, [(0, 11000, "dup")].into_iter(), false).is_err());
-        assert!(classify(&recs, [(0, 91, "shutting down")].into_iter(), true).is_err());
-        let rejected = classify(&recs, [(0, 121, "Document failed validation")].into_iter(), true).expect("rejected");
+        assert!(classify(&recs, [(0, 11000, "dup on upsert")].into_iter()).is_err());
+        assert!(classify(&recs, [(0, 91, "shutting down")].into_iter()).is_err());
+        assert!(classify(&recs, [(5, 121, "unknown index")].into_iter()).is_err());
+        let rejected = classify(&recs, [(0, 121, "Document failed validation")].into_iter()).expect("rejected");
         assert_eq!(rejected.len(), 1);
         assert!(rejected[0].reason.contains("121"));
     }
