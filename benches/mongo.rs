@@ -25,7 +25,7 @@ use distcron::backend::mongo::{MongoLogStore, MongoSettings};
 use distcron::domain::{JobName, RunRecord, RunStatus};
 use mongodb::bson::Document;
 
-const RECORDS: usize = 5_000;
+const RECORDS: usize = 2_000;
 
 fn main() {
     let which: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();

@@ -26,8 +26,11 @@ use super::spool::{DeadLetter, Spool};
 use crate::backend::{BackendError, JobStore, LogStore, RejectedRun, RetentionPolicy, RunFilter, RunQuery};
 use crate::domain::{RunId, RunRecord, RunStatus, WorkerId};
 
-/// Bound of one store call; a slower store is treated as failing.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bound of one store call; a slower store is treated as failing (and its batch spooled). Generous
+/// because a batch of `max_records` final records may replace as many documents (FerretDB 1.x
+/// takes ~20 ms per replacement on a few thousand documents); an unreachable server fails within
+/// the driver's 3 s server selection anyway.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often retention runs.
 const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 /// Flush interval while the store fails: records go to the fsynced spool this soon.
@@ -69,6 +72,9 @@ pub struct LogBatchActor {
     /// A write or replay is in flight; flushes wait for it so records keep their order.
     busy: bool,
     backoff: Duration,
+    /// Records per store call: `max_records`, halved after each timeout (a slow store gets
+    /// smaller batches, so every call can finish), doubled back after each success.
+    chunk: usize,
     store_ok: bool,
     last_error: Option<String>,
     written: u64,
@@ -80,6 +86,7 @@ impl LogBatchActor {
     /// An actor writing to `store`, spooling to `spool`.
     pub(crate) fn new(store: Arc<dyn LogStore>, spool: Spool, settings: LogBatchSettings) -> Self {
         let backoff = settings.retry_initial;
+        let chunk = settings.max_records.max(1);
         Self {
             store,
             spool,
@@ -96,6 +103,7 @@ impl LogBatchActor {
             store_ok: true,
             last_error: None,
             written: 0,
+            chunk,
             idle_waiters: Vec::new(),
         }
     }
@@ -145,8 +153,8 @@ impl LogBatchActor {
         if self.busy {
             return;
         }
-        // At most max_records per write; the rest follows as soon as this write is done.
-        let n = self.buffer.len().min(self.settings.max_records.max(1));
+        // At most `chunk` per write; the rest follows as soon as this write is done.
+        let n = self.buffer.len().min(self.chunk);
         let batch: Vec<RunRecord> = self.buffer.drain(..n).collect();
         self.busy = true;
         let store = self.store.clone();
@@ -167,7 +175,10 @@ impl LogBatchActor {
                     }
                 }
                 Ok(Err(e)) => act.write_failed(&batch, e.to_string(), ctx),
-                Err(_) => act.write_failed(&batch, format!("no answer within {}s", WRITE_TIMEOUT.as_secs()), ctx),
+                Err(_) => {
+                    act.timed_out();
+                    act.write_failed(&batch, format!("no answer within {}s", WRITE_TIMEOUT.as_secs()), ctx);
+                }
             }
             if act.buffer.len() >= act.settings.max_records {
                 act.flush(ctx);
@@ -184,8 +195,18 @@ impl LogBatchActor {
         }
     }
 
+    /// A store call timed out: smaller batches from now on.
+    fn timed_out(&mut self) {
+        let smaller = (self.chunk / 2).max(1);
+        if smaller < self.chunk {
+            log::warn!("Log store too slow for the batch size; writing smaller batches. records_per_write={smaller}");
+        }
+        self.chunk = smaller;
+    }
+
     fn wrote(&mut self, n: usize) {
         self.written += n as u64;
+        self.chunk = (self.chunk * 2).min(self.settings.max_records.max(1));
         if !self.store_ok {
             log::info!("Log store is writable again.");
         }
@@ -313,44 +334,69 @@ impl LogBatchActor {
         }
         self.busy = true;
         let store = self.store.clone();
-        let chunk = self.settings.max_records.max(1);
+        let chunk = self.chunk;
         let consumed = contents.lines;
         let fut = async move {
             let mut written = 0;
             let mut refused: Vec<(Vec<RunRecord>, Vec<RejectedRun>)> = Vec::new();
-            for part in contents.records.chunks(chunk) {
+            let records = contents.records;
+            let mut done = 0;
+            let mut failure: Option<(String, bool)> = None;
+            while done < records.len() {
+                let part = &records[done..(done + chunk).min(records.len())];
                 match tokio::time::timeout(WRITE_TIMEOUT, store.append_batch(part)).await {
                     Ok(Ok(())) => written += part.len(),
                     Ok(Err(BackendError::Rejected { rejected, .. })) => {
                         written += part.len().saturating_sub(rejected.len());
                         refused.push((part.to_vec(), rejected));
                     }
-                    Ok(Err(e)) => return (written, refused, Err(e.to_string())),
-                    Err(_) => return (written, refused, Err(format!("no answer within {}s", WRITE_TIMEOUT.as_secs()))),
+                    Ok(Err(e)) => {
+                        failure = Some((e.to_string(), false));
+                        break;
+                    }
+                    Err(_) => {
+                        failure = Some((format!("no answer within {}s", WRITE_TIMEOUT.as_secs()), true));
+                        break;
+                    }
                 }
+                done += part.len();
             }
-            (written, refused, Ok(()))
+            let rest = records[done..].to_vec();
+            (written, refused, rest, failure)
         };
-        ctx.spawn(fut.into_actor(self).map(move |(written, refused, res), act, ctx| {
+        ctx.spawn(fut.into_actor(self).map(move |(written, refused, rest, failure), act, ctx| {
             act.set_idle();
-            let mut retry = Vec::new();
+            let mut keep = Vec::new();
             for (part, rejected) in &refused {
-                retry.extend(act.refused(part, rejected));
+                keep.extend(act.refused(part, rejected));
             }
-            match res {
-                Ok(()) => {
-                    if let Err(e) = act.spool.replace_prefix(consumed, &retry) {
+            let retry_count = keep.len();
+            let progressed = written > 0 || !refused.is_empty();
+            keep.extend(rest);
+            match failure {
+                None => {
+                    if let Err(e) = act.spool.replace_prefix(consumed, &keep) {
                         log::error!("Cannot rewrite the log spool after replay; records will be re-sent (idempotent). error={e}");
                     }
-                    log::info!("Log spool replayed to the store. records={written} to_retry={}", retry.len());
+                    log::info!("Log spool replayed to the store. records={written} to_retry={retry_count}");
                     act.wrote(written);
-                    if !retry.is_empty() {
+                    if !keep.is_empty() {
                         act.schedule_retry(ctx);
                     }
                     act.flush(ctx);
                 }
-                Err(error) => {
-                    log::debug!("Log spool replay failed; will retry. error={error}");
+                Some((error, timed_out)) => {
+                    // Keep only what is not written yet, so the next replay goes on from there.
+                    if progressed {
+                        if let Err(e) = act.spool.replace_prefix(consumed, &keep) {
+                            log::error!("Cannot rewrite the log spool after a partial replay; records will be re-sent (idempotent). error={e}");
+                        }
+                        act.written += written as u64;
+                    }
+                    if timed_out {
+                        act.timed_out();
+                    }
+                    log::debug!("Log spool replay failed; will retry. written={written} error={error}");
                     act.store_ok = false;
                     act.last_error = Some(error);
                     act.flush(ctx);
