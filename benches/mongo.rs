@@ -117,8 +117,8 @@ async fn through_actor(store: MongoLogStore, batch: usize, records: Vec<RunRecor
     }
     loop {
         let s = actor.send(GetLogStatus).await.expect("status");
-        assert!(s.spool_records == 0, "the store failed during the benchmark: {s:?}");
-        if s.written >= n {
+        // A write slower than 30 s spools its batch and the actor goes on with smaller ones.
+        if s.written >= n && s.spool_records == 0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
