@@ -31,6 +31,9 @@ use crate::domain::{RunId, RunRecord, RunStatus, WorkerId};
 /// takes ~20 ms per replacement on a few thousand documents); an unreachable server fails within
 /// the driver's 3 s server selection anyway.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most output bytes per store call (besides `max_records`): bounds the memory a write needs
+/// (documents and the encoded command) when runs print a lot.
+pub const MAX_WRITE_OUTPUT_BYTES: usize = 16 * 1024 * 1024;
 /// How often retention runs.
 const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 /// Flush interval while the store fails: records go to the fsynced spool this soon.
@@ -153,8 +156,17 @@ impl LogBatchActor {
         if self.busy {
             return;
         }
-        // At most `chunk` per write; the rest follows as soon as this write is done.
-        let n = self.buffer.len().min(self.chunk);
+        // At most `chunk` records and about MAX_WRITE_OUTPUT_BYTES of output per write; the rest
+        // follows as soon as this write is done.
+        let mut n = 0;
+        let mut bytes = 0;
+        for r in self.buffer.iter().take(self.chunk) {
+            if n > 0 && bytes + r.output.len() > MAX_WRITE_OUTPUT_BYTES {
+                break;
+            }
+            bytes += r.output.len();
+            n += 1;
+        }
         let batch: Vec<RunRecord> = self.buffer.drain(..n).collect();
         self.busy = true;
         let store = self.store.clone();
