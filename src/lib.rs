@@ -57,11 +57,7 @@ fn check_role(config: &Config) -> Result<(), StartupError> {
             config.role.as_str()
         )));
     }
-    if config.uses_mongo() {
-        return Err(StartupError::Role(
-            "mongo.uri is set, but the MongoDB adapter is not part of this build yet; unset it to use the embedded run log".into(),
-        ));
-    }
+    // Any mix of etcd/embedded and MongoDB/embedded is a config choice (ARCHITECTURE.md).
     Ok(())
 }
 

@@ -1,12 +1,20 @@
 //! LogBatchActor: batches run records and writes them to the log store with one call per batch;
 //! spools to disk while the store fails and replays the spool when it answers again.
 //!
-//! Guarantees (ARCHITECTURE.md "Actors"): a record handed to this actor is written or spooled,
-//! never dropped; records of one run keep their order (running before final); a retried batch
-//! never duplicates a run because the store upserts by run id. A failing store never blocks the
-//! sender: `RecordRun` only pushes to a buffer. Limit: records younger than `flush_ms` live only
-//! in memory and are lost if the process is SIGKILLed before the flush.
+//! Guarantees (ARCHITECTURE.md "Actors"): a record handed to this actor is written, spooled or
+//! (refused by the store for good) dead-lettered, never dropped; records of one run keep their
+//! order (running before final); a retried batch never duplicates a run because the store
+//! upserts by run id. A failing store never blocks the sender: `RecordRun` only pushes to a
+//! buffer. Records the store refuses one by one ([`BackendError::Rejected`]) are retried with
+//! the same backoff and, after [`REJECT_ATTEMPTS`] refusals, appended to
+//! `data_dir/spool/dead-letter.jsonl` with an error log. Retention ([`LogStore::apply_retention`])
+//! runs at start and hourly with the global `retention_days` and each job's override.
+//!
+//! Limit: records younger than `flush_ms` (store up) or [`OUTAGE_FLUSH`] (store failing, when
+//! every record goes to the fsynced spool) live only in memory and are lost if the process is
+//! SIGKILLed before they are flushed; SIGTERM flushes them.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,14 +22,24 @@ use actix::prelude::*;
 use chrono::{DateTime, Utc};
 
 use super::messages::{FlushLogs, GetLogStatus, LogStatus, RecordRun};
-use super::spool::Spool;
-use crate::backend::{LogStore, RunFilter, RunQuery};
-use crate::domain::{RunRecord, RunStatus, WorkerId};
+use super::spool::{DeadLetter, Spool};
+use crate::backend::{BackendError, JobStore, LogStore, RejectedRun, RetentionPolicy, RunFilter, RunQuery};
+use crate::domain::{RunId, RunRecord, RunStatus, WorkerId};
 
-/// Bound of one store call; a slower store is treated as failing.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How often retention runs when enabled.
+/// Bound of one store call; a slower store is treated as failing (and its batch spooled). Generous
+/// because a batch of `max_records` final records may replace as many documents (FerretDB 1.x
+/// takes ~20 ms per replacement on a few thousand documents); an unreachable server fails within
+/// the driver's 3 s server selection anyway.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most output bytes per store call (besides `max_records`): bounds the memory a write needs
+/// (documents and the encoded command) when runs print a lot.
+pub const MAX_WRITE_OUTPUT_BYTES: usize = 16 * 1024 * 1024;
+/// How often retention runs.
 const RETENTION_EVERY: Duration = Duration::from_secs(3600);
+/// Flush interval while the store fails: records go to the fsynced spool this soon.
+pub const OUTAGE_FLUSH: Duration = Duration::from_millis(20);
+/// A record the store refuses this many times is dead-lettered.
+pub const REJECT_ATTEMPTS: u32 = 3;
 
 /// Settings of the actor (from `[log_batch]`).
 #[derive(Debug, Clone)]
@@ -42,13 +60,24 @@ pub struct LogBatchSettings {
 pub struct LogBatchActor {
     store: Arc<dyn LogStore>,
     spool: Spool,
+    /// Records refused for good; `None` = next to the spool, opened at start.
+    dead: Option<DeadLetter>,
+    /// Refusals so far per record (run id and status).
+    rejections: HashMap<(RunId, RunStatus), u32>,
+    /// Where per-job retention comes from; `None` = global retention only.
+    jobs: Option<Arc<dyn JobStore>>,
     settings: LogBatchSettings,
     buffer: Vec<RunRecord>,
     flush_timer: Option<SpawnHandle>,
+    /// The armed flush timer is the short outage one.
+    flush_timer_fast: bool,
     retry_timer: Option<SpawnHandle>,
     /// A write or replay is in flight; flushes wait for it so records keep their order.
     busy: bool,
     backoff: Duration,
+    /// Records per store call: `max_records`, halved after each timeout (a slow store gets
+    /// smaller batches, so every call can finish), doubled back after each success.
+    chunk: usize,
     store_ok: bool,
     last_error: Option<String>,
     written: u64,
@@ -60,36 +89,85 @@ impl LogBatchActor {
     /// An actor writing to `store`, spooling to `spool`.
     pub(crate) fn new(store: Arc<dyn LogStore>, spool: Spool, settings: LogBatchSettings) -> Self {
         let backoff = settings.retry_initial;
+        let chunk = settings.max_records.max(1);
         Self {
             store,
             spool,
+            dead: None,
+            rejections: HashMap::new(),
+            jobs: None,
             settings,
             buffer: Vec::new(),
             flush_timer: None,
+            flush_timer_fast: false,
             retry_timer: None,
             busy: false,
             backoff,
             store_ok: true,
             last_error: None,
             written: 0,
+            chunk,
             idle_waiters: Vec::new(),
         }
+    }
+
+    /// An actor writing to `store` and spooling to the file at `spool_path` (bounded by
+    /// `spool_max_bytes`); refused records go to `dead-letter.jsonl` beside it. For embedding
+    /// and benchmarks; [`crate::actors::start`] wires the node's own.
+    ///
+    /// # Errors
+    /// When the spool file cannot be created or read.
+    pub fn with_spool_file(
+        store: Arc<dyn LogStore>,
+        spool_path: &std::path::Path,
+        spool_max_bytes: u64,
+        settings: LogBatchSettings,
+    ) -> std::io::Result<Self> {
+        Ok(Self::new(store, Spool::open(spool_path, spool_max_bytes)?, settings))
+    }
+
+    /// Dead-letters refused records into `dead` instead of the file next to the spool.
+    pub(crate) fn with_dead_letter(mut self, dead: DeadLetter) -> Self {
+        self.dead = Some(dead);
+        self
+    }
+
+    /// Takes per-job retention overrides from `jobs`.
+    pub(crate) fn with_jobs(mut self, jobs: Arc<dyn JobStore>) -> Self {
+        self.jobs = Some(jobs);
+        self
     }
 
     fn flush(&mut self, ctx: &mut Context<Self>) {
         if let Some(h) = self.flush_timer.take() {
             ctx.cancel_future(h);
         }
-        if self.busy || self.buffer.is_empty() {
+        if self.buffer.is_empty() {
             return;
         }
-        let batch = std::mem::take(&mut self.buffer);
         if !self.spool.is_empty() {
-            // The store is failing (or replay is pending): keep order by queueing behind the spool.
+            // The store is failing (or replay is pending): keep order by queueing behind the
+            // spool, even while a replay runs (it only replaces the lines it read).
+            let batch = std::mem::take(&mut self.buffer);
             self.spool_batch(&batch);
             self.schedule_retry(ctx);
             return;
         }
+        if self.busy {
+            return;
+        }
+        // At most `chunk` records and about MAX_WRITE_OUTPUT_BYTES of output per write; the rest
+        // follows as soon as this write is done.
+        let mut n = 0;
+        let mut bytes = 0;
+        for r in self.buffer.iter().take(self.chunk) {
+            if n > 0 && bytes + r.output.len() > MAX_WRITE_OUTPUT_BYTES {
+                break;
+            }
+            bytes += r.output.len();
+            n += 1;
+        }
+        let batch: Vec<RunRecord> = self.buffer.drain(..n).collect();
         self.busy = true;
         let store = self.store.clone();
         let fut = async move {
@@ -100,8 +178,19 @@ impl LogBatchActor {
             act.set_idle();
             match res {
                 Ok(Ok(())) => act.wrote(batch.len()),
+                Ok(Err(BackendError::Rejected { rejected, .. })) => {
+                    act.wrote(batch.len().saturating_sub(rejected.len()));
+                    let retry = act.refused(&batch, &rejected);
+                    if !retry.is_empty() {
+                        act.spool_batch(&retry);
+                        act.schedule_retry(ctx);
+                    }
+                }
                 Ok(Err(e)) => act.write_failed(&batch, e.to_string(), ctx),
-                Err(_) => act.write_failed(&batch, format!("no answer within {}s", WRITE_TIMEOUT.as_secs()), ctx),
+                Err(_) => {
+                    act.timed_out();
+                    act.write_failed(&batch, format!("no answer within {}s", WRITE_TIMEOUT.as_secs()), ctx);
+                }
             }
             if act.buffer.len() >= act.settings.max_records {
                 act.flush(ctx);
@@ -118,8 +207,18 @@ impl LogBatchActor {
         }
     }
 
+    /// A store call timed out: smaller batches from now on.
+    fn timed_out(&mut self) {
+        let smaller = (self.chunk / 2).max(1);
+        if smaller < self.chunk {
+            log::warn!("Log store too slow for the batch size; writing smaller batches. records_per_write={smaller}");
+        }
+        self.chunk = smaller;
+    }
+
     fn wrote(&mut self, n: usize) {
         self.written += n as u64;
+        self.chunk = (self.chunk * 2).min(self.settings.max_records.max(1));
         if !self.store_ok {
             log::info!("Log store is writable again.");
         }
@@ -140,11 +239,66 @@ impl LogBatchActor {
         self.schedule_retry(ctx);
     }
 
+    /// Counts the refusals of `rejected` records of `batch`; dead-letters those refused
+    /// [`REJECT_ATTEMPTS`] times and returns the others, to retry.
+    fn refused(&mut self, batch: &[RunRecord], rejected: &[RejectedRun]) -> Vec<RunRecord> {
+        let mut retry = Vec::new();
+        for rej in rejected {
+            // The record the store saw: the last one of that run and status in the batch.
+            let Some(record) = batch.iter().rev().find(|r| r.id == rej.id && r.status == rej.status) else { continue };
+            let key = (rej.id.clone(), rej.status);
+            let attempts = {
+                let n = self.rejections.entry(key.clone()).or_insert(0);
+                *n += 1;
+                *n
+            };
+            if attempts < REJECT_ATTEMPTS {
+                log::warn!(
+                    "Log store refused a run record; will retry. run={} job={} status={} attempt={attempts} error={}",
+                    rej.id,
+                    record.job,
+                    rej.status,
+                    rej.reason
+                );
+                retry.push(record.clone());
+                continue;
+            }
+            self.rejections.remove(&key);
+            self.dead_letter(record, &rej.reason);
+        }
+        retry
+    }
+
+    fn dead_letter(&mut self, record: &RunRecord, reason: &str) {
+        if self.dead.is_none() {
+            let path = self.spool.path().with_file_name("dead-letter.jsonl");
+            match DeadLetter::open(&path) {
+                Ok(d) => self.dead = Some(d),
+                Err(e) => log::error!("Cannot open the dead-letter file. path={} error={e}", path.display()),
+            }
+        }
+        let written = self.dead.as_mut().map(|d| d.append(record, reason).map(|()| d.path().display().to_string()));
+        match written {
+            Some(Ok(path)) => log::error!(
+                "Log store refused a run record for good; kept in the dead-letter file. run={} job={} status={} file={path} error={reason}",
+                record.id,
+                record.job,
+                record.status
+            ),
+            Some(Err(e)) => {
+                // Never drop: keep it in memory and try again with the next flush.
+                log::error!("Cannot write the dead-letter file; keeping the record in memory. run={} error={e}", record.id);
+                self.buffer.push(record.clone());
+            }
+            None => self.buffer.push(record.clone()),
+        }
+    }
+
     fn spool_batch(&mut self, batch: &[RunRecord]) {
         match self.spool.append(batch) {
             Ok(0) => {}
             Ok(trimmed) => log::error!(
-                "Log spool is over its bound; outputs of newly spooled runs were trimmed (no run dropped). trimmed={trimmed} spool_bytes={}",
+                "Log spool is over spool_max_bytes; outputs of the oldest spooled runs were cut to head and tail (no run dropped). trimmed={trimmed} spool_bytes={}",
                 self.spool.bytes()
             ),
             Err(e) => {
@@ -192,31 +346,69 @@ impl LogBatchActor {
         }
         self.busy = true;
         let store = self.store.clone();
-        let chunk = self.settings.max_records.max(1);
+        let chunk = self.chunk;
+        let consumed = contents.lines;
         let fut = async move {
-            let total = contents.records.len();
-            for part in contents.records.chunks(chunk) {
+            let mut written = 0;
+            let mut refused: Vec<(Vec<RunRecord>, Vec<RejectedRun>)> = Vec::new();
+            let records = contents.records;
+            let mut done = 0;
+            let mut failure: Option<(String, bool)> = None;
+            while done < records.len() {
+                let part = &records[done..(done + chunk).min(records.len())];
                 match tokio::time::timeout(WRITE_TIMEOUT, store.append_batch(part)).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => return Err(e.to_string()),
-                    Err(_) => return Err(format!("no answer within {}s", WRITE_TIMEOUT.as_secs())),
-                }
-            }
-            Ok(total)
-        };
-        ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
-            act.set_idle();
-            match res {
-                Ok(n) => {
-                    if let Err(e) = act.spool.clear() {
-                        log::error!("Cannot truncate the log spool after replay; records will be re-sent (idempotent). error={e}");
+                    Ok(Ok(())) => written += part.len(),
+                    Ok(Err(BackendError::Rejected { rejected, .. })) => {
+                        written += part.len().saturating_sub(rejected.len());
+                        refused.push((part.to_vec(), rejected));
                     }
-                    log::info!("Log spool replayed to the store. records={n}");
-                    act.wrote(n);
+                    Ok(Err(e)) => {
+                        failure = Some((e.to_string(), false));
+                        break;
+                    }
+                    Err(_) => {
+                        failure = Some((format!("no answer within {}s", WRITE_TIMEOUT.as_secs()), true));
+                        break;
+                    }
+                }
+                done += part.len();
+            }
+            let rest = records[done..].to_vec();
+            (written, refused, rest, failure)
+        };
+        ctx.spawn(fut.into_actor(self).map(move |(written, refused, rest, failure), act, ctx| {
+            act.set_idle();
+            let mut keep = Vec::new();
+            for (part, rejected) in &refused {
+                keep.extend(act.refused(part, rejected));
+            }
+            let retry_count = keep.len();
+            let progressed = written > 0 || !refused.is_empty();
+            keep.extend(rest);
+            match failure {
+                None => {
+                    if let Err(e) = act.spool.replace_prefix(consumed, &keep) {
+                        log::error!("Cannot rewrite the log spool after replay; records will be re-sent (idempotent). error={e}");
+                    }
+                    log::info!("Log spool replayed to the store. records={written} to_retry={retry_count}");
+                    act.wrote(written);
+                    if !keep.is_empty() {
+                        act.schedule_retry(ctx);
+                    }
                     act.flush(ctx);
                 }
-                Err(error) => {
-                    log::debug!("Log spool replay failed; will retry. error={error}");
+                Some((error, timed_out)) => {
+                    // Keep only what is not written yet, so the next replay goes on from there.
+                    if progressed {
+                        if let Err(e) = act.spool.replace_prefix(consumed, &keep) {
+                            log::error!("Cannot rewrite the log spool after a partial replay; records will be re-sent (idempotent). error={e}");
+                        }
+                        act.written += written as u64;
+                    }
+                    if timed_out {
+                        act.timed_out();
+                    }
+                    log::debug!("Log spool replay failed; will retry. written={written} error={error}");
                     act.store_ok = false;
                     act.last_error = Some(error);
                     act.flush(ctx);
@@ -226,31 +418,51 @@ impl LogBatchActor {
         }));
     }
 
+    /// Arms the flush timer: `flush_ms`, or [`OUTAGE_FLUSH`] while records go to the spool.
     fn arm_flush(&mut self, ctx: &mut Context<Self>) {
-        if self.flush_timer.is_none() {
-            self.flush_timer = Some(ctx.run_later(self.settings.flush, |act, ctx| {
-                act.flush_timer = None;
-                act.flush(ctx);
-            }));
-        }
-    }
-
-    fn purge(&mut self, ctx: &mut Context<Self>) {
-        let days = self.settings.retention_days;
-        if days == 0 {
+        let fast = !self.spool.is_empty();
+        if self.flush_timer.is_some() && (self.flush_timer_fast || !fast) {
             return;
         }
-        let before = Utc::now() - chrono::Duration::days(i64::from(days));
+        if let Some(h) = self.flush_timer.take() {
+            ctx.cancel_future(h);
+        }
+        let delay = if fast { OUTAGE_FLUSH.min(self.settings.flush) } else { self.settings.flush };
+        self.flush_timer_fast = fast;
+        self.flush_timer = Some(ctx.run_later(delay, |act, ctx| {
+            act.flush_timer = None;
+            act.flush(ctx);
+        }));
+    }
+
+    /// Applies retention: the global `retention_days` and each job's `retention_days`.
+    fn purge(&mut self, ctx: &mut Context<Self>) {
+        let default_days = self.settings.retention_days;
         let store = self.store.clone();
-        ctx.spawn(
-            async move { store.purge_before(before).await }
-                .into_actor(self)
-                .map(move |res, _, _| match res {
-                    Ok(0) => {}
-                    Ok(n) => log::info!("Retention deleted old runs. deleted={n} older_than_days={days}"),
-                    Err(e) => log::warn!("Retention purge failed; will retry. error={e}"),
-                }),
-        );
+        let jobs = self.jobs.clone();
+        let fut = async move {
+            let mut policy = RetentionPolicy { default_days, per_job: Default::default() };
+            if let Some(jobs) = jobs {
+                // Without the overrides, a job keeping runs longer than the default would lose
+                // them: skip this round rather than guess.
+                let (all, _) = jobs.snapshot().await.map_err(|e| format!("cannot read the jobs' retention: {e}"))?;
+                policy.per_job = all.into_iter().filter_map(|j| j.retention_days.map(|d| (j.name, d))).collect();
+            }
+            if policy.default_days == 0 && policy.per_job.values().all(|d| *d == 0) {
+                return Ok((0, policy));
+            }
+            let deleted = store.apply_retention(&policy, Utc::now()).await.map_err(|e| e.to_string())?;
+            Ok::<_, String>((deleted, policy))
+        };
+        ctx.spawn(fut.into_actor(self).map(move |res, _, _| match res {
+            Ok((0, _)) => {}
+            Ok((n, policy)) => log::info!(
+                "Retention deleted old runs. deleted={n} default_days={} jobs_with_own_retention={}",
+                policy.default_days,
+                policy.per_job.len()
+            ),
+            Err(e) => log::warn!("Retention failed; will retry within the hour. error={e}"),
+        }));
     }
 }
 
@@ -262,7 +474,7 @@ impl Actor for LogBatchActor {
             log::info!("Log spool holds records from an earlier run; replaying. records={}", self.spool.records());
             self.replay(ctx);
         }
-        if self.settings.retention_days > 0 {
+        if self.settings.retention_days > 0 || self.jobs.is_some() {
             self.purge(ctx);
             ctx.run_interval(RETENTION_EVERY, |act, ctx| act.purge(ctx));
         }
@@ -336,22 +548,21 @@ impl Handler<GetLogStatus> for LogBatchActor {
             store_ok: self.store_ok,
             last_error: self.last_error.clone(),
             written: self.written,
+            dead_lettered: self.dead.as_ref().map_or(0, DeadLetter::records),
         })
     }
 }
 
 /// Records of runs this worker left `running` before `before` (a crash or kill of the node),
 /// turned into `lost` records: from the spool (running records without a later final record)
-/// and from the store.
-///
-/// # Errors
-/// The store query's error text (the spool part is still returned through `from_spool`).
+/// and from the store. When the store cannot be asked, the spool's are still returned, with
+/// the store's error.
 pub(crate) async fn interrupted_runs(
     store: &dyn LogStore,
     spool: &Spool,
     worker: &WorkerId,
     before: DateTime<Utc>,
-) -> Result<Vec<RunRecord>, String> {
+) -> (Vec<RunRecord>, Option<String>) {
     let mut open: Vec<RunRecord> = Vec::new();
     if let Ok(contents) = spool.read_all() {
         for r in contents.records {
@@ -362,6 +573,7 @@ pub(crate) async fn interrupted_runs(
         }
     }
     let mut after = None;
+    let mut error = None;
     loop {
         let query = RunQuery {
             filter: RunFilter { status: Some(RunStatus::Running), worker: Some(worker.clone()), to: Some(before), ..RunFilter::default() },
@@ -369,9 +581,16 @@ pub(crate) async fn interrupted_runs(
             skip: 0,
             limit: 1000,
         };
-        let page = store.query(&query).await.map_err(|e| e.to_string())?;
+        let page = match store.query(&query).await {
+            Ok(page) => page,
+            Err(e) => {
+                error = Some(e.to_string());
+                break;
+            }
+        };
         for r in page.runs {
-            if !open.iter().any(|o| o.id == r.id) {
+            // A run whose final record waits in the spool is not interrupted.
+            if !open.iter().any(|o| o.id == r.id) && !finished_in_spool(spool, &r.id) {
                 open.push(r);
             }
         }
@@ -381,7 +600,7 @@ pub(crate) async fn interrupted_runs(
         }
     }
     let now = Utc::now();
-    Ok(open
+    let lost = open
         .into_iter()
         .map(|mut r| {
             r.status = RunStatus::Lost;
@@ -390,7 +609,12 @@ pub(crate) async fn interrupted_runs(
             r.duration_ms = r.started_at.map(|s| (now - s).num_milliseconds().max(0) as u64);
             r
         })
-        .collect())
+        .collect();
+    (lost, error)
+}
+
+fn finished_in_spool(spool: &Spool, id: &RunId) -> bool {
+    spool.read_all().is_ok_and(|c| c.records.iter().any(|r| &r.id == id && r.status.is_final()))
 }
 
 #[cfg(test)]
@@ -401,10 +625,11 @@ mod tests {
 
     use super::*;
     use crate::backend::embedded::SqliteLogStore;
-    use crate::backend::{BackendError, JobStats, RunPage};
+    use crate::backend::{BackendError, JobStats, RejectedRun, RunPage};
     use crate::domain::{Fence, JobName, RunId, Trigger};
 
-    /// A real SQLite log store that can be switched off.
+    /// A real SQLite log store that can be switched off, and that refuses records whose
+    /// output is "poison" (as a store refuses a document it cannot take).
     struct Flaky {
         inner: SqliteLogStore,
         down: AtomicBool,
@@ -418,7 +643,16 @@ mod tests {
             if self.down.load(Ordering::SeqCst) {
                 return Err(BackendError::Unavailable { backend: "test", message: "switched off".into() });
             }
-            self.inner.append_batch(records).await
+            let (poison, good): (Vec<RunRecord>, Vec<RunRecord>) = records.iter().cloned().partition(|r| r.output == "poison");
+            self.inner.append_batch(&good).await?;
+            if poison.is_empty() {
+                return Ok(());
+            }
+            let rejected = poison
+                .iter()
+                .map(|r| RejectedRun { id: r.id.clone(), status: r.status, reason: "code 121: Document failed validation".into() })
+                .collect();
+            Err(BackendError::Rejected { backend: "test", rejected })
         }
         async fn get(&self, id: &RunId) -> Result<Option<RunRecord>, BackendError> {
             self.inner.get(id).await
@@ -529,6 +763,68 @@ mod tests {
     }
 
     #[actix::test]
+    async fn refused_records_are_retried_then_dead_lettered_and_the_rest_is_written() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(Flaky {
+            inner: SqliteLogStore::open(&dir.path().join("runs.sqlite3")).expect("store"),
+            down: AtomicBool::new(false),
+            calls: AtomicUsize::new(0),
+        });
+        let spool = Spool::open(&dir.path().join("spool").join("runs.jsonl"), u64::MAX).expect("spool");
+        let actor = LogBatchActor::new(store.clone(), spool, settings()).start();
+        let mut poison = record(1, RunStatus::Failed);
+        poison.output = "poison".into();
+        actor.do_send(RecordRun(poison.clone()));
+        for i in 2..=5 {
+            actor.do_send(RecordRun(record(i, RunStatus::Succeeded)));
+        }
+        let a = actor.clone();
+        let mut status = a.send(GetLogStatus).await.expect("status");
+        for _ in 0..500 {
+            status = a.send(GetLogStatus).await.expect("status");
+            if status.dead_lettered == 1 && status.spool_records == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!((status.dead_lettered, status.spool_records), (1, 0), "{status:?}");
+        assert_eq!(store.inner.count(&RunFilter::default()).await.expect("count"), 4, "the others are stored");
+        assert!(store.calls.load(Ordering::SeqCst) >= REJECT_ATTEMPTS as usize, "retried before giving up");
+        let text = std::fs::read_to_string(dir.path().join("spool").join("dead-letter.jsonl")).expect("dead letter");
+        let line: serde_json::Value = serde_json::from_str(text.trim()).expect("one JSON line");
+        assert_eq!(line["record"]["id"], poison.id.0);
+        assert!(line["error"].as_str().is_some_and(|e| e.contains("121")));
+        assert!(status.store_ok, "a refused record is not an outage");
+    }
+
+    #[actix::test]
+    async fn while_the_store_fails_records_reach_the_spool_within_the_outage_flush() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(Flaky {
+            inner: SqliteLogStore::open(&dir.path().join("runs.sqlite3")).expect("store"),
+            down: AtomicBool::new(true),
+            calls: AtomicUsize::new(0),
+        });
+        let spool = Spool::open(&dir.path().join("spool.jsonl"), u64::MAX).expect("spool");
+        let slow = LogBatchSettings {
+            max_records: 100,
+            flush: Duration::from_secs(3600),
+            retry_initial: Duration::from_secs(3600),
+            retry_max: Duration::from_secs(3600),
+            ..settings()
+        };
+        let actor = LogBatchActor::new(store, spool, slow).start();
+        // The first record fails to write (forced by a flush) and opens the spool.
+        actor.do_send(RecordRun(record(1, RunStatus::Succeeded)));
+        actor.send(FlushLogs).await.expect("flush");
+        assert_eq!(actor.send(GetLogStatus).await.expect("status").spool_records, 1);
+        // Now a record goes to disk within OUTAGE_FLUSH, not after flush_ms (an hour here).
+        actor.do_send(RecordRun(record(2, RunStatus::Succeeded)));
+        tokio::time::sleep(OUTAGE_FLUSH * 10).await;
+        assert_eq!(actor.send(GetLogStatus).await.expect("status").spool_records, 2);
+    }
+
+    #[actix::test]
     async fn a_spool_left_by_a_crash_is_replayed_at_start_and_flush_writes_the_rest() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut spool = Spool::open(&dir.path().join("spool.jsonl"), u64::MAX).expect("spool");
@@ -556,7 +852,8 @@ mod tests {
         let spooled = record(4, RunStatus::Running);
         let finished_in_spool = record(5, RunStatus::Running);
         spool.append(&[spooled.clone(), finished_in_spool.clone(), record(5, RunStatus::Succeeded)]).expect("append");
-        let lost = interrupted_runs(&store, &spool, &WorkerId("w1".into()), Utc::now()).await.expect("query");
+        let (lost, error) = interrupted_runs(&store, &spool, &WorkerId("w1".into()), Utc::now()).await;
+        assert_eq!(error, None);
         let mut ids: Vec<&str> = lost.iter().map(|r| r.id.0.as_str()).collect();
         ids.sort_unstable();
         assert_eq!(ids, ["run-0001", "run-0004"]);

@@ -266,4 +266,6 @@ pub struct LogStatus {
     pub last_error: Option<String>,
     /// Records written since start.
     pub written: u64,
+    /// Records in the dead-letter file (refused by the store for good).
+    pub dead_lettered: u64,
 }

@@ -114,17 +114,25 @@ pub async fn start(config: &Config, backends: &Backends, worker: WorkerInfo, sta
     )
     .await
     {
-        Ok(Ok(lost)) => lost,
-        Ok(Err(e)) => {
-            log::warn!("Cannot look for runs interrupted by the last stop; they stay `running` until checked again. error={e}");
-            Vec::new()
+        Ok((lost, None)) => lost,
+        Ok((lost, Some(e))) => {
+            log::warn!("Cannot look in the log store for runs interrupted by the last stop; those stay `running` until checked again. error={e}");
+            lost
         }
         Err(_) => {
             log::warn!("Log store did not answer the interrupted-runs query in 10s; skipped.");
             Vec::new()
         }
     };
-    let log = LogBatchActor::new(backends.logs.clone(), spool, log_settings(config)).start();
+    let dead_path = config.data_dir.join("spool").join("dead-letter.jsonl");
+    let dead = spool::DeadLetter::open(&dead_path).map_err(|source| StartupError::Io {
+        context: format!("cannot open the dead-letter file {}", dead_path.display()),
+        source,
+    })?;
+    let log = LogBatchActor::new(backends.logs.clone(), spool, log_settings(config))
+        .with_dead_letter(dead)
+        .with_jobs(Arc::clone(&backends.jobs))
+        .start();
     if !lost.is_empty() {
         log::warn!("Runs interrupted by the last stop recorded as lost. runs={}", lost.len());
     }

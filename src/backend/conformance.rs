@@ -20,7 +20,7 @@ use futures::StreamExt;
 
 use super::claims::{Claims, RunningMark, TickRequest};
 use super::jobs::{Change, JobStore, Precondition, PutOutcome, Signal, WatchEvent, WatchStream};
-use super::logs::{JobStats, LogStore, RunCursor, RunFilter, RunQuery};
+use super::logs::{JobStats, LogStore, RetentionPolicy, RunCursor, RunFilter, RunQuery};
 use super::members::Membership;
 use super::BackendError;
 use crate::domain::{
@@ -65,6 +65,7 @@ pub fn sample_job(name: &JobName) -> Job {
         updated_at: DateTime::<Utc>::UNIX_EPOCH,
         version: 0,
         dialect: Dialect::Distcron,
+        retention_days: None,
     }
 }
 
@@ -636,7 +637,8 @@ pub async fn log_store_suite(logs: Arc<dyn LogStore>) {
     log_store_filters(Arc::clone(&logs)).await;
     log_store_pagination(Arc::clone(&logs)).await;
     log_store_stats(Arc::clone(&logs)).await;
-    log_store_purge(logs).await;
+    log_store_purge(Arc::clone(&logs)).await;
+    log_store_retention(logs).await;
 }
 
 fn job_filter(job: &JobName) -> RunFilter {
@@ -897,4 +899,37 @@ pub async fn log_store_purge(logs: Arc<dyn LogStore>) {
     assert_eq!(logs.count(&job_filter(&job)).await.expect("count"), 1, "a run at the cutoff is kept");
     assert_eq!(logs.get(&kept.id).await.expect("get"), Some(kept));
     assert_eq!(logs.get(&records[0].id).await.expect("get"), None);
+}
+
+/// `apply_retention` deletes each job's runs past its own retention (an override, 0 = forever)
+/// and every other job's runs past the default, and keeps the rest.
+pub async fn log_store_retention(logs: Arc<dyn LogStore>) {
+    let (short, forever, default) = (unique_job("keep-1d"), unique_job("keep-forever"), unique_job("keep-default"));
+    // A "now" far in the past, so a shared store loses nothing but conformance data.
+    let now = Utc.with_ymd_and_hms(1975, 6, 1, 12, 0, 0).single().expect("valid date");
+    let ago = |hours: i64| now - chrono::Duration::hours(hours);
+    let short_old = sample_run(&short, RunStatus::Succeeded, "w", ago(48), Some(1));
+    let short_new = sample_run(&short, RunStatus::Succeeded, "w", ago(12), Some(1));
+    let forever_old = sample_run(&forever, RunStatus::Failed, "w", ago(400 * 24), Some(1));
+    let default_old = sample_run(&default, RunStatus::Succeeded, "w", ago(31 * 24), Some(1));
+    let default_new = sample_run(&default, RunStatus::Succeeded, "w", ago(29 * 24), Some(1));
+    logs.append_batch(&[short_old.clone(), short_new.clone(), forever_old.clone(), default_old.clone(), default_new.clone()])
+        .await
+        .expect("append");
+    let policy = RetentionPolicy {
+        default_days: 30,
+        per_job: [(short.clone(), 1), (forever.clone(), 0)].into_iter().collect(),
+    };
+    assert_eq!(policy.days_for(&default), 30);
+    let deleted = logs.apply_retention(&policy, now).await.expect("retention");
+    assert!(deleted >= 2, "retention reports the deleted runs: {deleted}");
+    for gone in [&short_old, &default_old] {
+        assert_eq!(logs.get(&gone.id).await.expect("get"), None, "expired: {} of {}", gone.id, gone.job);
+    }
+    for kept in [&short_new, &forever_old, &default_new] {
+        assert_eq!(logs.get(&kept.id).await.expect("get").as_ref(), Some(kept), "kept: {} of {}", kept.id, kept.job);
+    }
+    let nothing = RetentionPolicy { default_days: 0, per_job: Default::default() };
+    assert_eq!(logs.apply_retention(&nothing, now + chrono::Duration::days(10_000)).await.expect("retention"), 0, "0 days keeps all");
+    assert_eq!(logs.count(&job_filter(&forever)).await.expect("count"), 1);
 }

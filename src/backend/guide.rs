@@ -114,10 +114,14 @@
 //!   the marks that went with an expired session, not those a worker cleared.
 //!
 //! ### [`LogStore`](super::LogStore)
-//! - `append_batch` writes a whole batch in one call (one SQLite transaction; one Mongo bulk
-//!   write of upserts), upserting by run id in slice order, so a retried batch never duplicates
-//!   a run and a `running` record becomes its final record. A final record is never replaced by
-//!   a `running` one (a late retry of the start record must not resurrect a finished run).
+//! - `append_batch` writes a whole batch in one call (one SQLite transaction; for MongoDB an
+//!   unordered `insert_many` of `running` records, duplicate keys = already stored, beside an
+//!   unordered `update` command of replacement upserts of final records), upserting by run id in
+//!   slice order, so a retried batch never duplicates a run and a `running` record becomes its
+//!   final record. A final record is never replaced by a `running` one (a late retry of the
+//!   start record must not resurrect a finished run). Records the store refuses one by one
+//!   (validation, size) come back as `BackendError::Rejected` with the rest written; the
+//!   LogBatchActor retries them, then dead-letters them.
 //! - `query` orders by (start time, id) descending, where start time is
 //!   [`RunRecord::start_time`](crate::domain::RunRecord::start_time) in ms; filters job, status,
 //!   worker, `from <= start < to`; `after` selects rows strictly after the cursor in that order,
@@ -128,5 +132,6 @@
 //!   with a final status started at or after `since` (succeeded; failed = failed, timeout,
 //!   error, killed, lost), nearest-rank p50/p95 of their `duration_ms`, and the start times of
 //!   the last success and failure. `purge_before(t)` deletes runs started before `t` and says
-//!   how many. `ping` is cheap.
+//!   how many. `apply_retention(policy, now)` deletes each job's runs older than its own
+//!   retention (override or default; 0 = keep) and says how many. `ping` is cheap.
 //! - Times keep millisecond precision (MongoDB's), and the record reads back as written.

@@ -1,4 +1,7 @@
-//! The log store port: run records, written in idempotent batches and queried by the API.
+//! The log store port: run records, written in idempotent batches and queried by the API, and
+//! the pieces every adapter shares (retention policy, stats arithmetic).
+
+use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -89,6 +92,91 @@ pub struct JobStats {
     pub last_failure: Option<DateTime<Utc>>,
 }
 
+/// How long run records are kept: a global default and per-job overrides (days; 0 = forever).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RetentionPolicy {
+    /// Days for jobs without an override (`log_batch.retention_days`); 0 = forever.
+    pub default_days: u32,
+    /// Jobs with their own `retention_days`.
+    pub per_job: BTreeMap<JobName, u32>,
+}
+
+impl RetentionPolicy {
+    /// Days kept for `job`'s runs (0 = forever).
+    pub fn days_for(&self, job: &JobName) -> u32 {
+        self.per_job.get(job).copied().unwrap_or(self.default_days)
+    }
+
+    /// The start time before which `job`'s runs are deleted at `now`, if any are.
+    pub fn cutoff_for(&self, job: &JobName, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        days_cutoff(self.days_for(job), now)
+    }
+
+    /// The cutoff of jobs without an override.
+    pub fn default_cutoff(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        days_cutoff(self.default_days, now)
+    }
+
+    /// Overridden jobs whose runs do expire, with their cutoff at `now`.
+    pub fn job_cutoffs(&self, now: DateTime<Utc>) -> impl Iterator<Item = (&JobName, DateTime<Utc>)> + '_ {
+        self.per_job.iter().filter_map(move |(job, days)| days_cutoff(*days, now).map(|c| (job, c)))
+    }
+}
+
+fn days_cutoff(days: u32, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    (days > 0).then(|| now - chrono::Duration::days(i64::from(days)))
+}
+
+/// True for the final statuses counted as failures in [`JobStats`].
+pub(crate) fn is_failure(status: RunStatus) -> bool {
+    matches!(status, RunStatus::Failed | RunStatus::Timeout | RunStatus::Error | RunStatus::Killed | RunStatus::Lost)
+}
+
+/// Nearest-rank percentile of ascending `sorted` values.
+pub(crate) fn percentile(sorted: &[u64], p: usize) -> Option<u64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = (p * sorted.len()).div_ceil(100).max(1);
+    sorted.get(rank - 1).copied()
+}
+
+/// Accumulates [`JobStats`] from final runs, one at a time (adapters that cannot compute
+/// percentiles in the store feed it their rows).
+#[derive(Debug, Default)]
+pub(crate) struct StatsBuilder {
+    stats: JobStats,
+    durations: Vec<u64>,
+}
+
+impl StatsBuilder {
+    /// Counts one run with a final status.
+    pub(crate) fn add(&mut self, status: RunStatus, start: DateTime<Utc>, duration_ms: Option<u64>) {
+        if !status.is_final() {
+            return;
+        }
+        self.stats.runs += 1;
+        if status == RunStatus::Succeeded {
+            self.stats.succeeded += 1;
+            self.stats.last_success = self.stats.last_success.max(Some(start));
+        } else if is_failure(status) {
+            self.stats.failed += 1;
+            self.stats.last_failure = self.stats.last_failure.max(Some(start));
+        }
+        if let Some(ms) = duration_ms {
+            self.durations.push(ms);
+        }
+    }
+
+    /// The figures.
+    pub(crate) fn finish(mut self) -> JobStats {
+        self.durations.sort_unstable();
+        self.stats.p50_ms = percentile(&self.durations, 50);
+        self.stats.p95_ms = percentile(&self.durations, 95);
+        self.stats
+    }
+}
+
 /// Run records.
 #[async_trait]
 pub trait LogStore: Send + Sync + 'static {
@@ -129,6 +217,24 @@ pub trait LogStore: Send + Sync + 'static {
     /// # Errors
     /// `Unavailable`.
     async fn purge_before(&self, before: DateTime<Utc>) -> Result<u64, BackendError>;
+
+    /// Applies `policy` at `now`: deletes each job's runs that started more than its retention
+    /// days before `now` (runs of jobs without an override, including deleted jobs and runs the
+    /// seed wrote, follow `default_days`; 0 = keep). Stores that expire records themselves (a
+    /// MongoDB TTL index) also use `policy` for the records they write from now on. Returns
+    /// how many runs were deleted.
+    ///
+    /// The default honours only `default_days`; an adapter must override it to honour per-job
+    /// overrides (the conformance suite checks that it does).
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    async fn apply_retention(&self, policy: &RetentionPolicy, now: DateTime<Utc>) -> Result<u64, BackendError> {
+        match policy.default_cutoff(now) {
+            Some(before) => self.purge_before(before).await,
+            None => Ok(0),
+        }
+    }
 
     /// Cheap reachability check for readiness.
     ///

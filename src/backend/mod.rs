@@ -2,7 +2,7 @@
 //!
 //! The actors and the HTTP layer talk only to the four traits re-exported here, held as
 //! `Arc<dyn Trait>` in [`Backends`]. This module tree is the only code that names a storage
-//! crate (rusqlite, etcd-client; mongodb when its adapter lands). See
+//! crate (rusqlite, etcd-client, mongodb). See
 //! [`guide`] for what each method must guarantee and how to add an adapter.
 
 pub mod claims;
@@ -13,16 +13,17 @@ pub mod guide;
 pub mod jobs;
 pub mod logs;
 pub mod members;
+pub mod mongo;
 
 use std::path::Path;
 use std::sync::Arc;
 
 pub use claims::{Claims, LostStream, RunningMark, TickClaim, TickRequest};
 pub use jobs::{Change, JobStore, Precondition, PutOutcome, Signal, WatchEvent, WatchStream};
-pub use logs::{JobStats, LogStore, RunCursor, RunFilter, RunPage, RunQuery};
+pub use logs::{JobStats, LogStore, RetentionPolicy, RunCursor, RunFilter, RunPage, RunQuery};
 pub use members::{Membership, SessionEvent};
 
-use crate::domain::{JobName, Revision};
+use crate::domain::{JobName, Revision, RunId, RunStatus};
 
 /// Errors at the storage boundary, with enough context to act on.
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +83,15 @@ pub enum BackendError {
         #[source]
         source: rusqlite::Error,
     },
+    /// The store refused some records of a batch for reasons of their own (validation, size,
+    /// ...); every other record of the batch was written.
+    #[error("{backend} refused {} record(s) of the batch, first: {}", rejected.len(), rejected.first().map_or("", |r| r.reason.as_str()))]
+    Rejected {
+        /// Which backend.
+        backend: &'static str,
+        /// The refused records.
+        rejected: Vec<RejectedRun>,
+    },
     /// A file operation failed.
     #[error("{context}")]
     Io {
@@ -91,6 +101,17 @@ pub enum BackendError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// One record a store refused (see [`BackendError::Rejected`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RejectedRun {
+    /// The run.
+    pub id: RunId,
+    /// The status of the refused record (a run's `running` and final records differ).
+    pub status: RunStatus,
+    /// The store's reason, with its error code.
+    pub reason: String,
 }
 
 impl BackendError {
@@ -181,10 +202,8 @@ impl Backends {
             };
         // Run logs.
         let (logs, logs_kind): (Arc<dyn LogStore>, &'static str) = if config.uses_mongo() {
-            return Err(BackendError::Unavailable {
-                backend: "mongodb",
-                message: "the MongoDB adapter is not part of this build yet".into(),
-            });
+            let settings = mongo::MongoSettings::from_config(config);
+            (Arc::new(mongo::MongoLogStore::start(&settings).await?), "MongoDB")
         } else {
             (Arc::new(embedded::SqliteLogStore::open(&data_dir.join("runs.sqlite3"))?), "embedded (SQLite)")
         };

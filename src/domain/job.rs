@@ -21,6 +21,8 @@ pub const MAX_DESCRIPTION_BYTES: usize = 4 * 1024;
 pub const MAX_ENV_VARS: usize = 128;
 /// Longest accepted timeout (30 days).
 pub const MAX_TIMEOUT_SECS: u64 = 30 * 24 * 3600;
+/// Longest accepted per-job retention (100 years).
+pub const MAX_RETENTION_DAYS: u32 = 36_500;
 
 /// A validated job name: 1–128 characters of `[A-Za-z0-9._-]`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -129,6 +131,10 @@ pub struct Job {
     /// How `cron_expr` is read; a job without this field was written by the seed.
     #[serde(default = "seed_dialect")]
     pub dialect: Dialect,
+    /// Keep this job's run records this many days (0 = forever); `None` = the global
+    /// `log_batch.retention_days`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_days: Option<u32>,
 }
 
 fn default_true() -> bool {
@@ -202,6 +208,9 @@ pub struct JobSpec {
     /// Default `distcron`; `seed` reads 6 fields as 5 + year.
     #[serde(default)]
     pub dialect: Option<Dialect>,
+    /// Run-record retention in days (0 = forever); omitted = the global `retention_days`.
+    #[serde(default)]
+    pub retention_days: Option<u32>,
     /// Expected current version on replace; a stale one is a conflict. Ignored on create.
     #[serde(default)]
     pub version: Option<u64>,
@@ -256,6 +265,7 @@ impl JobSpec {
             updated_at: epoch(),
             version: self.version.unwrap_or(0),
             dialect,
+            retention_days: self.retention_days,
         };
         validate(&job)?;
         Ok(job)
@@ -313,6 +323,9 @@ pub fn validate(job: &Job) -> Result<(), JobValidationError> {
             return err("working_dir", format!("working_dir {dir:?} must be an absolute path"));
         }
     }
+    if let Some(days) = job.retention_days.filter(|d| *d > MAX_RETENTION_DAYS) {
+        return err("retention_days", format!("retention_days is {days}; the limit is {MAX_RETENTION_DAYS} (0 = keep forever)"));
+    }
     Ok(())
 }
 
@@ -341,6 +354,7 @@ mod tests {
             assert!(v.get(k).is_some(), "missing {k}");
         }
         assert_eq!(v["dialect"], "distcron");
+        assert!(v.get("retention_days").is_none(), "no override, no field");
         let back: Job = serde_json::from_value(v).expect("de");
         assert_eq!(back, job);
     }
@@ -369,6 +383,7 @@ mod tests {
         bad(r#"{"name":"a","command":"x","cron_expr":"* * * * *","env":{"1A":"x"}}"#, "env");
         bad(r#"{"name":"a","command":"x","cron_expr":"* * * * *","working_dir":"rel"}"#, "working_dir");
         bad(r#"{"command":"x","cron_expr":"* * * * *"}"#, "name");
+        bad(r#"{"name":"a","command":"x","cron_expr":"* * * * *","retention_days":36501}"#, "retention_days");
     }
 
     #[test]

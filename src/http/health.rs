@@ -99,6 +99,7 @@ pub(crate) async fn ready(state: Data<AppState>) -> HttpResponse {
         obj.insert("spool_bytes".into(), log_status.spool_bytes.into());
         obj.insert("spool_records".into(), log_status.spool_records.into());
         obj.insert("buffered".into(), log_status.buffered.into());
+        obj.insert("dead_lettered".into(), log_status.dead_lettered.into());
         if matches!(&log, Some(Ok(s)) if !s.store_ok) && logs.is_ok() {
             obj.insert("ok".into(), false.into());
             let err = log_status.last_error.clone().unwrap_or_else(|| "last write to the log store failed".into());

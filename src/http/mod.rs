@@ -113,6 +113,7 @@ fn api_scope() -> actix_web::Scope {
         .service(resource("/jobs/{name}/disable", "POST").route(post().to(jobs::disable)))
         .service(resource("/jobs/{name}/run", "POST").route(post().to(jobs::run_now)))
         .service(resource("/jobs/{name}/kill", "POST").route(post().to(jobs::kill)))
+        .service(resource("/jobs/{name}/stats", "GET").route(get().to(runs::stats)))
         .service(resource("/runs", "GET").route(get().to(runs::list)))
         .service(resource("/runs/{id}", "GET").route(get().to(runs::get)))
         .service(resource("/runs/{id}/kill", "POST").route(post().to(runs::kill)))

@@ -1,5 +1,5 @@
 //! `/api/v1/runs`: filtered, paginated run listing, one run with its output, and killing one run
-//! (API.md "Runs").
+//! (API.md "Runs"); `/api/v1/jobs/{name}/stats`: a job's run figures over a window.
 //!
 //! Filters are parsed strictly here (a bad value is a 400 naming the parameter); the query itself,
 //! its order and its cursor semantics are the log store's.
@@ -107,4 +107,63 @@ pub(crate) async fn kill(state: Data<AppState>, id: Path<String>) -> Result<Http
     }
     state.backends.jobs.signal(Signal::Kill { job: run.job.clone(), run: Some(run.id.clone()) }).await?;
     Ok(HttpResponse::Accepted().json(serde_json::json!({ "run": run.id, "job": run.job })))
+}
+
+/// Longest stats window: a year.
+const MAX_WINDOW_MINUTES: i64 = 365 * 24 * 60;
+
+/// Parses a window like `90m`, `24h` or `7d`.
+fn parse_window(raw: &str) -> Result<chrono::Duration, ApiError> {
+    let bad = || ApiError::bad_param("window", format!("window {raw:?} must be a number followed by m, h or d (e.g. 24h), at most 365d"));
+    let (digits, unit) = raw.split_at(raw.len().saturating_sub(1));
+    let n: i64 = digits.parse().map_err(|_| bad())?;
+    let minutes = match unit {
+        "m" => n,
+        "h" => n.saturating_mul(60),
+        "d" => n.saturating_mul(24 * 60),
+        _ => return Err(bad()),
+    };
+    if !(1..=MAX_WINDOW_MINUTES).contains(&minutes) {
+        return Err(bad());
+    }
+    Ok(chrono::Duration::minutes(minutes))
+}
+
+/// `GET /api/v1/jobs/{name}/stats?window=24h`: runs with a final status started in the window,
+/// how many succeeded and failed, the success rate (succeeded / (succeeded + failed)), p50/p95
+/// duration and the last success and failure. Works for deleted jobs too (their runs remain).
+pub(crate) async fn stats(
+    state: Data<AppState>,
+    name: Path<String>,
+    query: Query<HashMap<String, String>>,
+) -> Result<HttpResponse, ApiError> {
+    let job = JobName::parse(&name).map_err(|e| ApiError::bad_param("name", e.message))?;
+    let window_text = param(&query, "window").unwrap_or("24h").to_owned();
+    let since = chrono::Utc::now() - parse_window(&window_text)?;
+    let stats = state.backends.logs.stats(&job, since).await?;
+    let decided = stats.succeeded + stats.failed;
+    let success_rate = (decided > 0).then(|| stats.succeeded as f64 / decided as f64);
+    let mut body = serde_json::to_value(&stats).map_err(ApiError::internal)?;
+    if let Some(obj) = body.as_object_mut() {
+        obj.insert("job".into(), job.as_str().into());
+        obj.insert("window".into(), window_text.into());
+        obj.insert("since".into(), since.to_rfc3339_opts(chrono::SecondsFormat::Millis, true).into());
+        obj.insert("success_rate".into(), success_rate.into());
+    }
+    Ok(HttpResponse::Ok().json(body))
+}
+
+#[cfg(test)]
+mod window_tests {
+    use super::*;
+
+    #[test]
+    fn windows_parse_in_minutes_hours_and_days() {
+        assert_eq!(parse_window("90m").expect("m"), chrono::Duration::minutes(90));
+        assert_eq!(parse_window("24h").expect("h"), chrono::Duration::hours(24));
+        assert_eq!(parse_window("7d").expect("d"), chrono::Duration::days(7));
+        for bad in ["", "h", "0h", "-1h", "24", "1w", "366d", "x1d"] {
+            assert!(parse_window(bad).is_err(), "{bad}");
+        }
+    }
 }

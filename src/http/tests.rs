@@ -571,6 +571,40 @@ async fn runs_filter_and_paginate_newest_first_without_output() {
     assert_eq!((r.status, r.code().as_str()), (404, "run_not_found"));
 }
 
+#[actix_web::test]
+async fn job_stats_cover_the_window_and_validate_it() {
+    let h = Harness::new();
+    let recent = |id: &str, status: RunStatus, secs_ago: i64| {
+        let mut r = run(id, "a", status, 0, true);
+        let start = Utc::now() - chrono::Duration::seconds(secs_ago);
+        r.started_at = Some(start);
+        r.dispatched_at = start;
+        r
+    };
+    h.add_runs(&[
+        recent("s1", RunStatus::Succeeded, 60),
+        recent("s2", RunStatus::Succeeded, 120),
+        recent("f1", RunStatus::Failed, 180),
+        recent("old", RunStatus::Failed, 3 * 3600),
+        run("ancient", "a", RunStatus::Succeeded, 1, true),
+    ])
+    .await;
+    let s = h.get("/api/v1/jobs/a/stats?window=1h").await;
+    assert_eq!(s.status, 200, "{}", s.text());
+    let s = s.json();
+    assert_eq!((s["runs"].as_u64(), s["succeeded"].as_u64(), s["failed"].as_u64()), (Some(3), Some(2), Some(1)));
+    assert!((s["success_rate"].as_f64().expect("rate") - 2.0 / 3.0).abs() < 1e-9);
+    assert_eq!((s["p50_ms"].as_u64(), s["p95_ms"].as_u64()), (Some(2000), Some(2000)));
+    assert_eq!((s["job"].as_str(), s["window"].as_str()), (Some("a"), Some("1h")));
+    assert!(s["last_success"].is_string() && s["last_failure"].is_string());
+    let day = h.get("/api/v1/jobs/a/stats").await.json();
+    assert_eq!((day["window"].as_str(), day["runs"].as_u64()), (Some("24h"), Some(4)), "24h by default");
+    let none = h.get("/api/v1/jobs/nobody/stats").await.json();
+    assert_eq!((none["runs"].as_u64(), none["success_rate"].clone()), (Some(0), Value::Null));
+    let bad = h.get("/api/v1/jobs/a/stats?window=1w").await;
+    assert_eq!((bad.status, bad.code().as_str(), bad.field()), (400, "invalid_request", json!("window")));
+}
+
 fn enc(s: &str) -> String {
     s.replace('+', "%2B").replace(':', "%3A")
 }
@@ -704,6 +738,7 @@ async fn liveness_is_ok_and_readiness_reports_each_backend() {
                 v["spool_bytes"] = json!(0);
                 v["spool_records"] = json!(0);
                 v["buffered"] = json!(0);
+                v["dead_lettered"] = json!(0);
             }
             v
         });
@@ -749,7 +784,7 @@ impl Handler<GetPoolStatus> for FakeNode {
 impl Handler<GetLogStatus> for FakeNode {
     type Result = MessageResult<GetLogStatus>;
     fn handle(&mut self, _: GetLogStatus, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(LogStatus { buffered: 2, spool_bytes: 100, spool_records: 1, store_ok: true, last_error: None, written: 9 })
+        MessageResult(LogStatus { buffered: 2, spool_bytes: 100, spool_records: 1, store_ok: true, last_error: None, written: 9, dead_lettered: 0 })
     }
 }
 

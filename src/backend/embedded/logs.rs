@@ -14,7 +14,7 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension};
 
 use super::{open_sqlite, sql_err, with_locked};
-use crate::backend::logs::{JobStats, LogStore, RunCursor, RunFilter, RunPage, RunQuery};
+use crate::backend::logs::{JobStats, LogStore, RetentionPolicy, RunCursor, RunFilter, RunPage, RunQuery, StatsBuilder};
 use crate::backend::BackendError;
 use crate::domain::{JobName, RunId, RunRecord, RunStatus};
 
@@ -135,19 +135,6 @@ fn query_locked(conn: &mut Connection, query: &RunQuery) -> Result<RunPage, Back
     Ok(RunPage { runs, next_cursor })
 }
 
-/// Nearest-rank percentile of ascending `sorted` values.
-fn percentile(sorted: &[u64], p: usize) -> Option<u64> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let rank = (p * sorted.len()).div_ceil(100).max(1);
-    sorted.get(rank - 1).copied()
-}
-
-fn is_failure(status: RunStatus) -> bool {
-    matches!(status, RunStatus::Failed | RunStatus::Timeout | RunStatus::Error | RunStatus::Killed | RunStatus::Lost)
-}
-
 fn stats_locked(conn: &mut Connection, job: &JobName, since: DateTime<Utc>) -> Result<JobStats, BackendError> {
     let mut stmt = conn
         .prepare_cached(
@@ -162,33 +149,47 @@ fn stats_locked(conn: &mut Connection, job: &JobName, since: DateTime<Utc>) -> R
         .map_err(sql_err(format!("cannot compute stats of job {job}")))?
         .collect::<Result<_, _>>()
         .map_err(sql_err(format!("cannot compute stats of job {job}")))?;
-    let mut stats = JobStats::default();
-    let mut durations = Vec::new();
-    let mut last_success: Option<i64> = None;
-    let mut last_failure: Option<i64> = None;
+    let mut stats = StatsBuilder::default();
     for (status, start_ms, duration) in rows {
         let Some(status) = RunStatus::parse(&status) else {
             log::warn!("Ignoring a run with an unknown status in stats. job={job} status={status}");
             continue;
         };
-        stats.runs += 1;
-        if status == RunStatus::Succeeded {
-            stats.succeeded += 1;
-            last_success = last_success.max(Some(start_ms));
-        } else if is_failure(status) {
-            stats.failed += 1;
-            last_failure = last_failure.max(Some(start_ms));
-        }
-        if let Some(ms) = duration.and_then(|d| u64::try_from(d).ok()) {
-            durations.push(ms);
-        }
+        let Some(start) = DateTime::from_timestamp_millis(start_ms) else { continue };
+        stats.add(status, start, duration.and_then(|d| u64::try_from(d).ok()));
     }
-    durations.sort_unstable();
-    stats.p50_ms = percentile(&durations, 50);
-    stats.p95_ms = percentile(&durations, 95);
-    stats.last_success = last_success.and_then(DateTime::from_timestamp_millis);
-    stats.last_failure = last_failure.and_then(DateTime::from_timestamp_millis);
-    Ok(stats)
+    Ok(stats.finish())
+}
+
+/// Deletes runs past `policy` at `now`, one statement per overridden job and one for the rest.
+fn retention_locked(conn: &mut Connection, policy: &RetentionPolicy, now: DateTime<Utc>) -> Result<u64, BackendError> {
+    let tx = conn.transaction().map_err(sql_err("cannot begin retention"))?;
+    let mut deleted = 0;
+    for (job, cutoff) in policy.job_cutoffs(now) {
+        deleted += tx
+            .execute("DELETE FROM runs WHERE job = ?1 AND start_ms < ?2", rusqlite::params![job.as_str(), cutoff.timestamp_millis()])
+            .map_err(sql_err(format!("cannot purge old runs of job {job}")))?;
+    }
+    if let Some(cutoff) = policy.default_cutoff(now) {
+        tx.execute_batch("CREATE TEMP TABLE IF NOT EXISTS retention_override (job TEXT PRIMARY KEY); DELETE FROM retention_override;")
+            .map_err(sql_err("cannot prepare retention"))?;
+        {
+            let mut insert = tx
+                .prepare_cached("INSERT OR IGNORE INTO retention_override (job) VALUES (?1)")
+                .map_err(sql_err("cannot prepare retention"))?;
+            for job in policy.per_job.keys() {
+                insert.execute([job.as_str()]).map_err(sql_err("cannot prepare retention"))?;
+            }
+        }
+        deleted += tx
+            .execute(
+                "DELETE FROM runs WHERE start_ms < ?1 AND job NOT IN (SELECT job FROM retention_override)",
+                [cutoff.timestamp_millis()],
+            )
+            .map_err(sql_err("cannot purge old runs"))?;
+    }
+    tx.commit().map_err(sql_err("cannot commit retention"))?;
+    Ok(deleted as u64)
 }
 
 #[async_trait]
@@ -276,6 +277,11 @@ impl LogStore for SqliteLogStore {
         .await
     }
 
+    async fn apply_retention(&self, policy: &RetentionPolicy, now: DateTime<Utc>) -> Result<u64, BackendError> {
+        let policy = policy.clone();
+        with_locked(&self.conn, BACKEND, move |conn| retention_locked(conn, &policy, now)).await
+    }
+
     async fn ping(&self) -> Result<(), BackendError> {
         with_locked(&self.conn, BACKEND, |conn| {
             conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)).map_err(sql_err("ping failed"))?;
@@ -331,6 +337,12 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn passes_retention_conformance() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        conformance::log_store_retention(store(&dir)).await;
+    }
+
+    #[tokio::test]
     async fn passes_whole_suite_on_one_store() {
         let dir = tempfile::tempdir().expect("tempdir");
         conformance::log_store_suite(store(&dir)).await;
@@ -349,6 +361,7 @@ mod tests {
 
     #[test]
     fn nearest_rank_percentiles() {
+        use crate::backend::logs::percentile;
         assert_eq!(percentile(&[], 50), None);
         assert_eq!(percentile(&[7], 95), Some(7));
         let v: Vec<u64> = (1..=20).collect();
