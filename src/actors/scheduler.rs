@@ -125,6 +125,7 @@ impl Pending {
 #[derive(Debug)]
 struct BatchedClaim {
     job: JobName,
+    generation: u64,
     item: Pending,
     rank: usize,
     with_running: bool,
@@ -150,6 +151,9 @@ impl MarkOp {
 /// One job's ticks waiting to be claimed, in order; one claim in flight at a time.
 #[derive(Debug, Default)]
 struct JobQueue {
+    /// Identity of this queue: timers and answers for a queue that was dropped (job deleted,
+    /// disabled) and made again do not touch the new one.
+    generation: u64,
     items: VecDeque<Pending>,
     /// A claim is in flight or scheduled.
     busy: bool,
@@ -204,6 +208,8 @@ pub struct SchedulerActor {
     live: Vec<String>,
     /// The membership session is lost (cluster): claims fail until it is renewed.
     session_lost: bool,
+    /// Generation of the last job queue made.
+    queue_generation: u64,
     /// Claims to send in the next batch.
     claim_batch: Vec<BatchedClaim>,
     /// A flush of `claim_batch` is scheduled.
@@ -237,6 +243,7 @@ impl SchedulerActor {
             queues: HashMap::new(),
             live: Vec::new(),
             session_lost: false,
+            queue_generation: 0,
             claim_batch: Vec::new(),
             claim_flush: false,
             mark_ops: VecDeque::new(),
@@ -312,7 +319,11 @@ impl SchedulerActor {
         let now = Utc::now();
         let grace = chrono::Duration::from_std(self.settings.misfire_grace).unwrap_or(chrono::Duration::MAX);
         for Due { job, tick, missed } in self.plan.pop_due(now, grace) {
-            let queue = self.queues.entry(job.clone()).or_default();
+            if !self.queues.contains_key(&job) {
+                self.queue_generation += 1;
+                self.queues.insert(job.clone(), JobQueue { generation: self.queue_generation, ..JobQueue::default() });
+            }
+            let Some(queue) = self.queues.get_mut(&job) else { continue };
             queue.items.extend(missed.map(Pending::Missed));
             queue.items.extend(tick.map(Pending::Tick));
             self.pump(job, ctx);
@@ -372,20 +383,26 @@ impl SchedulerActor {
         let at = front.last() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
         let wait = (at - now).to_std().unwrap_or(Duration::ZERO);
         queue.busy = true;
+        let generation = queue.generation;
         if wait.is_zero() {
-            self.attempt(job, rank, ctx);
+            self.attempt(job, generation, rank, ctx);
         } else {
-            ctx.run_later(wait, move |act, ctx| act.attempt(job, rank, ctx));
+            ctx.run_later(wait, move |act, ctx| act.attempt(job, generation, rank, ctx));
         }
+    }
+
+    /// `job`'s queue, if it is still the one of `generation`.
+    fn queue_of(&mut self, job: &JobName, generation: u64) -> Option<&mut JobQueue> {
+        self.queues.get_mut(job).filter(|q| q.generation == generation)
     }
 
     /// Claims `job`'s oldest waiting tick (skipped without a round trip when this worker is
     /// not the owner and the claims cache shows the tick taken).
-    fn attempt(&mut self, job: JobName, rank: usize, ctx: &mut Context<Self>) {
+    fn attempt(&mut self, job: JobName, generation: u64, rank: usize, ctx: &mut Context<Self>) {
         let draining = self.draining;
         let known = if rank > 0 { self.peers.claims.known_claim(&job) } else { None };
         let policy = self.jobs.get(&job).map(|j| j.concurrency).unwrap_or_default();
-        let Some(queue) = self.queues.get_mut(&job) else { return };
+        let Some(queue) = self.queue_of(&job, generation) else { return };
         let Some(item) = queue.items.front().cloned() else {
             self.queues.remove(&job);
             return;
@@ -404,7 +421,7 @@ impl SchedulerActor {
         }
         // Only a tick to run needs the live runs; `allow` needs no look.
         let with_running = matches!(item, Pending::Tick(_)) && policy != ConcurrencyPolicy::Allow;
-        self.claim_batch.push(BatchedClaim { job, item, rank, with_running });
+        self.claim_batch.push(BatchedClaim { job, generation, item, rank, with_running });
         if !self.claim_flush {
             // Every claim that becomes due in this turn goes in one batch (one etcd txn).
             self.claim_flush = true;
@@ -430,7 +447,7 @@ impl SchedulerActor {
                 let result = results.next().unwrap_or_else(|| {
                     Err(BackendError::Corrupt { backend: "claims", message: "a batched claim got no answer".into() })
                 });
-                act.claimed(c.job, c.item, c.rank, result, ctx);
+                act.claimed(c.job, c.generation, c.item, c.rank, result, ctx);
             }
         }));
     }
@@ -506,6 +523,7 @@ impl SchedulerActor {
     fn claimed(
         &mut self,
         job: JobName,
+        generation: u64,
         item: Pending,
         rank: usize,
         result: Result<Option<TickClaim>, BackendError>,
@@ -514,7 +532,7 @@ impl SchedulerActor {
         match result {
             Ok(outcome) => {
                 self.claim_recovered();
-                if let Some(queue) = self.queues.get_mut(&job) {
+                if let Some(queue) = self.queue_of(&job, generation) {
                     queue.items.pop_front();
                     queue.busy = false;
                     queue.retry = None;
@@ -548,14 +566,14 @@ impl SchedulerActor {
             }
             Err(e) => {
                 self.claim_failed(&job, item.last(), &e);
-                let Some(queue) = self.queues.get_mut(&job) else { return };
+                let Some(queue) = self.queue_of(&job, generation) else { return };
                 let delay = queue.retry.map_or(CLAIM_RETRY_MIN, |d| (d * 2).min(CLAIM_RETRY_MAX));
                 queue.retry = Some(delay);
                 ctx.run_later(delay, move |act, ctx| {
-                    if let Some(queue) = act.queues.get_mut(&job) {
+                    if let Some(queue) = act.queue_of(&job, generation) {
                         queue.busy = false;
+                        act.pump(job, ctx);
                     }
-                    act.pump(job, ctx);
                 });
             }
         }
