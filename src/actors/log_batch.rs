@@ -78,6 +78,8 @@ pub struct LogBatchActor {
     /// Records per store call: `max_records`, halved after each timeout (a slow store gets
     /// smaller batches, so every call can finish), doubled back after each success.
     chunk: usize,
+    /// Bound of one store call ([`WRITE_TIMEOUT`]).
+    write_timeout: Duration,
     store_ok: bool,
     last_error: Option<String>,
     written: u64,
@@ -107,6 +109,7 @@ impl LogBatchActor {
             last_error: None,
             written: 0,
             chunk,
+            write_timeout: WRITE_TIMEOUT,
             idle_waiters: Vec::new(),
         }
     }
@@ -124,6 +127,13 @@ impl LogBatchActor {
         settings: LogBatchSettings,
     ) -> std::io::Result<Self> {
         Ok(Self::new(store, Spool::open(spool_path, spool_max_bytes)?, settings))
+    }
+
+    /// Bounds each store call by `timeout` instead of [`WRITE_TIMEOUT`] (tests).
+    #[cfg(test)]
+    pub(crate) fn with_write_timeout(mut self, timeout: Duration) -> Self {
+        self.write_timeout = timeout;
+        self
     }
 
     /// Dead-letters refused records into `dead` instead of the file next to the spool.
@@ -170,8 +180,9 @@ impl LogBatchActor {
         let batch: Vec<RunRecord> = self.buffer.drain(..n).collect();
         self.busy = true;
         let store = self.store.clone();
+        let timeout = self.write_timeout;
         let fut = async move {
-            let res = tokio::time::timeout(WRITE_TIMEOUT, store.append_batch(&batch)).await;
+            let res = tokio::time::timeout(timeout, store.append_batch(&batch)).await;
             (batch, res)
         };
         ctx.spawn(fut.into_actor(self).map(|(batch, res), act, ctx| {
@@ -189,7 +200,7 @@ impl LogBatchActor {
                 Ok(Err(e)) => act.write_failed(&batch, e.to_string(), ctx),
                 Err(_) => {
                     act.timed_out();
-                    act.write_failed(&batch, format!("no answer within {}s", WRITE_TIMEOUT.as_secs()), ctx);
+                    act.write_failed(&batch, format!("no answer within {} ms", act.write_timeout.as_millis()), ctx);
                 }
             }
             if act.buffer.len() >= act.settings.max_records {
@@ -347,6 +358,7 @@ impl LogBatchActor {
         self.busy = true;
         let store = self.store.clone();
         let chunk = self.chunk;
+        let timeout = self.write_timeout;
         let consumed = contents.lines;
         let fut = async move {
             let mut written = 0;
@@ -356,7 +368,7 @@ impl LogBatchActor {
             let mut failure: Option<(String, bool)> = None;
             while done < records.len() {
                 let part = &records[done..(done + chunk).min(records.len())];
-                match tokio::time::timeout(WRITE_TIMEOUT, store.append_batch(part)).await {
+                match tokio::time::timeout(timeout, store.append_batch(part)).await {
                     Ok(Ok(())) => written += part.len(),
                     Ok(Err(BackendError::Rejected { rejected, .. })) => {
                         written += part.len().saturating_sub(rejected.len());
@@ -367,7 +379,7 @@ impl LogBatchActor {
                         break;
                     }
                     Err(_) => {
-                        failure = Some((format!("no answer within {}s", WRITE_TIMEOUT.as_secs()), true));
+                        failure = Some((format!("no answer within {} ms", timeout.as_millis()), true));
                         break;
                     }
                 }
@@ -822,6 +834,60 @@ mod tests {
         actor.do_send(RecordRun(record(2, RunStatus::Succeeded)));
         tokio::time::sleep(OUTAGE_FLUSH * 10).await;
         assert_eq!(actor.send(GetLogStatus).await.expect("status").spool_records, 2);
+    }
+
+    /// A store that needs 2 ms per record per call.
+    struct Slow(SqliteLogStore);
+
+    #[async_trait]
+    impl LogStore for Slow {
+        async fn append_batch(&self, records: &[RunRecord]) -> Result<(), BackendError> {
+            tokio::time::sleep(Duration::from_millis(2 * records.len() as u64)).await;
+            self.0.append_batch(records).await
+        }
+        async fn get(&self, id: &RunId) -> Result<Option<RunRecord>, BackendError> {
+            self.0.get(id).await
+        }
+        async fn query(&self, q: &RunQuery) -> Result<RunPage, BackendError> {
+            self.0.query(q).await
+        }
+        async fn count(&self, f: &RunFilter) -> Result<u64, BackendError> {
+            self.0.count(f).await
+        }
+        async fn stats(&self, job: &JobName, since: DateTime<Utc>) -> Result<JobStats, BackendError> {
+            self.0.stats(job, since).await
+        }
+        async fn purge_before(&self, before: DateTime<Utc>) -> Result<u64, BackendError> {
+            self.0.purge_before(before).await
+        }
+        async fn ping(&self) -> Result<(), BackendError> {
+            self.0.ping().await
+        }
+    }
+
+    #[actix::test]
+    async fn a_store_too_slow_for_the_batch_gets_smaller_batches_and_everything_lands() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(Slow(SqliteLogStore::open(&dir.path().join("runs.sqlite3")).expect("store")));
+        // A spool of 200 records left by a crash: one call of 200 needs 400 ms, over the bound.
+        let mut spool = Spool::open(&dir.path().join("spool.jsonl"), u64::MAX).expect("spool");
+        let left: Vec<RunRecord> = (0..200).map(|i| record(i, RunStatus::Succeeded)).collect();
+        spool.append(&left).expect("append");
+        let settings = LogBatchSettings { max_records: 200, ..settings() };
+        let actor = LogBatchActor::new(store.clone(), spool, settings).with_write_timeout(Duration::from_millis(150)).start();
+        for i in 200..300 {
+            actor.do_send(RecordRun(record(i, RunStatus::Succeeded)));
+        }
+        let mut status = actor.send(GetLogStatus).await.expect("status");
+        for _ in 0..1000 {
+            status = actor.send(GetLogStatus).await.expect("status");
+            if status.spool_records == 0 && status.buffered == 0 && status.store_ok {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(status.spool_records == 0 && status.store_ok, "{status:?}");
+        assert_eq!(store.0.count(&RunFilter::default()).await.expect("count"), 300, "every record once");
     }
 
     #[actix::test]
