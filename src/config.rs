@@ -91,6 +91,9 @@ pub struct Config {
     pub api_token: String,
     /// Permit a non-loopback listen address without a token.
     pub insecure_no_auth: bool,
+    /// Let `master`/`worker` keep run records in the node's own SQLite file instead of MongoDB
+    /// (each node then sees only its own runs; tests and experiments).
+    pub allow_local_run_log: bool,
     /// Default IANA zone of jobs without `tz`.
     pub default_tz: String,
     /// Log level when RUST_LOG is not set.
@@ -218,6 +221,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./data"),
             api_token: String::new(),
             insecure_no_auth: false,
+            allow_local_run_log: false,
             default_tz: "UTC".into(),
             log_level: "info".into(),
             node_id: String::new(),
@@ -336,6 +340,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("data_dir", "DISTCRON_DATA_DIR"),
     ("api_token", "DISTCRON_API_TOKEN"),
     ("insecure_no_auth", "DISTCRON_INSECURE_NO_AUTH"),
+    ("allow_local_run_log", "DISTCRON_ALLOW_LOCAL_RUN_LOG"),
     ("default_tz", "DISTCRON_DEFAULT_TZ"),
     ("log_level", "DISTCRON_LOG_LEVEL"),
     ("node_id", "DISTCRON_NODE_ID"),

@@ -57,7 +57,15 @@ fn check_role(config: &Config) -> Result<(), StartupError> {
             config.role.as_str()
         )));
     }
-    // Any mix of etcd/embedded and MongoDB/embedded is a config choice (ARCHITECTURE.md).
+    // ARCHITECTURE.md: master and worker need etcd and MongoDB. Without a shared run log each
+    // node would keep its runs in its own file and a master would show none of them.
+    if config.role != Role::All && !config.uses_mongo() && !config.allow_local_run_log {
+        return Err(StartupError::Role(format!(
+            "role {} needs MongoDB for run records: set mongo.uri (--mongo-uri, DISTCRON_MONGO_URI) so masters see every worker's runs (allow_local_run_log = true keeps them per node, for tests only)",
+            config.role.as_str()
+        )));
+    }
+    // With --role all, any mix of etcd/embedded and MongoDB/embedded is a config choice.
     Ok(())
 }
 
