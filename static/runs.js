@@ -134,15 +134,35 @@ export function mountRuns(root, ctx, params) {
   const notice = h("div", { class: "view-notice", "aria-live": "polite" });
   const pager = h("nav", { class: "pager", "aria-label": "Pages of runs" });
   const live = h("span", { class: "muted live", id: "runs-live" });
+  // A job's figures over the last 24 h (GET /api/v1/jobs/{name}/stats), shown when filtering by job.
+  const stats = h("p", { class: "muted job-stats", id: "job-stats", "aria-live": "polite" });
 
   replace(root,
     h("div", { class: "view-head" },
       h("h1", { tabindex: "-1" }, filters.job ? `Runs of ${filters.job}` : "Runs"),
       live),
     filterForm,
+    filters.job ? stats : null,
     h("div", { class: "table-wrap" }, table),
     notice,
     pager);
+
+  async function loadStats() {
+    if (!filters.job) return;
+    try {
+      const st = await api("GET", `/jobs/${seg(filters.job)}/stats?window=24h`);
+      const parts = [`Last 24 h: ${st.runs} finished run${st.runs === 1 ? "" : "s"}`];
+      if (st.success_rate != null) parts.push(`${Math.round(st.success_rate * 100)} % succeeded`);
+      if (st.p50_ms != null) parts.push(`p50 ${fmtDuration(st.p50_ms)}`);
+      if (st.p95_ms != null) parts.push(`p95 ${fmtDuration(st.p95_ms)}`);
+      if (st.last_success) parts.push(`last success ${fmtShort(st.last_success)}`);
+      if (st.last_failure) parts.push(`last failure ${fmtShort(st.last_failure)}`);
+      stats.textContent = parts.join(" · ");
+    } catch (e) {
+      if (e instanceof Unauthorized) return;
+      stats.textContent = `Figures unavailable: ${describe(e)}`;
+    }
+  }
 
   // ---- table ----------------------------------------------------------------------------------
   const COLS = ["Status", "Job", "Worker", "Scheduled", "Started", "Ended", "Duration", "Exit", "Actions"];
@@ -272,6 +292,7 @@ export function mountRuns(root, ctx, params) {
       if (!alive) return;
       page = body;
       ctx.error("runs", null);
+      if (cursors.length === 1) loadStats();
       for (const run of page.runs) {
         const cached = expanded.get(run.id);
         if (cached && cached.status !== run.status) fetchFull(run.id);

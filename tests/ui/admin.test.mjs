@@ -96,6 +96,8 @@ test("a job created through the form runs and its runs and output appear", async
   await row.waitFor({ timeout: 10000 });
   await row.locator("button", { hasText: "Output" }).click();
   await waitUntil(5000, async () => (await page.locator("pre.output").first().textContent()).includes("made-in-the-browser hello"), "the output");
+  // the job's figures over 24 h (the stats endpoint) head its runs
+  await waitUntil(10000, async () => /Last 24 h: [1-9]\d* finished runs? · 100 % succeeded · p50 /.test(await page.textContent("#job-stats")), "the job's figures");
   // and the job list shows the last run
   await page.click('#nav a[data-view="jobs"]');
   await page.locator('#jobs tr[data-job="from-the-form"] .run-link').waitFor();
