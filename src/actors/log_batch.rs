@@ -711,6 +711,15 @@ mod tests {
         }
     }
 
+    /// A real SQLite store under `dir`, switched off when `down`.
+    fn flaky(dir: &std::path::Path, down: bool) -> Arc<Flaky> {
+        Arc::new(Flaky {
+            inner: SqliteLogStore::open(&dir.join("runs.sqlite3")).expect("store"),
+            down: AtomicBool::new(down),
+            calls: AtomicUsize::new(0),
+        })
+    }
+
     async fn wait_for(mut probe: impl FnMut() -> bool) {
         for _ in 0..500 {
             if probe() {
@@ -724,11 +733,7 @@ mod tests {
     #[actix::test]
     async fn records_spool_while_the_store_fails_and_replay_once_in_order() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Arc::new(Flaky {
-            inner: SqliteLogStore::open(&dir.path().join("runs.sqlite3")).expect("store"),
-            down: AtomicBool::new(true),
-            calls: AtomicUsize::new(0),
-        });
+        let store = flaky(dir.path(), true);
         let spool = Spool::open(&dir.path().join("spool.jsonl"), u64::MAX).expect("spool");
         let actor = LogBatchActor::new(store.clone(), spool, settings()).start();
         // a running record, then its final state, then many more, all while the store is down
@@ -777,11 +782,7 @@ mod tests {
     #[actix::test]
     async fn refused_records_are_retried_then_dead_lettered_and_the_rest_is_written() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Arc::new(Flaky {
-            inner: SqliteLogStore::open(&dir.path().join("runs.sqlite3")).expect("store"),
-            down: AtomicBool::new(false),
-            calls: AtomicUsize::new(0),
-        });
+        let store = flaky(dir.path(), false);
         let spool = Spool::open(&dir.path().join("spool").join("runs.jsonl"), u64::MAX).expect("spool");
         let actor = LogBatchActor::new(store.clone(), spool, settings()).start();
         let mut poison = record(1, RunStatus::Failed);
@@ -812,11 +813,7 @@ mod tests {
     #[actix::test]
     async fn while_the_store_fails_records_reach_the_spool_within_the_outage_flush() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Arc::new(Flaky {
-            inner: SqliteLogStore::open(&dir.path().join("runs.sqlite3")).expect("store"),
-            down: AtomicBool::new(true),
-            calls: AtomicUsize::new(0),
-        });
+        let store = flaky(dir.path(), true);
         let spool = Spool::open(&dir.path().join("spool.jsonl"), u64::MAX).expect("spool");
         let slow = LogBatchSettings {
             max_records: 100,

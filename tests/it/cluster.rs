@@ -532,40 +532,35 @@ fn roles_and_the_seed_s_keys_over_etcd() {
     drop(worker);
 }
 
+/// Starts `distcron --role <role> <args>` without the given variables and returns its one-line
+/// refusal, asserting it failed.
+fn refusal(role: &str, args: &[&str], env_remove: &[&str]) -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_distcron"));
+    cmd.args(["--role", role]).args(args).arg("--data-dir").arg(dir.path().join("d")).current_dir(dir.path());
+    for var in env_remove {
+        cmd.env_remove(var);
+    }
+    let out = cmd.output().expect("run distcron");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "role {role} {args:?} started");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    err
+}
+
 #[test]
 fn master_and_worker_roles_refuse_the_embedded_stores() {
-    let dir = tempfile::tempdir().expect("tempdir");
     for role in ["master", "worker"] {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_distcron"))
-            .args(["--role", role, "--data-dir"])
-            .arg(dir.path().join("d"))
-            .current_dir(dir.path())
-            .env_remove("DISTCRON_ETCD_ENDPOINTS")
-            .output()
-            .expect("run distcron");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "role {role} started without etcd");
+        let err = refusal(role, &[], &["DISTCRON_ETCD_ENDPOINTS"]);
         assert!(err.contains(&format!("role {role} needs etcd")) && err.contains("etcd.endpoints"), "{err}");
-        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
     }
 }
 
 #[test]
 fn master_and_worker_roles_refuse_to_run_without_a_shared_run_log() {
-    let dir = tempfile::tempdir().expect("tempdir");
     for role in ["master", "worker"] {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_distcron"))
-            .args(["--role", role, "--etcd-endpoints", "http://127.0.0.1:1", "--data-dir"])
-            .arg(dir.path().join("d"))
-            .current_dir(dir.path())
-            .env_remove("DISTCRON_MONGO_URI")
-            .env_remove("DISTCRON_ALLOW_LOCAL_RUN_LOG")
-            .output()
-            .expect("run distcron");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "role {role} started without MongoDB");
+        let err = refusal(role, &["--etcd-endpoints", "http://127.0.0.1:1"], &["DISTCRON_MONGO_URI", "DISTCRON_ALLOW_LOCAL_RUN_LOG"]);
         assert!(err.contains(&format!("role {role} needs MongoDB")) && err.contains("mongo.uri"), "{err}");
-        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
     }
 }
 
