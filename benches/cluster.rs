@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Timelike, Utc};
 use support::etcd::EtcdServer;
-use support::{Node, NodeOptions};
+use support::{proc_stat, Node, NodeOptions};
 
 const WORKERS: usize = 3;
 const WINDOW_SECS: u64 = 30;
@@ -43,15 +43,6 @@ fn worker_config(etcd: &EtcdServer) -> String {
 
 fn quiet() -> NodeOptions {
     NodeOptions { log_level: "warn".into(), ..NodeOptions::default() }
-}
-
-/// (utime+stime in clock ticks, RSS in pages) of a process.
-fn proc_stat(pid: u32) -> (u64, u64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let num = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    (num(11) + num(12), num(21))
 }
 
 /// CPU % of one core and max RSS (MiB) of each pid over `secs`.

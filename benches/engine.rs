@@ -10,8 +10,17 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeZone, Utc};
+#[path = "../tests/it/support/mod.rs"]
+#[allow(dead_code, unreachable_pub, missing_docs)]
+mod support;
+
 use distcron::actors::plan::Plan;
 use distcron::domain::{Dialect, JobName, Schedule};
+
+use support::{free_port, proc_stat};
+
+/// Clock ticks per second of /proc CPU times (USER_HZ, 100 on Linux).
+const USER_HZ: f64 = 100.0;
 
 fn main() {
     let which: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
@@ -69,19 +78,6 @@ fn bench_plan() {
     println!("  replan (churn)  {:>8.1} ms total  {:>7.0} ns/job", churn.as_secs_f64() * 1e3, per(churn, N / 2));
     println!("  pop due, 24 h   {:>8.1} ms total  {:>7.0} ns/tick ({popped} ticks)", pop.as_secs_f64() * 1e3, per(pop, popped.max(1)));
     println!("  next_after      {:>8.1} ms total  {:>7.0} ns/call", next.as_secs_f64() * 1e3, per(next, N));
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port")
-}
-
-fn proc_stat(pid: u32) -> (u64, u64) {
-    // (utime+stime ticks, rss pages)
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let num = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    (num(11) + num(12), num(21))
 }
 
 fn bench_dispatch() {
@@ -161,7 +157,7 @@ fn bench_dispatch() {
     let _ = child.wait();
     lateness.sort_by(|a, b| a.total_cmp(b));
     let pct = |p: f64| lateness.get(((lateness.len() as f64 * p).ceil() as usize).saturating_sub(1)).copied().unwrap_or(f64::NAN);
-    let ticks = nix_ticks();
+    let ticks = USER_HZ;
     let page_kb = 4;
     println!("dispatch: {JOBS} jobs every second running `true`, {SECS} s window, pool 256:");
     println!("  runs started    {} ({:.0} runs/s)", lateness.len(), lateness.len() as f64 / wall);
@@ -169,9 +165,4 @@ fn bench_dispatch() {
     println!("  lateness ms     p50 {:.1}  p99 {:.1}  max {:.1}", pct(0.50), pct(0.99), lateness.last().copied().unwrap_or(f64::NAN));
     println!("  distcron CPU    {:.0}% of one core (children not included)", (cpu1 - cpu0) as f64 / ticks / wall * 100.0);
     println!("  distcron RSS    max {} MiB", rss_max * page_kb / 1024);
-}
-
-fn nix_ticks() -> f64 {
-    // USER_HZ is 100 on Linux.
-    100.0
 }

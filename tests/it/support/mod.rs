@@ -294,6 +294,16 @@ pub fn process_alive(pid: u32) -> bool {
     }
 }
 
+/// (utime+stime in clock ticks, RSS in pages) of a process, from /proc (benchmarks).
+#[allow(dead_code)]
+pub fn proc_stat(pid: u32) -> (u64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let num = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    (num(11) + num(12), num(21))
+}
+
 /// Reads a pid written by a job into a file.
 pub fn read_pid(path: &Path) -> Option<u32> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
