@@ -703,21 +703,26 @@ impl SchedulerActor {
         self.peers.start.do_send(StartRun(spec));
     }
 
-    /// Publishes this worker's info, then refreshes the live workers used for ranking.
-    fn heartbeat(&self, ctx: &mut Context<Self>) {
+    /// Publishes this worker's info (joining membership first when `join`), then refreshes the
+    /// live workers used for ranking.
+    fn announce(&self, ctx: &mut Context<Self>, join: bool) {
         let mut info = self.settings.worker.clone();
         info.running = u32::try_from(self.running.len()).unwrap_or(u32::MAX);
         info.last_heartbeat = Utc::now();
         let members = self.peers.members.clone();
         ctx.spawn(
             async move {
-                let beat = members.heartbeat(&info).await;
-                (beat, members.live().await)
+                let published = if join { members.join(&info).await } else { members.heartbeat(&info).await };
+                (published, members.live().await)
             }
             .into_actor(self)
-            .map(|(beat, live), act, _| {
-                if let Err(e) = beat {
-                    log::warn!("Membership heartbeat failed. error={e}");
+            .map(move |(published, live), act, _| {
+                if let Err(e) = published {
+                    if join {
+                        log::warn!("Cannot join membership; will retry with heartbeats. error={e}");
+                    } else {
+                        log::warn!("Membership heartbeat failed. error={e}");
+                    }
                 }
                 act.set_live(live);
             }),
@@ -751,23 +756,9 @@ impl Actor for SchedulerActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        let info = self.settings.worker.clone();
-        let members = self.peers.members.clone();
-        ctx.spawn(
-            async move {
-                let joined = members.join(&info).await;
-                (joined, members.live().await)
-            }
-            .into_actor(self)
-            .map(|(joined, live), act, _| {
-                if let Err(e) = joined {
-                    log::warn!("Cannot join membership; will retry with heartbeats. error={e}");
-                }
-                act.set_live(live);
-            }),
-        );
+        self.announce(ctx, true);
         ctx.add_stream(self.peers.members.session_events());
-        ctx.run_interval(self.settings.heartbeat, |act, ctx| act.heartbeat(ctx));
+        ctx.run_interval(self.settings.heartbeat, |act, ctx| act.announce(ctx, false));
     }
 }
 
