@@ -108,7 +108,8 @@ fn bench_spread() {
     let mut statuses: BTreeMap<String, usize> = BTreeMap::new();
     // Distinct run ids per (job, tick): a run recorded twice (e.g. `lost` by one node, its real
     // end by its worker, in per-node run logs) is one run.
-    let mut ticks: std::collections::HashMap<(String, String), std::collections::HashSet<String>> = std::collections::HashMap::new();
+    let mut ticks: std::collections::HashMap<(String, String), std::collections::HashSet<String>> =
+        std::collections::HashMap::new();
     for node in &workers {
         let mut cursor = String::new();
         loop {
@@ -121,7 +122,8 @@ fn bench_spread() {
             for r in page["runs"].as_array().cloned().unwrap_or_default() {
                 *statuses.entry(r["status"].as_str().unwrap_or("?").to_owned()).or_default() += 1;
                 *per_worker.entry(r["worker"].as_str().unwrap_or("?").to_owned()).or_default() += 1;
-                let key = (r["job"].as_str().unwrap_or("").to_owned(), r["scheduled_at"].as_str().unwrap_or("").to_owned());
+                let key =
+                    (r["job"].as_str().unwrap_or("").to_owned(), r["scheduled_at"].as_str().unwrap_or("").to_owned());
                 ticks.entry(key).or_default().insert(r["id"].as_str().unwrap_or("").to_owned());
                 let t = |k: &str| r[k].as_str().and_then(|s| DateTime::parse_from_rfc3339(s).ok());
                 if let (Some(s), Some(p)) = (t("started_at"), t("scheduled_at")) {
@@ -135,16 +137,30 @@ fn bench_spread() {
         }
     }
     lateness.sort_by(|a, b| a.total_cmp(b));
-    let pct = |p: f64| lateness.get(((lateness.len() as f64 * p).ceil() as usize).saturating_sub(1)).copied().unwrap_or(f64::NAN);
+    let pct = |p: f64| {
+        lateness.get(((lateness.len() as f64 * p).ceil() as usize).saturating_sub(1)).copied().unwrap_or(f64::NAN)
+    };
     let wall = (to - from).num_milliseconds() as f64 / 1000.0;
     let runs = lateness.len().max(1) as f64;
     println!("spread: {WORKERS} workers, {JOBS} jobs every second running `true`, {WINDOW_SECS} s window:");
     println!("  runs started    {} ({:.0} runs/s)", lateness.len(), lateness.len() as f64 / wall);
     println!("  statuses        {statuses:?}");
-    println!("  duplicated      {} (job, tick) pairs run more than once", ticks.values().filter(|ids| ids.len() > 1).count());
+    println!(
+        "  duplicated      {} (job, tick) pairs run more than once",
+        ticks.values().filter(|ids| ids.len() > 1).count()
+    );
     println!("  per worker      {:?}", per_worker.values().collect::<Vec<_>>());
-    println!("  lateness ms     p50 {:.1}  p99 {:.1}  max {:.1}", pct(0.50), pct(0.99), lateness.last().copied().unwrap_or(f64::NAN));
-    println!("  etcd requests   {:.2} per run ({:.0}/s)", (requests1 - requests0) / runs, (requests1 - requests0) / wall);
+    println!(
+        "  lateness ms     p50 {:.1}  p99 {:.1}  max {:.1}",
+        pct(0.50),
+        pct(0.99),
+        lateness.last().copied().unwrap_or(f64::NAN)
+    );
+    println!(
+        "  etcd requests   {:.2} per run ({:.0}/s)",
+        (requests1 - requests0) / runs,
+        (requests1 - requests0) / wall
+    );
     for (i, (cpu, rss)) in usage.iter().enumerate() {
         println!("  worker {i}        CPU {cpu:.0}% of one core (children not included), RSS max {rss} MiB");
     }
@@ -196,7 +212,10 @@ fn bench_sync() {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    println!("  workers started together; each planned every job after: {:?}", synced.iter().map(|d| d.map(|d| format!("{:.1} s", d.as_secs_f64()))).collect::<Vec<_>>());
+    println!(
+        "  workers started together; each planned every job after: {:?}",
+        synced.iter().map(|d| d.map(|d| format!("{:.1} s", d.as_secs_f64()))).collect::<Vec<_>>()
+    );
     let pids: Vec<u32> = workers.iter().map(Node::pid).collect();
     let usage = sample(&pids, WINDOW_SECS);
     for (i, (cpu, rss)) in usage.iter().enumerate() {

@@ -76,7 +76,11 @@ fn bench_plan() {
     println!("plan with {N} jobs (Europe/Berlin, 6 expression shapes):");
     println!("  insert          {:>8.1} ms total  {:>7.0} ns/job", insert.as_secs_f64() * 1e3, per(insert, N));
     println!("  replan (churn)  {:>8.1} ms total  {:>7.0} ns/job", churn.as_secs_f64() * 1e3, per(churn, N / 2));
-    println!("  pop due, 24 h   {:>8.1} ms total  {:>7.0} ns/tick ({popped} ticks)", pop.as_secs_f64() * 1e3, per(pop, popped.max(1)));
+    println!(
+        "  pop due, 24 h   {:>8.1} ms total  {:>7.0} ns/tick ({popped} ticks)",
+        pop.as_secs_f64() * 1e3,
+        per(pop, popped.max(1))
+    );
     println!("  next_after      {:>8.1} ms total  {:>7.0} ns/call", next.as_secs_f64() * 1e3, per(next, N));
 }
 
@@ -109,7 +113,10 @@ fn bench_dispatch() {
     assert!(live, "distcron did not start");
     for i in 0..JOBS {
         let body = format!(r#"{{"name":"b{i}","command":"true","cron_expr":"* * * * * *","concurrency":"allow"}}"#);
-        ureq::post(&format!("{base}/api/v1/jobs")).set("Content-Type", "application/json").send_string(&body).expect("create job");
+        ureq::post(&format!("{base}/api/v1/jobs"))
+            .set("Content-Type", "application/json")
+            .send_string(&body)
+            .expect("create job");
     }
     // let the plan settle, then measure a window
     std::thread::sleep(Duration::from_secs(2));
@@ -134,7 +141,11 @@ fn bench_dispatch() {
     let mut statuses = std::collections::BTreeMap::<String, usize>::new();
     let mut cursor = String::new();
     loop {
-        let mut url = format!("{base}/api/v1/runs?limit=1000&from={}&to={}", from.to_rfc3339_opts(chrono::SecondsFormat::Millis, true), to.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+        let mut url = format!(
+            "{base}/api/v1/runs?limit=1000&from={}&to={}",
+            from.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            to.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        );
         if !cursor.is_empty() {
             url.push_str(&format!("&cursor={cursor}"));
         }
@@ -156,13 +167,23 @@ fn bench_dispatch() {
     let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
     let _ = child.wait();
     lateness.sort_by(|a, b| a.total_cmp(b));
-    let pct = |p: f64| lateness.get(((lateness.len() as f64 * p).ceil() as usize).saturating_sub(1)).copied().unwrap_or(f64::NAN);
+    let pct = |p: f64| {
+        lateness.get(((lateness.len() as f64 * p).ceil() as usize).saturating_sub(1)).copied().unwrap_or(f64::NAN)
+    };
     let ticks = USER_HZ;
     let page_kb = 4;
     println!("dispatch: {JOBS} jobs every second running `true`, {SECS} s window, pool 256:");
     println!("  runs started    {} ({:.0} runs/s)", lateness.len(), lateness.len() as f64 / wall);
     println!("  statuses        {statuses:?}");
-    println!("  lateness ms     p50 {:.1}  p99 {:.1}  max {:.1}", pct(0.50), pct(0.99), lateness.last().copied().unwrap_or(f64::NAN));
-    println!("  distcron CPU    {:.0}% of one core (children not included)", (cpu1 - cpu0) as f64 / ticks / wall * 100.0);
+    println!(
+        "  lateness ms     p50 {:.1}  p99 {:.1}  max {:.1}",
+        pct(0.50),
+        pct(0.99),
+        lateness.last().copied().unwrap_or(f64::NAN)
+    );
+    println!(
+        "  distcron CPU    {:.0}% of one core (children not included)",
+        (cpu1 - cpu0) as f64 / ticks / wall * 100.0
+    );
     println!("  distcron RSS    max {} MiB", rss_max * page_kb / 1024);
 }

@@ -51,7 +51,10 @@ impl Ferret {
             let on_path = std::env::var_os("PATH")
                 .and_then(|p| std::env::split_paths(&p).map(|d| d.join("ferretdb")).find(|p| p.is_file()));
             on_path.unwrap_or_else(|| {
-                let out = Command::new("go").args(["env", "GOPATH"]).output().expect("go env GOPATH (install Go or set DISTCRON_BENCH_FERRETDB_BIN)");
+                let out = Command::new("go")
+                    .args(["env", "GOPATH"])
+                    .output()
+                    .expect("go env GOPATH (install Go or set DISTCRON_BENCH_FERRETDB_BIN)");
                 PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("bin/ferretdb")
             })
         });
@@ -95,7 +98,8 @@ fn records(job: &str, status: RunStatus, n: usize) -> Vec<RunRecord> {
 }
 
 async fn store(ferret: &Ferret, collection: &str) -> MongoLogStore {
-    let settings = MongoSettings { uri: ferret.uri(), database: "bench".into(), collection: collection.into(), retention_days: 0 };
+    let settings =
+        MongoSettings { uri: ferret.uri(), database: "bench".into(), collection: collection.into(), retention_days: 0 };
     MongoLogStore::start(&settings).await.expect("store")
 }
 
@@ -134,16 +138,27 @@ async fn bench_write(ferret: &Ferret) {
     for batch in [1usize, 100, 1000] {
         // Plain loop: the same documents, same driver, same indexes, chunks of `batch`.
         let plain_store = store(ferret, &format!("plain_{batch}")).await;
-        let coll = mongodb::Client::with_uri_str(ferret.uri()).await.expect("client").database("bench").collection::<Document>(&format!("plain_{batch}"));
+        let coll = mongodb::Client::with_uri_str(ferret.uri())
+            .await
+            .expect("client")
+            .database("bench")
+            .collection::<Document>(&format!("plain_{batch}"));
         drop(plain_store);
-        let docs: Vec<Document> = records("bench", RunStatus::Succeeded, RECORDS).iter().map(|r| to_document(r, None)).collect();
+        let docs: Vec<Document> =
+            records("bench", RunStatus::Succeeded, RECORDS).iter().map(|r| to_document(r, None)).collect();
         let t = Instant::now();
         for chunk in docs.chunks(batch) {
             coll.insert_many(chunk).await.expect("insert_many");
         }
         let plain = RECORDS as f64 / t.elapsed().as_secs_f64();
 
-        let actor_secs = through_actor(store(ferret, &format!("actor_{batch}")).await, batch, records("bench", RunStatus::Succeeded, RECORDS), dir.path()).await;
+        let actor_secs = through_actor(
+            store(ferret, &format!("actor_{batch}")).await,
+            batch,
+            records("bench", RunStatus::Succeeded, RECORDS),
+            dir.path(),
+        )
+        .await;
         let actor = RECORDS as f64 / actor_secs;
 
         // Realistic: every run's `running` record, then its final record.
@@ -168,7 +183,12 @@ async fn bench_write(ferret: &Ferret) {
 fn rss_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with(field)).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
         .unwrap_or(0)
 }
 
@@ -187,7 +207,14 @@ fn bench_memory(ferret: &Ferret) {
     )
     .expect("config");
     let bin = env!("CARGO_BIN_EXE_distcron");
-    let mut child = Command::new(bin).arg("--config").arg(&config).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("distcron");
+    let mut child = Command::new(bin)
+        .arg("--config")
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("distcron");
     let pid = child.id();
     let base = format!("http://127.0.0.1:{port}");
     let t = Instant::now();
@@ -206,7 +233,11 @@ fn bench_memory(ferret: &Ferret) {
     let mut peak = 0;
     let stored = loop {
         peak = peak.max(rss_kib(pid, "VmRSS:"));
-        let s: serde_json::Value = ureq::get(&format!("{base}/api/v1/jobs/big/stats?window=1h")).call().expect("stats").into_json().expect("json");
+        let s: serde_json::Value = ureq::get(&format!("{base}/api/v1/jobs/big/stats?window=1h"))
+            .call()
+            .expect("stats")
+            .into_json()
+            .expect("json");
         let done = s["succeeded"].as_u64().unwrap_or(0);
         if done >= RUNS as u64 {
             break done;
@@ -221,5 +252,11 @@ fn bench_memory(ferret: &Ferret) {
     println!("memory: {RUNS} runs printing 10 MiB each (max_output_bytes 256 KiB, pool 16), MongoDB log store");
     println!("| idle RSS | peak RSS (sampled) | VmHWM | runs stored | wall time |");
     println!("| --- | --- | --- | --- | --- |");
-    println!("| {} MiB | {} MiB | {} MiB | {stored} | {:.1} s |", idle / 1024, peak / 1024, hwm / 1024, took.as_secs_f64());
+    println!(
+        "| {} MiB | {} MiB | {} MiB | {stored} | {:.1} s |",
+        idle / 1024,
+        peak / 1024,
+        hwm / 1024,
+        took.as_secs_f64()
+    );
 }

@@ -386,10 +386,8 @@ impl Config {
     /// # Errors
     /// A [`ConfigError`] naming the file, variable or key.
     pub fn load_from(cli: &Cli, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let defaults = toml::Value::try_from(Config::default()).map_err(|e| ConfigError::Invalid {
-            key: "(defaults)",
-            message: e.to_string(),
-        })?;
+        let defaults = toml::Value::try_from(Config::default())
+            .map_err(|e| ConfigError::Invalid { key: "(defaults)", message: e.to_string() })?;
         // 1. the file
         let file = match &cli.config {
             Some(p) => Some(p.clone()),
@@ -429,10 +427,8 @@ impl Config {
         ];
         for (key, raw) in flags {
             if let Some(raw) = raw {
-                let value = typed_like(&defaults, key, &raw).map_err(|message| ConfigError::Invalid {
-                    key: static_key(key),
-                    message,
-                })?;
+                let value = typed_like(&defaults, key, &raw)
+                    .map_err(|message| ConfigError::Invalid { key: static_key(key), message })?;
                 set(&mut table, key, value);
             }
         }
@@ -453,16 +449,25 @@ impl Config {
             return bad("listen", format!("{:?} is not an address like 127.0.0.1:8070", self.listen));
         }
         if self.default_tz.parse::<chrono_tz::Tz>().is_err() {
-            return bad("default_tz", format!("unknown time zone {:?}; use an IANA name such as \"UTC\"", self.default_tz));
+            return bad(
+                "default_tz",
+                format!("unknown time zone {:?}; use an IANA name such as \"UTC\"", self.default_tz),
+            );
         }
         if self.log_level.parse::<log::LevelFilter>().is_err() {
-            return bad("log_level", format!("{:?} is not one of off, error, warn, info, debug, trace", self.log_level));
+            return bad(
+                "log_level",
+                format!("{:?} is not one of off, error, warn, info, debug, trace", self.log_level),
+            );
         }
         if self.executor.pool_size == 0 || self.executor.pool_size > 4096 {
             return bad("executor.pool_size", format!("{} is outside 1..=4096", self.executor.pool_size));
         }
         if self.executor.max_output_bytes < 1024 || self.executor.max_output_bytes > 64 * 1024 * 1024 {
-            return bad("executor.max_output_bytes", format!("{} is outside 1024..=67108864", self.executor.max_output_bytes));
+            return bad(
+                "executor.max_output_bytes",
+                format!("{} is outside 1024..=67108864", self.executor.max_output_bytes),
+            );
         }
         if self.executor.shell.is_empty() {
             return bad("executor.shell", "must not be empty".into());
@@ -564,7 +569,11 @@ fn typed_like(defaults: &toml::Value, key: &str, raw: &str) -> Result<toml::Valu
             _ => return Err(format!("{raw:?} is not true or false (key {key})")),
         }),
         toml::Value::Array(_) => toml::Value::Array(
-            raw.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| toml::Value::String(s.to_owned())).collect(),
+            raw.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| toml::Value::String(s.to_owned()))
+                .collect(),
         ),
         _ => toml::Value::String(raw.to_owned()),
     })
@@ -658,7 +667,8 @@ mod tests {
 
     #[test]
     fn etcd_endpoints_from_env_are_split_on_commas() {
-        let env = |k: &str| (k == "DISTCRON_ETCD_ENDPOINTS").then(|| "http://127.0.0.1:1, http://127.0.0.1:2".to_owned());
+        let env =
+            |k: &str| (k == "DISTCRON_ETCD_ENDPOINTS").then(|| "http://127.0.0.1:1, http://127.0.0.1:2".to_owned());
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("c.toml");
         std::fs::write(&path, "").expect("write");

@@ -111,7 +111,13 @@ async fn serve(
         // ARCHITECTURE.md: a master is stateless HTTP over the stores; no scheduler to ask.
         Engine::Master(_) => None,
     };
-    let state = http::AppState { backends: backends.clone(), config: config.clone(), node, node_id: node_id.clone(), started_at };
+    let state = http::AppState {
+        backends: backends.clone(),
+        config: config.clone(),
+        node,
+        node_id: node_id.clone(),
+        started_at,
+    };
     // A worker's listener serves health only.
     let server = match config.role {
         Role::Worker => http::serve_health_on(state, listener)?,
@@ -215,8 +221,10 @@ fn node_id(config: &Config) -> Result<WorkerId, StartupError> {
     match std::fs::read_to_string(&path) {
         Ok(s) if !s.trim().is_empty() => Ok(WorkerId(s.trim().to_owned())),
         _ => {
-            let host = nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| "node".into());
-            let host: String = host.chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')).collect();
+            let host =
+                nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| "node".into());
+            let host: String =
+                host.chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')).collect();
             let suffix = uuid::Uuid::now_v7().simple().to_string();
             let id = format!("{host}-{}", &suffix[suffix.len() - 8..]);
             write_atomically(&path, &id).map_err(io(format!("cannot write {}", path.display())))?;

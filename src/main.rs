@@ -14,11 +14,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    env_logger::Builder::new()
-        .parse_filters(&config.log_level)
-        .parse_env("RUST_LOG")
-        .format_timestamp_millis()
-        .init();
+    env_logger::Builder::new().parse_filters(&config.log_level).parse_env("RUST_LOG").format_timestamp_millis().init();
     match distcron::run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

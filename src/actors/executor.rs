@@ -33,8 +33,8 @@ use tokio::sync::oneshot;
 use tokio::task::JoinError;
 
 use crate::actors::messages::{
-    Execute, ExecutorIdle, ExecutorRestarted, GetPoolStatus, KillReason, KillRun, PoolStatus, RecordRun,
-    RunFinished, RunSpec, StartRun,
+    Execute, ExecutorIdle, ExecutorRestarted, GetPoolStatus, KillReason, KillRun, PoolStatus, RecordRun, RunFinished,
+    RunSpec, StartRun,
 };
 use crate::actors::process::{classify, run_command, ProcessOutcome, ProcessSpec};
 use crate::domain::{RunId, RunRecord, RunStatus, WorkerId};
@@ -205,15 +205,23 @@ impl Handler<StartRun> for ExecutorPool {
         if let Some(index) = self.slots.iter().position(|s| s.running.is_none()) {
             self.dispatch(index, spec);
         } else if self.queue.len() < self.queue_capacity {
-            log::debug!("All executors busy, run queued. job={} run={} queued={}", spec.job, spec.run, self.queue.len() + 1);
+            log::debug!(
+                "All executors busy, run queued. job={} run={} queued={}",
+                spec.job,
+                spec.run,
+                self.queue.len() + 1
+            );
             self.queue.push_back(spec);
         } else {
-            let err = format!(
-                "saturated: all {} executors busy and {} runs queued",
+            let err =
+                format!("saturated: all {} executors busy and {} runs queued", self.slots.len(), self.queue.len());
+            log::warn!(
+                "Executor pool saturated, run skipped. job={} run={} size={} queued={}",
+                spec.job,
+                spec.run,
                 self.slots.len(),
                 self.queue.len()
             );
-            log::warn!("Executor pool saturated, run skipped. job={} run={} size={} queued={}", spec.job, spec.run, self.slots.len(), self.queue.len());
             self.sinks.not_run(&spec, RunStatus::Skipped, err);
         }
     }
@@ -330,7 +338,8 @@ impl ExecutorActor {
                 self.pool.do_send(ExecutorIdle { index: self.index });
             }
             Err(e) => {
-                let why = if e.is_panic() { panic_message(e.into_panic()) } else { "run task was cancelled".to_string() };
+                let why =
+                    if e.is_panic() { panic_message(e.into_panic()) } else { "run task was cancelled".to_string() };
                 log::error!("Executor crashed while running; run recorded as error, restarting executor. job={} run={} index={} error={why}", spec.job, spec.run, self.index);
                 let now = Utc::now();
                 let mut record = base_record(spec, &self.sinks.worker, RunStatus::Error, current.started_at);
@@ -361,7 +370,12 @@ impl Handler<Execute> for ExecutorActor {
     fn handle(&mut self, Execute(spec): Execute, ctx: &mut Self::Context) {
         if let Some(current) = &self.current {
             // The pool only hands runs to idle executors; never lose one if that ever breaks.
-            log::error!("Executor asked to run while busy; run recorded as error. index={} busy_with={} run={}", self.index, current.spec.run, spec.run);
+            log::error!(
+                "Executor asked to run while busy; run recorded as error. index={} busy_with={} run={}",
+                self.index,
+                current.spec.run,
+                spec.run
+            );
             let mut record = base_record(&spec, &self.sinks.worker, RunStatus::Error, Utc::now());
             record.started_at = None;
             record.ended_at = Some(Utc::now());
@@ -394,7 +408,9 @@ impl Handler<KillRun> for ExecutorActor {
                     let _ = kill.send(msg.reason);
                 }
             }
-            _ => log::debug!("Kill for a run this executor is not running ignored. index={} run={}", self.index, msg.run),
+            _ => {
+                log::debug!("Kill for a run this executor is not running ignored. index={} run={}", self.index, msg.run)
+            }
         }
     }
 }
@@ -608,7 +624,8 @@ mod tests {
     async fn real_sleep_is_killed_within_a_second() {
         let seen = Seen::default();
         let collector = Collector(seen.clone()).start();
-        let pool = ExecutorPool::start(2, 2, WorkerId("w1".into()), collector.clone().recipient(), collector.recipient());
+        let pool =
+            ExecutorPool::start(2, 2, WorkerId("w1".into()), collector.clone().recipient(), collector.recipient());
         let spec = run_spec("echo started; sleep 60");
         pool.do_send(StartRun(spec.clone()));
         assert!(wait_until(Duration::from_secs(5), || !seen.records(&spec.run).is_empty()).await);
@@ -630,7 +647,8 @@ mod tests {
     async fn real_run_succeeds_with_running_then_final_record() {
         let seen = Seen::default();
         let collector = Collector(seen.clone()).start();
-        let pool = ExecutorPool::start(1, 0, WorkerId("w1".into()), collector.clone().recipient(), collector.recipient());
+        let pool =
+            ExecutorPool::start(1, 0, WorkerId("w1".into()), collector.clone().recipient(), collector.recipient());
         let spec = run_spec("echo \"$DISTCRON_FENCE\"; exit 4");
         pool.do_send(StartRun(spec.clone()));
         assert_eq!(finished(&seen, &spec.run).await.status, RunStatus::Failed);

@@ -240,7 +240,10 @@ impl LogBatchActor {
 
     fn write_failed(&mut self, batch: &[RunRecord], error: String, ctx: &mut Context<Self>) {
         if self.store_ok {
-            log::warn!("Log store write failed, spooling to disk until it recovers. batch={} error={error}", batch.len());
+            log::warn!(
+                "Log store write failed, spooling to disk until it recovers. batch={} error={error}",
+                batch.len()
+            );
         } else {
             log::debug!("Log store still failing, spooling. batch={} error={error}", batch.len());
         }
@@ -353,7 +356,10 @@ impl LogBatchActor {
             }
         };
         if contents.corrupt_lines > 0 {
-            log::warn!("Log spool had unreadable lines (torn writes from a crash); skipped. lines={}", contents.corrupt_lines);
+            log::warn!(
+                "Log spool had unreadable lines (torn writes from a crash); skipped. lines={}",
+                contents.corrupt_lines
+            );
         }
         self.busy = true;
         let store = self.store.clone();
@@ -588,7 +594,12 @@ pub(crate) async fn interrupted_runs(
     let mut error = None;
     loop {
         let query = RunQuery {
-            filter: RunFilter { status: Some(RunStatus::Running), worker: Some(worker.clone()), to: Some(before), ..RunFilter::default() },
+            filter: RunFilter {
+                status: Some(RunStatus::Running),
+                worker: Some(worker.clone()),
+                to: Some(before),
+                ..RunFilter::default()
+            },
             after: after.take(),
             skip: 0,
             limit: 1000,
@@ -616,7 +627,8 @@ pub(crate) async fn interrupted_runs(
         .into_iter()
         .map(|mut r| {
             r.status = RunStatus::Lost;
-            r.err = "lost: the node stopped (crash or kill) while the run was in progress; its outcome is unknown".into();
+            r.err =
+                "lost: the node stopped (crash or kill) while the run was in progress; its outcome is unknown".into();
             r.ended_at = Some(now);
             r.duration_ms = r.started_at.map(|s| (now - s).num_milliseconds().max(0) as u64);
             r
@@ -655,14 +667,19 @@ mod tests {
             if self.down.load(Ordering::SeqCst) {
                 return Err(BackendError::Unavailable { backend: "test", message: "switched off".into() });
             }
-            let (poison, good): (Vec<RunRecord>, Vec<RunRecord>) = records.iter().cloned().partition(|r| r.output == "poison");
+            let (poison, good): (Vec<RunRecord>, Vec<RunRecord>) =
+                records.iter().cloned().partition(|r| r.output == "poison");
             self.inner.append_batch(&good).await?;
             if poison.is_empty() {
                 return Ok(());
             }
             let rejected = poison
                 .iter()
-                .map(|r| RejectedRun { id: r.id.clone(), status: r.status, reason: "code 121: Document failed validation".into() })
+                .map(|r| RejectedRun {
+                    id: r.id.clone(),
+                    status: r.status,
+                    reason: "code 121: Document failed validation".into(),
+                })
                 .collect();
             Err(BackendError::Rejected { backend: "test", rejected })
         }
@@ -871,7 +888,8 @@ mod tests {
         let left: Vec<RunRecord> = (0..200).map(|i| record(i, RunStatus::Succeeded)).collect();
         spool.append(&left).expect("append");
         let settings = LogBatchSettings { max_records: 200, ..settings() };
-        let actor = LogBatchActor::new(store.clone(), spool, settings).with_write_timeout(Duration::from_millis(150)).start();
+        let actor =
+            LogBatchActor::new(store.clone(), spool, settings).with_write_timeout(Duration::from_millis(150)).start();
         for i in 200..300 {
             actor.do_send(RecordRun(record(i, RunStatus::Succeeded)));
         }

@@ -18,9 +18,9 @@ pub mod log_batch;
 pub mod messages;
 pub mod plan;
 pub mod process;
-pub mod scheduler;
 pub mod rank;
 pub mod reaper;
+pub mod scheduler;
 pub(crate) mod spool;
 pub mod watch;
 
@@ -92,9 +92,14 @@ fn open_spool(config: &Config) -> Result<spool::Spool, StartupError> {
 pub fn start_master(config: &Config, backends: &Backends) -> Result<MasterHandles, StartupError> {
     let spool = open_spool(config)?;
     let log = LogBatchActor::new(backends.logs.clone(), spool, log_settings(config)).start();
-    let reaper =
-        LostRunsActor::new(backends.claims.clone(), backends.logs.clone(), backends.jobs.clone(), log.clone().recipient(), None)
-            .start();
+    let reaper = LostRunsActor::new(
+        backends.claims.clone(),
+        backends.logs.clone(),
+        backends.jobs.clone(),
+        log.clone().recipient(),
+        None,
+    )
+    .start();
     Ok(MasterHandles { log, reaper })
 }
 
@@ -105,7 +110,12 @@ pub fn start_master(config: &Config, backends: &Backends) -> Result<MasterHandle
 ///
 /// # Errors
 /// When the spool file under `data_dir` cannot be opened.
-pub async fn start(config: &Config, backends: &Backends, worker: WorkerInfo, started_at: DateTime<Utc>) -> Result<Handles, StartupError> {
+pub async fn start(
+    config: &Config,
+    backends: &Backends,
+    worker: WorkerInfo,
+    started_at: DateTime<Utc>,
+) -> Result<Handles, StartupError> {
     // 1. Log pipeline, and runs a previous process left `running`.
     let spool = open_spool(config)?;
     let lost = match tokio::time::timeout(

@@ -163,11 +163,7 @@ impl Plan {
 
     fn compact_if_needed(&mut self) {
         if self.heap.len() > 2 * self.entries.len() + 1024 {
-            self.heap = self
-                .entries
-                .iter()
-                .map(|(job, e)| Reverse((e.next, e.generation, job.clone())))
-                .collect();
+            self.heap = self.entries.iter().map(|(job, e)| Reverse((e.next, e.generation, job.clone()))).collect();
         }
     }
 }
@@ -244,7 +240,10 @@ mod tests {
         let m = due[0].missed.as_ref().expect("missed");
         assert!(m.more);
         assert_eq!(m.count, MAX_COUNTED_MISSES);
-        assert!(due[0].tick.is_some_and(|tick| tick >= now - GRACE && tick <= now), "the first tick within the grace runs");
+        assert!(
+            due[0].tick.is_some_and(|tick| tick >= now - GRACE && tick <= now),
+            "the first tick within the grace runs"
+        );
     }
 
     #[test]

@@ -408,7 +408,8 @@ pub async fn run_command(spec: &ProcessSpec, mut kill: oneshot::Receiver<KillRea
         Some(id) => Pid::from_raw(id as i32),
         None => {
             // Only after the child was reaped, which nobody did yet.
-            let error = ExecError::Spawn { shell: spec.shell.clone(), source: std::io::Error::other("child has no pid") };
+            let error =
+                ExecError::Spawn { shell: spec.shell.clone(), source: std::io::Error::other("child has no pid") };
             return spawn_failed(started_at, &error);
         }
     };
@@ -612,7 +613,10 @@ mod tests {
 
     #[tokio::test]
     async fn run_gets_distcron_env_vars() {
-        let out = run(&spec("echo \"$DISTCRON_JOB|$DISTCRON_RUN_ID|$DISTCRON_SCHEDULED_AT|$DISTCRON_ATTEMPT|$DISTCRON_FENCE\"")).await;
+        let out = run(&spec(
+            "echo \"$DISTCRON_JOB|$DISTCRON_RUN_ID|$DISTCRON_SCHEDULED_AT|$DISTCRON_ATTEMPT|$DISTCRON_FENCE\"",
+        ))
+        .await;
         assert_eq!(out.output, "backup|run-1|2024-05-01T10:00:00Z|2|42\n");
         assert_eq!(classify(&out), (RunStatus::Succeeded, String::new()));
         assert_eq!(out.exit_code, Some(0));
@@ -695,7 +699,10 @@ mod tests {
         assert!(t0.elapsed() < Duration::from_secs(3), "took {:?}", t0.elapsed());
         assert_eq!(out.ended_by, Some(EndedBy::Timeout { after: Duration::from_millis(500) }));
         assert_eq!(classify(&out), (RunStatus::Timeout, "timed out after 0.5s".into()));
-        assert!(wait_until(Duration::from_secs(2), || !pid_alive(grandchild)).await, "grandchild {grandchild} survived");
+        assert!(
+            wait_until(Duration::from_secs(2), || !pid_alive(grandchild)).await,
+            "grandchild {grandchild} survived"
+        );
     }
 
     #[tokio::test]
@@ -713,7 +720,10 @@ mod tests {
         assert!(t0.elapsed() < Duration::from_secs(1), "took {:?}", t0.elapsed());
         assert_eq!(out.ended_by, Some(EndedBy::Killed(KillReason::Requested)));
         assert_eq!(classify(&out), (RunStatus::Killed, "killed by request".into()));
-        assert!(wait_until(Duration::from_secs(1), || !pid_alive(grandchild)).await, "grandchild {grandchild} survived");
+        assert!(
+            wait_until(Duration::from_secs(1), || !pid_alive(grandchild)).await,
+            "grandchild {grandchild} survived"
+        );
     }
 
     #[tokio::test]

@@ -58,15 +58,17 @@ impl LostRunsActor {
 
     fn follow(&mut self, ctx: &mut Context<Self>) {
         let claims = self.claims.clone();
-        ctx.spawn(async move { claims.watch_lost().await }.into_actor(self).map(|res: Result<LostStream, _>, _, ctx| match res {
-            Ok(stream) => {
-                ctx.add_stream(stream);
-            }
-            Err(e) => {
-                log::warn!("Cannot follow lost runs; retrying. error={e}");
-                ctx.run_later(REWATCH, |act, ctx| act.follow(ctx));
-            }
-        }));
+        ctx.spawn(async move { claims.watch_lost().await }.into_actor(self).map(
+            |res: Result<LostStream, _>, _, ctx| match res {
+                Ok(stream) => {
+                    ctx.add_stream(stream);
+                }
+                Err(e) => {
+                    log::warn!("Cannot follow lost runs; retrying. error={e}");
+                    ctx.run_later(REWATCH, |act, ctx| act.follow(ctx));
+                }
+            },
+        ));
     }
 }
 

@@ -36,7 +36,9 @@ use super::messages::{
 };
 use super::plan::{Due, Missed, Plan};
 use super::rank;
-use crate::backend::{BackendError, Claims, JobStore, Membership, RunningMark, SessionEvent, Signal, TickClaim, TickRequest};
+use crate::backend::{
+    BackendError, Claims, JobStore, Membership, RunningMark, SessionEvent, Signal, TickClaim, TickRequest,
+};
 use crate::config::SessionLossPolicy;
 use crate::domain::{
     ConcurrencyPolicy, Fence, Job, JobName, Revision, RunId, RunRecord, RunStatus, Trigger, WorkerId, WorkerInfo,
@@ -345,7 +347,12 @@ impl SchedulerActor {
         if quiet {
             log::debug!("Ticks missed. job={job} count={} first={} last={}", m.count, m.first, m.last);
         } else {
-            log::warn!("Ticks missed; recorded as missed. job={job} count={} first={} last={} reason={why}", m.count, m.first, m.last);
+            log::warn!(
+                "Ticks missed; recorded as missed. job={job} count={} first={} last={} reason={why}",
+                m.count,
+                m.first,
+                m.last
+            );
         }
         let record = RunRecord::not_run(
             job.clone(),
@@ -538,13 +545,19 @@ impl SchedulerActor {
                     queue.retry = None;
                 }
                 match (outcome, item) {
-                    (None, item) => log::debug!("Tick claimed by another worker. job={job} tick={} rank={rank}", item.last()),
+                    (None, item) => {
+                        log::debug!("Tick claimed by another worker. job={job} tick={} rank={rank}", item.last())
+                    }
                     (Some(_), Pending::Tick(tick)) if !self.jobs.get(&job).is_some_and(|j| j.enabled) => {
-                        log::debug!("Claimed tick of a job deleted or disabled meanwhile; dropped. job={job} tick={tick}");
+                        log::debug!(
+                            "Claimed tick of a job deleted or disabled meanwhile; dropped. job={job} tick={tick}"
+                        );
                     }
                     (Some(claim), Pending::Tick(tick)) => {
                         let late = Utc::now() - tick;
-                        if late > chrono::Duration::from_std(self.settings.misfire_grace).unwrap_or(chrono::Duration::MAX) {
+                        if late
+                            > chrono::Duration::from_std(self.settings.misfire_grace).unwrap_or(chrono::Duration::MAX)
+                        {
                             let m = Missed { count: 1, more: false, first: tick, last: tick };
                             self.record_missed(&job, &m, claim.fence, "claimed later than misfire_grace_ms");
                         } else {
@@ -630,7 +643,13 @@ impl SchedulerActor {
         };
         if self.draining {
             let record = RunRecord::not_run(
-                job, def.command, RunStatus::Missed, trigger, tick, self.worker().clone(), fence,
+                job,
+                def.command,
+                RunStatus::Missed,
+                trigger,
+                tick,
+                self.worker().clone(),
+                fence,
                 "missed: the node was shutting down when the tick was claimed".into(),
             );
             self.peers.log.do_send(RecordRun(record));
@@ -649,10 +668,18 @@ impl SchedulerActor {
                 let (run, worker) = &live[0];
                 let where_ = worker.as_ref().map_or_else(|| "on this worker".to_owned(), |w| format!("on worker {w}"));
                 let record = RunRecord::not_run(
-                    job.clone(), def.command.clone(), RunStatus::Skipped, trigger, tick, self.worker().clone(), fence,
+                    job.clone(),
+                    def.command.clone(),
+                    RunStatus::Skipped,
+                    trigger,
+                    tick,
+                    self.worker().clone(),
+                    fence,
                     format!("skipped: concurrency policy forbid and run {run} of this job is still running {where_}"),
                 );
-                log::info!("Tick skipped: previous run still alive (policy forbid). job={job} tick={tick} alive_run={run}");
+                log::info!(
+                    "Tick skipped: previous run still alive (policy forbid). job={job} tick={tick} alive_run={run}"
+                );
                 self.peers.log.do_send(RecordRun(record));
                 return;
             }
@@ -696,7 +723,13 @@ impl SchedulerActor {
             fence,
         };
         self.running.insert(run.clone(), LiveRun { job: job.clone(), scheduled_at: tick, since: now });
-        let mark = RunningMark { job: job.clone(), run: run.clone(), worker: self.worker().clone(), scheduled_at: tick, since: now };
+        let mark = RunningMark {
+            job: job.clone(),
+            run: run.clone(),
+            worker: self.worker().clone(),
+            scheduled_at: tick,
+            since: now,
+        };
         self.queue_mark(MarkOp::Put(mark), ctx);
         log::debug!("Dispatching run. job={job} run={run} tick={tick} trigger={trigger:?}");
         // do_send ignores mailbox bounds: the pool's own queue is the bound that records overflow.
@@ -769,7 +802,10 @@ impl StreamHandler<SessionEvent> for SchedulerActor {
                 self.session_lost = true;
                 match self.settings.on_session_loss {
                     SessionLossPolicy::Kill => {
-                        log::warn!("Membership session lost; killing this worker's runs (on_session_loss = kill). running={}", self.running.len());
+                        log::warn!(
+                            "Membership session lost; killing this worker's runs (on_session_loss = kill). running={}",
+                            self.running.len()
+                        );
                         for run in self.running.keys() {
                             self.peers.kill.do_send(KillRun { run: run.clone(), reason: KillReason::SessionLost });
                         }
@@ -824,7 +860,12 @@ impl Handler<Resynced> for SchedulerActor {
         }
         self.revision = msg.revision;
         self.synced = true;
-        log::info!("Plan synced with the job store. jobs={} planned={} revision={}", self.jobs.len(), self.plan.len(), msg.revision);
+        log::info!(
+            "Plan synced with the job store. jobs={} planned={} revision={}",
+            self.jobs.len(),
+            self.plan.len(),
+            msg.revision
+        );
         self.rearm(ctx);
     }
 }
@@ -942,7 +983,11 @@ impl Handler<Shutdown> for SchedulerActor {
         if let Some((_, handle)) = self.timer.take() {
             ctx.cancel_future(handle);
         }
-        log::info!("Shutting down: claiming stopped; waiting for running jobs. running={} grace_secs={}", self.running.len(), msg.grace.as_secs());
+        log::info!(
+            "Shutting down: claiming stopped; waiting for running jobs. running={} grace_secs={}",
+            self.running.len(),
+            msg.grace.as_secs()
+        );
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.drained.push(tx);
         self.check_drained();

@@ -51,7 +51,9 @@ impl Spool {
         OpenOptions::new().create(true).append(true).open(path)?;
         let mut spool = Self { path: path.to_owned(), max_bytes, bytes: 0, records: 0, small_prefix: 0 };
         spool.bytes = std::fs::metadata(path)?.len();
-        spool.records = BufReader::new(File::open(path)?).lines().map_while(Result::ok).filter(|l| !l.trim().is_empty()).count() as u64;
+        spool.records =
+            BufReader::new(File::open(path)?).lines().map_while(Result::ok).filter(|l| !l.trim().is_empty()).count()
+                as u64;
         Ok(spool)
     }
 
@@ -251,7 +253,9 @@ impl DeadLetter {
             std::fs::create_dir_all(dir)?;
         }
         OpenOptions::new().create(true).append(true).open(path)?;
-        let records = BufReader::new(File::open(path)?).lines().map_while(Result::ok).filter(|l| !l.trim().is_empty()).count() as u64;
+        let records =
+            BufReader::new(File::open(path)?).lines().map_while(Result::ok).filter(|l| !l.trim().is_empty()).count()
+                as u64;
         Ok(Self { path: path.to_owned(), records })
     }
 
@@ -376,7 +380,11 @@ mod tests {
         let trimmed = spool.append(&[record(4, &big("four"))]).expect("append");
         assert!(trimmed >= 1, "{trimmed}");
         let got = spool.read_all().expect("read").records;
-        assert_eq!(got.iter().map(|r| r.fence.0).collect::<Vec<_>>(), vec![1, 2, 3, 4], "no record dropped, order kept");
+        assert_eq!(
+            got.iter().map(|r| r.fence.0).collect::<Vec<_>>(),
+            vec![1, 2, 3, 4],
+            "no record dropped, order kept"
+        );
         assert!(got[0].output_truncated && got[0].output.starts_with("one-HEAD") && got[0].output.ends_with("one-END"));
         assert_eq!(got[3].output, big("four"), "the newest output is whole");
         assert!(!got[3].output_truncated);
@@ -410,7 +418,8 @@ mod tests {
         let mut dead = DeadLetter::open(&path).expect("open");
         dead.append(&record(7, "out"), "code 121: Document failed validation").expect("append");
         assert_eq!(DeadLetter::open(&path).expect("reopen").records(), 1);
-        let line: serde_json::Value = serde_json::from_str(std::fs::read_to_string(&path).expect("read").trim()).expect("json");
+        let line: serde_json::Value =
+            serde_json::from_str(std::fs::read_to_string(&path).expect("read").trim()).expect("json");
         assert_eq!(line["error"], "code 121: Document failed validation");
         assert_eq!(line["record"]["fence"], 7);
     }

@@ -86,7 +86,10 @@ impl WatchActor {
                     ctx.add_stream(stream.map(move |item| (epoch, item)));
                 }
                 Err(BackendError::Compacted { .. }) => {
-                    log::warn!("Job store history compacted past our revision; resyncing. revision={}", act.last_revision);
+                    log::warn!(
+                        "Job store history compacted past our revision; resyncing. revision={}",
+                        act.last_revision
+                    );
                     act.resync(ctx);
                 }
                 Err(e) => act.retry_later(ctx, e, false),
@@ -160,7 +163,10 @@ impl StreamHandler<(u64, Result<WatchEvent, BackendError>)> for WatchActor {
                 self.resync(ctx);
             }
             Err(e) => {
-                log::warn!("Job watch broke; resuming from the last revision. revision={} error={e}", self.last_revision);
+                log::warn!(
+                    "Job watch broke; resuming from the last revision. revision={} error={e}",
+                    self.last_revision
+                );
                 self.epoch += 1;
                 let from = Revision(self.last_revision.0 + 1);
                 ctx.run_later(BACKOFF_MIN, move |act, ctx| act.subscribe(ctx, from));

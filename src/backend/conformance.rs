@@ -188,7 +188,11 @@ pub async fn job_store_put_get_delete(store: Arc<dyn JobStore>) {
     assert_eq!(store.get(&name).await.expect("get"), None, "a deleted job is gone");
     let (jobs, _) = store.snapshot().await.expect("snapshot");
     assert!(jobs.iter().all(|j| j.name != name), "a deleted job is not in the snapshot");
-    assert_eq!(store.delete(&name, None).await.expect("delete missing"), None, "deleting a missing job is not an error");
+    assert_eq!(
+        store.delete(&name, None).await.expect("delete missing"),
+        None,
+        "deleting a missing job is not an error"
+    );
 }
 
 /// Every [`Precondition`] branch, the delete version check and their error variants; a refused
@@ -504,11 +508,21 @@ pub async fn claims_tick_checked(claims: Arc<dyn Claims>) {
     let first = claims.claim_tick_checked(&job, t, true).await.expect("claim").expect("a fresh tick is claimed");
     assert_eq!((first.previous, first.running.len()), (None, 0), "nothing was claimed or running before");
     let now = ms(Utc::now());
-    let mark = RunningMark { job: job.clone(), run: RunId::generate(), worker: WorkerId(unique("w")), scheduled_at: t, since: now };
+    let mark = RunningMark {
+        job: job.clone(),
+        run: RunId::generate(),
+        worker: WorkerId(unique("w")),
+        scheduled_at: t,
+        since: now,
+    };
     claims.mark_running(&mark).await.expect("mark");
     let second = claims.claim_tick_checked(&job, t + sec, true).await.expect("claim").expect("a newer tick is claimed");
     assert_eq!(second.running, vec![mark.clone()], "the live runs come with the claim");
-    assert!(second.previous.is_none() || second.previous == Some(t), "the previous tick, when known: {:?}", second.previous);
+    assert!(
+        second.previous.is_none() || second.previous == Some(t),
+        "the previous tick, when known: {:?}",
+        second.previous
+    );
     assert!(second.fence > first.fence, "fences increase");
     let third = claims.claim_tick_checked(&job, t + sec * 2, false).await.expect("claim").expect("claimed");
     assert!(third.running.is_empty(), "live runs only when asked");
@@ -523,7 +537,8 @@ pub async fn claims_batches(claims: Arc<dyn Claims>) {
     let sec = chrono::Duration::seconds(1);
     let jobs: Vec<JobName> = (0..120).map(|_| unique_job("batch")).collect();
     claims.claim_tick(&jobs[1], t + sec).await.expect("claim").expect("won");
-    let requests: Vec<TickRequest> = jobs.iter().map(|job| TickRequest { job: job.clone(), tick: t, with_running: true }).collect();
+    let requests: Vec<TickRequest> =
+        jobs.iter().map(|job| TickRequest { job: job.clone(), tick: t, with_running: true }).collect();
     let results = claims.claim_ticks(&requests).await;
     assert_eq!(results.len(), requests.len(), "one answer per request");
     for (i, result) in results.iter().enumerate() {
@@ -536,7 +551,10 @@ pub async fn claims_batches(claims: Arc<dyn Claims>) {
     let racers: Vec<_> = (0..4)
         .map(|_| {
             let claims = Arc::clone(&claims);
-            let requests: Vec<TickRequest> = jobs.iter().map(|job| TickRequest { job: job.clone(), tick: t + sec * 5, with_running: false }).collect();
+            let requests: Vec<TickRequest> = jobs
+                .iter()
+                .map(|job| TickRequest { job: job.clone(), tick: t + sec * 5, with_running: false })
+                .collect();
             tokio::spawn(async move { claims.claim_ticks(&requests).await })
         })
         .collect();
@@ -554,7 +572,13 @@ pub async fn claims_batches(claims: Arc<dyn Claims>) {
     let marks: Vec<RunningMark> = jobs
         .iter()
         .take(110)
-        .map(|job| RunningMark { job: job.clone(), run: RunId::generate(), worker: worker.clone(), scheduled_at: t, since: t })
+        .map(|job| RunningMark {
+            job: job.clone(),
+            run: RunId::generate(),
+            worker: worker.clone(),
+            scheduled_at: t,
+            since: t,
+        })
         .collect();
     claims.mark_running_many(&marks).await.expect("marks");
     let listed = claims.running(None).await.expect("running");
@@ -742,11 +766,10 @@ pub async fn log_store_filters(logs: Arc<dyn LogStore>) {
     let succeeded = RunFilter { status: Some(RunStatus::Succeeded), ..by_job.clone() };
     assert_eq!(count(succeeded.clone()).await, 3);
     let runs = query(succeeded).await;
-    assert_eq!(runs.iter().map(|r| (r.status, r.start_time())).collect::<Vec<_>>(), vec![
-        (RunStatus::Succeeded, at(2)),
-        (RunStatus::Succeeded, at(1)),
-        (RunStatus::Succeeded, at(0)),
-    ]);
+    assert_eq!(
+        runs.iter().map(|r| (r.status, r.start_time())).collect::<Vec<_>>(),
+        vec![(RunStatus::Succeeded, at(2)), (RunStatus::Succeeded, at(1)), (RunStatus::Succeeded, at(0)),]
+    );
 
     let on_wb = RunFilter { worker: Some(WorkerId(wb.clone())), ..by_job.clone() };
     assert_eq!(count(on_wb.clone()).await, 2);
@@ -756,10 +779,7 @@ pub async fn log_store_filters(logs: Arc<dyn LogStore>) {
 
     let window = RunFilter { from: Some(at(1)), to: Some(at(4)), ..by_job.clone() };
     assert_eq!(count(window.clone()).await, 3, "from is inclusive, to exclusive");
-    assert_eq!(
-        query(window).await.iter().map(RunRecord::start_time).collect::<Vec<_>>(),
-        vec![at(3), at(2), at(1)]
-    );
+    assert_eq!(query(window).await.iter().map(RunRecord::start_time).collect::<Vec<_>>(), vec![at(3), at(2), at(1)]);
     let combined = RunFilter {
         status: Some(RunStatus::Failed),
         worker: Some(WorkerId(wb.clone())),
@@ -822,10 +842,8 @@ pub async fn log_store_pagination(logs: Arc<dyn LogStore>) {
     assert_eq!(seen.len(), TOTAL, "every run once");
     assert_eq!(seen, records, "every run exactly once, newest first, ties by id descending");
 
-    let skipped = logs
-        .query(&RunQuery { filter: old.clone(), after: None, skip: 10, limit: 5 })
-        .await
-        .expect("skip/limit query");
+    let skipped =
+        logs.query(&RunQuery { filter: old.clone(), after: None, skip: 10, limit: 5 }).await.expect("skip/limit query");
     assert_eq!(skipped.runs, records[10..15].to_vec(), "skip then limit");
     assert!(skipped.next_cursor.is_some());
     let cursor = RunCursor { start_time: records[19].start_time(), id: records[19].id.clone() };
@@ -913,13 +931,17 @@ pub async fn log_store_retention(logs: Arc<dyn LogStore>) {
     let forever_old = sample_run(&forever, RunStatus::Failed, "w", ago(400 * 24), Some(1));
     let default_old = sample_run(&default, RunStatus::Succeeded, "w", ago(31 * 24), Some(1));
     let default_new = sample_run(&default, RunStatus::Succeeded, "w", ago(29 * 24), Some(1));
-    logs.append_batch(&[short_old.clone(), short_new.clone(), forever_old.clone(), default_old.clone(), default_new.clone()])
-        .await
-        .expect("append");
-    let policy = RetentionPolicy {
-        default_days: 30,
-        per_job: [(short.clone(), 1), (forever.clone(), 0)].into_iter().collect(),
-    };
+    logs.append_batch(&[
+        short_old.clone(),
+        short_new.clone(),
+        forever_old.clone(),
+        default_old.clone(),
+        default_new.clone(),
+    ])
+    .await
+    .expect("append");
+    let policy =
+        RetentionPolicy { default_days: 30, per_job: [(short.clone(), 1), (forever.clone(), 0)].into_iter().collect() };
     assert_eq!(policy.days_for(&default), 30);
     let deleted = logs.apply_retention(&policy, now).await.expect("retention");
     assert!(deleted >= 2, "retention reports the deleted runs: {deleted}");
@@ -930,6 +952,10 @@ pub async fn log_store_retention(logs: Arc<dyn LogStore>) {
         assert_eq!(logs.get(&kept.id).await.expect("get").as_ref(), Some(kept), "kept: {} of {}", kept.id, kept.job);
     }
     let nothing = RetentionPolicy { default_days: 0, per_job: Default::default() };
-    assert_eq!(logs.apply_retention(&nothing, now + chrono::Duration::days(10_000)).await.expect("retention"), 0, "0 days keeps all");
+    assert_eq!(
+        logs.apply_retention(&nothing, now + chrono::Duration::days(10_000)).await.expect("retention"),
+        0,
+        "0 days keeps all"
+    );
     assert_eq!(logs.count(&job_filter(&forever)).await.expect("count"), 1);
 }

@@ -189,7 +189,10 @@ impl Backends {
             if config.uses_etcd() {
                 let etcd = etcd::EtcdBackend::connect(&config.etcd_settings()).await?;
                 if let Err(e) = etcd.ping().await {
-                    log::warn!("etcd does not answer yet; this node claims nothing until it does. endpoints={:?} error={e}", config.etcd.endpoints);
+                    log::warn!(
+                        "etcd does not answer yet; this node claims nothing until it does. endpoints={:?} error={e}",
+                        config.etcd.endpoints
+                    );
                 }
                 (etcd.jobs, etcd.members, etcd.claims, ("etcd", "etcd", "etcd"))
             } else {
@@ -212,7 +215,12 @@ impl Backends {
             members,
             claims,
             logs,
-            kinds: BackendKinds { jobs: coordination.0, members: coordination.1, claims: coordination.2, logs: logs_kind },
+            kinds: BackendKinds {
+                jobs: coordination.0,
+                members: coordination.1,
+                claims: coordination.2,
+                logs: logs_kind,
+            },
         })
     }
 }

@@ -292,14 +292,23 @@ pub fn validate(job: &Job) -> Result<(), JobValidationError> {
     }
     if let Some(tz) = &job.tz {
         if tz.parse::<chrono_tz::Tz>().is_err() {
-            return err("tz", format!("unknown time zone {tz:?}; use an IANA name such as \"Europe/Berlin\" or \"UTC\""));
+            return err(
+                "tz",
+                format!("unknown time zone {tz:?}; use an IANA name such as \"Europe/Berlin\" or \"UTC\""),
+            );
         }
     }
     if job.timeout_secs > MAX_TIMEOUT_SECS {
-        return err("timeout_secs", format!("timeout_secs is {}; the limit is {MAX_TIMEOUT_SECS} (30 days)", job.timeout_secs));
+        return err(
+            "timeout_secs",
+            format!("timeout_secs is {}; the limit is {MAX_TIMEOUT_SECS} (30 days)", job.timeout_secs),
+        );
     }
     if job.description.len() > MAX_DESCRIPTION_BYTES {
-        return err("description", format!("description is {} bytes; the limit is {MAX_DESCRIPTION_BYTES}", job.description.len()));
+        return err(
+            "description",
+            format!("description is {} bytes; the limit is {MAX_DESCRIPTION_BYTES}", job.description.len()),
+        );
     }
     if job.env.len() > MAX_ENV_VARS {
         return err("env", format!("{} variables; the limit is {MAX_ENV_VARS}", job.env.len()));
@@ -324,7 +333,10 @@ pub fn validate(job: &Job) -> Result<(), JobValidationError> {
         }
     }
     if let Some(days) = job.retention_days.filter(|d| *d > MAX_RETENTION_DAYS) {
-        return err("retention_days", format!("retention_days is {days}; the limit is {MAX_RETENTION_DAYS} (0 = keep forever)"));
+        return err(
+            "retention_days",
+            format!("retention_days is {days}; the limit is {MAX_RETENTION_DAYS} (0 = keep forever)"),
+        );
     }
     Ok(())
 }
@@ -347,7 +359,8 @@ mod tests {
 
     #[test]
     fn stored_job_round_trips_and_keeps_seed_fields() {
-        let spec: JobSpec = serde_json::from_str(r#"{"name":"a.b-c_d","command":"true","cron_expr":"* * * * *"}"#).expect("spec");
+        let spec: JobSpec =
+            serde_json::from_str(r#"{"name":"a.b-c_d","command":"true","cron_expr":"* * * * *"}"#).expect("spec");
         let job = spec.into_job(None).expect("valid");
         let v = serde_json::to_value(&job).expect("ser");
         for k in ["name", "command", "cron_expr", "enabled", "concurrency", "dialect", "version"] {
@@ -371,7 +384,9 @@ mod tests {
 
     #[test]
     fn spec_rejects_unknown_fields_and_bad_values() {
-        assert!(serde_json::from_str::<JobSpec>(r#"{"name":"a","command":"x","cron_expr":"* * * * *","bogus":1}"#).is_err());
+        assert!(
+            serde_json::from_str::<JobSpec>(r#"{"name":"a","command":"x","cron_expr":"* * * * *","bogus":1}"#).is_err()
+        );
         let bad = |json: &str, field: &str| {
             let spec: JobSpec = serde_json::from_str(json).expect("parses");
             assert_eq!(spec.into_job(None).expect_err(json).field, field, "{json}");
@@ -388,7 +403,8 @@ mod tests {
 
     #[test]
     fn body_name_must_match_url_name() {
-        let spec: JobSpec = serde_json::from_str(r#"{"name":"a","command":"x","cron_expr":"* * * * *"}"#).expect("spec");
+        let spec: JobSpec =
+            serde_json::from_str(r#"{"name":"a","command":"x","cron_expr":"* * * * *"}"#).expect("spec");
         assert_eq!(spec.clone().into_job(Some("b")).expect_err("mismatch").field, "name");
         assert_eq!(spec.into_job(Some("a")).expect("match").name.as_str(), "a");
     }

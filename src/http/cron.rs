@@ -135,7 +135,10 @@ mod tests {
         let tz: chrono_tz::Tz = "America/New_York".parse().expect("zone");
         let change = dst_change_on_local_day(utc("2026-03-08T15:00:00Z"), tz).expect("a change");
         assert_eq!(change.at, utc("2026-03-08T07:00:00Z"));
-        assert_eq!((change.local_before, change.local_after), (naive("2026-03-08T02:00:00"), naive("2026-03-08T03:00:00")));
+        assert_eq!(
+            (change.local_before, change.local_after),
+            (naive("2026-03-08T02:00:00"), naive("2026-03-08T03:00:00"))
+        );
         assert_eq!((change.offset_before_secs, change.offset_after_secs), (-5 * 3600, -4 * 3600));
         // late in the local day (already the next day in UTC)
         assert!(dst_change_on_local_day(utc("2026-03-09T03:30:00Z"), tz).is_some());

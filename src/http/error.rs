@@ -183,20 +183,15 @@ impl From<BackendError> for ApiError {
     fn from(e: BackendError) -> Self {
         match &e {
             BackendError::JobNotFound { name } => Self::job_not_found(name.as_str()),
-            BackendError::JobExists { name } => {
-                Self::new(ErrorCode::JobExists, format!("job {name} already exists"))
-            }
+            BackendError::JobExists { name } => Self::new(ErrorCode::JobExists, format!("job {name} already exists")),
             BackendError::VersionConflict { name, expected, found } => Self::with_field(
                 ErrorCode::VersionConflict,
                 "version",
                 format!("job {name} is at version {found}, not {expected}; read it again and retry"),
             ),
-            _ if e.is_transient() => Self {
-                code: ErrorCode::BackendUnavailable,
-                message: e.to_string(),
-                field: None,
-                cause: None,
-            },
+            _ if e.is_transient() => {
+                Self { code: ErrorCode::BackendUnavailable, message: e.to_string(), field: None, cause: None }
+            }
             _ => Self::internal(e),
         }
     }
@@ -267,10 +262,9 @@ pub(crate) fn form_error(err: UrlencodedError, _req: &HttpRequest) -> actix_web:
         UrlencodedError::Overflow { limit, .. } => {
             ApiError::new(ErrorCode::PayloadTooLarge, format!("request body is larger than the limit of {limit} bytes"))
         }
-        UrlencodedError::ContentType => ApiError::new(
-            ErrorCode::UnsupportedMediaType,
-            "request body must be application/x-www-form-urlencoded",
-        ),
+        UrlencodedError::ContentType => {
+            ApiError::new(ErrorCode::UnsupportedMediaType, "request body must be application/x-www-form-urlencoded")
+        }
         other => ApiError::new(ErrorCode::InvalidRequest, format!("invalid form body: {other}")),
     }
     .into()

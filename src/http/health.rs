@@ -108,9 +108,10 @@ pub(crate) async fn ready(state: Data<AppState>) -> HttpResponse {
     }
     let logs_ok = logs_json.get("ok").and_then(Value::as_bool).unwrap_or(false);
 
-    let actors_ok = [scheduler.as_ref().map(Result::is_ok), pool.as_ref().map(Result::is_ok), log.as_ref().map(Result::is_ok)]
-        .into_iter()
-        .all(|r| r.unwrap_or(true));
+    let actors_ok =
+        [scheduler.as_ref().map(Result::is_ok), pool.as_ref().map(Result::is_ok), log.as_ref().map(Result::is_ok)]
+            .into_iter()
+            .all(|r| r.unwrap_or(true));
     let synced = match &scheduler {
         Some(Ok(s)) => s.synced,
         _ => true,

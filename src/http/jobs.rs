@@ -104,7 +104,10 @@ pub(crate) async fn list(
     jobs.retain(|j| q.is_none_or(|q| j.name.as_str().contains(q)));
     jobs.sort_by(|a, b| a.name.cmp(&b.name));
     let lookups: Vec<Result<Option<LastRun>, BackendError>> =
-        futures::stream::iter(jobs.iter().map(|j| last_run(&state, &j.name))).buffered(LAST_RUN_LOOKUPS).collect().await;
+        futures::stream::iter(jobs.iter().map(|j| last_run(&state, &j.name)))
+            .buffered(LAST_RUN_LOOKUPS)
+            .collect()
+            .await;
     let mut last_run_error = None;
     let listed: Vec<ListedJob<'_>> = jobs
         .iter()
@@ -160,7 +163,8 @@ pub(crate) async fn remove(
 ) -> Result<HttpResponse, ApiError> {
     let name = parse_name(&name)?;
     let version = number_param(&query, "version", 0..=u64::MAX)?;
-    let job = state.backends.jobs.delete(&name, version).await?.ok_or_else(|| ApiError::job_not_found(name.as_str()))?;
+    let job =
+        state.backends.jobs.delete(&name, version).await?.ok_or_else(|| ApiError::job_not_found(name.as_str()))?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "deleted": view(&job, &state.config) })))
 }
 
@@ -179,8 +183,7 @@ async fn set_enabled(state: &AppState, raw: &str, enabled: bool) -> Result<HttpR
     let name = parse_name(raw)?;
     let mut retried = false;
     loop {
-        let mut job =
-            state.backends.jobs.get(&name).await?.ok_or_else(|| ApiError::job_not_found(name.as_str()))?;
+        let mut job = state.backends.jobs.get(&name).await?.ok_or_else(|| ApiError::job_not_found(name.as_str()))?;
         job.enabled = enabled;
         let version = job.version;
         match state.backends.jobs.put(job, Precondition::Version(version)).await {

@@ -56,9 +56,11 @@ fn failure(msg: &str) -> HttpResponse {
 
 /// 401 in the seed's shape.
 pub(crate) fn unauthorized() -> HttpResponse {
-    HttpResponse::Unauthorized()
-        .insert_header((header::WWW_AUTHENTICATE, "Bearer"))
-        .json(Reply { errno: -1, msg: "unauthorized", data: () })
+    HttpResponse::Unauthorized().insert_header((header::WWW_AUTHENTICATE, "Bearer")).json(Reply {
+        errno: -1,
+        msg: "unauthorized",
+        data: (),
+    })
 }
 
 /// A store failure as the seed's error reply; causes that are not plain answers or outages are
@@ -125,13 +127,13 @@ fn params(req: &HttpRequest, body: Result<Bytes, actix_web::Error>) -> Result<Ha
         .map(|q| q.into_inner().into_iter().collect())
         .unwrap_or_default();
     let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let is_form = content_type.is_empty()
-        || content_type.to_ascii_lowercase().starts_with("application/x-www-form-urlencoded");
+    let is_form =
+        content_type.is_empty() || content_type.to_ascii_lowercase().starts_with("application/x-www-form-urlencoded");
     let body = body.map_err(|e| format!("cannot read request body: {e}"))?;
     if is_form && !body.is_empty() {
         let text = std::str::from_utf8(&body).map_err(|_| "request body is not UTF-8".to_owned())?;
-        let form = web::Query::<Vec<(String, String)>>::from_query(text)
-            .map_err(|e| format!("invalid form body: {e}"))?;
+        let form =
+            web::Query::<Vec<(String, String)>>::from_query(text).map_err(|e| format!("invalid form body: {e}"))?;
         out.extend(form.into_inner());
     }
     Ok(out)

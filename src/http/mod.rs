@@ -78,7 +78,9 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: Data<AppState>) {
                 .service(api_scope())
                 .configure(legacy::routes)
                 .configure(assets::routes)
-                .default_service(web::to(|| async { HttpResponse::NotFound().content_type("text/plain").body("not found\n") })),
+                .default_service(web::to(|| async {
+                    HttpResponse::NotFound().content_type("text/plain").body("not found\n")
+                })),
         );
 }
 
@@ -93,7 +95,8 @@ pub fn configure_health(cfg: &mut web::ServiceConfig, state: Data<AppState>) {
             .service(resource("/api/v1/health/ready", "GET").route(get().to(health::ready)))
             .service(resource("/api/v1/health/live", "GET").route(get().to(health::live)))
             .default_service(web::to(|| async {
-                ApiError::new(ErrorCode::NotFound, "this node is a worker: its listener serves /api/v1/health only").error_response()
+                ApiError::new(ErrorCode::NotFound, "this node is a worker: its listener serves /api/v1/health only")
+                    .error_response()
             })),
     );
 }
@@ -130,8 +133,8 @@ fn api_scope() -> actix_web::Scope {
 /// A resource answering other methods with 405 in the API error shape and an `Allow` header.
 fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
     web::resource(path).default_service(web::to(move || async move {
-        let mut res =
-            ApiError::new(ErrorCode::MethodNotAllowed, format!("method not allowed; allowed: {allow}")).error_response();
+        let mut res = ApiError::new(ErrorCode::MethodNotAllowed, format!("method not allowed; allowed: {allow}"))
+            .error_response();
         res.headers_mut().insert(header::ALLOW, header::HeaderValue::from_static(allow));
         res
     }))
@@ -181,7 +184,8 @@ pub fn serve(state: AppState) -> Result<Server, StartupError> {
 /// # Errors
 /// [`StartupError::Bind`] naming the address.
 pub fn bind(config: &Config) -> Result<std::net::TcpListener, StartupError> {
-    std::net::TcpListener::bind(&config.listen).map_err(|source| StartupError::Bind { addr: config.listen.clone(), source })
+    std::net::TcpListener::bind(&config.listen)
+        .map_err(|source| StartupError::Bind { addr: config.listen.clone(), source })
 }
 
 /// Serves the API on an already bound `listener`.
@@ -248,10 +252,7 @@ pub fn check_listen_auth(config: &Config) -> Result<(), StartupError> {
 fn open_listen_refusal(config: &Config) -> Option<String> {
     let loopback = config.listen_addr().is_some_and(|a| a.ip().is_loopback());
     (!loopback && config.api_token.is_empty() && !config.insecure_no_auth).then(|| {
-        format!(
-            "refusing to listen on {} without api_token; set api_token or pass --insecure-no-auth",
-            config.listen
-        )
+        format!("refusing to listen on {} without api_token; set api_token or pass --insecure-no-auth", config.listen)
     })
 }
 
@@ -281,7 +282,8 @@ where
     T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
 {
     let Some(raw) = param(query, key) else { return Ok(None) };
-    let bad = || ApiError::bad_param(key, format!("{key} must be a whole number in {}..={}", range.start(), range.end()));
+    let bad =
+        || ApiError::bad_param(key, format!("{key} must be a whole number in {}..={}", range.start(), range.end()));
     let n: T = raw.parse().map_err(|_| bad())?;
     if !range.contains(&n) {
         return Err(bad());

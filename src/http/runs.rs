@@ -38,9 +38,8 @@ pub(crate) fn parse_query(query: &HashMap<String, String>) -> Result<RunQuery, A
     let limit = number_param(query, "limit", 1..=MAX_LIMIT)?.unwrap_or(DEFAULT_LIMIT);
     let after = param(query, "cursor")
         .map(|raw| {
-            RunCursor::decode(raw).ok_or_else(|| {
-                ApiError::bad_param("cursor", "cursor is not one this server returned as next_cursor")
-            })
+            RunCursor::decode(raw)
+                .ok_or_else(|| ApiError::bad_param("cursor", "cursor is not one this server returned as next_cursor"))
         })
         .transpose()?;
     Ok(RunQuery { filter: RunFilter { job, status, worker, from, to }, after, skip: 0, limit })
@@ -114,7 +113,12 @@ const MAX_WINDOW_MINUTES: i64 = 365 * 24 * 60;
 
 /// Parses a window like `90m`, `24h` or `7d`.
 fn parse_window(raw: &str) -> Result<chrono::Duration, ApiError> {
-    let bad = || ApiError::bad_param("window", format!("window {raw:?} must be a number followed by m, h or d (e.g. 24h), at most 365d"));
+    let bad = || {
+        ApiError::bad_param(
+            "window",
+            format!("window {raw:?} must be a number followed by m, h or d (e.g. 24h), at most 365d"),
+        )
+    };
     let (digits, unit) = raw.split_at(raw.len().saturating_sub(1));
     let n: i64 = digits.parse().map_err(|_| bad())?;
     let minutes = match unit {

@@ -191,7 +191,11 @@ async fn malformed_bodies_get_invalid_request_naming_the_field_when_known() {
     assert!(r.json()["error"]["message"].as_str().is_some_and(|m| m.contains("EOF")), "{}", r.text());
 
     let r = h
-        .send_json(Method::POST, "/api/v1/jobs", &json!({"name":"j","command":"x","cron_expr":"* * * * *","colour":"red"}))
+        .send_json(
+            Method::POST,
+            "/api/v1/jobs",
+            &json!({"name":"j","command":"x","cron_expr":"* * * * *","colour":"red"}),
+        )
         .await;
     assert_eq!((r.status, r.code().as_str(), r.field()), (400, "invalid_request", json!("colour")), "{}", r.text());
 
@@ -202,7 +206,11 @@ async fn malformed_bodies_get_invalid_request_naming_the_field_when_known() {
     assert_eq!((r.status, r.code().as_str(), r.field()), (400, "invalid_request", json!("command")), "{}", r.text());
 
     let r = h
-        .send_json(Method::POST, "/api/v1/jobs", &json!({"name":"j","command":"x","cron_expr":"* * * * *","concurrency":"sometimes"}))
+        .send_json(
+            Method::POST,
+            "/api/v1/jobs",
+            &json!({"name":"j","command":"x","cron_expr":"* * * * *","concurrency":"sometimes"}),
+        )
         .await;
     assert_eq!((r.status, r.code().as_str()), (400, "invalid_request"), "{}", r.text());
     assert_eq!(h.job_count().await, 0, "nothing stored");
@@ -221,7 +229,8 @@ async fn oversized_body_is_413_and_wrong_content_type_is_415() {
     let r = h.raw(Method::PUT, "/api/v1/jobs/j", None, body).await;
     assert_eq!((r.status, r.code().as_str()), (415, "unsupported_media_type"), "{}", r.text());
     // +json media types are JSON
-    let r = h.raw(Method::POST, "/api/v1/jobs", Some("application/merge-patch+json"), simple_job("k").to_string()).await;
+    let r =
+        h.raw(Method::POST, "/api/v1/jobs", Some("application/merge-patch+json"), simple_job("k").to_string()).await;
     assert_eq!(r.status, 201, "{}", r.text());
 }
 
@@ -237,7 +246,11 @@ async fn invalid_job_fields_are_named_and_bad_cron_is_invalid_cron_expr() {
         (json!({"name":"j","command":"x","cron_expr":"* * * * *","tz":"Moon/Base"}), "invalid_job", "tz"),
         (json!({"name":"j","command":"x","cron_expr":"* * * * *","env":{"DISTCRON_JOB":"x"}}), "invalid_job", "env"),
         (json!({"name":"j","command":"x","cron_expr":"* * * * *","working_dir":"rel"}), "invalid_job", "working_dir"),
-        (json!({"name":"j","command":"x","cron_expr":"* * * * *","timeout_secs":999_999_999}), "invalid_job", "timeout_secs"),
+        (
+            json!({"name":"j","command":"x","cron_expr":"* * * * *","timeout_secs":999_999_999}),
+            "invalid_job",
+            "timeout_secs",
+        ),
     ];
     for (body, code, field) in cases {
         let r = h.send_json(Method::POST, "/api/v1/jobs", &body).await;
@@ -246,7 +259,8 @@ async fn invalid_job_fields_are_named_and_bad_cron_is_invalid_cron_expr() {
     }
     let r = h.get("/api/v1/jobs/bad%20name").await;
     assert_eq!((r.status, r.code().as_str(), r.field()), (400, "invalid_job", json!("name")), "{}", r.text());
-    let r = h.send_json(Method::PUT, "/api/v1/jobs/a", &json!({"name":"b","command":"x","cron_expr":"* * * * *"})).await;
+    let r =
+        h.send_json(Method::PUT, "/api/v1/jobs/a", &json!({"name":"b","command":"x","cron_expr":"* * * * *"})).await;
     assert_eq!((r.status, r.code().as_str(), r.field()), (400, "invalid_job", json!("name")), "{}", r.text());
     assert_eq!(h.job_count().await, 0, "nothing stored");
 }
@@ -315,7 +329,8 @@ async fn token_is_required_everywhere_but_the_page_and_liveness() {
     let r = h.get("/api/v1/jobs").await;
     assert_eq!((r.status, r.code().as_str()), (401, "unauthorized"));
     assert!(r.json()["error"]["message"].as_str().is_some_and(|m| m.contains("invalid")));
-    let r = h.call(TestRequest::get().uri("/api/v1/jobs").insert_header((header::AUTHORIZATION, "Basic czNjcmV0"))).await;
+    let r =
+        h.call(TestRequest::get().uri("/api/v1/jobs").insert_header((header::AUTHORIZATION, "Basic czNjcmV0"))).await;
     assert_eq!(r.status, 401);
     h.token = Some("s3cret".into());
     assert_eq!(h.get("/api/v1/jobs").await.status, 200);
@@ -388,7 +403,8 @@ async fn job_crud_round_trip_increments_versions() {
     assert_eq!((stale.status, stale.code().as_str()), (409, "version_conflict"));
     assert!(stale.json()["error"]["message"].as_str().is_some_and(|m| m.contains('1') && m.contains('2')));
 
-    let replace = h.send_json(Method::PUT, "/api/v1/jobs/backup", &json!({"command":"x","cron_expr":"* * * * *"})).await;
+    let replace =
+        h.send_json(Method::PUT, "/api/v1/jobs/backup", &json!({"command":"x","cron_expr":"* * * * *"})).await;
     assert_eq!(replace.json()["version"], 3);
     assert!(replace.json().get("tz").is_none(), "replace without tz resets it");
     assert_eq!(replace.json()["effective_tz"], "UTC");
@@ -426,8 +442,12 @@ async fn job_list_carries_each_jobs_newest_run() {
     h.create(simple_job("idle")).await;
     let mut newest = run("r3", "ran", RunStatus::Running, 30, true);
     newest.output = "not in the list".into();
-    h.add_runs(&[run("r1", "ran", RunStatus::Succeeded, 10, true), newest, run("r2", "ran", RunStatus::Failed, 20, true)])
-        .await;
+    h.add_runs(&[
+        run("r1", "ran", RunStatus::Succeeded, 10, true),
+        newest,
+        run("r2", "ran", RunStatus::Failed, 20, true),
+    ])
+    .await;
     let list = h.get("/api/v1/jobs").await.json();
     let jobs = list["jobs"].as_array().expect("jobs");
     let (idle, ran) = (&jobs[0], &jobs[1]);
@@ -462,7 +482,10 @@ async fn enable_and_disable_bump_the_version_and_clear_next_run() {
     let off = h.post("/api/v1/jobs/j/disable").await;
     assert_eq!(off.status, 200, "{}", off.text());
     let off = off.json();
-    assert_eq!((off["enabled"].clone(), off["version"].clone(), off["next_run_at"].clone()), (json!(false), json!(2), Value::Null));
+    assert_eq!(
+        (off["enabled"].clone(), off["version"].clone(), off["next_run_at"].clone()),
+        (json!(false), json!(2), Value::Null)
+    );
     let on = h.post("/api/v1/jobs/j/enable").await.json();
     assert_eq!((on["enabled"].clone(), on["version"].clone()), (json!(true), json!(3)));
     assert!(on["next_run_at"].is_string());
@@ -473,10 +496,14 @@ async fn enable_and_disable_bump_the_version_and_clear_next_run() {
 #[actix_web::test]
 async fn a_job_written_by_the_seed_can_be_toggled() {
     let h = Harness::fake();
-    let seed: Job = serde_json::from_value(json!({"name":"old","command":"true","cron_expr":"0 12 1 1 * 2030"})).expect("seed job");
+    let seed: Job =
+        serde_json::from_value(json!({"name":"old","command":"true","cron_expr":"0 12 1 1 * 2030"})).expect("seed job");
     h.fakes().jobs.insert_raw(seed);
     let r = h.post("/api/v1/jobs/old/disable").await.json();
-    assert_eq!((r["enabled"].clone(), r["version"].clone(), r["dialect"].clone()), (json!(false), json!(1), json!("seed")));
+    assert_eq!(
+        (r["enabled"].clone(), r["version"].clone(), r["dialect"].clone()),
+        (json!(false), json!(1), json!("seed"))
+    );
 }
 
 async fn next_change(stream: &mut crate::backend::WatchStream) -> Change {
@@ -504,9 +531,13 @@ async fn run_now_and_kill_publish_signals() {
 
     let r = h.post("/api/v1/jobs/j/kill").await;
     assert_eq!((r.status, r.json()), (202, json!({"job": "j"})));
-    assert_eq!(next_change(&mut watch).await, Change::Signal(Signal::Kill { job: JobName::parse("j").expect("name"), run: None }));
+    assert_eq!(
+        next_change(&mut watch).await,
+        Change::Signal(Signal::Kill { job: JobName::parse("j").expect("name"), run: None })
+    );
 
-    h.add_runs(&[run("r-live", "j", RunStatus::Running, 10, true), run("r-done", "j", RunStatus::Succeeded, 5, true)]).await;
+    h.add_runs(&[run("r-live", "j", RunStatus::Running, 10, true), run("r-done", "j", RunStatus::Succeeded, 5, true)])
+        .await;
     let r = h.post("/api/v1/runs/r-live/kill").await;
     assert_eq!((r.status, r.json()), (202, json!({"run": "r-live", "job": "j"})));
     assert_eq!(
@@ -623,7 +654,12 @@ async fn runs_reject_bad_filters_naming_the_parameter() {
         ("job=a%20b", "job"),
     ] {
         let r = h.get(&format!("/api/v1/runs?{q}")).await;
-        assert_eq!((r.status, r.code().as_str(), r.field()), (400, "invalid_request", json!(field)), "{q}: {}", r.text());
+        assert_eq!(
+            (r.status, r.code().as_str(), r.field()),
+            (400, "invalid_request", json!(field)),
+            "{q}: {}",
+            r.text()
+        );
     }
     let r = h.get("/api/v1/runs?status=happy").await;
     assert!(r.text().contains("succeeded") && r.text().contains("missed"), "lists valid statuses: {}", r.text());
@@ -664,10 +700,14 @@ async fn workers_are_listed_alive() {
 #[actix_web::test]
 async fn preview_lists_increasing_times_and_validates_every_parameter() {
     let h = Harness::new();
-    let r = h.get("/api/v1/cron/preview?expr=0%207%20*%20*%20*&tz=Europe/Berlin&after=2026-11-27T00:00:00Z&count=3").await;
+    let r =
+        h.get("/api/v1/cron/preview?expr=0%207%20*%20*%20*&tz=Europe/Berlin&after=2026-11-27T00:00:00Z&count=3").await;
     assert_eq!(r.status, 200, "{}", r.text());
     let body = r.json();
-    assert_eq!((body["expr"].clone(), body["tz"].clone(), body["dialect"].clone()), (json!("0 7 * * *"), json!("Europe/Berlin"), json!("distcron")));
+    assert_eq!(
+        (body["expr"].clone(), body["tz"].clone(), body["dialect"].clone()),
+        (json!("0 7 * * *"), json!("Europe/Berlin"), json!("distcron"))
+    );
     let next: Vec<DateTime<Utc>> = body["next"]
         .as_array()
         .expect("next")
@@ -695,7 +735,12 @@ async fn preview_lists_increasing_times_and_validates_every_parameter() {
         ("expr=*%20*%20*%20*%20*&dialect=quartz", "dialect"),
     ] {
         let r = h.get(&format!("/api/v1/cron/preview?{q}")).await;
-        assert_eq!((r.status, r.code().as_str(), r.field()), (400, "invalid_request", json!(field)), "{q}: {}", r.text());
+        assert_eq!(
+            (r.status, r.code().as_str(), r.field()),
+            (400, "invalid_request", json!(field)),
+            "{q}: {}",
+            r.text()
+        );
     }
 }
 
@@ -743,7 +788,11 @@ async fn liveness_is_ok_and_readiness_reports_each_backend() {
             v
         });
     }
-    assert_eq!((body["scheduler"].clone(), body["executors"].clone()), (Value::Null, Value::Null), "no actors on this node");
+    assert_eq!(
+        (body["scheduler"].clone(), body["executors"].clone()),
+        (Value::Null, Value::Null),
+        "no actors on this node"
+    );
     assert_eq!(h.get("/api/v1/health").await.json()["status"], "ready");
 
     h.fakes().logs.failure.set(Mode::Down);
@@ -770,7 +819,13 @@ impl Actor for FakeNode {
 impl Handler<GetSchedulerStatus> for FakeNode {
     type Result = MessageResult<GetSchedulerStatus>;
     fn handle(&mut self, _: GetSchedulerStatus, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(SchedulerStatus { planned_jobs: 3, running: 1, revision: 42, synced: self.synced, ..Default::default() })
+        MessageResult(SchedulerStatus {
+            planned_jobs: 3,
+            running: 1,
+            revision: 42,
+            synced: self.synced,
+            ..Default::default()
+        })
     }
 }
 
@@ -784,7 +839,15 @@ impl Handler<GetPoolStatus> for FakeNode {
 impl Handler<GetLogStatus> for FakeNode {
     type Result = MessageResult<GetLogStatus>;
     fn handle(&mut self, _: GetLogStatus, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(LogStatus { buffered: 2, spool_bytes: 100, spool_records: 1, store_ok: true, last_error: None, written: 9, dead_lettered: 0 })
+        MessageResult(LogStatus {
+            buffered: 2,
+            spool_bytes: 100,
+            spool_records: 1,
+            store_ok: true,
+            last_error: None,
+            written: 9,
+            dead_lettered: 0,
+        })
     }
 }
 
@@ -798,10 +861,16 @@ async fn readiness_includes_the_node_actors_status() {
     let h = Harness::with(Config::default(), Some(node_handles(true)));
     let body = h.get("/api/v1/health/ready").await.json();
     assert_eq!(body["status"], "ready", "{body}");
-    assert_eq!((body["scheduler"]["planned_jobs"].clone(), body["scheduler"]["synced"].clone()), (json!(3), json!(true)));
+    assert_eq!(
+        (body["scheduler"]["planned_jobs"].clone(), body["scheduler"]["synced"].clone()),
+        (json!(3), json!(true))
+    );
     assert_eq!(body["executors"]["size"], 64);
     let logs = &body["backends"]["logs"];
-    assert_eq!((logs["spool_bytes"].clone(), logs["spool_records"].clone(), logs["buffered"].clone()), (json!(100), json!(1), json!(2)));
+    assert_eq!(
+        (logs["spool_bytes"].clone(), logs["spool_records"].clone(), logs["buffered"].clone()),
+        (json!(100), json!(1), json!(2))
+    );
 
     let h = Harness::with(Config::default(), Some(node_handles(false)));
     let body = h.get("/api/v1/health/ready").await.json();
@@ -818,8 +887,13 @@ async fn seed_save_list_delete_have_the_seed_shapes() {
     let job = r#"{"name":"job1","command":"echo hello","cron_expr":"*/5 * * * * *"}"#;
     let r = h.form("/job/save", &[("job", job)]).await;
     assert_eq!((r.status, r.text()), (200, r#"{"errno":0,"msg":"success","data":null}"#.to_owned()));
-    let r = h.form("/job/save", &[("job", r#"{"name":"job1","command":"echo v2","cron_expr":"0 * * * *","extra":true}"#)]).await;
-    assert_eq!(r.text(), r#"{"errno":0,"msg":"success","data":{"name":"job1","command":"echo hello","cron_expr":"*/5 * * * * *"}}"#);
+    let r = h
+        .form("/job/save", &[("job", r#"{"name":"job1","command":"echo v2","cron_expr":"0 * * * *","extra":true}"#)])
+        .await;
+    assert_eq!(
+        r.text(),
+        r#"{"errno":0,"msg":"success","data":{"name":"job1","command":"echo hello","cron_expr":"*/5 * * * * *"}}"#
+    );
     assert_eq!(
         h.get("/job/list").await.text(),
         r#"{"errno":0,"msg":"success","data":[{"name":"job1","command":"echo v2","cron_expr":"0 * * * *"}]}"#
@@ -838,12 +912,21 @@ async fn seed_save_list_delete_have_the_seed_shapes() {
 #[actix_web::test]
 async fn seed_save_keeps_other_fields_of_an_existing_job() {
     let h = Harness::new();
-    h.create(json!({"name":"j","command":"a","cron_expr":"0 7 * * *","tz":"Asia/Tokyo","enabled":false,"timeout_secs":30})).await;
+    h.create(
+        json!({"name":"j","command":"a","cron_expr":"0 7 * * *","tz":"Asia/Tokyo","enabled":false,"timeout_secs":30}),
+    )
+    .await;
     let r = h.form("/job/save", &[("job", r#"{"name":"j","command":"b","cron_expr":"0 8 * * * 2031"}"#)]).await;
     assert_eq!(r.json()["errno"], 0, "{}", r.text());
     let job = h.get("/api/v1/jobs/j").await.json();
     assert_eq!(
-        (job["command"].clone(), job["tz"].clone(), job["enabled"].clone(), job["timeout_secs"].clone(), job["dialect"].clone()),
+        (
+            job["command"].clone(),
+            job["tz"].clone(),
+            job["enabled"].clone(),
+            job["timeout_secs"].clone(),
+            job["dialect"].clone()
+        ),
         (json!("b"), json!("Asia/Tokyo"), json!(false), json!(30), json!("seed"))
     );
 }
@@ -880,7 +963,10 @@ async fn seed_kill_publishes_a_kill_and_answers_the_name() {
     let (_, rev) = h.backends().jobs.snapshot().await.expect("snapshot");
     let mut watch = h.backends().jobs.watch(Revision(rev.0 + 1)).await.expect("watch");
     assert_eq!(h.form("/job/kill", &[("name", "s")]).await.text(), r#"{"errno":0,"msg":"success","data":"s"}"#);
-    assert_eq!(next_change(&mut watch).await, Change::Signal(Signal::Kill { job: JobName::parse("s").expect("name"), run: None }));
+    assert_eq!(
+        next_change(&mut watch).await,
+        Change::Signal(Signal::Kill { job: JobName::parse("s").expect("name"), run: None })
+    );
 }
 
 #[actix_web::test]
@@ -977,11 +1063,13 @@ async fn serve_binds_answers_over_tcp_and_refuses_a_taken_port() {
         let base = format!("http://127.0.0.1:{port}");
         let live = ureq::get(&format!("{base}/api/v1/health/live")).call().map(|r| r.status());
         let body = format!(r#"{{"name":"b","command":"{}","cron_expr":"* * * * *"}}"#, "x".repeat(2 * 1024 * 1024));
-        let big = match ureq::post(&format!("{base}/api/v1/jobs")).set("Content-Type", "application/json").send_string(&body) {
-            Ok(r) => Ok(r.status()),
-            Err(ureq::Error::Status(code, _)) => Ok(code),
-            Err(e) => Err(e.to_string()),
-        };
+        let big =
+            match ureq::post(&format!("{base}/api/v1/jobs")).set("Content-Type", "application/json").send_string(&body)
+            {
+                Ok(r) => Ok(r.status()),
+                Err(ureq::Error::Status(code, _)) => Ok(code),
+                Err(e) => Err(e.to_string()),
+            };
         (live.map_err(|e| e.to_string()), big)
     })
     .await

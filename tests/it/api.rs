@@ -15,22 +15,26 @@ fn error_code(body: &Value) -> &str {
 #[test]
 fn jobs_crud_with_optimistic_versions() {
     let node = Node::start("");
-    let created = node.create_job(json!({"name": "backup", "command": "echo hi", "cron_expr": "30 2 * * *", "tz": "Europe/Berlin"}));
+    let created = node
+        .create_job(json!({"name": "backup", "command": "echo hi", "cron_expr": "30 2 * * *", "tz": "Europe/Berlin"}));
     assert_eq!(created["version"], 1);
     assert_eq!(created["dialect"], "distcron");
     assert_eq!(created["concurrency"], "forbid");
     assert_eq!(created["effective_tz"], "Europe/Berlin");
     assert!(created["next_run_at"].as_str().is_some_and(|t| t.ends_with('Z') || t.ends_with("+00:00")));
 
-    let dup = node.post("/api/v1/jobs", &json!({"name": "backup", "command": "x", "cron_expr": "* * * * *"}).to_string());
+    let dup =
+        node.post("/api/v1/jobs", &json!({"name": "backup", "command": "x", "cron_expr": "* * * * *"}).to_string());
     assert_eq!((dup.status, error_code(&dup.body)), (409, "job_exists"));
 
-    let put = node.put("/api/v1/jobs/backup", &json!({"command": "echo v2", "cron_expr": "0 3 * * *", "version": 1}).to_string());
+    let put = node
+        .put("/api/v1/jobs/backup", &json!({"command": "echo v2", "cron_expr": "0 3 * * *", "version": 1}).to_string());
     assert_eq!(put.status, 200, "{}", put.text);
     assert_eq!(put.body["version"], 2);
     assert_eq!(put.body["created_at"], created["created_at"]);
 
-    let stale = node.put("/api/v1/jobs/backup", &json!({"command": "echo v3", "cron_expr": "0 3 * * *", "version": 1}).to_string());
+    let stale = node
+        .put("/api/v1/jobs/backup", &json!({"command": "echo v3", "cron_expr": "0 3 * * *", "version": 1}).to_string());
     assert_eq!((stale.status, error_code(&stale.body)), (409, "version_conflict"));
     assert_eq!(node.get("/api/v1/jobs/backup").body["command"], "echo v2", "stale write changed nothing");
 
@@ -55,23 +59,115 @@ fn bad_inputs_get_documented_errors_and_change_nothing() {
     let node = Node::start("");
     node.create_job(json!({"name": "keep", "command": "true", "cron_expr": "0 * * * *"}));
     let before = node.get("/api/v1/jobs").body;
-    let huge = format!("{{\"name\":\"big\",\"command\":\"{}\",\"cron_expr\":\"* * * * *\"}}", "x".repeat(2 * 1024 * 1024));
+    let huge =
+        format!("{{\"name\":\"big\",\"command\":\"{}\",\"cron_expr\":\"* * * * *\"}}", "x".repeat(2 * 1024 * 1024));
     let cases: Vec<(&str, &str, String, u16, &str, Option<&str>)> = vec![
-        ("POST", "/api/v1/jobs", r#"{"name":"j","command":"x","cron_expr":"61 * * * *"}"#.into(), 400, "invalid_cron_expr", Some("cron_expr")),
-        ("POST", "/api/v1/jobs", r#"{"name":"j","command":"x","cron_expr":"*/0 * * * *"}"#.into(), 400, "invalid_cron_expr", Some("cron_expr")),
-        ("POST", "/api/v1/jobs", r#"{"name":"j","command":"x","cron_expr":"0 0 30 2 *"}"#.into(), 400, "invalid_cron_expr", Some("cron_expr")),
-        ("POST", "/api/v1/jobs", r#"{"name":"j","command":"x","cron_expr":"* * *"}"#.into(), 400, "invalid_cron_expr", Some("cron_expr")),
-        ("POST", "/api/v1/jobs", r#"{"name":"j","command":"x","cron_expr":"* * * * *","colour":"red"}"#.into(), 400, "invalid_request", None),
-        ("POST", "/api/v1/jobs", r#"{"name":"j","command":42,"cron_expr":"* * * * *"}"#.into(), 400, "invalid_request", None),
+        (
+            "POST",
+            "/api/v1/jobs",
+            r#"{"name":"j","command":"x","cron_expr":"61 * * * *"}"#.into(),
+            400,
+            "invalid_cron_expr",
+            Some("cron_expr"),
+        ),
+        (
+            "POST",
+            "/api/v1/jobs",
+            r#"{"name":"j","command":"x","cron_expr":"*/0 * * * *"}"#.into(),
+            400,
+            "invalid_cron_expr",
+            Some("cron_expr"),
+        ),
+        (
+            "POST",
+            "/api/v1/jobs",
+            r#"{"name":"j","command":"x","cron_expr":"0 0 30 2 *"}"#.into(),
+            400,
+            "invalid_cron_expr",
+            Some("cron_expr"),
+        ),
+        (
+            "POST",
+            "/api/v1/jobs",
+            r#"{"name":"j","command":"x","cron_expr":"* * *"}"#.into(),
+            400,
+            "invalid_cron_expr",
+            Some("cron_expr"),
+        ),
+        (
+            "POST",
+            "/api/v1/jobs",
+            r#"{"name":"j","command":"x","cron_expr":"* * * * *","colour":"red"}"#.into(),
+            400,
+            "invalid_request",
+            None,
+        ),
+        (
+            "POST",
+            "/api/v1/jobs",
+            r#"{"name":"j","command":42,"cron_expr":"* * * * *"}"#.into(),
+            400,
+            "invalid_request",
+            None,
+        ),
         ("POST", "/api/v1/jobs", r#"{"name":"j","command":"x""#.into(), 400, "invalid_request", None),
-        ("POST", "/api/v1/jobs", r#"{"name":"a b","command":"x","cron_expr":"* * * * *"}"#.into(), 400, "invalid_job", Some("name")),
-        ("POST", "/api/v1/jobs", format!(r#"{{"name":"{}","command":"x","cron_expr":"* * * * *"}}"#, "n".repeat(129)), 400, "invalid_job", Some("name")),
-        ("POST", "/api/v1/jobs", r#"{"name":"j","command":"","cron_expr":"* * * * *"}"#.into(), 400, "invalid_job", Some("command")),
-        ("POST", "/api/v1/jobs", r#"{"name":"j","command":"x","cron_expr":"* * * * *","tz":"Moon/Base"}"#.into(), 400, "invalid_job", Some("tz")),
-        ("POST", "/api/v1/jobs", r#"{"name":"j","command":"x","cron_expr":"* * * * *","concurrency":"sometimes"}"#.into(), 400, "invalid_request", None),
+        (
+            "POST",
+            "/api/v1/jobs",
+            r#"{"name":"a b","command":"x","cron_expr":"* * * * *"}"#.into(),
+            400,
+            "invalid_job",
+            Some("name"),
+        ),
+        (
+            "POST",
+            "/api/v1/jobs",
+            format!(r#"{{"name":"{}","command":"x","cron_expr":"* * * * *"}}"#, "n".repeat(129)),
+            400,
+            "invalid_job",
+            Some("name"),
+        ),
+        (
+            "POST",
+            "/api/v1/jobs",
+            r#"{"name":"j","command":"","cron_expr":"* * * * *"}"#.into(),
+            400,
+            "invalid_job",
+            Some("command"),
+        ),
+        (
+            "POST",
+            "/api/v1/jobs",
+            r#"{"name":"j","command":"x","cron_expr":"* * * * *","tz":"Moon/Base"}"#.into(),
+            400,
+            "invalid_job",
+            Some("tz"),
+        ),
+        (
+            "POST",
+            "/api/v1/jobs",
+            r#"{"name":"j","command":"x","cron_expr":"* * * * *","concurrency":"sometimes"}"#.into(),
+            400,
+            "invalid_request",
+            None,
+        ),
         ("POST", "/api/v1/jobs", huge, 413, "payload_too_large", None),
-        ("PUT", "/api/v1/jobs/keep", r#"{"command":"y","cron_expr":"* * * * *","version":7}"#.into(), 409, "version_conflict", None),
-        ("PUT", "/api/v1/jobs/keep", r#"{"name":"other","command":"y","cron_expr":"* * * * *"}"#.into(), 400, "invalid_job", Some("name")),
+        (
+            "PUT",
+            "/api/v1/jobs/keep",
+            r#"{"command":"y","cron_expr":"* * * * *","version":7}"#.into(),
+            409,
+            "version_conflict",
+            None,
+        ),
+        (
+            "PUT",
+            "/api/v1/jobs/keep",
+            r#"{"name":"other","command":"y","cron_expr":"* * * * *"}"#.into(),
+            400,
+            "invalid_job",
+            Some("name"),
+        ),
     ];
     for (method, path, body, status, code, field) in cases {
         let r = match method {
@@ -86,13 +182,25 @@ fn bad_inputs_get_documented_errors_and_change_nothing() {
             assert_eq!(r.body["error"]["field"], f, "{shown}: {}", r.text);
         }
     }
-    let wrong_type = node.raw("POST", "/api/v1/jobs", "text/plain", br#"{"name":"j","command":"x","cron_expr":"* * * * *"}"#);
-    assert_eq!((wrong_type.status, error_code(&wrong_type.body)), (415, "unsupported_media_type"), "{}", wrong_type.text);
+    let wrong_type =
+        node.raw("POST", "/api/v1/jobs", "text/plain", br#"{"name":"j","command":"x","cron_expr":"* * * * *"}"#);
+    assert_eq!(
+        (wrong_type.status, error_code(&wrong_type.body)),
+        (415, "unsupported_media_type"),
+        "{}",
+        wrong_type.text
+    );
     let bad_name = node.get("/api/v1/jobs/bad%20name");
     assert_eq!(bad_name.status, 400, "{}", bad_name.text);
     let unknown = node.get("/api/v1/nothing-here");
     assert_eq!((unknown.status, error_code(&unknown.body)), (404, "not_found"));
-    for (q, field) in [("status=happy", "status"), ("from=yesterday", "from"), ("limit=0", "limit"), ("limit=100000", "limit"), ("cursor=zzz", "cursor")] {
+    for (q, field) in [
+        ("status=happy", "status"),
+        ("from=yesterday", "from"),
+        ("limit=0", "limit"),
+        ("limit=100000", "limit"),
+        ("cursor=zzz", "cursor"),
+    ] {
         let r = node.get(&format!("/api/v1/runs?{q}"));
         assert_eq!((r.status, error_code(&r.body)), (400, "invalid_request"), "{q}: {}", r.text);
         assert_eq!(r.body["error"]["field"], field, "{q}");
@@ -111,7 +219,11 @@ fn runs_paginate_with_a_stable_cursor_and_filters() {
     let mut seen = Vec::new();
     let mut cursor = String::new();
     loop {
-        let q = if cursor.is_empty() { "/api/v1/runs?job=p&limit=2".to_owned() } else { format!("/api/v1/runs?job=p&limit=2&cursor={cursor}") };
+        let q = if cursor.is_empty() {
+            "/api/v1/runs?job=p&limit=2".to_owned()
+        } else {
+            format!("/api/v1/runs?job=p&limit=2&cursor={cursor}")
+        };
         let page = node.get(&q).body;
         for r in page["runs"].as_array().expect("runs") {
             assert!(r.get("output").is_none(), "list omits output");
@@ -136,7 +248,8 @@ fn runs_paginate_with_a_stable_cursor_and_filters() {
 #[test]
 fn cron_preview_lists_next_times_and_explains_errors() {
     let node = Node::start("");
-    let r = node.get("/api/v1/cron/preview?expr=30%202%20*%20*%20*&tz=America/New_York&after=2026-03-07T12:00:00Z&count=3");
+    let r =
+        node.get("/api/v1/cron/preview?expr=30%202%20*%20*%20*&tz=America/New_York&after=2026-03-07T12:00:00Z&count=3");
     assert_eq!(r.status, 200, "{}", r.text);
     let next: Vec<&str> = r.body["next"].as_array().expect("next").iter().filter_map(Value::as_str).collect();
     // 02:30 on the spring-forward day (2026-03-08) does not exist: fixed-time jobs run at 03:00 EDT = 07:00Z
@@ -203,7 +316,12 @@ fn a_second_node_on_the_same_data_dir_is_refused() {
 }
 
 fn distcron(args: &[&str], dir: &std::path::Path) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_distcron")).args(args).current_dir(dir).env_remove("RUST_LOG").output().expect("run distcron")
+    Command::new(env!("CARGO_BIN_EXE_distcron"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run distcron")
 }
 
 #[test]

@@ -6,7 +6,9 @@ use std::time::Duration;
 use chrono::Utc;
 use distcron::backend::conformance;
 use distcron::backend::etcd::{EtcdBackend, EtcdSettings};
-use distcron::backend::{BackendError, Change, Claims, JobStore, Membership, Precondition, RunningMark, SessionEvent, Signal};
+use distcron::backend::{
+    BackendError, Change, Claims, JobStore, Membership, Precondition, RunningMark, SessionEvent, Signal,
+};
 use distcron::domain::{Dialect, JobName, Revision, RunId, WorkerId};
 use futures::StreamExt;
 
@@ -45,7 +47,8 @@ async fn etcd_adapters_pass_the_suites_on_a_three_member_cluster_under_another_p
     conformance::job_store_concurrent_writers(b.jobs.clone()).await;
     conformance::claims_tick_race(b.claims.clone()).await;
     let mut c = raw(&etcd).await;
-    let outside = c.get("/cron/", Some(etcd_client::GetOptions::new().with_prefix().with_count_only())).await.expect("get");
+    let outside =
+        c.get("/cron/", Some(etcd_client::GetOptions::new().with_prefix().with_count_only())).await.expect("get");
     assert_eq!(outside.count(), 0, "nothing is written outside the configured prefix");
 }
 
@@ -55,12 +58,17 @@ async fn a_job_written_by_the_seed_master_is_read_with_the_seed_meaning() {
     let b = backend(&etcd, "/cron/", 10).await;
     let mut c = raw(&etcd).await;
     // Exactly what the seed's master writes on POST /job/save.
-    c.put("/cron/jobs/seedjob", r#"{"name":"seedjob","command":"echo hello","cron_expr":"*/5 * * * * *"}"#, None).await.expect("put");
+    c.put("/cron/jobs/seedjob", r#"{"name":"seedjob","command":"echo hello","cron_expr":"*/5 * * * * *"}"#, None)
+        .await
+        .expect("put");
     c.put("/cron/jobs/broken", "not json", None).await.expect("put");
     let (jobs, _) = b.jobs.snapshot().await.expect("snapshot");
     assert_eq!(jobs.len(), 1, "an unreadable key is skipped, not an error: {jobs:?}");
     let job = &jobs[0];
-    assert_eq!((job.name.as_str(), job.command.as_str(), job.cron_expr.as_str()), ("seedjob", "echo hello", "*/5 * * * * *"));
+    assert_eq!(
+        (job.name.as_str(), job.command.as_str(), job.cron_expr.as_str()),
+        ("seedjob", "echo hello", "*/5 * * * * *")
+    );
     assert_eq!((job.dialect, job.version, job.enabled), (Dialect::Seed, 0, true));
     // The seed's job is updated with version 0 and keeps its fields readable by the seed.
     let name = JobName::parse("seedjob").expect("name");
@@ -68,7 +76,8 @@ async fn a_job_written_by_the_seed_master_is_read_with_the_seed_meaning() {
     changed.command = "echo changed".into();
     let out = b.jobs.put(changed, Precondition::Version(0)).await.expect("update a seed job");
     assert_eq!(out.job.version, 1);
-    let stored: serde_json::Value = serde_json::from_str(&get(&mut c, "/cron/jobs/seedjob").await.expect("stored")).expect("json");
+    let stored: serde_json::Value =
+        serde_json::from_str(&get(&mut c, "/cron/jobs/seedjob").await.expect("stored")).expect("json");
     assert_eq!((stored["name"].as_str(), stored["command"].as_str()), (Some("seedjob"), Some("echo changed")));
     assert_eq!(b.jobs.delete(&name, None).await.expect("delete").map(|j| j.version), Some(1));
 }
@@ -108,10 +117,12 @@ async fn seed_kill_keys_and_run_keys_arrive_as_signals() {
     c.put("/cron/killer/job1", "", Some(etcd_client::PutOptions::new().with_lease(lease.id()))).await.expect("put");
     c.put("/cron/run/job1", "request-7", None).await.expect("put");
     c.put("/cron/lock/job1", "", None).await.expect("put");
-    let first = tokio::time::timeout(Duration::from_secs(5), stream.next()).await.expect("event").expect("item").expect("ok");
+    let first =
+        tokio::time::timeout(Duration::from_secs(5), stream.next()).await.expect("event").expect("item").expect("ok");
     let job = JobName::parse("job1").expect("name");
     assert_eq!(first.change, Change::Signal(Signal::Kill { job: job.clone(), run: None }));
-    let second = tokio::time::timeout(Duration::from_secs(5), stream.next()).await.expect("event").expect("item").expect("ok");
+    let second =
+        tokio::time::timeout(Duration::from_secs(5), stream.next()).await.expect("event").expect("item").expect("ok");
     assert_eq!(second.change, Change::Signal(Signal::RunNow { job, request: "request-7".into() }));
 }
 
@@ -123,7 +134,13 @@ async fn a_watch_from_a_compacted_revision_says_compacted() {
     let first = b.jobs.put(conformance::sample_job(&name), Precondition::Absent).await.expect("put");
     b.jobs.put(conformance::sample_job(&name), Precondition::Any).await.expect("put");
     let mut c = raw(&etcd).await;
-    let compacted = c.get("/", Some(etcd_client::GetOptions::new().with_count_only())).await.expect("get").header().expect("header").revision();
+    let compacted = c
+        .get("/", Some(etcd_client::GetOptions::new().with_count_only()))
+        .await
+        .expect("get")
+        .header()
+        .expect("header")
+        .revision();
     c.compact(compacted, Some(etcd_client::CompactionOptions::new().with_physical())).await.expect("compact");
     // etcd tells a compacted start in the watch's first answers: as the error of `watch` or as
     // the stream's first item (the WatchActor resyncs on either).
@@ -152,7 +169,13 @@ async fn a_tick_claim_returns_the_previous_tick_and_the_live_runs_in_one_answer(
     let t = chrono::DateTime::from_timestamp(Utc::now().timestamp(), 0).expect("time");
     let first = b.claims.claim_tick_checked(&job, t, true).await.expect("claim").expect("won");
     assert_eq!((first.previous, first.running.len()), (None, 0));
-    let mark = RunningMark { job: job.clone(), run: RunId::generate(), worker: WorkerId("w".into()), scheduled_at: t, since: t };
+    let mark = RunningMark {
+        job: job.clone(),
+        run: RunId::generate(),
+        worker: WorkerId("w".into()),
+        scheduled_at: t,
+        since: t,
+    };
     b.claims.mark_running(&mark).await.expect("mark");
     let next = t + chrono::Duration::seconds(1);
     let second = b.claims.claim_tick_checked(&job, next, true).await.expect("claim").expect("won");
@@ -160,7 +183,10 @@ async fn a_tick_claim_returns_the_previous_tick_and_the_live_runs_in_one_answer(
     assert_eq!(second.running, vec![mark]);
     assert!(second.fence > first.fence);
     let mut c = raw(&etcd).await;
-    assert_eq!(get(&mut c, "/cron/claim/checked").await.as_deref(), Some(format!("{:015}", next.timestamp_millis()).as_str()));
+    assert_eq!(
+        get(&mut c, "/cron/claim/checked").await.as_deref(),
+        Some(format!("{:015}", next.timestamp_millis()).as_str())
+    );
     let mut known = None;
     for _ in 0..40 {
         known = b.claims.known_claim(&job);
@@ -182,14 +208,23 @@ async fn marks_of_an_expired_session_are_reported_lost_and_cleared_marks_are_not
     dying.members.join(&conformance::sample_worker(&worker)).await.expect("join");
     let job = JobName::parse("long").expect("name");
     let now = Utc::now();
-    let mark = |run: &str| RunningMark { job: job.clone(), run: RunId(run.into()), worker: worker.clone(), scheduled_at: now, since: now };
+    let mark = |run: &str| RunningMark {
+        job: job.clone(),
+        run: RunId(run.into()),
+        worker: worker.clone(),
+        scheduled_at: now,
+        since: now,
+    };
     let (finished, running) = (mark("finished"), mark("running"));
     dying.claims.mark_running(&finished).await.expect("mark");
     dying.claims.mark_running(&running).await.expect("mark");
     dying.claims.clear_running(&job, &finished.run).await.expect("clear");
     // The process "dies": its keep-alive stops and the lease expires after its TTL.
     drop(dying);
-    let got = tokio::time::timeout(Duration::from_secs(10), lost.next()).await.expect("a lost run within the TTL").expect("item");
+    let got = tokio::time::timeout(Duration::from_secs(10), lost.next())
+        .await
+        .expect("a lost run within the TTL")
+        .expect("item");
     assert_eq!(got, running, "only the run still marked when the session expired is lost");
     assert!(observer.members.live().await.expect("live").iter().all(|w| w.id != worker), "the dead worker is gone");
     assert!(tokio::time::timeout(Duration::from_millis(500), lost.next()).await.is_err(), "nothing else is lost");

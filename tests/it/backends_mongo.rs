@@ -40,7 +40,14 @@ impl Db {
     /// The seed master's read: filter {jobName}, sort {startTime: -1}, skip, limit.
     fn seed_read(&self, job: &str, skip: u64, limit: i64) -> Vec<Document> {
         self.rt.block_on(async {
-            let cursor = self.coll.find(doc! { "jobName": job }).sort(doc! { "startTime": -1 }).skip(skip).limit(limit).await.expect("find");
+            let cursor = self
+                .coll
+                .find(doc! { "jobName": job })
+                .sort(doc! { "startTime": -1 })
+                .skip(skip)
+                .limit(limit)
+                .await
+                .expect("find");
             cursor.try_collect().await.expect("read")
         })
     }
@@ -51,10 +58,7 @@ impl Db {
 }
 
 fn node_config(server: &FerretDb, extra: &str) -> String {
-    format!(
-        "[mongo]\nuri = \"{}\"\n[log_batch]\nretry_initial_ms = 100\nretry_max_ms = 1000\n{extra}",
-        server.uri()
-    )
+    format!("[mongo]\nuri = \"{}\"\n[log_batch]\nretry_initial_ms = 100\nretry_max_ms = 1000\n{extra}", server.uri())
 }
 
 fn status_of(v: &Value) -> &str {
@@ -74,12 +78,14 @@ fn conformance_suite_passes_against_ferretdb_and_indexes_are_idempotent() {
     let server = FerretDb::start();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     rt.block_on(async {
-        let settings = MongoSettings { uri: server.uri(), database: "cron".into(), collection: "log".into(), retention_days: 0 };
+        let settings =
+            MongoSettings { uri: server.uri(), database: "cron".into(), collection: "log".into(), retention_days: 0 };
         let store = MongoLogStore::start(&settings).await.expect("start");
         assert_eq!(store.ttl_support(), TtlSupport::Unsupported, "FerretDB 1.x has no TTL indexes (README says so)");
         store.ensure_indexes().await.expect("creating the indexes again is a no-op");
         let client = mongodb::Client::with_uri_str(server.uri()).await.expect("client");
-        let names: Vec<String> = client.database("cron").collection::<Document>("log").list_index_names().await.expect("indexes");
+        let names: Vec<String> =
+            client.database("cron").collection::<Document>("log").list_index_names().await.expect("indexes");
         for name in ["jobName_1_startTime_-1", "status_1_startTime_-1", "startTime_-1__id_-1", "expireAt_1"] {
             assert!(names.iter().any(|n| n == name), "index {name} missing: {names:?}");
         }
@@ -121,7 +127,10 @@ fn documents_the_seed_wrote_are_served_by_the_api_and_job_log() {
     let seed_runs: Vec<&Value> = runs.iter().filter(|r| r["worker"] == "").collect();
     assert_eq!(seed_runs.len(), 4);
     let boom = seed_runs.iter().find(|r| r["err"] == "exit status 1").expect("failed seed run");
-    assert_eq!((status_of(boom), boom["trigger"].as_str(), boom["duration_ms"].as_u64()), ("failed", Some("schedule"), Some(250)));
+    assert_eq!(
+        (status_of(boom), boom["trigger"].as_str(), boom["duration_ms"].as_u64()),
+        ("failed", Some("schedule"), Some(250))
+    );
     assert!(seed_runs.iter().all(|r| r["id"].as_str().is_some_and(|id| id.len() == 24)), "ObjectId hex ids");
     let one = node.get(&format!("/api/v1/runs/{}", boom["id"].as_str().expect("id")));
     assert_eq!((one.status, one.body["output"].as_str()), (200, Some("boom\n")));
@@ -213,7 +222,10 @@ fn documents_distcron_writes_satisfy_the_seeds_reader() {
     assert_eq!(log.job_name, "golden");
     assert_eq!(log.output, "out\nerr\n");
     assert!(!log.err.is_empty(), "a failed run has err set");
-    assert!(log.plan_time <= log.schedule_time && log.schedule_time <= log.start_time && log.start_time <= log.end_time, "{log:?}");
+    assert!(
+        log.plan_time <= log.schedule_time && log.schedule_time <= log.start_time && log.start_time <= log.end_time,
+        "{log:?}"
+    );
     assert!((log.start_time - Utc::now().timestamp_millis()).abs() < 60_000);
     assert!(matches!(d.get("_id"), Some(Bson::String(_))), "our _id is the run id");
     assert_eq!(d.get_str("status"), Ok("failed"));
@@ -291,13 +303,17 @@ fn a_store_outage_under_load_loses_nothing_duplicates_nothing_and_never_pauses_s
     let outage_start = Utc::now();
     let degraded = wait_until(Duration::from_secs(15), || {
         let r = node.get("/api/v1/health/ready");
-        (r.status == 200 && r.body["status"] == "degraded" && r.body["backends"]["logs"]["ok"] == false).then_some(r.body)
+        (r.status == 200 && r.body["status"] == "degraded" && r.body["backends"]["logs"]["ok"] == false)
+            .then_some(r.body)
     })
     .expect("readiness shows the outage as degraded, 200");
     assert!(degraded["backends"]["logs"]["error"].as_str().is_some_and(|e| !e.is_empty()), "{degraded}");
-    let spooling = wait_until(Duration::from_secs(15), || (log_health(&node)["spool_records"].as_u64() > Some(0)).then_some(()));
+    let spooling =
+        wait_until(Duration::from_secs(15), || (log_health(&node)["spool_records"].as_u64() > Some(0)).then_some(()));
     assert!(spooling.is_some(), "records spool during the outage: {}", log_health(&node));
-    std::thread::sleep(Duration::from_secs(30).saturating_sub((Utc::now() - outage_start).to_std().unwrap_or_default()));
+    std::thread::sleep(
+        Duration::from_secs(30).saturating_sub((Utc::now() - outage_start).to_std().unwrap_or_default()),
+    );
     server.restart();
     let outage_end = Utc::now();
     wait_spool_drained(&node, Duration::from_secs(40));
@@ -312,7 +328,9 @@ fn a_store_outage_under_load_loses_nothing_duplicates_nothing_and_never_pauses_s
     let mut missing = Vec::new();
     for l in &lines {
         match by_id.get(&l.run) {
-            Some(d) => assert_eq!(d.get_str("status"), Ok("succeeded"), "run {} of {}: final record wins", l.run, l.job),
+            Some(d) => {
+                assert_eq!(d.get_str("status"), Ok("succeeded"), "run {} of {}: final record wins", l.run, l.job)
+            }
             None => missing.push(format!("{} {} {}", l.job, l.tick, l.run)),
         }
     }
@@ -333,7 +351,10 @@ fn a_store_outage_under_load_loses_nothing_duplicates_nothing_and_never_pauses_s
         for w in t.windows(2) {
             assert_eq!((w[1] - w[0]).num_seconds(), 1, "job {job} has no run between {} and {}", w[0], w[1]);
         }
-        assert!(t[0] < outage_start && *t.last().expect("ticks") > outage_end, "job {job} ran before and after the outage");
+        assert!(
+            t[0] < outage_start && *t.last().expect("ticks") > outage_end,
+            "job {job} ran before and after the outage"
+        );
     }
     assert!(lines.len() >= 20 * 35, "about 20 runs/s for 40 s: {}", lines.len());
 }
@@ -346,7 +367,8 @@ fn kill_9_during_an_outage_replays_the_spool_without_loss_or_duplicates() {
     let jobs = create_tickers(&node, "crash", 5, &file);
     std::thread::sleep(Duration::from_secs(3));
     server.stop();
-    let spooling = wait_until(Duration::from_secs(15), || (log_health(&node)["spool_records"].as_u64() >= Some(20)).then_some(()));
+    let spooling =
+        wait_until(Duration::from_secs(15), || (log_health(&node)["spool_records"].as_u64() >= Some(20)).then_some(()));
     assert!(spooling.is_some(), "records spool: {}", log_health(&node));
     std::thread::sleep(Duration::from_secs(2));
     node.signal_and_wait("KILL", Duration::from_secs(10)).expect("killed");
@@ -386,7 +408,9 @@ fn kill_9_during_an_outage_replays_the_spool_without_loss_or_duplicates() {
     for d in &docs {
         assert_ne!(d.get_str("status"), Ok("running"), "{d}");
         if d.get_str("trigger") == Ok("schedule") {
-            *per_tick.entry((d.get_str("jobName").expect("job").to_owned(), d.get_i64("planTime").expect("plan"))).or_default() += 1;
+            *per_tick
+                .entry((d.get_str("jobName").expect("job").to_owned(), d.get_i64("planTime").expect("plan")))
+                .or_default() += 1;
         }
     }
     let dup: Vec<_> = per_tick.iter().filter(|(_, n)| **n > 1).collect();
@@ -403,8 +427,12 @@ fn retention_removes_old_runs_per_job_and_globally() {
     let server = FerretDb::start();
     let db = Db::open(&server);
     let mut node = Node::start(&node_config(&server, "retention_days = 30\n"));
-    node.create_job(json!({"name": "short", "command": "true", "cron_expr": "0 0 1 1 *", "enabled": false, "retention_days": 1}));
-    node.create_job(json!({"name": "forever", "command": "true", "cron_expr": "0 0 1 1 *", "enabled": false, "retention_days": 0}));
+    node.create_job(
+        json!({"name": "short", "command": "true", "cron_expr": "0 0 1 1 *", "enabled": false, "retention_days": 1}),
+    );
+    node.create_job(
+        json!({"name": "forever", "command": "true", "cron_expr": "0 0 1 1 *", "enabled": false, "retention_days": 0}),
+    );
     let days_ago = |d: i64| (Utc::now() - chrono::Duration::days(d)).timestamp_millis();
     let doc_at = |job: &str, ms: i64| {
         let mut d = seed_doc(job, ms, "", "x");
@@ -428,13 +456,20 @@ fn retention_removes_old_runs_per_job_and_globally() {
         let now = Utc::now().timestamp_millis();
         db.find(doc! {})
             .iter()
-            .map(|d| format!("{}/{}", d.get_str("jobName").unwrap_or(""), (now - d.get_i64("startTime").unwrap_or(0)) / 86_400_000))
+            .map(|d| {
+                format!(
+                    "{}/{}",
+                    d.get_str("jobName").unwrap_or(""),
+                    (now - d.get_i64("startTime").unwrap_or(0)) / 86_400_000
+                )
+            })
             .collect()
     };
     let purged = wait_until(Duration::from_secs(15), || (remaining().len() == 4).then_some(()));
     assert!(purged.is_some(), "retention left: {:?}\n{}", remaining(), node.log());
     let remaining = remaining();
-    let expected: HashSet<String> = ["short/0", "forever/400", "other/10", "seed-new/1"].iter().map(|s| s.to_string()).collect();
+    let expected: HashSet<String> =
+        ["short/0", "forever/400", "other/10", "seed-new/1"].iter().map(|s| s.to_string()).collect();
     assert_eq!(remaining, expected);
     assert!(node.log().contains("Retention deleted old runs. deleted=3"), "{}", node.log());
 }

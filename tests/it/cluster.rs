@@ -92,7 +92,13 @@ fn sleep_until(t: DateTime<Utc>) {
 }
 
 /// Per (job, tick) in `[from, to)` every `step_secs`: how many lines each has.
-fn tally(lines: &[Line], jobs: &[String], from: DateTime<Utc>, to: DateTime<Utc>, step_secs: i64) -> (Vec<String>, Vec<String>) {
+fn tally(
+    lines: &[Line],
+    jobs: &[String],
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    step_secs: i64,
+) -> (Vec<String>, Vec<String>) {
     let mut count: HashMap<(&str, DateTime<Utc>), usize> = HashMap::new();
     for l in lines {
         *count.entry((l.job.as_str(), l.tick)).or_default() += 1;
@@ -146,19 +152,23 @@ fn three_workers_run_fifty_every_second_jobs_exactly_once_and_evenly() {
     let shared = tempfile::tempdir().expect("tempdir");
     let file = shared.path().join("ticks.log");
     let quiet = |tag: &str| NodeOptions { log_level: "info".into(), ..tagged(tag) };
-    let workers: Vec<Node> = ["w0", "w1", "w2"].iter().map(|t| Node::start_with(&config(&etcd, "worker", ""), quiet(t))).collect();
+    let workers: Vec<Node> =
+        ["w0", "w1", "w2"].iter().map(|t| Node::start_with(&config(&etcd, "worker", ""), quiet(t))).collect();
     let master = Node::start_with(&config(&etcd, "master", ""), quiet("master"));
     wait_workers(&master, 3);
     let jobs: Vec<String> = (0..50).map(|i| format!("job-{i:02}")).collect();
     for job in &jobs {
-        master.create_job(json!({ "name": job, "cron_expr": "* * * * * *", "concurrency": "allow", "command": append_line(&file) }));
+        master.create_job(
+            json!({ "name": job, "cron_expr": "* * * * * *", "concurrency": "allow", "command": append_line(&file) }),
+        );
     }
     let from = whole_second(Utc::now()) + chrono::Duration::seconds(3);
     let to = from + chrono::Duration::seconds(60);
     sleep_until(to);
     // The last ticks of the window may still be starting.
     wait_until(Duration::from_secs(10), || {
-        let seen: HashSet<String> = lines(&file).into_iter().filter(|l| l.tick >= to - chrono::Duration::seconds(1)).map(|l| l.job).collect();
+        let seen: HashSet<String> =
+            lines(&file).into_iter().filter(|l| l.tick >= to - chrono::Duration::seconds(1)).map(|l| l.job).collect();
         (seen.len() == jobs.len()).then_some(())
     });
     let all: Vec<Line> = lines(&file).into_iter().filter(|l| l.tick >= from && l.tick < to).collect();
@@ -183,10 +193,14 @@ fn a_killed_worker_s_runs_become_lost_once_and_its_ticks_run_elsewhere() {
     let shared = tempfile::tempdir().expect("tempdir");
     let _cleanup = JobProcesses(shared.path().to_owned());
     let file = shared.path().join("ticks.log");
-    let mut nodes: Vec<Node> = ["n0", "n1", "n2"].iter().map(|t| Node::start_with(&config(&etcd, "all", ""), tagged(t))).collect();
+    let mut nodes: Vec<Node> =
+        ["n0", "n1", "n2"].iter().map(|t| Node::start_with(&config(&etcd, "all", ""), tagged(t))).collect();
     wait_workers(&nodes[0], 3);
-    let command = format!("{}; echo $$ > {}/pid-$DISTCRON_RUN_ID; exec sleep 30", append_line(&file), shared.path().display());
-    nodes[0].create_job(json!({ "name": "sleeper", "cron_expr": "*/2 * * * * *", "concurrency": "allow", "command": command }));
+    let command =
+        format!("{}; echo $$ > {}/pid-$DISTCRON_RUN_ID; exec sleep 30", append_line(&file), shared.path().display());
+    nodes[0].create_job(
+        json!({ "name": "sleeper", "cron_expr": "*/2 * * * * *", "concurrency": "allow", "command": command }),
+    );
     // The owner: two ticks in a row on one worker (the first tick may go elsewhere while the
     // workers' views of each other settle), so there is more than one run to lose.
     let owner_tag = wait_until(Duration::from_secs(20), || {
@@ -197,10 +211,19 @@ fn a_killed_worker_s_runs_become_lost_once_and_its_ticks_run_elsewhere() {
     .expect("the job ran twice in a row on one worker");
     let owner: usize = owner_tag.trim_start_matches('n').parse().expect("a node tag");
     let running: Vec<String> = wait_until(Duration::from_secs(5), || {
-        let ids: Vec<String> = runs_with(&nodes[owner], "sleeper", "running").iter().filter_map(|r| r["id"].as_str().map(str::to_owned)).collect();
+        let ids: Vec<String> = runs_with(&nodes[owner], "sleeper", "running")
+            .iter()
+            .filter_map(|r| r["id"].as_str().map(str::to_owned))
+            .collect();
         (ids.len() >= 2).then_some(ids)
     })
-    .unwrap_or_else(|| panic!("the owner {owner_tag} records its running runs: lines {:?}, runs {:?}", lines(&file), nodes[owner].runs("sleeper")));
+    .unwrap_or_else(|| {
+        panic!(
+            "the owner {owner_tag} records its running runs: lines {:?}, runs {:?}",
+            lines(&file),
+            nodes[owner].runs("sleeper")
+        )
+    });
     let killed_at = Utc::now();
     let started = Instant::now();
     nodes[owner].signal_and_wait("KILL", Duration::from_secs(5)).expect("worker killed");
@@ -248,7 +271,10 @@ fn workers_with_clocks_three_seconds_apart_never_run_a_tick_twice() {
         Node::start_with(&config(&etcd, "worker", ""), options)
     };
     let workers = [skewed("ahead", "+3s"), skewed("behind", "-3s"), skewed("exact", "")];
-    let master = Node::start_with(&config(&etcd, "master", ""), NodeOptions { log_level: "info".into(), ..NodeOptions::default() });
+    let master = Node::start_with(
+        &config(&etcd, "master", ""),
+        NodeOptions { log_level: "info".into(), ..NodeOptions::default() },
+    );
     wait_workers(&master, 3);
     // The skew is real: each worker publishes its heartbeat time from its own clock.
     let listed = master.get("/api/v1/workers").body;
@@ -261,7 +287,9 @@ fn workers_with_clocks_three_seconds_apart_never_run_a_tick_twice() {
     assert!(heartbeat("behind") < now - chrono::Duration::seconds(2), "{listed}");
     let jobs: Vec<String> = (0..20).map(|i| format!("skew-{i:02}")).collect();
     for job in &jobs {
-        master.create_job(json!({ "name": job, "cron_expr": "* * * * * *", "concurrency": "allow", "command": append_line(&file) }));
+        master.create_job(
+            json!({ "name": job, "cron_expr": "* * * * * *", "concurrency": "allow", "command": append_line(&file) }),
+        );
     }
     let from = whole_second(Utc::now()) + chrono::Duration::seconds(6);
     let to = from + chrono::Duration::seconds(20);
@@ -280,7 +308,12 @@ fn faketime_lib() -> PathBuf {
     if let Ok(p) = std::env::var("DISTCRON_TEST_FAKETIME_LIB") {
         return PathBuf::from(p);
     }
-    let candidates = ["/usr/lib/x86_64-linux-gnu/faketime", "/usr/lib/aarch64-linux-gnu/faketime", "/usr/lib/faketime", "/usr/local/lib/faketime"];
+    let candidates = [
+        "/usr/lib/x86_64-linux-gnu/faketime",
+        "/usr/lib/aarch64-linux-gnu/faketime",
+        "/usr/lib/faketime",
+        "/usr/local/lib/faketime",
+    ];
     candidates
         .iter()
         .map(|d| Path::new(d).join("libfaketimeMT.so.1"))
@@ -297,7 +330,9 @@ fn scheduling_continues_while_a_member_of_a_three_member_etcd_is_down_and_after_
     wait_workers(&nodes[0], 2);
     let jobs: Vec<String> = (0..10).map(|i| format!("quorum-{i}")).collect();
     for job in &jobs {
-        nodes[0].create_job(json!({ "name": job, "cron_expr": "* * * * * *", "concurrency": "allow", "command": append_line(&file) }));
+        nodes[0].create_job(
+            json!({ "name": job, "cron_expr": "* * * * * *", "concurrency": "allow", "command": append_line(&file) }),
+        );
     }
     let from = whole_second(Utc::now()) + chrono::Duration::seconds(3);
     sleep_until(from + chrono::Duration::seconds(3));
@@ -322,7 +357,9 @@ fn a_worker_whose_watch_broke_during_a_compaction_resyncs_and_applies_every_chan
     let mut node = Node::start(&config(&etcd, "all", "session_ttl_secs = 30\n"));
     let command = |word: &str| format!("echo \"$DISTCRON_JOB $DISTCRON_SCHEDULED_AT {word}\" >> {}", file.display());
     for (name, word) in [("stays", "v1"), ("changes", "v1"), ("goes", "v1")] {
-        node.create_job(json!({ "name": name, "cron_expr": "* * * * * *", "concurrency": "allow", "command": command(word) }));
+        node.create_job(
+            json!({ "name": name, "cron_expr": "* * * * * *", "concurrency": "allow", "command": command(word) }),
+        );
     }
     wait_until(Duration::from_secs(10), || {
         let jobs: HashSet<String> = lines(&file).into_iter().map(|l| l.job).collect();
@@ -336,7 +373,9 @@ fn a_worker_whose_watch_broke_during_a_compaction_resyncs_and_applies_every_chan
     etcd.kill_member(0);
     etcd.restart_member(0);
     let mut client = etcd.client();
-    let seed_job = |name: &str, word: &str| json!({ "name": name, "command": command(word), "cron_expr": "* * * * * * *" }).to_string();
+    let seed_job = |name: &str, word: &str| {
+        json!({ "name": name, "command": command(word), "cron_expr": "* * * * * * *" }).to_string()
+    };
     client.put("/cron/jobs/changes", &seed_job("changes", "v2"));
     client.put("/cron/jobs/arrives", &seed_job("arrives", "v1"));
     client.delete("/cron/jobs/goes");
@@ -345,13 +384,17 @@ fn a_worker_whose_watch_broke_during_a_compaction_resyncs_and_applies_every_chan
     let _ = std::process::Command::new("kill").arg("-CONT").arg(node.pid().to_string()).status();
 
     let check = || {
-        let recent: Vec<Line> = lines(&file).into_iter().filter(|l| l.tick > resumed + chrono::Duration::seconds(2)).collect();
+        let recent: Vec<Line> =
+            lines(&file).into_iter().filter(|l| l.tick > resumed + chrono::Duration::seconds(2)).collect();
         let has = |job: &str, word: &str| recent.iter().any(|l| l.job == job && l.tag == word);
         (has("arrives", "v1") && has("changes", "v2") && has("stays", "v1")).then_some(recent)
     };
     let recent = wait_until(Duration::from_secs(20), check).expect("the created and changed jobs run after the resync");
     assert!(!recent.iter().any(|l| l.job == "goes"), "a job deleted while the watch was down still runs");
-    assert!(!recent.iter().any(|l| l.job == "changes" && l.tag == "v1"), "a job changed while the watch was down runs its old command");
+    assert!(
+        !recent.iter().any(|l| l.job == "changes" && l.tag == "v1"),
+        "a job changed while the watch was down runs its old command"
+    );
     assert!(node.log().contains("resync"), "the worker says it resynced");
     node.signal_and_wait("TERM", Duration::from_secs(10));
 }
@@ -362,12 +405,14 @@ fn a_master_kills_a_run_on_another_worker_and_run_now_runs_once() {
     let shared = tempfile::tempdir().expect("tempdir");
     let _cleanup = JobProcesses(shared.path().to_owned());
     let master = Node::start(&config(&etcd, "master", ""));
-    let workers: Vec<Node> = ["a", "b"].iter().map(|t| Node::start_with(&config(&etcd, "all", ""), tagged(t))).collect();
+    let workers: Vec<Node> =
+        ["a", "b"].iter().map(|t| Node::start_with(&config(&etcd, "all", ""), tagged(t))).collect();
     wait_workers(&master, 2);
     let pid_dir = shared.path().join("pids");
     std::fs::create_dir_all(&pid_dir).expect("pid dir");
     let command = format!("echo $$ > {}/pid-$DISTCRON_RUN_ID; exec sleep 60", pid_dir.display());
-    master.create_job(json!({ "name": "victim", "cron_expr": "0 0 1 1 *", "concurrency": "allow", "command": command }));
+    master
+        .create_job(json!({ "name": "victim", "cron_expr": "0 0 1 1 *", "concurrency": "allow", "command": command }));
     let pids = || -> Vec<u32> {
         std::fs::read_dir(&pid_dir).into_iter().flatten().flatten().filter_map(|e| read_pid(&e.path())).collect()
     };
@@ -379,27 +424,39 @@ fn a_master_kills_a_run_on_another_worker_and_run_now_runs_once() {
     let pid = wait_until(Duration::from_secs(10), || pids().first().copied()).expect("the run started");
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(pids().len(), 1, "run now ran once");
-    let runner = wait_until(Duration::from_secs(5), || workers.iter().position(|w| !runs_with(w, "victim", "running").is_empty()))
-        .expect("a worker records the run");
+    let runner = wait_until(Duration::from_secs(5), || {
+        workers.iter().position(|w| !runs_with(w, "victim", "running").is_empty())
+    })
+    .expect("a worker records the run");
 
     // Kill through the master's API: the run on the other process dies within a second or so.
     let asked = Instant::now();
     assert_eq!(master.post_empty("/api/v1/jobs/victim/kill").status, 202);
-    assert!(wait_until(Duration::from_secs(3), || (!process_alive(pid)).then_some(())).is_some(), "the run was not killed");
+    assert!(
+        wait_until(Duration::from_secs(3), || (!process_alive(pid)).then_some(())).is_some(),
+        "the run was not killed"
+    );
     assert!(asked.elapsed() < Duration::from_secs(2), "kill took {:?}", asked.elapsed());
-    let killed = wait_until(Duration::from_secs(5), || runs_with(&workers[runner], "victim", "killed").into_iter().next())
-        .expect("the run is recorded killed");
+    let killed =
+        wait_until(Duration::from_secs(5), || runs_with(&workers[runner], "victim", "killed").into_iter().next())
+            .expect("the run is recorded killed");
     assert_eq!(killed["err"], "killed by request");
 
     // The seed's master kills the same way: an empty value at /cron/killer/<name> on a 1 s lease.
     assert_eq!(master.post_empty("/api/v1/jobs/victim/run").status, 202);
-    let second = wait_until(Duration::from_secs(10), || pids().into_iter().find(|p| *p != pid && process_alive(*p))).expect("second run");
+    let second = wait_until(Duration::from_secs(10), || pids().into_iter().find(|p| *p != pid && process_alive(*p)))
+        .expect("second run");
     let mut client = etcd.client();
     client.run(|mut c| async move {
         let lease = c.lease_grant(1, None).await.expect("lease");
-        c.put("/cron/killer/victim", "", Some(etcd_client::PutOptions::new().with_lease(lease.id()))).await.expect("put");
+        c.put("/cron/killer/victim", "", Some(etcd_client::PutOptions::new().with_lease(lease.id())))
+            .await
+            .expect("put");
     });
-    assert!(wait_until(Duration::from_secs(3), || (!process_alive(second)).then_some(())).is_some(), "the seed's kill key did not kill");
+    assert!(
+        wait_until(Duration::from_secs(3), || (!process_alive(second)).then_some(())).is_some(),
+        "the seed's kill key did not kill"
+    );
 }
 
 #[test]
@@ -409,10 +466,13 @@ fn forbid_skips_a_tick_on_another_worker_while_the_run_is_alive_there() {
     let _cleanup = JobProcesses(shared.path().to_owned());
     let file = shared.path().join("ticks.log");
     // A long session: the frozen owner keeps its marks alive.
-    let nodes: Vec<Node> =
-        ["a", "b"].iter().map(|t| Node::start_with(&config(&etcd, "all", "session_ttl_secs = 30\n"), tagged(t))).collect();
+    let nodes: Vec<Node> = ["a", "b"]
+        .iter()
+        .map(|t| Node::start_with(&config(&etcd, "all", "session_ttl_secs = 30\n"), tagged(t)))
+        .collect();
     wait_workers(&nodes[0], 2);
-    let command = format!("{}; echo $$ > {}/pid-$DISTCRON_RUN_ID; exec sleep 8", append_line(&file), shared.path().display());
+    let command =
+        format!("{}; echo $$ > {}/pid-$DISTCRON_RUN_ID; exec sleep 8", append_line(&file), shared.path().display());
     nodes[0].create_job(json!({ "name": "long", "cron_expr": "*/2 * * * * *", "command": command }));
     let first = wait_until(Duration::from_secs(10), || lines(&file).into_iter().next()).expect("first run");
     let owner = if first.tag == "a" { 0 } else { 1 };
@@ -438,11 +498,22 @@ fn a_worker_that_loses_its_session_kills_its_runs_when_told_to_and_claims_again_
     let _cleanup = JobProcesses(shared.path().to_owned());
     let file = shared.path().join("ticks.log");
     let options = NodeOptions { env: vec![("DISTCRON_NODE_ID".into(), "keeper".into())], ..tagged("k") };
-    let node = Node::start_with(&config_with(&etcd, "all", "on_session_loss = \"kill\"\n", "session_ttl_secs = 30\n"), options);
-    let command = format!("{}; echo $$ > {}/pid-$DISTCRON_RUN_ID; exec sleep 60", append_line(&file), shared.path().display());
+    let node = Node::start_with(
+        &config_with(&etcd, "all", "on_session_loss = \"kill\"\n", "session_ttl_secs = 30\n"),
+        options,
+    );
+    let command =
+        format!("{}; echo $$ > {}/pid-$DISTCRON_RUN_ID; exec sleep 60", append_line(&file), shared.path().display());
     node.create_job(json!({ "name": "held", "cron_expr": "*/2 * * * * *", "command": command }));
-    let pid_file = || std::fs::read_dir(shared.path()).into_iter().flatten().flatten().find(|e| e.file_name().to_string_lossy().starts_with("pid-"));
-    let pid = wait_until(Duration::from_secs(10), || pid_file().and_then(|e| read_pid(&e.path()))).expect("the run started");
+    let pid_file = || {
+        std::fs::read_dir(shared.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .find(|e| e.file_name().to_string_lossy().starts_with("pid-"))
+    };
+    let pid =
+        wait_until(Duration::from_secs(10), || pid_file().and_then(|e| read_pid(&e.path()))).expect("the run started");
 
     // The session's lease disappears (expired while the worker was cut off, or revoked).
     let mut client = etcd.client();
@@ -451,13 +522,21 @@ fn a_worker_that_loses_its_session_kills_its_runs_when_told_to_and_claims_again_
         c.lease_revoke(resp.kvs()[0].lease()).await.expect("revoke");
     });
     let revoked = Utc::now();
-    assert!(wait_until(Duration::from_secs(5), || (!process_alive(pid)).then_some(())).is_some(), "the run survived the lost session");
+    assert!(
+        wait_until(Duration::from_secs(5), || (!process_alive(pid)).then_some(())).is_some(),
+        "the run survived the lost session"
+    );
     let killed = wait_until(Duration::from_secs(10), || runs_with(&node, "held", "killed").into_iter().next())
         .unwrap_or_else(|| panic!("recorded killed: {:?}", node.runs("held")));
     assert!(killed["err"].as_str().unwrap_or("").contains("lost its etcd session"), "{killed}");
     // A new session: registered again, and the job's next ticks run.
-    assert!(wait_until(Duration::from_secs(5), || client.get("/cron/workers/keeper")).is_some(), "the worker registered again");
-    let again = wait_until(Duration::from_secs(10), || lines(&file).into_iter().find(|l| l.tick > revoked + chrono::Duration::seconds(1)));
+    assert!(
+        wait_until(Duration::from_secs(5), || client.get("/cron/workers/keeper")).is_some(),
+        "the worker registered again"
+    );
+    let again = wait_until(Duration::from_secs(10), || {
+        lines(&file).into_iter().find(|l| l.tick > revoked + chrono::Duration::seconds(1))
+    });
     assert!(again.is_some(), "the worker claims again on its new session:\n{}", node.log());
     assert_eq!(node.log().matches("etcd session lost").count(), 1, "one warning for the lost session");
 }
@@ -469,16 +548,21 @@ fn an_etcd_outage_is_one_warning_claims_nothing_and_records_the_missed_ticks_whe
     let file = shared.path().join("ticks.log");
     // Ticks more than 2 s late are not run but recorded missed.
     let node = Node::start(&config_with(&etcd, "all", "misfire_grace_ms = 2000\n", "session_ttl_secs = 30\n"));
-    node.create_job(json!({ "name": "steady", "cron_expr": "* * * * * *", "concurrency": "allow", "command": append_line(&file) }));
+    node.create_job(
+        json!({ "name": "steady", "cron_expr": "* * * * * *", "concurrency": "allow", "command": append_line(&file) }),
+    );
     wait_until(Duration::from_secs(10), || (!lines(&file).is_empty()).then_some(())).expect("the job runs");
     etcd.kill_member(0);
     let down = Utc::now();
     std::thread::sleep(Duration::from_secs(4));
-    let ran_during: Vec<Line> = lines(&file).into_iter().filter(|l| l.tick > down + chrono::Duration::seconds(1)).collect();
+    let ran_during: Vec<Line> =
+        lines(&file).into_iter().filter(|l| l.tick > down + chrono::Duration::seconds(1)).collect();
     assert!(ran_during.is_empty(), "ticks ran without etcd: {ran_during:?}");
     etcd.restart_member(0);
     let up = Utc::now();
-    let resumed = wait_until(Duration::from_secs(15), || lines(&file).into_iter().find(|l| l.tick > up + chrono::Duration::seconds(1)));
+    let resumed = wait_until(Duration::from_secs(15), || {
+        lines(&file).into_iter().find(|l| l.tick > up + chrono::Duration::seconds(1))
+    });
     assert!(resumed.is_some(), "scheduling did not resume after the outage:\n{}", node.log());
     let missed = wait_until(Duration::from_secs(10), || {
         let m = runs_with(&node, "steady", "missed");
@@ -508,7 +592,12 @@ fn roles_and_the_seed_s_keys_over_etcd() {
     assert_eq!(worker.get("/api/v1/health").body["role"], "worker");
     assert_eq!(worker.get("/api/v1/jobs").status, 404);
     let health = master.get("/api/v1/health");
-    assert_eq!((health.body["role"].as_str(), health.body["scheduler"].is_null()), (Some("master"), true), "{}", health.text);
+    assert_eq!(
+        (health.body["role"].as_str(), health.body["scheduler"].is_null()),
+        (Some("master"), true),
+        "{}",
+        health.text
+    );
     assert_eq!(health.body["backends"]["jobs"]["kind"], "etcd");
 
     // Golden: the seed's master writes /cron/jobs/<name> with its exact JSON; a 7-field
@@ -519,7 +608,11 @@ fn roles_and_the_seed_s_keys_over_etcd() {
     let ran = wait_until(Duration::from_secs(10), || lines(&file).into_iter().find(|l| l.job == "from-seed"));
     assert_eq!(ran.map(|l| l.tag), Some("w".to_owned()), "the worker picked up the seed's job");
     let listed = master.get("/job/list");
-    assert!(listed.body["data"].as_array().is_some_and(|a| a.iter().any(|j| j["name"] == "from-seed")), "{}", listed.text);
+    assert!(
+        listed.body["data"].as_array().is_some_and(|a| a.iter().any(|j| j["name"] == "from-seed")),
+        "{}",
+        listed.text
+    );
 
     // The seed's workers register with an empty value at /cron/workers/<ip>: /worker/list shows
     // every worker's address.
@@ -528,7 +621,10 @@ fn roles_and_the_seed_s_keys_over_etcd() {
     let addresses = workers.body["data"].as_array().cloned().unwrap_or_default();
     assert_eq!(addresses.len(), 2, "{}", workers.text);
     assert!(addresses.iter().any(|a| a == "10.9.8.7"));
-    assert!(client.list("/cron/workers/").iter().any(|(k, v)| k != "/cron/workers/10.9.8.7" && v.contains("\"capacity\"")));
+    assert!(client
+        .list("/cron/workers/")
+        .iter()
+        .any(|(k, v)| k != "/cron/workers/10.9.8.7" && v.contains("\"capacity\"")));
     drop(worker);
 }
 
@@ -559,7 +655,11 @@ fn master_and_worker_roles_refuse_the_embedded_stores() {
 #[test]
 fn master_and_worker_roles_refuse_to_run_without_a_shared_run_log() {
     for role in ["master", "worker"] {
-        let err = refusal(role, &["--etcd-endpoints", "http://127.0.0.1:1"], &["DISTCRON_MONGO_URI", "DISTCRON_ALLOW_LOCAL_RUN_LOG"]);
+        let err = refusal(
+            role,
+            &["--etcd-endpoints", "http://127.0.0.1:1"],
+            &["DISTCRON_MONGO_URI", "DISTCRON_ALLOW_LOCAL_RUN_LOG"],
+        );
         assert!(err.contains(&format!("role {role} needs MongoDB")) && err.contains("mongo.uri"), "{err}");
     }
 }

@@ -80,7 +80,10 @@ fn kill_ends_the_run_and_its_whole_process_group() {
     let took = time(&killed["ended_at"]) - asked;
     assert!(took < chrono::Duration::milliseconds(1500), "kill took {took}");
     assert!(killed["err"].as_str().is_some_and(|e| e.contains("killed")), "{killed}");
-    assert!(wait_until(Duration::from_secs(2), || (!process_alive(grandchild)).then_some(())).is_some(), "grandchild {grandchild} survived the kill");
+    assert!(
+        wait_until(Duration::from_secs(2), || (!process_alive(grandchild)).then_some(())).is_some(),
+        "grandchild {grandchild} survived the kill"
+    );
 }
 
 #[test]

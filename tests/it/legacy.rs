@@ -24,7 +24,8 @@ fn seed_save_list_delete_keep_the_seed_shapes() {
     assert_eq!(saved.status, 200);
     assert_eq!(saved.body, json!({"errno": 0, "msg": "success", "data": null}));
 
-    let again = node.post_form("/job/save", &[("job", r#"{"name":"job1","command":"echo v2","cron_expr":"0 * * * *"}"#)]);
+    let again =
+        node.post_form("/job/save", &[("job", r#"{"name":"job1","command":"echo v2","cron_expr":"0 * * * *"}"#)]);
     assert_eq!(ok(&again.body), &json!({"name": "job1", "command": "echo hello", "cron_expr": "*/5 * * * * *"}));
 
     let list = node.get("/job/list");
@@ -64,7 +65,10 @@ fn seed_save_rejects_what_the_seed_accepted_and_saves_nothing() {
 #[test]
 fn seed_kill_log_and_worker_list() {
     let node = Node::start("[executor]\nkill_grace_ms = 500\n");
-    node.post_form("/job/save", &[("job", r#"{"name":"s","command":"echo out; echo err >&2; sleep 30","cron_expr":"0 0 1 1 *"}"#)]);
+    node.post_form(
+        "/job/save",
+        &[("job", r#"{"name":"s","command":"echo out; echo err >&2; sleep 30","cron_expr":"0 0 1 1 *"}"#)],
+    );
     node.post_empty("/api/v1/jobs/s/run");
     node.wait_run("s", Duration::from_secs(10), |r| r["status"] == "running").expect("running");
     let kill = node.post_form("/job/kill", &[("name", "s")]);
@@ -104,5 +108,9 @@ fn admin_page_is_served_at_root() {
     let node = Node::start("");
     let page = node.get("/");
     assert_eq!(page.status, 200);
-    assert!(page.text.contains("<html") || page.text.contains("<!DOCTYPE") || page.text.contains("<!doctype"), "{}", page.text);
+    assert!(
+        page.text.contains("<html") || page.text.contains("<!DOCTYPE") || page.text.contains("<!doctype"),
+        "{}",
+        page.text
+    );
 }

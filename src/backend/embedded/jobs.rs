@@ -107,13 +107,8 @@ impl EmbeddedJobStore {
         .map_err(sql_err(format!("cannot create the job tables in {shown}")))?;
         let revision = read_revision(&conn).map_err(sql_err(format!("cannot read the revision in {shown}")))?;
         let (live, _) = broadcast::channel(limits.live_buffer.max(1));
-        let state = State {
-            conn,
-            ring: VecDeque::new(),
-            history: limits.history.max(1),
-            first_kept: revision + 1,
-            live,
-        };
+        let state =
+            State { conn, ring: VecDeque::new(), history: limits.history.max(1), first_kept: revision + 1, live };
         log::info!("Embedded job store opened. path={shown} revision={revision}");
         Ok(Self { state: Arc::new(Mutex::new(state)), path: path.to_owned() })
     }
@@ -130,10 +125,8 @@ fn read_revision(conn: &Connection) -> rusqlite::Result<i64> {
 
 /// Parses a stored job, or says which key does not parse.
 fn parse_job(name: &str, json: &str) -> Result<Job, BackendError> {
-    serde_json::from_str(json).map_err(|e| BackendError::Corrupt {
-        backend: BACKEND,
-        message: format!("job {name} does not parse: {e}"),
-    })
+    serde_json::from_str(json)
+        .map_err(|e| BackendError::Corrupt { backend: BACKEND, message: format!("job {name} does not parse: {e}") })
 }
 
 fn put_locked(state: &mut State, mut job: Job, precondition: Precondition) -> Result<PutOutcome, BackendError> {
@@ -255,7 +248,9 @@ fn live_stream(rx: broadcast::Receiver<WatchEvent>, next: i64) -> WatchStream {
                 }
                 Err(broadcast::error::RecvError::Lagged(skipped)) => {
                     let skipped = i64::try_from(skipped).unwrap_or(i64::MAX / 2);
-                    log::warn!("A job watcher fell behind the live buffer; it must resync. next={next} skipped={skipped}");
+                    log::warn!(
+                        "A job watcher fell behind the live buffer; it must resync. next={next} skipped={skipped}"
+                    );
                     let error = BackendError::Compacted {
                         requested: Revision(next),
                         compacted: Revision(next.saturating_add(skipped) - 1),

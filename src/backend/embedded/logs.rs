@@ -14,7 +14,9 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension};
 
 use super::{open_sqlite, sql_err, with_locked};
-use crate::backend::logs::{JobStats, LogStore, RetentionPolicy, RunCursor, RunFilter, RunPage, RunQuery, StatsBuilder};
+use crate::backend::logs::{
+    JobStats, LogStore, RetentionPolicy, RunCursor, RunFilter, RunPage, RunQuery, StatsBuilder,
+};
 use crate::backend::BackendError;
 use crate::domain::{JobName, RunId, RunRecord, RunStatus};
 
@@ -62,10 +64,8 @@ impl SqliteLogStore {
 }
 
 fn parse_record(id: &str, json: &str) -> Result<RunRecord, BackendError> {
-    serde_json::from_str(json).map_err(|e| BackendError::Corrupt {
-        backend: BACKEND,
-        message: format!("run {id} does not parse: {e}"),
-    })
+    serde_json::from_str(json)
+        .map_err(|e| BackendError::Corrupt { backend: BACKEND, message: format!("run {id} does not parse: {e}") })
 }
 
 /// `WHERE ...` for `filter` (and `after`), with its parameters in order.
@@ -143,9 +143,7 @@ fn stats_locked(conn: &mut Connection, job: &JobName, since: DateTime<Utc>) -> R
         )
         .map_err(sql_err("cannot prepare run stats"))?;
     let rows: Vec<(String, i64, Option<i64>)> = stmt
-        .query_map(rusqlite::params![job.as_str(), since.timestamp_millis()], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })
+        .query_map(rusqlite::params![job.as_str(), since.timestamp_millis()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .map_err(sql_err(format!("cannot compute stats of job {job}")))?
         .collect::<Result<_, _>>()
         .map_err(sql_err(format!("cannot compute stats of job {job}")))?;
@@ -167,7 +165,10 @@ fn retention_locked(conn: &mut Connection, policy: &RetentionPolicy, now: DateTi
     let mut deleted = 0;
     for (job, cutoff) in policy.job_cutoffs(now) {
         deleted += tx
-            .execute("DELETE FROM runs WHERE job = ?1 AND start_ms < ?2", rusqlite::params![job.as_str(), cutoff.timestamp_millis()])
+            .execute(
+                "DELETE FROM runs WHERE job = ?1 AND start_ms < ?2",
+                rusqlite::params![job.as_str(), cutoff.timestamp_millis()],
+            )
             .map_err(sql_err(format!("cannot purge old runs of job {job}")))?;
     }
     if let Some(cutoff) = policy.default_cutoff(now) {

@@ -20,7 +20,9 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use etcd_client::{Compare, CompareOp, EventType, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse, TxnResponse, WatchOptions};
+use etcd_client::{
+    Compare, CompareOp, EventType, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse, TxnResponse, WatchOptions,
+};
 use futures::StreamExt;
 
 use super::session::Session;
@@ -77,7 +79,8 @@ impl EtcdClaims {
             }
         }
         let mut client = self.ctx.client.clone();
-        let granted = self.ctx.call("cannot grant the request lease", client.lease_grant(REQUEST_TTL_SECS, None)).await?;
+        let granted =
+            self.ctx.call("cannot grant the request lease", client.lease_grant(REQUEST_TTL_SECS, None)).await?;
         *self.request_lease.lock().unwrap_or_else(PoisonError::into_inner) = Some((granted.id(), Instant::now()));
         Ok(granted.id())
     }
@@ -131,7 +134,9 @@ impl EtcdClaims {
                     claim.previous =
                         put.prev_key().and_then(|kv| parse_tick(kv.value())).and_then(DateTime::from_timestamp_millis);
                 }
-                TxnOpResponse::Get(get) => claim.running = get.kvs().iter().filter_map(|kv| parse_mark(kv.value())).collect(),
+                TxnOpResponse::Get(get) => {
+                    claim.running = get.kvs().iter().filter_map(|kv| parse_mark(kv.value())).collect()
+                }
                 _ => {}
             }
         }
@@ -141,12 +146,16 @@ impl EtcdClaims {
     /// Up to [`CLAIMS_PER_TXN`] claims as one txn of nested txns, each decided on its own.
     async fn claim_chunk(&self, chunk: &[TickRequest]) -> Vec<Result<Option<TickClaim>, BackendError>> {
         let failed = |e: &BackendError| {
-            chunk.iter().map(|_| Err(BackendError::Unavailable { backend: super::BACKEND, message: e.to_string() })).collect()
+            chunk
+                .iter()
+                .map(|_| Err(BackendError::Unavailable { backend: super::BACKEND, message: e.to_string() }))
+                .collect()
         };
         if let Err(e) = self.refuse_while_lost() {
             return failed(&e);
         }
-        let nested: Vec<TxnOp> = chunk.iter().map(|r| TxnOp::txn(self.claim_txn(&r.job, r.tick, r.with_running))).collect();
+        let nested: Vec<TxnOp> =
+            chunk.iter().map(|r| TxnOp::txn(self.claim_txn(&r.job, r.tick, r.with_running))).collect();
         let mut client = self.ctx.client.clone();
         let resp = match self.ctx.call("cannot claim ticks", client.txn(Txn::new().and_then(nested))).await {
             Ok(resp) => resp,
@@ -159,7 +168,11 @@ impl EtcdClaims {
             .enumerate()
             .map(|(i, r)| match answers.get(i) {
                 Some(TxnOpResponse::Txn(inner)) => Ok(self.read_claim(&r.job, r.tick, inner, revision)),
-                _ => Err(corrupt(format!("etcd answered a batch of {} claims with {} answers", chunk.len(), answers.len()))),
+                _ => Err(corrupt(format!(
+                    "etcd answered a batch of {} claims with {} answers",
+                    chunk.len(),
+                    answers.len()
+                ))),
             })
             .collect()
     }
@@ -230,7 +243,9 @@ async fn follow(ctx: Ctx, cache: Weak<Mutex<ClaimCache>>) {
                 let mut cache = cache_ref.lock().unwrap_or_else(PoisonError::into_inner);
                 for event in resp.events() {
                     let Some(kv) = event.kv() else { continue };
-                    let Some(name) = kv.key_str().ok().and_then(|k| ctx.keys.name_in(section::CLAIM, k)) else { continue };
+                    let Some(name) = kv.key_str().ok().and_then(|k| ctx.keys.name_in(section::CLAIM, k)) else {
+                        continue;
+                    };
                     match event.event_type() {
                         EventType::Put => {
                             if let Some(ms) = parse_tick(kv.value()) {
@@ -308,8 +323,10 @@ impl Claims for EtcdClaims {
 
     async fn clear_running_many(&self, runs: &[(JobName, RunId)]) -> Result<(), BackendError> {
         for chunk in runs.chunks(OPS_PER_TXN) {
-            let ops: Vec<TxnOp> =
-                chunk.iter().map(|(job, run)| TxnOp::delete(format!("{}{run}", self.running_dir(Some(job))), None)).collect();
+            let ops: Vec<TxnOp> = chunk
+                .iter()
+                .map(|(job, run)| TxnOp::delete(format!("{}{run}", self.running_dir(Some(job))), None))
+                .collect();
             let mut client = self.ctx.client.clone();
             self.ctx.call("cannot clear running marks", client.txn(Txn::new().and_then(ops))).await?;
         }
@@ -346,7 +363,10 @@ impl Claims for EtcdClaims {
         let mut client = self.ctx.client.clone();
         let res = self
             .ctx
-            .call(&format!("cannot mark run {} running", mark.run), client.put(key, json, Some(PutOptions::new().with_lease(lease))))
+            .call(
+                &format!("cannot mark run {} running", mark.run),
+                client.put(key, json, Some(PutOptions::new().with_lease(lease))),
+            )
             .await;
         if let Err(e) = &res {
             self.session.check_lease_gone(lease, e);
@@ -372,13 +392,8 @@ impl Claims for EtcdClaims {
     }
 
     async fn watch_lost(&self) -> Result<LostStream, BackendError> {
-        let state = LostWatch {
-            ctx: self.ctx.clone(),
-            next: None,
-            stream: None,
-            pending: VecDeque::new(),
-            failing: false,
-        };
+        let state =
+            LostWatch { ctx: self.ctx.clone(), next: None, stream: None, pending: VecDeque::new(), failing: false };
         Ok(futures::stream::unfold(state, |mut st| async move {
             let mark = st.next_mark().await;
             Some((mark, st))
@@ -450,17 +465,21 @@ impl LostWatch {
             Some(rev) => rev,
             None => {
                 let options = GetOptions::new().with_count_only();
-                let resp = self.ctx.call("cannot read the etcd revision", client.get(self.ctx.keys.dir(section::RUNNING), Some(options))).await?;
+                let resp = self
+                    .ctx
+                    .call(
+                        "cannot read the etcd revision",
+                        client.get(self.ctx.keys.dir(section::RUNNING), Some(options)),
+                    )
+                    .await?;
                 resp.header().map_or(0, |h| h.revision()) + 1
             }
         };
         self.next = Some(from);
         let keys = &self.ctx.keys;
         // `running/` .. `workers/` (nothing of ours sorts between them).
-        let options = WatchOptions::new()
-            .with_range(keys.range_end(section::WORKERS))
-            .with_start_revision(from)
-            .with_prev_key();
+        let options =
+            WatchOptions::new().with_range(keys.range_end(section::WORKERS)).with_start_revision(from).with_prev_key();
         self.ctx.call("cannot watch for lost runs", client.watch(keys.dir(section::RUNNING), Some(options))).await
     }
 }

@@ -55,14 +55,22 @@ impl EtcdJobStore {
 
     /// Writes `ops` if the job key is still as read (`read_rev` 0 = absent); the txn's revision
     /// when it was applied.
-    async fn write_if_unchanged(&self, name: &JobName, read_rev: Option<i64>, ops: Vec<TxnOp>) -> Result<Option<Revision>, BackendError> {
+    async fn write_if_unchanged(
+        &self,
+        name: &JobName,
+        read_rev: Option<i64>,
+        ops: Vec<TxnOp>,
+    ) -> Result<Option<Revision>, BackendError> {
         let key = self.ctx.keys.key(section::JOBS, name.as_str());
         let cmp = match read_rev {
             None => Compare::create_revision(key, CompareOp::Equal, 0),
             Some(rev) => Compare::mod_revision(key, CompareOp::Equal, rev),
         };
         let mut client = self.ctx.client.clone();
-        let resp = self.ctx.call(&format!("cannot write job {name}"), client.txn(Txn::new().when([cmp]).and_then(ops))).await?;
+        let resp = self
+            .ctx
+            .call(&format!("cannot write job {name}"), client.txn(Txn::new().when([cmp]).and_then(ops)))
+            .await?;
         let revision = resp.header().map_or(0, |h| h.revision());
         Ok(resp.succeeded().then_some(Revision(revision)))
     }
@@ -73,7 +81,10 @@ impl EtcdJobStore {
         let key = self.ctx.keys.key(section, job.as_str());
         let resp = self
             .ctx
-            .call(&format!("cannot signal job {job}"), client.put(key, value, Some(PutOptions::new().with_lease(lease.id()))))
+            .call(
+                &format!("cannot signal job {job}"),
+                client.put(key, value, Some(PutOptions::new().with_lease(lease.id()))),
+            )
             .await?;
         Ok(Revision(resp.header().map_or(0, |h| h.revision())))
     }
@@ -81,8 +92,7 @@ impl EtcdJobStore {
 
 /// Parses a stored job; the key names it (a seed job's JSON name is the same).
 fn parse_job(name: &str, value: &[u8]) -> Result<Job, BackendError> {
-    let mut job: Job =
-        serde_json::from_slice(value).map_err(|e| corrupt(format!("job {name} does not parse: {e}")))?;
+    let mut job: Job = serde_json::from_slice(value).map_err(|e| corrupt(format!("job {name} does not parse: {e}")))?;
     job.name = JobName::parse(name).map_err(|e| corrupt(format!("job key {name} is not a valid name: {e}")))?;
     Ok(job)
 }
@@ -216,7 +226,8 @@ impl JobStore for EtcdJobStore {
             stored_job.version = previous.as_ref().map_or(1, |p| p.version + 1);
             stored_job.created_at = previous.as_ref().map_or(now, |p| p.created_at);
             stored_job.updated_at = now;
-            let json = serde_json::to_string(&stored_job).map_err(|e| corrupt(format!("job {name} cannot be serialized: {e}")))?;
+            let json = serde_json::to_string(&stored_job)
+                .map_err(|e| corrupt(format!("job {name} cannot be serialized: {e}")))?;
             let ops = vec![TxnOp::put(key.clone(), json, None)];
             if let Some(revision) = self.write_if_unchanged(&name, read_rev, ops).await? {
                 return Ok(PutOutcome { previous, job: stored_job, revision });
@@ -241,13 +252,20 @@ impl JobStore for EtcdJobStore {
                 (Some((parsed, rev)), Some(expected)) => {
                     let prev = parsed?;
                     if prev.version != expected {
-                        return Err(BackendError::VersionConflict { name: name.clone(), expected, found: prev.version });
+                        return Err(BackendError::VersionConflict {
+                            name: name.clone(),
+                            expected,
+                            found: prev.version,
+                        });
                     }
                     (Some(prev), rev)
                 }
             };
             // The claim high-water mark goes with the job.
-            let ops = vec![TxnOp::delete(key.clone(), None), TxnOp::delete(self.ctx.keys.key(section::CLAIM, name.as_str()), None)];
+            let ops = vec![
+                TxnOp::delete(key.clone(), None),
+                TxnOp::delete(self.ctx.keys.key(section::CLAIM, name.as_str()), None),
+            ];
             if self.write_if_unchanged(name, Some(read_rev), ops).await?.is_some() {
                 return Ok(previous);
             }
@@ -278,7 +296,10 @@ impl JobStore for EtcdJobStore {
         match first {
             None => return Err(unavailable_watch("etcd closed the job watch at once".into())),
             Some(resp) if resp.compact_revision() > 0 => {
-                return Err(BackendError::Compacted { requested: from, compacted: Revision(resp.compact_revision() - 1) })
+                return Err(BackendError::Compacted {
+                    requested: from,
+                    compacted: Revision(resp.compact_revision() - 1),
+                })
             }
             Some(resp) if resp.canceled() => {
                 return Err(unavailable_watch(format!("etcd refused the job watch: {}", resp.cancel_reason())))
@@ -342,7 +363,8 @@ mod tests {
 
     #[test]
     fn a_seed_job_reads_as_a_seed_dialect_job_named_by_its_key() {
-        let job = parse_job("job1", br#"{"name":"job1","command":"echo hi","cron_expr":"*/5 * * * * *"}"#).expect("parses");
+        let job =
+            parse_job("job1", br#"{"name":"job1","command":"echo hi","cron_expr":"*/5 * * * * *"}"#).expect("parses");
         assert_eq!(job.name.as_str(), "job1");
         assert_eq!(job.dialect, crate::domain::Dialect::Seed);
         assert_eq!(job.version, 0);

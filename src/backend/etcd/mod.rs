@@ -193,7 +193,11 @@ const PAGE_KEYS: i64 = 500;
 impl Ctx {
     /// Every key under `prefix`, read in pages at one revision (a consistent snapshot however
     /// many keys there are), and that revision.
-    pub(crate) async fn range_all(&self, what: &str, prefix: &str) -> Result<(Vec<etcd_client::KeyValue>, i64), BackendError> {
+    pub(crate) async fn range_all(
+        &self,
+        what: &str,
+        prefix: &str,
+    ) -> Result<(Vec<etcd_client::KeyValue>, i64), BackendError> {
         let end = prefix_end(prefix);
         let mut client = self.client.clone();
         let mut kvs = Vec::new();

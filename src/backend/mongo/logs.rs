@@ -45,7 +45,9 @@ use mongodb::error::ErrorKind;
 use mongodb::{Collection, Database};
 
 use super::{codes, unavailable, Shared, BACKEND};
-use crate::backend::logs::{JobStats, LogStore, RetentionPolicy, RunCursor, RunFilter, RunPage, RunQuery, StatsBuilder};
+use crate::backend::logs::{
+    JobStats, LogStore, RetentionPolicy, RunCursor, RunFilter, RunPage, RunQuery, StatsBuilder,
+};
 use crate::backend::{BackendError, RejectedRun};
 use crate::domain::{Fence, JobName, RunId, RunRecord, RunStatus, Trigger, WorkerId};
 
@@ -91,7 +93,10 @@ impl MongoLogStore {
 
     /// Every record: one unordered insert. Returns the refused records and the final records
     /// whose run is already stored (duplicate key), to replace.
-    async fn insert_new<'r>(&self, records: &[&'r RunRecord]) -> Result<(Vec<RejectedRun>, Vec<&'r RunRecord>), BackendError> {
+    async fn insert_new<'r>(
+        &self,
+        records: &[&'r RunRecord],
+    ) -> Result<(Vec<RejectedRun>, Vec<&'r RunRecord>), BackendError> {
         if records.is_empty() {
             return Ok((Vec::new(), Vec::new()));
         }
@@ -218,7 +223,10 @@ impl MongoLogStore {
             .filter_map(|d| match from_document(d) {
                 Ok(r) => Some(r),
                 Err(e) => {
-                    log::warn!("Skipping a stored run that does not read as a run. id={} error={e}", id_text(d.get("_id")));
+                    log::warn!(
+                        "Skipping a stored run that does not read as a run. id={} error={e}",
+                        id_text(d.get("_id"))
+                    );
                     None
                 }
             })
@@ -260,7 +268,10 @@ fn collapse(records: &[RunRecord]) -> (Vec<&RunRecord>, Vec<&RunRecord>) {
 
 /// Sorts per-document errors (duplicate keys on insert are handled before): codes a retry may
 /// cure fail the batch; the rest are rejected records.
-fn classify<'a>(records: &[&RunRecord], errors: impl Iterator<Item = (usize, i32, &'a str)>) -> Result<Vec<RejectedRun>, BackendError> {
+fn classify<'a>(
+    records: &[&RunRecord],
+    errors: impl Iterator<Item = (usize, i32, &'a str)>,
+) -> Result<Vec<RejectedRun>, BackendError> {
     let mut rejected = Vec::new();
     for (index, code, message) in errors {
         // A duplicate key on an upsert is a race with another writer of the same _id: retry.
@@ -268,7 +279,10 @@ fn classify<'a>(records: &[&RunRecord], errors: impl Iterator<Item = (usize, i32
             return Err(unavailable("a record write failed transiently", format!("code {code}: {message}")));
         }
         let Some(r) = records.get(index) else {
-            return Err(unavailable("the server reported an error for an unknown record", format!("code {code}: {message}")));
+            return Err(unavailable(
+                "the server reported an error for an unknown record",
+                format!("code {code}: {message}"),
+            ));
         };
         rejected.push(RejectedRun { id: r.id.clone(), status: r.status, reason: format!("code {code}: {message}") });
     }
@@ -440,7 +454,9 @@ fn filter_doc(filter: &RunFilter, after: Option<&RunCursor>) -> Document {
     if let Some(status) = filter.status {
         // A seed document has no status: succeeded when err is "", else failed.
         and.push(match status {
-            RunStatus::Succeeded => doc! { "$or": [ { "status": "succeeded" }, { "status": { "$exists": false }, "err": "" } ] },
+            RunStatus::Succeeded => {
+                doc! { "$or": [ { "status": "succeeded" }, { "status": { "$exists": false }, "err": "" } ] }
+            }
             RunStatus::Failed => {
                 doc! { "$or": [ { "status": "failed" }, { "status": { "$exists": false }, "err": { "$ne": "" } } ] }
             }
@@ -500,7 +516,12 @@ impl LogStore for MongoLogStore {
             .await
             .map_err(|e| unavailable(&format!("cannot read run {id}"), e))?;
         found
-            .map(|d| from_document(&d).map_err(|message| BackendError::Corrupt { backend: BACKEND, message: format!("run {id}: {message}") }))
+            .map(|d| {
+                from_document(&d).map_err(|message| BackendError::Corrupt {
+                    backend: BACKEND,
+                    message: format!("run {id}: {message}"),
+                })
+            })
             .transpose()
     }
 
@@ -513,8 +534,10 @@ impl LogStore for MongoLogStore {
     }
 
     async fn stats(&self, job: &JobName, since: DateTime<Utc>) -> Result<JobStats, BackendError> {
-        let filter = doc! { "jobName": job.as_str(), "startTime": { "$gte": ms(since) }, "status": { "$ne": "running" } };
-        let projection = doc! { "status": 1, "err": 1, "startTime": 1, "endTime": 1, "startedAt": 1, "durationMs": 1, "jobName": 1 };
+        let filter =
+            doc! { "jobName": job.as_str(), "startTime": { "$gte": ms(since) }, "status": { "$ne": "running" } };
+        let projection =
+            doc! { "status": 1, "err": 1, "startTime": 1, "endTime": 1, "startedAt": 1, "durationMs": 1, "jobName": 1 };
         let mut cursor = self
             .coll
             .find(filter)
@@ -522,7 +545,9 @@ impl LogStore for MongoLogStore {
             .await
             .map_err(|e| unavailable(&format!("cannot compute stats of job {job}"), e))?;
         let mut stats = StatsBuilder::default();
-        while let Some(d) = cursor.try_next().await.map_err(|e| unavailable(&format!("cannot compute stats of job {job}"), e))? {
+        while let Some(d) =
+            cursor.try_next().await.map_err(|e| unavailable(&format!("cannot compute stats of job {job}"), e))?
+        {
             match from_document(&d) {
                 Ok(r) => stats.add(r.status, r.start_time(), r.duration_ms),
                 Err(e) => log::warn!("Ignoring a stored run in stats. job={job} error={e}"),
@@ -548,7 +573,11 @@ impl LogStore for MongoLogStore {
         let mut deleted = 0;
         for (job, cutoff) in policy.job_cutoffs(now) {
             let filter = doc! { "jobName": job.as_str(), "startTime": { "$lt": ms(cutoff) } };
-            let res = self.coll.delete_many(filter).await.map_err(|e| unavailable(&format!("cannot purge old runs of job {job}"), e))?;
+            let res = self
+                .coll
+                .delete_many(filter)
+                .await
+                .map_err(|e| unavailable(&format!("cannot purge old runs of job {job}"), e))?;
             deleted += res.deleted_count;
         }
         if let Some(cutoff) = policy.default_cutoff(now) {
@@ -601,11 +630,14 @@ mod tests {
     fn a_seed_document_reads_as_a_run() {
         let oid = ObjectId::new();
         let d = doc! { "_id": oid, "jobName": "job1", "command": "echo hi", "err": "", "output": "hi\n",
-            "planTime": 1_700_000_000_000_i64, "scheduleTime": 1_700_000_000_003_i64,
-            "startTime": 1_700_000_000_005_i64, "endTime": 1_700_000_000_105_i64 };
+        "planTime": 1_700_000_000_000_i64, "scheduleTime": 1_700_000_000_003_i64,
+        "startTime": 1_700_000_000_005_i64, "endTime": 1_700_000_000_105_i64 };
         let r = from_document(&d).expect("reads");
         assert_eq!(r.id.0, oid.to_hex());
-        assert_eq!((r.status, r.trigger, r.duration_ms, r.attempt), (RunStatus::Succeeded, Trigger::Schedule, Some(100), 1));
+        assert_eq!(
+            (r.status, r.trigger, r.duration_ms, r.attempt),
+            (RunStatus::Succeeded, Trigger::Schedule, Some(100), 1)
+        );
         assert_eq!(r.start_time().timestamp_millis(), 1_700_000_000_005);
         assert_eq!(r.output_bytes, 3);
         let failed = doc! { "_id": ObjectId::new(), "jobName": "job1", "err": "exit status 1", "startTime": 5_i64 };

@@ -51,9 +51,8 @@ pub(crate) mod codes {
     /// An index with the same name exists with other keys.
     pub(crate) const INDEX_KEY_SPECS_CONFLICT: i32 = 86;
     /// Codes a retry can cure: network, elections, shutdown, write conflicts, time limits, locks.
-    pub(crate) const TRANSIENT: [i32; 20] = [
-        6, 7, 24, 46, 50, 64, 89, 91, 112, 133, 134, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436, 10058,
-    ];
+    pub(crate) const TRANSIENT: [i32; 20] =
+        [6, 7, 24, 46, 50, 64, 89, 91, 112, 133, 134, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436, 10058];
 }
 
 /// What the adapter needs from the configuration.
@@ -207,7 +206,11 @@ impl MongoLogStore {
     /// `Unavailable` when the server cannot be reached or refuses for another reason.
     pub async fn ensure_indexes(&self) -> Result<(), BackendError> {
         let coll = self.collection();
-        for keys in [doc! { "jobName": 1, "startTime": -1 }, doc! { "status": 1, "startTime": -1 }, doc! { "startTime": -1, "_id": -1 }] {
+        for keys in [
+            doc! { "jobName": 1, "startTime": -1 },
+            doc! { "status": 1, "startTime": -1 },
+            doc! { "startTime": -1, "_id": -1 },
+        ] {
             create_index(coll, IndexModel::builder().keys(keys).build()).await?;
         }
         let ttl = IndexModel::builder()

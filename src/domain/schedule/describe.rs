@@ -59,7 +59,8 @@ fn numbers(vals: &[u32]) -> String {
 
 /// "every 30 seconds", "every hour", "every 1 hour 30 minutes".
 pub(super) fn describe_every(secs: u64) -> String {
-    let parts = [(secs / 86_400, "day"), (secs % 86_400 / 3600, "hour"), (secs % 3600 / 60, "minute"), (secs % 60, "second")];
+    let parts =
+        [(secs / 86_400, "day"), (secs % 86_400 / 3600, "hour"), (secs % 3600 / 60, "minute"), (secs % 60, "second")];
     let nonzero: Vec<(u64, &str)> = parts.into_iter().filter(|(n, _)| *n != 0).collect();
     match nonzero.as_slice() {
         [(1, unit)] => format!("every {unit}"),
@@ -195,7 +196,11 @@ fn day_phrase(spec: &CronSpec) -> String {
 fn is_step_from_one(dom: u64) -> bool {
     let vals = values(dom, 1, 31);
     let k = step_of(dom);
-    vals.len() >= 3 && k > 1 && vals[0] == 1 && vals.windows(2).all(|w| w[1] - w[0] == k) && vals[vals.len() - 1] + k > 31
+    vals.len() >= 3
+        && k > 1
+        && vals[0] == 1
+        && vals.windows(2).all(|w| w[1] - w[0] == k)
+        && vals[vals.len() - 1] + k > 31
 }
 
 fn step_of(dom: u64) -> u32 {

@@ -93,7 +93,9 @@ fn parse_macro(tokens: &[&str]) -> Result<Parsed, CronError> {
         return match tokens {
             [_] => Err(whole("@every needs a duration, such as @every 5m")),
             [_, duration] => parse_every(duration).map(Parsed::Every),
-            [_, _, extra, ..] => Err(whole(format!("@every takes one duration (write 1h30m, not 1h 30m); found extra field {extra:?}"))),
+            [_, _, extra, ..] => {
+                Err(whole(format!("@every takes one duration (write 1h30m, not 1h 30m); found extra field {extra:?}")))
+            }
             [] => Err(whole("empty expression")),
         };
     }
@@ -220,8 +222,18 @@ fn never_fires(spec: &CronSpec) -> CronError {
 
 pub(super) fn month_name(month: u32) -> &'static str {
     const FULL: [&str; 12] = [
-        "January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
-        "November", "December",
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
     ];
     FULL.get(month.wrapping_sub(1) as usize).copied().unwrap_or("?")
 }
@@ -267,7 +279,10 @@ fn year_set(text: &str) -> Result<YearSet, CronError> {
 fn items(text: &str, def: &FieldDef) -> Result<Vec<(u32, u32, u32)>, CronError> {
     if text.contains('?') {
         if !def.day_field {
-            return Err(field_err(def, format!("{text:?}: ? is only allowed in the day-of-month and day-of-week fields")));
+            return Err(field_err(
+                def,
+                format!("{text:?}: ? is only allowed in the day-of-month and day-of-week fields"),
+            ));
         }
         if text != "?" {
             return Err(field_err(def, format!("{text:?}: ? must be the whole field")));

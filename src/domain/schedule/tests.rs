@@ -186,7 +186,10 @@ fn february_29_fires_only_in_leap_years_including_across_2100() {
     assert_eq!(fires("0 0 29 2 *", "2026-01-01T00:00:00Z", UTC, 2), ["2028-02-29T00:00:00Z", "2032-02-29T00:00:00Z"]);
     // 2100 is not a leap year: eight years between 2096 and 2104.
     assert_eq!(fires("0 0 29 2 *", "2096-03-01T00:00:00Z", UTC, 2), ["2104-02-29T00:00:00Z", "2108-02-29T00:00:00Z"]);
-    assert_eq!(fires("0 0 0 29 2 * 2400-9999/100", "2026-01-01T00:00:00Z", UTC, 2), ["2400-02-29T00:00:00Z", "2800-02-29T00:00:00Z"]);
+    assert_eq!(
+        fires("0 0 0 29 2 * 2400-9999/100", "2026-01-01T00:00:00Z", UTC, 2),
+        ["2400-02-29T00:00:00Z", "2800-02-29T00:00:00Z"]
+    );
 }
 
 #[test]
@@ -209,12 +212,12 @@ fn year_field_limits_fire_times_and_runs_past_2099() {
 
 #[test]
 fn six_fields_are_seconds_first_in_distcron_and_year_last_in_seed() {
-    assert_eq!(
-        fires("30 * * * * *", "2026-01-01T00:00:00Z", UTC, 2),
-        ["2026-01-01T00:00:30Z", "2026-01-01T00:01:30Z"]
-    );
+    assert_eq!(fires("30 * * * * *", "2026-01-01T00:00:00Z", UTC, 2), ["2026-01-01T00:00:30Z", "2026-01-01T00:01:30Z"]);
     assert_eq!(seed_fires("0 0 1 1 * 2030", "2026-01-01T00:00:00Z", 2), ["2030-01-01T00:00:00Z"]);
-    assert_eq!(seed_fires("*/30 * * * * *", "2026-01-01T00:00:00Z", 2), ["2026-01-01T00:30:00Z", "2026-01-01T01:00:00Z"]);
+    assert_eq!(
+        seed_fires("*/30 * * * * *", "2026-01-01T00:00:00Z", 2),
+        ["2026-01-01T00:30:00Z", "2026-01-01T01:00:00Z"]
+    );
     // The same text read the distcron way has 2030 in the day-of-week field.
     let e = err("0 0 1 1 * 2030", Dialect::Distcron);
     assert_eq!(e.field, Some("day-of-week"));
@@ -261,11 +264,15 @@ fn every_macro_has_its_standard_meaning() {
 
 #[test]
 fn every_ticks_are_aligned_to_the_unix_epoch_in_any_zone() {
-    for (expr, secs) in [("@every 30s", 30), ("@every 5m", 300), ("@every 1h30m", 5400), ("@every 7m", 420), ("@every 1d", 86_400)] {
+    for (expr, secs) in
+        [("@every 30s", 30), ("@every 5m", 300), ("@every 1h30m", 5400), ("@every 7m", 420), ("@every 1d", 86_400)]
+    {
         let s = parse_in(expr, Dialect::Distcron);
         assert_eq!(s.fields()["every_secs"], secs, "{expr}");
         assert_eq!(s.fields()["kind"], "every");
-        for after in ["2026-01-01T00:00:00Z", "2026-03-08T06:59:59Z", "2026-11-01T05:31:17.250Z", "1969-12-31T23:59:59Z"] {
+        for after in
+            ["2026-01-01T00:00:00Z", "2026-03-08T06:59:59Z", "2026-11-01T05:31:17.250Z", "1969-12-31T23:59:59Z"]
+        {
             let after = at(after);
             let next = s.next_after(after, NEW_YORK).expect("fires");
             assert_eq!(next.timestamp().rem_euclid(secs), 0, "{expr} after {after}");
@@ -274,7 +281,10 @@ fn every_ticks_are_aligned_to_the_unix_epoch_in_any_zone() {
             assert_eq!(s.next_after(after, LORD_HOWE), Some(next));
         }
     }
-    assert_eq!(fires("@every 1d", "2026-03-08T01:00:00Z", NEW_YORK, 2), ["2026-03-09T00:00:00Z", "2026-03-10T00:00:00Z"]);
+    assert_eq!(
+        fires("@every 1d", "2026-03-08T01:00:00Z", NEW_YORK, 2),
+        ["2026-03-09T00:00:00Z", "2026-03-10T00:00:00Z"]
+    );
     assert_eq!(parse_in("@every 366d", Dialect::Distcron).fields()["every_secs"], 366 * 86_400);
     assert_eq!(parse_in("@every 1s", Dialect::Distcron).fields()["every_secs"], 1);
 }
@@ -443,9 +453,18 @@ fn new_york_fall_overlap_runs_fixed_jobs_once_and_wildcard_jobs_in_both_passes()
     // Starting inside the overlap, in either pass.
     assert_eq!(fires("30 1 * * *", "2026-11-01T05:10:00Z", NEW_YORK, 1), ["2026-11-01T05:30:00Z"]);
     assert_eq!(fires("30 1 * * *", "2026-11-01T06:10:00Z", NEW_YORK, 1), ["2026-11-02T06:30:00Z"]);
-    assert_eq!(fires("*/30 * * * *", "2026-11-01T05:59:30Z", NEW_YORK, 2), ["2026-11-01T06:00:00Z", "2026-11-01T06:30:00Z"]);
-    assert_eq!(fires("*/30 * * * *", "2026-11-01T06:10:00Z", NEW_YORK, 2), ["2026-11-01T06:30:00Z", "2026-11-01T07:00:00Z"]);
-    assert_eq!(fires("10 * * * *", "2026-11-01T05:30:00Z", NEW_YORK, 2), ["2026-11-01T06:10:00Z", "2026-11-01T07:10:00Z"]);
+    assert_eq!(
+        fires("*/30 * * * *", "2026-11-01T05:59:30Z", NEW_YORK, 2),
+        ["2026-11-01T06:00:00Z", "2026-11-01T06:30:00Z"]
+    );
+    assert_eq!(
+        fires("*/30 * * * *", "2026-11-01T06:10:00Z", NEW_YORK, 2),
+        ["2026-11-01T06:30:00Z", "2026-11-01T07:00:00Z"]
+    );
+    assert_eq!(
+        fires("10 * * * *", "2026-11-01T05:30:00Z", NEW_YORK, 2),
+        ["2026-11-01T06:10:00Z", "2026-11-01T07:10:00Z"]
+    );
 }
 
 #[test]
@@ -468,13 +487,19 @@ fn gap_fires_landing_on_the_same_instant_count_once() {
 #[test]
 fn london_gap_and_overlap_follow_the_rule() {
     // 2026-03-29 01:00 GMT -> 02:00 BST at 01:00Z.
-    assert_eq!(fires("30 1 * * *", "2026-03-28T12:00:00Z", LONDON, 2), ["2026-03-29T01:00:00Z", "2026-03-30T00:30:00Z"]);
+    assert_eq!(
+        fires("30 1 * * *", "2026-03-28T12:00:00Z", LONDON, 2),
+        ["2026-03-29T01:00:00Z", "2026-03-30T00:30:00Z"]
+    );
     assert_eq!(
         fires("*/30 * * * *", "2026-03-29T00:15:00Z", LONDON, 3),
         ["2026-03-29T00:30:00Z", "2026-03-29T01:00:00Z", "2026-03-29T01:30:00Z"]
     );
     // 2026-10-25 02:00 BST -> 01:00 GMT at 01:00Z.
-    assert_eq!(fires("30 1 * * *", "2026-10-24T12:00:00Z", LONDON, 2), ["2026-10-25T00:30:00Z", "2026-10-26T01:30:00Z"]);
+    assert_eq!(
+        fires("30 1 * * *", "2026-10-24T12:00:00Z", LONDON, 2),
+        ["2026-10-25T00:30:00Z", "2026-10-26T01:30:00Z"]
+    );
     assert_eq!(
         fires("0 * * * *", "2026-10-24T23:30:00Z", LONDON, 3),
         ["2026-10-25T00:00:00Z", "2026-10-25T01:00:00Z", "2026-10-25T02:00:00Z"]
@@ -484,14 +509,20 @@ fn london_gap_and_overlap_follow_the_rule() {
 #[test]
 fn lord_howe_half_hour_shifts_follow_the_rule() {
     // 2026-10-04 02:00 (+10:30) -> 02:30 (+11) at 2026-10-03T15:30Z.
-    assert_eq!(fires("0 2 * * *", "2026-10-03T00:00:00Z", LORD_HOWE, 2), ["2026-10-03T15:30:00Z", "2026-10-04T15:00:00Z"]);
+    assert_eq!(
+        fires("0 2 * * *", "2026-10-03T00:00:00Z", LORD_HOWE, 2),
+        ["2026-10-03T15:30:00Z", "2026-10-04T15:00:00Z"]
+    );
     assert_eq!(fires("15 2 * * *", "2026-10-03T00:00:00Z", LORD_HOWE, 1), ["2026-10-03T15:30:00Z"]);
     assert_eq!(
         fires("*/15 * * * *", "2026-10-03T15:00:00Z", LORD_HOWE, 3),
         ["2026-10-03T15:15:00Z", "2026-10-03T15:30:00Z", "2026-10-03T15:45:00Z"]
     );
     // 2026-04-05 02:00 (+11) -> 01:30 (+10:30) at 2026-04-04T15:00Z; 01:30-02:00 happens twice.
-    assert_eq!(fires("45 1 * * *", "2026-04-04T00:00:00Z", LORD_HOWE, 2), ["2026-04-04T14:45:00Z", "2026-04-05T15:15:00Z"]);
+    assert_eq!(
+        fires("45 1 * * *", "2026-04-04T00:00:00Z", LORD_HOWE, 2),
+        ["2026-04-04T14:45:00Z", "2026-04-05T15:15:00Z"]
+    );
     assert_eq!(
         fires("*/15 * * * *", "2026-04-04T14:20:00Z", LORD_HOWE, 5),
         [
@@ -532,7 +563,6 @@ fn brute_force_fires(expr5: &str, tz: Tz, from: i64, to: i64) -> Vec<i64> {
     out.dedup();
     out
 }
-
 
 #[test]
 fn dst_rule_matches_a_brute_force_oracle_around_real_transitions() {
@@ -614,7 +644,13 @@ fn searches_end_quickly_at_the_horizon() {
     // OR rule: Mondays in February of 2400, 2800, ... and the 29th.
     assert_eq!(
         show(&sparse.next_n(at("2026-01-01T00:00:00Z"), UTC, 5)),
-        ["2400-02-07T00:00:00Z", "2400-02-14T00:00:00Z", "2400-02-21T00:00:00Z", "2400-02-28T00:00:00Z", "2400-02-29T00:00:00Z"]
+        [
+            "2400-02-07T00:00:00Z",
+            "2400-02-14T00:00:00Z",
+            "2400-02-21T00:00:00Z",
+            "2400-02-28T00:00:00Z",
+            "2400-02-29T00:00:00Z"
+        ]
     );
     // AND rule (day-of-week starts with `*`): February 29 falling on a Sunday.
     let sunday_leap = parse_in("0 0 0 29 2 */7", Dialect::Distcron);
@@ -631,7 +667,14 @@ fn searches_end_quickly_at_the_horizon() {
 
 #[test]
 fn consecutive_fire_times_are_strictly_increasing_in_many_zones() {
-    let zones = [NEW_YORK, LONDON, LORD_HOWE, chrono_tz::Pacific::Apia, chrono_tz::America::Sao_Paulo, chrono_tz::Europe::Moscow];
+    let zones = [
+        NEW_YORK,
+        LONDON,
+        LORD_HOWE,
+        chrono_tz::Pacific::Apia,
+        chrono_tz::America::Sao_Paulo,
+        chrono_tz::Europe::Moscow,
+    ];
     for expr in ["*/10 * * * *", "30 1 * * *", "0 2 * * 0", "* 1 * * *", "0 */3 * * *"] {
         let s = parse_in(expr, Dialect::Distcron);
         for tz in zones {
@@ -727,9 +770,12 @@ fn fields_report_kind_wildcard_and_description() {
     assert_eq!(f["expr"], "*/15 * * * *");
     assert_eq!(f["description"], "every 15 minutes");
     let every = parse_in(" @every 5m ", Dialect::Distcron).fields();
-    assert_eq!(every, serde_json::json!({
-        "kind": "every", "expr": "@every 5m", "every_secs": 300, "wildcard": true, "description": "every 5 minutes"
-    }));
+    assert_eq!(
+        every,
+        serde_json::json!({
+            "kind": "every", "expr": "@every 5m", "every_secs": 300, "wildcard": true, "description": "every 5 minutes"
+        })
+    );
 }
 
 #[test]

@@ -56,7 +56,8 @@ impl EtcdServer {
         let shm = PathBuf::from("/dev/shm");
         let members: Vec<Member> = (0..n)
             .map(|i| {
-                let dir = if shm.is_dir() { tempfile::tempdir_in(&shm) } else { tempfile::tempdir() }.expect("etcd temp dir");
+                let dir =
+                    if shm.is_dir() { tempfile::tempdir_in(&shm) } else { tempfile::tempdir() }.expect("etcd temp dir");
                 Member { name: format!("m{i}"), client_port: free_port(), peer_port: free_port(), dir, child: None }
             })
             .collect();
@@ -190,7 +191,9 @@ impl EtcdClient {
     /// Puts `key` = `value`.
     pub fn put(&mut self, key: &str, value: &str) -> i64 {
         let (key, value) = (key.to_owned(), value.to_owned());
-        self.run(|mut c| async move { c.put(key, value, None).await.expect("etcd put").header().map_or(0, |h| h.revision()) })
+        self.run(|mut c| async move {
+            c.put(key, value, None).await.expect("etcd put").header().map_or(0, |h| h.revision())
+        })
     }
 
     /// The value at `key`, if any.
@@ -206,10 +209,13 @@ impl EtcdClient {
     pub fn list(&mut self, prefix: &str) -> Vec<(String, String)> {
         let prefix = prefix.to_owned();
         self.run(|mut c| async move {
-            let resp = c.get(prefix, Some(etcd_client::GetOptions::new().with_prefix())).await.expect("etcd get prefix");
+            let resp =
+                c.get(prefix, Some(etcd_client::GetOptions::new().with_prefix())).await.expect("etcd get prefix");
             resp.kvs()
                 .iter()
-                .map(|kv| (String::from_utf8_lossy(kv.key()).into_owned(), String::from_utf8_lossy(kv.value()).into_owned()))
+                .map(|kv| {
+                    (String::from_utf8_lossy(kv.key()).into_owned(), String::from_utf8_lossy(kv.value()).into_owned())
+                })
                 .collect()
         })
     }

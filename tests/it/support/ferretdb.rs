@@ -114,7 +114,10 @@ impl Drop for FerretDb {
         if std::thread::panicking() {
             let log = self.log();
             let tail: Vec<&str> = log.lines().rev().take(60).collect();
-            eprintln!("---- ferretdb log (last 60 lines) ----\n{}\n----", tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+            eprintln!(
+                "---- ferretdb log (last 60 lines) ----\n{}\n----",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
         }
     }
 }

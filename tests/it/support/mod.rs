@@ -14,7 +14,10 @@ use serde_json::Value;
 
 /// A free loopback port (bound then released).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("bind an ephemeral loopback port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind an ephemeral loopback port")
 }
 
 /// Polls `probe` until it returns `Some` or `deadline` passes.
@@ -108,7 +111,8 @@ impl Node {
             self.extra_config
         );
         std::fs::write(self.config_path(), config).expect("write config");
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("node.log")).expect("log file");
+        let log =
+            std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("node.log")).expect("log file");
         let mut cmd = match self.options.wrapper.split_first() {
             Some((program, args)) => {
                 let mut cmd = Command::new(program);
@@ -266,7 +270,8 @@ impl Drop for Node {
         }
         if std::thread::panicking() {
             let log = self.log();
-            let tail: String = log.lines().rev().take(200).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+            let tail: String =
+                log.lines().rev().take(200).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
             eprintln!("---- distcron log (last 200 lines) ----\n{tail}\n----");
         }
     }
@@ -320,6 +325,8 @@ pub fn require_binary(env_override: &str, default: &str, package: &str) -> PathB
         .unwrap_or(None);
     match found {
         Some(p) => p,
-        None => panic!("{default} not found on PATH (or set {env_override}): install {package} (scripts/setup.sh --test does)"),
+        None => panic!(
+            "{default} not found on PATH (or set {env_override}): install {package} (scripts/setup.sh --test does)"
+        ),
     }
 }
