@@ -11,6 +11,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod http;
+pub mod test_hooks;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -31,6 +32,7 @@ pub use crate::error::StartupError;
 /// # Errors
 /// A [`StartupError`] when the role, the backends or the listener cannot be set up.
 pub fn run(config: Config) -> Result<(), StartupError> {
+    test_hooks::warn_if_set();
     check_role(&config)?;
     http::check_listen_auth(&config)?;
     std::fs::create_dir_all(&config.data_dir).map_err(|source| StartupError::Io {

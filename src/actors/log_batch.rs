@@ -24,7 +24,7 @@ use chrono::{DateTime, Utc};
 use super::messages::{FlushLogs, GetLogStatus, LogStatus, RecordRun};
 use super::spool::{DeadLetter, Spool};
 use crate::backend::{BackendError, JobStore, LogStore, RejectedRun, RetentionPolicy, RunFilter, RunQuery};
-use crate::domain::{RunId, RunRecord, RunStatus, WorkerId};
+use crate::domain::{Backoff, RunId, RunRecord, RunStatus, WorkerId};
 
 /// Bound of one store call; a slower store is treated as failing (and its batch spooled). Generous
 /// because a batch of `max_records` final records may replace as many documents (FerretDB 1.x
@@ -74,7 +74,7 @@ pub struct LogBatchActor {
     retry_timer: Option<SpawnHandle>,
     /// A write or replay is in flight; flushes wait for it so records keep their order.
     busy: bool,
-    backoff: Duration,
+    backoff: Backoff,
     /// Records per store call: `max_records`, halved after each timeout (a slow store gets
     /// smaller batches, so every call can finish), doubled back after each success.
     chunk: usize,
@@ -90,7 +90,7 @@ pub struct LogBatchActor {
 impl LogBatchActor {
     /// An actor writing to `store`, spooling to `spool`.
     pub(crate) fn new(store: Arc<dyn LogStore>, spool: Spool, settings: LogBatchSettings) -> Self {
-        let backoff = settings.retry_initial;
+        let backoff = Backoff::new(settings.retry_initial, settings.retry_max);
         let chunk = settings.max_records.max(1);
         Self {
             store,
@@ -235,7 +235,7 @@ impl LogBatchActor {
         }
         self.store_ok = true;
         self.last_error = None;
-        self.backoff = self.settings.retry_initial;
+        self.backoff.reset();
     }
 
     fn write_failed(&mut self, batch: &[RunRecord], error: String, ctx: &mut Context<Self>) {
@@ -329,8 +329,7 @@ impl LogBatchActor {
         if self.retry_timer.is_some() {
             return;
         }
-        let delay = self.backoff;
-        self.backoff = (self.backoff * 2).min(self.settings.retry_max);
+        let delay = self.backoff.next_delay();
         self.retry_timer = Some(ctx.run_later(delay, |act, ctx| {
             act.retry_timer = None;
             act.replay(ctx);

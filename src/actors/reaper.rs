@@ -17,7 +17,7 @@ use chrono::Utc;
 
 use super::messages::RecordRun;
 use crate::backend::{Claims, JobStore, LogStore, LostStream, RunningMark};
-use crate::domain::{Fence, RunRecord, RunStatus, Trigger, WorkerId};
+use crate::domain::{Backoff, Fence, RunRecord, RunStatus, Trigger, WorkerId};
 
 /// Pause before the lost-run watch is set up again.
 const REWATCH: Duration = Duration::from_secs(1);
@@ -124,7 +124,7 @@ async fn record_lost(
     log: Recipient<RecordRun>,
 ) -> bool {
     let request = format!("lost-{}", mark.run);
-    let mut delay = Duration::from_millis(200);
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     let mut claimed = None;
     for attempt in 1..=RECORD_ATTEMPTS {
         match claims.claim_request(&mark.job, &request).await {
@@ -136,8 +136,7 @@ async fn record_lost(
                 log::error!("Cannot record a lost run; it stays `running` until its worker restarts. job={} run={} worker={} error={e}", mark.job, mark.run, mark.worker);
             }
             Err(_) => {
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
+                tokio::time::sleep(backoff.next_delay()).await;
             }
         }
     }

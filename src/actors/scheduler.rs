@@ -41,7 +41,8 @@ use crate::backend::{
 };
 use crate::config::SessionLossPolicy;
 use crate::domain::{
-    ConcurrencyPolicy, Fence, Job, JobName, Revision, RunId, RunRecord, RunStatus, Trigger, WorkerId, WorkerInfo,
+    Backoff, ConcurrencyPolicy, Fence, Job, JobName, Revision, RunId, RunRecord, RunStatus, Trigger, WorkerId,
+    WorkerInfo,
 };
 
 /// Settings of the scheduler and of the runs it dispatches.
@@ -160,7 +161,7 @@ struct JobQueue {
     /// A claim is in flight or scheduled.
     busy: bool,
     /// Delay before the next retry after failed claims.
-    retry: Option<Duration>,
+    retry: Option<Backoff>,
 }
 
 /// Folds the leading items older than `horizon` into one missed range (a lone late tick
@@ -222,7 +223,7 @@ pub struct SchedulerActor {
     marks_busy: bool,
     /// Mark changes are failing (one warning per outage).
     marks_failing: bool,
-    marks_retry: Option<Duration>,
+    marks_retry: Option<Backoff>,
     /// When the last "ticks missed" warning was logged.
     missed_warned: Option<std::time::Instant>,
 }
@@ -519,8 +520,10 @@ impl SchedulerActor {
                     for op in unsent.into_iter().rev() {
                         act.mark_ops.push_front(op);
                     }
-                    let delay = act.marks_retry.map_or(CLAIM_RETRY_MIN, |d| (d * 2).min(CLAIM_RETRY_MAX));
-                    act.marks_retry = Some(delay);
+                    let delay = act
+                        .marks_retry
+                        .get_or_insert_with(|| Backoff::new(CLAIM_RETRY_MIN, CLAIM_RETRY_MAX))
+                        .next_delay();
                     ctx.run_later(delay, |act, ctx| act.flush_marks(ctx));
                 }
             }
@@ -580,8 +583,8 @@ impl SchedulerActor {
             Err(e) => {
                 self.claim_failed(&job, item.last(), &e);
                 let Some(queue) = self.queue_of(&job, generation) else { return };
-                let delay = queue.retry.map_or(CLAIM_RETRY_MIN, |d| (d * 2).min(CLAIM_RETRY_MAX));
-                queue.retry = Some(delay);
+                let delay =
+                    queue.retry.get_or_insert_with(|| Backoff::new(CLAIM_RETRY_MIN, CLAIM_RETRY_MAX)).next_delay();
                 ctx.run_later(delay, move |act, ctx| {
                     if let Some(queue) = act.queue_of(&job, generation) {
                         queue.busy = false;

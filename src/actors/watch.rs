@@ -12,7 +12,7 @@ use actix::prelude::*;
 
 use super::messages::{JobRemoved, JobUpserted, KillRequested, Resynced, RunRequested, WatchLost};
 use crate::backend::{BackendError, Change, JobStore, Signal, WatchEvent};
-use crate::domain::Revision;
+use crate::domain::{Backoff, Revision};
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -41,14 +41,21 @@ pub struct WatchActor {
     last_revision: Revision,
     /// Bumped on every (re)subscription; items of older streams are ignored.
     epoch: u64,
-    backoff: Duration,
+    backoff: Backoff,
     failing: bool,
 }
 
 impl WatchActor {
     /// A watcher of `jobs` feeding `targets`.
     pub fn new(jobs: Arc<dyn JobStore>, targets: WatchTargets) -> Self {
-        Self { jobs, targets, last_revision: Revision(0), epoch: 0, backoff: BACKOFF_MIN, failing: false }
+        Self {
+            jobs,
+            targets,
+            last_revision: Revision(0),
+            epoch: 0,
+            backoff: Backoff::new(BACKOFF_MIN, BACKOFF_MAX),
+            failing: false,
+        }
     }
 
     fn resync(&mut self, ctx: &mut Context<Self>) {
@@ -103,8 +110,7 @@ impl WatchActor {
             self.targets.lost.do_send(WatchLost);
         }
         self.failing = true;
-        let delay = self.backoff;
-        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+        let delay = self.backoff.next_delay();
         ctx.run_later(delay, move |act, ctx| {
             if resync {
                 act.resync(ctx);
@@ -120,7 +126,7 @@ impl WatchActor {
             log::info!("Job store reachable again.");
         }
         self.failing = false;
-        self.backoff = BACKOFF_MIN;
+        self.backoff.reset();
     }
 
     fn apply(&mut self, event: WatchEvent) {

@@ -3,8 +3,8 @@
 //! One suite per trait ([`job_store_suite`], [`membership_suite`], [`claims_suite`],
 //! [`log_store_suite`]), each the sequence of the smaller `pub` checks below, so a test can
 //! run them one by one for sharper failures. The embedded adapters run them in their unit
-//! tests; `tests/it/backends.rs` runs the same functions against real etcd and MongoDB-wire
-//! servers. Therefore the checks know nothing of any adapter's internals, use fresh unique
+//! tests; `tests/it/backends_etcd.rs` and `tests/it/backends_mongo.rs` run the same functions
+//! against real etcd and MongoDB-wire servers. Therefore the checks know nothing of any adapter's internals, use fresh unique
 //! names (jobs, workers, run ids), tolerate data other tests left in a shared store, and filter
 //! watch events down to their own jobs. A failed guarantee panics with what was expected.
 //!

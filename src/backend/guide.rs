@@ -22,7 +22,7 @@
 //!    (with the backend's name and what failed), which [`is_transient`](super::BackendError::is_transient)
 //!    tells callers to retry. Unreadable data is `Corrupt`. Never put credentials in a message.
 //! 4. Pass the conformance suites, in unit tests when the adapter needs nothing external, and in
-//!    `tests/it/backends.rs` against a real server started by the test (free loopback port,
+//!    `tests/it/backends_etcd.rs` and `tests/it/backends_mongo.rs` against a real server started by the test (free loopback port,
 //!    own temp dir, killed on drop):
 //!
 //!    ```text

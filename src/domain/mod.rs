@@ -3,11 +3,15 @@
 //! Nothing here does I/O or knows about actix or a backend crate; the actors, the HTTP layer and
 //! the backends all speak these types.
 
+pub mod access;
+pub mod backoff;
 pub mod job;
 pub mod run;
 pub mod schedule;
 pub mod worker;
 
+pub use access::{AccessRole, Caller};
+pub use backoff::Backoff;
 pub use job::{ConcurrencyPolicy, Job, JobName, JobSpec, JobValidationError};
 pub use run::{Fence, RunId, RunRecord, RunStatus, Trigger};
 pub use schedule::{CronError, Dialect, Schedule};

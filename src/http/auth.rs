@@ -1,4 +1,4 @@
-//! Bearer-token authentication (API.md "Auth"), as a middleware over every route.
+//! Bearer-token authentication (README "API"), as a middleware over every route.
 //!
 //! When `api_token` is set, everything except the admin page, its static assets and
 //! `/api/v1/health/live` needs `Authorization: Bearer <token>`, compared in constant time.
@@ -10,7 +10,9 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header;
 use actix_web::middleware::Next;
 use actix_web::web::Data;
-use actix_web::ResponseError;
+use actix_web::{FromRequest, HttpMessage, HttpRequest, ResponseError};
+
+use crate::domain::{AccessRole, Caller};
 
 use super::error::{ApiError, ErrorCode};
 use super::{assets, legacy, AppState};
@@ -27,6 +29,7 @@ pub(crate) async fn require_token(
     }
     let presented = bearer(req.headers());
     if presented.is_some_and(|p| constant_time_eq(p.as_bytes(), token.as_bytes())) {
+        req.extensions_mut().insert(Caller { name: "admin".to_owned(), role: AccessRole::Admin });
         return next.call(req).await.map(ServiceResponse::map_into_boxed_body);
     }
     let res = if legacy::is_legacy_path(req.path()) {
@@ -39,6 +42,17 @@ pub(crate) async fn require_token(
         ApiError::new(ErrorCode::Unauthorized, message).error_response()
     };
     Ok(req.into_response(res).map_into_boxed_body())
+}
+
+/// Handlers take the request's [`Caller`] as an extractor: the identity the middleware attached,
+/// or [`Caller::anonymous`] when auth is off.
+impl FromRequest for Caller {
+    type Error = actix_web::Error;
+    type Future = std::future::Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        std::future::ready(Ok(req.extensions().get::<Caller>().cloned().unwrap_or_else(Caller::anonymous)))
+    }
 }
 
 /// Paths served without a token: the page and its assets (the page asks for the token itself)

@@ -1,5 +1,5 @@
 //! `GET /api/v1/cron/preview`: validate a cron expression and list its next fire times in a zone,
-//! each with the DST change of its local day if it has one (API.md "Other"). The dialect itself
+//! each with the DST change of its local day if it has one (README "API"). The dialect itself
 //! is `domain::schedule`'s.
 
 use std::collections::HashMap;

@@ -1,4 +1,4 @@
-//! API errors: the one place an error becomes an HTTP response (API.md "Errors").
+//! API errors: the one place an error becomes an HTTP response (README "API").
 //!
 //! [`ErrorCode`] is the table code -> status; [`ApiError`] carries a code, a message for the
 //! client and optionally the offending field and (for 5xx) the cause, which is logged with the

@@ -1,4 +1,4 @@
-//! `/api/v1/health/live` and `/api/v1/health/ready` (API.md "Other").
+//! `/api/v1/health/live` and `/api/v1/health/ready` (README "API").
 //!
 //! Liveness says the process answers. Readiness probes each backend and, on nodes that run
 //! actors, reads the scheduler, executor pool and log pipeline status, every probe bounded by

@@ -1,5 +1,5 @@
 //! `/api/v1/jobs`: list (with each job's last run), get, create, replace (optimistic version
-//! check), delete, enable/disable, run now and kill (API.md "Jobs").
+//! check), delete, enable/disable, run now and kill (README "API").
 //!
 //! Validation is `JobSpec::into_job`; storage, versions and timestamps are the job store's;
 //! run-now and kill are signals the actors pick up from the store's watch.

@@ -1,5 +1,5 @@
-//! The seed's (cloud-org/crontab master) routes with its exact shapes (SEED-COMPAT.md, API.md
-//! "Legacy"): `{"errno","msg","data"}`, always HTTP 200 (401 when a token is required), form
+//! The seed's (cloud-org/crontab master) routes with its exact shapes (README "Seed compatibility"):
+//! `{"errno","msg","data"}`, always HTTP 200 (401 when a token is required), form
 //! bodies, jobs as `{"name","command","cron_expr"}` and run logs with ms-since-epoch times.
 //!
 //! Like the seed's Go handlers, each route answers any method and reads its parameters from the

@@ -1,5 +1,5 @@
 //! HTTP front end (actix-web): the JSON API under `/api/v1`, the seed's legacy routes and the
-//! embedded admin page (API.md is the contract).
+//! embedded admin page (README "API" is the contract).
 //!
 //! This module owns the application state, the route table, the extractor configuration (body
 //! limit, error shapes), request logging and the listener. Handlers are thin: extract, validate,

@@ -1,5 +1,5 @@
 //! `/api/v1/runs`: filtered, paginated run listing, one run with its output, and killing one run
-//! (API.md "Runs"); `/api/v1/jobs/{name}/stats`: a job's run figures over a window.
+//! (README "API"); `/api/v1/jobs/{name}/stats`: a job's run figures over a window.
 //!
 //! Filters are parsed strictly here (a bad value is a 400 naming the parameter); the query itself,
 //! its order and its cursor semantics are the log store's.

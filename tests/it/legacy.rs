@@ -1,4 +1,4 @@
-//! The seed's routes (cloud-org/crontab master), golden shapes from SEED-COMPAT.md.
+//! The seed's routes (cloud-org/crontab master), golden shapes from README "Seed compatibility".
 
 use std::time::Duration;
 

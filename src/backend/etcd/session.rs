@@ -18,7 +18,7 @@ use tokio::sync::broadcast;
 use super::{section, Ctx};
 use crate::backend::members::SessionEvent;
 use crate::backend::BackendError;
-use crate::domain::{WorkerId, WorkerInfo};
+use crate::domain::{Backoff, WorkerId, WorkerInfo};
 
 /// Shortest pause between attempts to get a new lease after one was lost.
 const RENEW_BACKOFF_MIN: Duration = Duration::from_millis(250);
@@ -197,9 +197,9 @@ impl Session {
         // The renewal holds only a weak reference: a dropped backend stops renewing.
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
-            let mut backoff = RENEW_BACKOFF_MIN;
+            let mut backoff = Backoff::new(RENEW_BACKOFF_MIN, RENEW_BACKOFF_MAX);
             loop {
-                tokio::time::sleep(backoff).await;
+                tokio::time::sleep(backoff.next_delay()).await;
                 let Some(session) = weak.upgrade() else { return };
                 match session.lease().await {
                     Ok(_) => {
@@ -208,7 +208,6 @@ impl Session {
                     }
                     Err(e) => log::debug!("Cannot get a new etcd session yet; retrying. error={e}"),
                 }
-                backoff = (backoff * 2).min(RENEW_BACKOFF_MAX);
             }
         });
     }

@@ -1,7 +1,7 @@
 //! The MongoDB log store: one document per run, the seed's fields plus ours, written in
 //! idempotent batches and read back by the API, including documents the seed wrote.
 //!
-//! Document (SEED-COMPAT.md "MongoDB"; times are int64 ms since the epoch):
+//! Document (README "Seed compatibility" and "Run log in MongoDB"; times are int64 ms since the epoch):
 //!
 //! | field | type | from |
 //! | --- | --- | --- |

@@ -27,6 +27,7 @@ use mongodb::{Client, Collection, IndexModel};
 pub use logs::MongoLogStore;
 
 use super::{BackendError, RetentionPolicy};
+use crate::domain::Backoff;
 
 /// Backend name in errors and health.
 pub(crate) const BACKEND: &str = "mongodb";
@@ -184,9 +185,9 @@ impl MongoLogStore {
         );
         let store = self.clone();
         tokio::spawn(async move {
-            let mut pause = Duration::from_secs(1);
+            let mut pause = Backoff::new(Duration::from_secs(1), INDEX_RETRY_MAX);
             loop {
-                tokio::time::sleep(pause).await;
+                tokio::time::sleep(pause.next_delay()).await;
                 match store.ensure_indexes().await {
                     Ok(()) => {
                         log::info!("MongoDB indexes created. ttl_index={:?}", store.ttl_support());
@@ -194,7 +195,6 @@ impl MongoLogStore {
                     }
                     Err(e) => log::debug!("MongoDB indexes still not created; will retry. error={e}"),
                 }
-                pause = (pause * 2).min(INDEX_RETRY_MAX);
             }
         });
     }

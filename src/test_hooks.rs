@@ -1,0 +1,64 @@
+//! Fault-injection hooks for the integration tests: named points in the engine where a test can
+//! make this process panic or abort, to prove what a crash at that point leaves behind.
+//!
+//! Owns: reading `DISTCRON_TEST_HOOKS` once (a comma-separated list of `name` or `name=value`)
+//! and answering [`enabled`] / [`value`]. Leaves to others: what each hook does (the code at the
+//! hook point). Hooks are off unless that variable is set; a process started with it logs a
+//! warning at start, so a hook can never fire unnoticed in production.
+//!
+//! Hook names in use (each documented where it fires):
+//! - none yet.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+/// The environment variable holding the hooks.
+pub const ENV: &str = "DISTCRON_TEST_HOOKS";
+
+fn hooks() -> &'static HashMap<String, String> {
+    static HOOKS: OnceLock<HashMap<String, String>> = OnceLock::new();
+    HOOKS.get_or_init(|| std::env::var(ENV).map(|raw| parse(&raw)).unwrap_or_default())
+}
+
+fn parse(raw: &str) -> HashMap<String, String> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|item| match item.split_once('=') {
+            Some((k, v)) => (k.trim().to_owned(), v.trim().to_owned()),
+            None => (item.to_owned(), String::new()),
+        })
+        .collect()
+}
+
+/// Whether hook `name` is set.
+pub fn enabled(name: &str) -> bool {
+    hooks().contains_key(name)
+}
+
+/// The value of hook `name` (`name=value`), if set.
+pub fn value(name: &str) -> Option<&'static str> {
+    hooks().get(name).map(String::as_str)
+}
+
+/// Logs a warning when any hook is set (called once at start).
+pub fn warn_if_set() {
+    if !hooks().is_empty() {
+        let mut names: Vec<&str> = hooks().keys().map(String::as_str).collect();
+        names.sort_unstable();
+        log::warn!("Test hooks are set: this process will inject faults. env={ENV} hooks={}", names.join(","));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_reads_names_and_values() {
+        let h = parse(" panic_scheduler_after=3, abort_after_claim ,,");
+        assert_eq!(h.get("panic_scheduler_after").map(String::as_str), Some("3"));
+        assert_eq!(h.get("abort_after_claim").map(String::as_str), Some(""));
+        assert_eq!(h.len(), 2);
+    }
+}
