@@ -13,7 +13,6 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Timelike, Utc};
@@ -200,11 +199,7 @@ fn bench_sync() {
     while synced.iter().any(Option::is_none) && started.elapsed() < Duration::from_secs(300) {
         for (i, w) in workers.iter().enumerate() {
             if synced[i].is_none() {
-                let mut text = String::new();
-                if let Ok(r) = ureq::get(&format!("http://127.0.0.1:{}/api/v1/health", w.port)).call() {
-                    let _ = r.into_reader().read_to_string(&mut text);
-                }
-                let body: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+                let body = w.get("/api/v1/health").body;
                 if body["scheduler"]["planned_jobs"].as_u64() == Some(JOBS as u64) {
                     synced[i] = Some(started.elapsed());
                 }

@@ -21,6 +21,8 @@ use support::{free_port, proc_stat};
 
 /// Clock ticks per second of /proc CPU times (USER_HZ, 100 on Linux).
 const USER_HZ: f64 = 100.0;
+/// The bench node's bearer token (auth is always on; a bench may put it in its config file).
+const TOKEN: &str = "bench-token-0123456789abcdef0123456789abcdef";
 
 fn main() {
     let which: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
@@ -94,7 +96,7 @@ fn bench_dispatch() {
     std::fs::write(
         &cfg,
         format!(
-            "listen = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\nlog_level = \"warn\"\n[executor]\npool_size = 256\n[log_batch]\nmax_records = 1000\n",
+            "listen = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\nlog_level = \"warn\"\napi_token = \"{TOKEN}\"\n[executor]\npool_size = 256\n[log_batch]\nmax_records = 1000\n",
             dir.path().join("data").display()
         ),
     )
@@ -114,6 +116,7 @@ fn bench_dispatch() {
     for i in 0..JOBS {
         let body = format!(r#"{{"name":"b{i}","command":"true","cron_expr":"* * * * * *","concurrency":"allow"}}"#);
         ureq::post(&format!("{base}/api/v1/jobs"))
+            .set("Authorization", &format!("Bearer {TOKEN}"))
             .set("Content-Type", "application/json")
             .send_string(&body)
             .expect("create job");
@@ -133,7 +136,9 @@ fn bench_dispatch() {
     let (cpu1, _) = proc_stat(pid);
     let wall = t0.elapsed().as_secs_f64();
     for i in 0..JOBS {
-        let _ = ureq::post(&format!("{base}/api/v1/jobs/b{i}/disable")).call();
+        let _ = ureq::post(&format!("{base}/api/v1/jobs/b{i}/disable"))
+            .set("Authorization", &format!("Bearer {TOKEN}"))
+            .call();
     }
     std::thread::sleep(Duration::from_secs(3));
     // gather runs started in the window
@@ -150,7 +155,13 @@ fn bench_dispatch() {
             url.push_str(&format!("&cursor={cursor}"));
         }
         let mut text = String::new();
-        ureq::get(&url).call().expect("runs").into_reader().read_to_string(&mut text).expect("read");
+        ureq::get(&url)
+            .set("Authorization", &format!("Bearer {TOKEN}"))
+            .call()
+            .expect("runs")
+            .into_reader()
+            .read_to_string(&mut text)
+            .expect("read");
         let page: serde_json::Value = serde_json::from_str(&text).expect("json");
         for r in page["runs"].as_array().cloned().unwrap_or_default() {
             *statuses.entry(r["status"].as_str().unwrap_or("?").to_owned()).or_default() += 1;

@@ -25,6 +25,8 @@ use distcron::backend::mongo::{MongoLogStore, MongoSettings};
 use distcron::domain::{JobName, RunRecord, RunStatus};
 use mongodb::bson::Document;
 
+/// The bench node's bearer token (auth is always on; a bench may put it in its config file).
+const TOKEN: &str = "bench-token-0123456789abcdef0123456789abcdef";
 const RECORDS: usize = 2_000;
 
 fn main() {
@@ -200,7 +202,7 @@ fn bench_memory(ferret: &Ferret) {
     std::fs::write(
         &config,
         format!(
-            "listen = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\nlog_level = \"warn\"\n[executor]\npool_size = 16\n[mongo]\nuri = \"{}\"\ndatabase = \"membench\"\n",
+            "listen = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\nlog_level = \"warn\"\napi_token = \"{TOKEN}\"\n[executor]\npool_size = 16\n[mongo]\nuri = \"{}\"\ndatabase = \"membench\"\n",
             dir.path().join("data").display(),
             ferret.uri()
         ),
@@ -225,15 +227,22 @@ fn bench_memory(ferret: &Ferret) {
     let idle = rss_kib(pid, "VmRSS:");
     let job = serde_json::json!({"name": "big", "cron_expr": "0 0 1 1 *", "enabled": false, "concurrency": "allow",
         "command": "head -c 10485760 /dev/zero | tr '\\0' x"});
-    ureq::post(&format!("{base}/api/v1/jobs")).send_json(job).expect("create job");
+    ureq::post(&format!("{base}/api/v1/jobs"))
+        .set("Authorization", &format!("Bearer {TOKEN}"))
+        .send_json(job)
+        .expect("create job");
     let t = Instant::now();
     for _ in 0..RUNS {
-        ureq::post(&format!("{base}/api/v1/jobs/big/run")).call().expect("run now");
+        ureq::post(&format!("{base}/api/v1/jobs/big/run"))
+            .set("Authorization", &format!("Bearer {TOKEN}"))
+            .call()
+            .expect("run now");
     }
     let mut peak = 0;
     let stored = loop {
         peak = peak.max(rss_kib(pid, "VmRSS:"));
         let s: serde_json::Value = ureq::get(&format!("{base}/api/v1/jobs/big/stats?window=1h"))
+            .set("Authorization", &format!("Bearer {TOKEN}"))
             .call()
             .expect("stats")
             .into_json()

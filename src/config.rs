@@ -60,9 +60,12 @@ pub struct Cli {
     /// Bearer token guarding the API.
     #[arg(long, value_name = "TOKEN")]
     pub api_token: Option<String>,
-    /// Allow a non-loopback listen address without a token.
+    /// Turn authentication off (loopback listen addresses only).
     #[arg(long)]
     pub insecure_no_auth: bool,
+    /// File holding the admin bearer token (keeps it out of argv and the environment).
+    #[arg(long, value_name = "PATH")]
+    pub api_token_file: Option<PathBuf>,
     /// Default time zone for jobs without one.
     #[arg(long, value_name = "IANA")]
     pub default_tz: Option<String>,
@@ -77,6 +80,28 @@ pub struct Cli {
     pub flush_ms: Option<u64>,
 }
 
+impl Cli {
+    /// Flags that carry a secret on the command line (visible in `ps` and `/proc/<pid>/cmdline`),
+    /// each with what to use instead: `--api-token`, and a `--mongo-uri` with a password.
+    pub fn secrets_in_argv(&self) -> Vec<(&'static str, &'static str)> {
+        let mut out = Vec::new();
+        if self.api_token.as_deref().is_some_and(|t| !t.is_empty()) {
+            out.push(("--api-token", "--api-token-file or api_token in the config file"));
+        }
+        if self.mongo_uri.as_deref().is_some_and(uri_has_password) {
+            out.push(("--mongo-uri", "mongo.uri in the config file (mode 0600)"));
+        }
+        out
+    }
+}
+
+/// Whether a URI's authority carries `user:password@`.
+fn uri_has_password(uri: &str) -> bool {
+    let rest = uri.split_once("://").map_or(uri, |(_, rest)| rest);
+    let authority = rest.split(['/', '?']).next().unwrap_or("");
+    authority.rsplit_once('@').is_some_and(|(userinfo, _)| userinfo.contains(':'))
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -87,9 +112,10 @@ pub struct Config {
     pub listen: String,
     /// Data directory.
     pub data_dir: PathBuf,
-    /// Bearer token; empty = no auth (loopback only unless `insecure_no_auth`).
+    /// The admin bearer token; empty = read from `api_token_file`, else `data_dir/api_token`
+    /// (generated at first start). Resolved at start-up by [`crate::api_token`].
     pub api_token: String,
-    /// Permit a non-loopback listen address without a token.
+    /// Turn authentication off; allowed on loopback listen addresses only.
     pub insecure_no_auth: bool,
     /// Let `master`/`worker` keep run records in the node's own SQLite file instead of MongoDB
     /// (each node then sees only its own runs; tests and experiments).
@@ -112,6 +138,9 @@ pub struct Config {
     pub etcd: EtcdConfig,
     /// MongoDB (run logs in cluster mode).
     pub mongo: MongoConfig,
+    /// File holding the admin bearer token (first line, surrounding whitespace ignored); empty =
+    /// none. Exclusive with `api_token`.
+    pub api_token_file: PathBuf,
 }
 
 /// `[scheduler]`.
@@ -183,6 +212,13 @@ pub struct HttpConfig {
     pub max_body_bytes: u64,
     /// HTTP worker threads; 0 = one per core.
     pub workers: u32,
+    /// Host names (besides loopback names and addresses and the listen address) the `Host`
+    /// header may carry; anything else is refused 421 (defeats DNS rebinding).
+    pub allowed_hosts: Vec<String>,
+    /// PEM certificate chain; with `tls_key_file`, every listener serves HTTPS only.
+    pub tls_cert_file: PathBuf,
+    /// PEM private key of `tls_cert_file`.
+    pub tls_key_file: PathBuf,
 }
 
 /// `[etcd]`.
@@ -231,6 +267,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             etcd: EtcdConfig::default(),
             mongo: MongoConfig::default(),
+            api_token_file: PathBuf::new(),
         }
     }
 }
@@ -274,7 +311,13 @@ impl Default for LogBatchConfig {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self { max_body_bytes: 1024 * 1024, workers: 2 }
+        Self {
+            max_body_bytes: 1024 * 1024,
+            workers: 2,
+            allowed_hosts: Vec::new(),
+            tls_cert_file: PathBuf::new(),
+            tls_key_file: PathBuf::new(),
+        }
     }
 }
 
@@ -370,6 +413,10 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("mongo.uri", "DISTCRON_MONGO_URI"),
     ("mongo.database", "DISTCRON_MONGO_DATABASE"),
     ("mongo.collection", "DISTCRON_MONGO_COLLECTION"),
+    ("api_token_file", "DISTCRON_API_TOKEN_FILE"),
+    ("http.allowed_hosts", "DISTCRON_HTTP_ALLOWED_HOSTS"),
+    ("http.tls_cert_file", "DISTCRON_HTTP_TLS_CERT_FILE"),
+    ("http.tls_key_file", "DISTCRON_HTTP_TLS_KEY_FILE"),
 ];
 
 impl Config {
@@ -412,7 +459,7 @@ impl Config {
             }
         }
         // 3. the flags
-        let flags: [(&str, Option<String>); 11] = [
+        let flags: [(&str, Option<String>); 12] = [
             ("role", cli.role.map(|r| r.as_str().to_owned())),
             ("listen", cli.listen.clone()),
             ("data_dir", cli.data_dir.as_ref().map(|p| p.display().to_string())),
@@ -424,6 +471,7 @@ impl Config {
             ("log_level", cli.log_level.clone()),
             ("executor.pool_size", cli.pool_size.map(|n| n.to_string())),
             ("log_batch.flush_ms", cli.flush_ms.map(|n| n.to_string())),
+            ("api_token_file", cli.api_token_file.as_ref().map(|p| p.display().to_string())),
         ];
         for (key, raw) in flags {
             if let Some(raw) = raw {
@@ -504,7 +552,48 @@ impl Config {
         if !self.etcd.prefix.starts_with('/') || !self.etcd.prefix.ends_with('/') {
             return bad("etcd.prefix", format!("{:?} must start and end with '/'", self.etcd.prefix));
         }
+        self.validate_perimeter()
+    }
+
+    /// Range and shape checks of the perimeter keys (token sources, allowed hosts, TLS files).
+    fn validate_perimeter(&self) -> Result<(), ConfigError> {
+        let bad = |key: &'static str, message: String| Err(ConfigError::Invalid { key, message });
+        if !self.api_token.is_empty() && !self.api_token_file.as_os_str().is_empty() {
+            return bad("api_token_file", "set either api_token or api_token_file, not both".into());
+        }
+        if self.api_token.chars().any(|c| c.is_whitespace() || c.is_control()) || self.api_token.len() > 4096 {
+            return bad("api_token", "must be at most 4096 characters without spaces or control characters".into());
+        }
+        if self.http.allowed_hosts.len() > 256 {
+            return bad("http.allowed_hosts", format!("{} entries; at most 256", self.http.allowed_hosts.len()));
+        }
+        for host in &self.http.allowed_hosts {
+            let ok = !host.is_empty()
+                && host.len() <= 253
+                && host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':' | '[' | ']'));
+            if !ok {
+                return bad(
+                    "http.allowed_hosts",
+                    format!("{host:?} is not a host name or address (like \"cron.example.com\" or \"10.0.0.5\")"),
+                );
+            }
+        }
+        let (cert, key) =
+            (self.http.tls_cert_file.as_os_str().is_empty(), self.http.tls_key_file.as_os_str().is_empty());
+        if cert != key {
+            return bad("http.tls_key_file", "set both http.tls_cert_file and http.tls_key_file, or neither".into());
+        }
         Ok(())
+    }
+
+    /// Whether the HTTP listeners serve HTTPS (`http.tls_cert_file` and `http.tls_key_file` set).
+    pub fn tls_enabled(&self) -> bool {
+        !self.http.tls_cert_file.as_os_str().is_empty() && !self.http.tls_key_file.as_os_str().is_empty()
+    }
+
+    /// Whether the listen address is a loopback address.
+    pub fn listens_on_loopback(&self) -> bool {
+        self.listen_addr().is_some_and(|a| a.ip().is_loopback())
     }
 
     /// The parsed listen address.
@@ -663,6 +752,53 @@ mod tests {
         std::fs::write(&path, "").expect("write");
         let msg = Config::load_from(&cli_with(&path), env).expect_err("env").to_string();
         assert!(msg.contains("DISTCRON_EXECUTOR_POOL_SIZE"), "{msg}");
+    }
+
+    #[test]
+    fn secrets_on_the_command_line_are_named() {
+        let cli = Cli {
+            api_token: Some("t".into()),
+            mongo_uri: Some("mongodb://u:p@h:27017/?tls=true".into()),
+            ..Cli::default()
+        };
+        let flags: Vec<&str> = cli.secrets_in_argv().into_iter().map(|(f, _)| f).collect();
+        assert_eq!(flags, ["--api-token", "--mongo-uri"]);
+        let cli = Cli { mongo_uri: Some("mongodb://user@h/db?authSource=a@b".into()), ..Cli::default() };
+        assert!(cli.secrets_in_argv().is_empty());
+        assert!(Cli::default().secrets_in_argv().is_empty());
+    }
+
+    #[test]
+    fn perimeter_keys_are_checked() {
+        let check = |cfg: Config, needle: &str| {
+            let msg = cfg.validate().expect_err(needle).to_string();
+            assert!(msg.contains(needle), "{msg}");
+        };
+        let http = |allowed_hosts: Vec<String>, cert: &str, key: &str| HttpConfig {
+            allowed_hosts,
+            tls_cert_file: cert.into(),
+            tls_key_file: key.into(),
+            ..HttpConfig::default()
+        };
+        check(Config { http: http(vec!["evil example".into()], "", ""), ..Config::default() }, "http.allowed_hosts");
+        check(Config { http: http(vec![String::new()], "", ""), ..Config::default() }, "http.allowed_hosts");
+        check(Config { http: http(vec![], "c.pem", ""), ..Config::default() }, "http.tls_key_file");
+        check(Config { api_token: "a".into(), api_token_file: "f".into(), ..Config::default() }, "api_token_file");
+        check(Config { api_token: "a b".into(), ..Config::default() }, "api_token");
+        let ok =
+            Config { http: http(vec!["cron.example.com".into(), "10.0.0.5".into()], "c", "k"), ..Config::default() };
+        assert!(ok.validate().is_ok() && ok.tls_enabled());
+    }
+
+    #[test]
+    fn api_token_file_comes_from_flag_and_env() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "").expect("write");
+        let env = |k: &str| (k == "DISTCRON_API_TOKEN_FILE").then(|| "/env/tok".to_owned());
+        assert_eq!(Config::load_from(&cli_with(&path), env).expect("env").api_token_file, PathBuf::from("/env/tok"));
+        let cli = Cli { api_token_file: Some("/flag/tok".into()), ..cli_with(&path) };
+        assert_eq!(Config::load_from(&cli, env).expect("flag").api_token_file, PathBuf::from("/flag/tok"));
     }
 
     #[test]

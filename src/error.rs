@@ -24,6 +24,9 @@ pub enum StartupError {
         #[source]
         source: std::io::Error,
     },
+    /// Authentication or TLS set-up refused (token sources, `insecure_no_auth`, certificates).
+    #[error("{0}")]
+    Auth(String),
     /// Something else at startup (data dir, node id).
     #[error("{context}")]
     Io {

@@ -6,6 +6,7 @@
 //! JSON API, the seed's legacy routes and the admin page; [`run`] wires them per role.
 
 pub mod actors;
+pub mod api_token;
 pub mod backend;
 pub mod config;
 pub mod domain;
@@ -31,7 +32,7 @@ pub use crate::error::StartupError;
 ///
 /// # Errors
 /// A [`StartupError`] when the role, the backends or the listener cannot be set up.
-pub fn run(config: Config) -> Result<(), StartupError> {
+pub fn run(mut config: Config) -> Result<(), StartupError> {
     test_hooks::warn_if_set();
     check_role(&config)?;
     http::check_listen_auth(&config)?;
@@ -40,12 +41,16 @@ pub fn run(config: Config) -> Result<(), StartupError> {
         source,
     })?;
     let _lock = lock_data_dir(&config.data_dir)?;
+    // README "Security": auth is on unless insecure_no_auth; the token is generated under the lock.
+    let token_source = api_token::resolve(&mut config)?;
+    api_token::log_source(&token_source, &config.listen);
+    let tls = http::tls::load(&config)?;
     let node_id = node_id(&config)?;
     let listener = http::bind(&config)?;
     let system = actix::System::new();
     system.block_on(async move {
         let backends = Backends::from_config(&config).await?;
-        serve(config, backends, node_id, listener).await
+        serve(config, backends, node_id, listener, tls).await
     })
 }
 
@@ -84,6 +89,7 @@ async fn serve(
     backends: Backends,
     node_id: WorkerId,
     listener: std::net::TcpListener,
+    tls: Option<http::tls::TlsConfig>,
 ) -> Result<(), StartupError> {
     let config = Arc::new(config);
     let started_at = Utc::now();
@@ -122,8 +128,8 @@ async fn serve(
     };
     // A worker's listener serves health only.
     let server = match config.role {
-        Role::Worker => http::serve_health_on(state, listener)?,
-        Role::All | Role::Master => http::serve_on(state, listener)?,
+        Role::Worker => http::serve_health_tls_on(state, listener, tls)?,
+        Role::All | Role::Master => http::serve_tls_on(state, listener, tls)?,
     };
     let server_handle = server.handle();
     actix::spawn(async move {

@@ -15,6 +15,11 @@ fn main() -> ExitCode {
         }
     };
     env_logger::Builder::new().parse_filters(&config.log_level).parse_env("RUST_LOG").format_timestamp_millis().init();
+    for (flag, instead) in cli.secrets_in_argv() {
+        log::warn!(
+            "A secret was passed as a command-line flag; every local user can read it in ps and /proc. flag={flag} use_instead={instead}"
+        );
+    }
     match distcron::run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

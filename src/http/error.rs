@@ -25,6 +25,10 @@ pub(crate) enum ErrorCode {
     InvalidCronExpr,
     /// 401: token missing or wrong.
     Unauthorized,
+    /// 403: a state change from another browser origin.
+    CrossOriginRefused,
+    /// 421: the `Host` header is not a name of this server (DNS rebinding).
+    HostNotAllowed,
     /// 404: no such job.
     JobNotFound,
     /// 404: no such run.
@@ -57,6 +61,8 @@ impl ErrorCode {
             Self::InvalidJob => "invalid_job",
             Self::InvalidCronExpr => "invalid_cron_expr",
             Self::Unauthorized => "unauthorized",
+            Self::CrossOriginRefused => "cross_origin_refused",
+            Self::HostNotAllowed => "host_not_allowed",
             Self::JobNotFound => "job_not_found",
             Self::RunNotFound => "run_not_found",
             Self::NotFound => "not_found",
@@ -76,6 +82,8 @@ impl ErrorCode {
         match self {
             Self::InvalidRequest | Self::InvalidJob | Self::InvalidCronExpr => StatusCode::BAD_REQUEST,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::CrossOriginRefused => StatusCode::FORBIDDEN,
+            Self::HostNotAllowed => StatusCode::MISDIRECTED_REQUEST,
             Self::JobNotFound | Self::RunNotFound | Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::JobExists | Self::VersionConflict | Self::RunNotRunning => StatusCode::CONFLICT,
@@ -83,6 +91,14 @@ impl ErrorCode {
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::BackendUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// What a client reads for a 5xx code: a fixed sentence, never backend text.
+    pub(crate) fn public_message(self) -> &'static str {
+        match self {
+            Self::BackendUnavailable => "a store cannot be reached; try again later (the cause is logged)",
+            _ => "internal error",
         }
     }
 }
@@ -106,17 +122,19 @@ pub(crate) struct ApiError {
     /// Cause of an internal error: logged with the request path, never sent.
     #[source]
     pub(crate) cause: Option<Box<dyn std::error::Error + Send + Sync>>,
+    /// The request's id, sent with 5xx errors (its cause is logged under it).
+    pub(crate) request_id: Option<String>,
 }
 
 impl ApiError {
     /// An error without field.
     pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), field: None, cause: None }
+        Self { code, message: message.into(), field: None, cause: None, request_id: None }
     }
 
     /// An error naming the offending field.
     pub(crate) fn with_field(code: ErrorCode, field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), field: Some(field.into()), cause: None }
+        Self { code, message: message.into(), field: Some(field.into()), cause: None, request_id: None }
     }
 
     /// 400 invalid_request naming a parameter.
@@ -126,7 +144,27 @@ impl ApiError {
 
     /// 500 internal: `cause` is logged, the client reads "internal error".
     pub(crate) fn internal(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
-        Self { code: ErrorCode::Internal, message: "internal error".into(), field: None, cause: Some(cause.into()) }
+        Self {
+            code: ErrorCode::Internal,
+            message: ErrorCode::Internal.public_message().into(),
+            field: None,
+            cause: Some(cause.into()),
+            request_id: None,
+        }
+    }
+
+    /// This error answered with the request's id (5xx bodies).
+    pub(crate) fn with_request_id(mut self, id: &str) -> Self {
+        self.request_id = Some(id.to_owned());
+        self
+    }
+
+    /// The cause chain for the log, or the message when there is no cause.
+    pub(crate) fn cause_chain_or_message(&self) -> String {
+        match self.cause {
+            Some(_) => self.cause_chain(),
+            None => self.message.clone(),
+        }
     }
 
     /// 404 job_not_found.
@@ -161,6 +199,8 @@ struct ErrorDetail<'a> {
     message: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     field: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_id: Option<&'a str>,
 }
 
 impl ResponseError for ApiError {
@@ -174,7 +214,12 @@ impl ResponseError for ApiError {
             res.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
         }
         res.json(ErrorBody {
-            error: ErrorDetail { code: self.code.as_str(), message: &self.message, field: self.field.as_deref() },
+            error: ErrorDetail {
+                code: self.code.as_str(),
+                message: &self.message,
+                field: self.field.as_deref(),
+                request_id: self.request_id.as_deref(),
+            },
         })
     }
 }
@@ -189,9 +234,14 @@ impl From<BackendError> for ApiError {
                 "version",
                 format!("job {name} is at version {found}, not {expected}; read it again and retry"),
             ),
-            _ if e.is_transient() => {
-                Self { code: ErrorCode::BackendUnavailable, message: e.to_string(), field: None, cause: None }
-            }
+            // README "Security: responses": the backend's own text is logged, never sent.
+            _ if e.is_transient() => Self {
+                code: ErrorCode::BackendUnavailable,
+                message: ErrorCode::BackendUnavailable.public_message().into(),
+                field: None,
+                cause: Some(Box::new(e)),
+                request_id: None,
+            },
             _ => Self::internal(e),
         }
     }
@@ -286,6 +336,8 @@ mod tests {
             (ErrorCode::InvalidJob, 400, "invalid_job"),
             (ErrorCode::InvalidCronExpr, 400, "invalid_cron_expr"),
             (ErrorCode::Unauthorized, 401, "unauthorized"),
+            (ErrorCode::CrossOriginRefused, 403, "cross_origin_refused"),
+            (ErrorCode::HostNotAllowed, 421, "host_not_allowed"),
             (ErrorCode::JobNotFound, 404, "job_not_found"),
             (ErrorCode::RunNotFound, 404, "run_not_found"),
             (ErrorCode::NotFound, 404, "not_found"),
@@ -322,7 +374,8 @@ mod tests {
         assert!(e.message.contains('1') && e.message.contains('3'), "{}", e.message);
         let e: ApiError = BackendError::Unavailable { backend: "etcd", message: "connection refused".into() }.into();
         assert_eq!(e.code, ErrorCode::BackendUnavailable);
-        assert!(e.message.contains("connection refused"));
+        assert!(!e.message.contains("connection refused"), "backend text is not sent: {}", e.message);
+        assert!(e.cause_chain().contains("connection refused"), "but logged");
         let e: ApiError = BackendError::Corrupt { backend: "etcd", message: "secret detail".into() }.into();
         assert_eq!(e.code, ErrorCode::Internal);
         assert_eq!(e.message, "internal error");

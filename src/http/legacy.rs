@@ -2,9 +2,12 @@
 //! `{"errno","msg","data"}`, always HTTP 200 (401 when a token is required), form
 //! bodies, jobs as `{"name","command","cron_expr"}` and run logs with ms-since-epoch times.
 //!
-//! Like the seed's Go handlers, each route answers any method and reads its parameters from the
-//! query string and from an `application/x-www-form-urlencoded` body (the body wins). Unlike the
-//! seed, an invalid name or cron expression is refused with errno -1 and nothing is saved.
+//! Like the seed's Go handlers, each route reads its parameters from the query string and from an
+//! `application/x-www-form-urlencoded` body (the body wins). Unlike the seed, the write routes
+//! (`/job/save`, `/job/delete`, `/job/kill`) answer POST only (405 otherwise: a GET never changes
+//! anything, README "Security"), the read routes any method, and an invalid name or cron
+//! expression is refused with errno -1 and nothing is saved. Store failures answer a fixed
+//! message; their cause is logged with the request id (also in `X-Request-Id`).
 
 use std::collections::HashMap;
 
@@ -25,12 +28,22 @@ const MAX_LOG_LIMIT: u32 = 1000;
 
 /// Registers the legacy routes.
 pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/job/save", web::route().to(save))
-        .route("/job/delete", web::route().to(delete))
+    let post_only = |path: &str| web::resource(path).default_service(web::to(method_not_allowed));
+    cfg.service(post_only("/job/save").route(web::post().to(save)))
+        .service(post_only("/job/delete").route(web::post().to(delete)))
+        .service(post_only("/job/kill").route(web::post().to(kill)))
         .route("/job/list", web::route().to(list))
-        .route("/job/kill", web::route().to(kill))
         .route("/job/log", web::route().to(log))
         .route("/worker/list", web::route().to(workers));
+}
+
+/// 405 in the seed's shape for a write route called with another method than POST.
+async fn method_not_allowed() -> HttpResponse {
+    HttpResponse::MethodNotAllowed().insert_header((header::ALLOW, "POST")).json(Reply {
+        errno: -1,
+        msg: "method not allowed: this route changes state and answers POST only",
+        data: (),
+    })
 }
 
 /// Whether `path` is a legacy route (its errors use the seed's shape).
@@ -66,13 +79,17 @@ pub(crate) fn unauthorized() -> HttpResponse {
 /// A store failure as the seed's error reply; causes that are not plain answers or outages are
 /// logged, not sent.
 fn backend_failure(req: &HttpRequest, e: BackendError) -> HttpResponse {
+    let request_id = super::headers::RequestId::of(req).0;
     match e {
         BackendError::JobNotFound { .. } | BackendError::JobExists { .. } | BackendError::VersionConflict { .. } => {
             failure(&e.to_string())
         }
-        _ if e.is_transient() => failure(&e.to_string()),
+        _ if e.is_transient() => {
+            log::warn!("Request failed: a store is unavailable. request_id={request_id} path={} error={e}", req.path());
+            failure("store unavailable, try again later")
+        }
         _ => {
-            log::error!("Request failed. path={} error={e}", req.path());
+            log::error!("Request failed. request_id={request_id} path={} error={e}", req.path());
             failure("internal error")
         }
     }

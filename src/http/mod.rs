@@ -10,6 +10,8 @@ mod assets;
 mod auth;
 mod cron;
 mod error;
+mod guard;
+mod headers;
 mod health;
 mod jobs;
 mod legacy;
@@ -18,6 +20,7 @@ mod runs;
 mod test_support;
 #[cfg(test)]
 mod tests;
+pub mod tls;
 mod workers;
 
 use std::collections::HashMap;
@@ -70,10 +73,12 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: Data<AppState>) {
         .app_data(web::PathConfig::default().error_handler(error::path_error))
         .app_data(web::PayloadConfig::new(limit))
         .service(
-            // One scope over everything so the middleware (auth, then logging outermost) also
-            // sees unknown routes.
+            // One scope over everything so the middleware also sees unknown routes. Outermost
+            // first: logging, response headers and request id, the perimeter, then auth.
             web::scope("")
                 .wrap(from_fn(auth::require_token))
+                .wrap(from_fn(guard::perimeter))
+                .wrap(from_fn(headers::secure_responses))
                 .wrap(from_fn(log_request))
                 .service(api_scope())
                 .configure(legacy::routes)
@@ -90,6 +95,8 @@ pub fn configure_health(cfg: &mut web::ServiceConfig, state: Data<AppState>) {
     cfg.app_data(state).service(
         web::scope("")
             .wrap(from_fn(auth::require_token))
+            .wrap(from_fn(guard::perimeter))
+            .wrap(from_fn(headers::secure_responses))
             .wrap(from_fn(log_request))
             .service(resource("/api/v1/health", "GET").route(get().to(health::ready)))
             .service(resource("/api/v1/health/ready", "GET").route(get().to(health::ready)))
@@ -141,7 +148,7 @@ fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
 }
 
 /// Logs one debug line per request (method, path, status, time; never bodies, query strings or
-/// headers) and the cause of every internal error with its path.
+/// headers). The causes of 5xx errors are logged with the request id by `headers.rs`.
 async fn log_request(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
@@ -152,11 +159,6 @@ async fn log_request(
     let res = next.call(req).await;
     match &res {
         Ok(res) => {
-            if let Some(api) = res.response().error().and_then(|e| e.as_error::<ApiError>()) {
-                if api.code == ErrorCode::Internal {
-                    log::error!("Request failed. method={method} path={path} error={}", api.cause_chain());
-                }
-            }
             log::debug!(
                 "HTTP request served. method={method} path={path} status={} elapsed_ms={}",
                 res.status().as_u16(),
@@ -194,7 +196,19 @@ pub fn bind(config: &Config) -> Result<std::net::TcpListener, StartupError> {
 /// [`StartupError::Role`] for an open listener without a token; [`StartupError::Bind`] when the
 /// listener cannot be used.
 pub fn serve_on(state: AppState, listener: std::net::TcpListener) -> Result<Server, StartupError> {
-    serve_routes(state, listener, configure)
+    serve_routes(state, listener, None, configure)
+}
+
+/// [`serve_on`], over HTTPS when `tls` is given ([`tls::load`]).
+///
+/// # Errors
+/// As [`serve_on`].
+pub fn serve_tls_on(
+    state: AppState,
+    listener: std::net::TcpListener,
+    tls: Option<tls::TlsConfig>,
+) -> Result<Server, StartupError> {
+    serve_routes(state, listener, tls, configure)
 }
 
 /// Serves only the health routes on an already bound `listener` (role worker).
@@ -202,12 +216,25 @@ pub fn serve_on(state: AppState, listener: std::net::TcpListener) -> Result<Serv
 /// # Errors
 /// As [`serve_on`].
 pub fn serve_health_on(state: AppState, listener: std::net::TcpListener) -> Result<Server, StartupError> {
-    serve_routes(state, listener, configure_health)
+    serve_routes(state, listener, None, configure_health)
+}
+
+/// [`serve_health_on`], over HTTPS when `tls` is given (the worker's health listener).
+///
+/// # Errors
+/// As [`serve_on`].
+pub fn serve_health_tls_on(
+    state: AppState,
+    listener: std::net::TcpListener,
+    tls: Option<tls::TlsConfig>,
+) -> Result<Server, StartupError> {
+    serve_routes(state, listener, tls, configure_health)
 }
 
 fn serve_routes(
     state: AppState,
     listener: std::net::TcpListener,
+    tls: Option<tls::TlsConfig>,
     routes: fn(&mut web::ServiceConfig, Data<AppState>),
 ) -> Result<Server, StartupError> {
     // `lib.rs` checks (and warns) before starting the actors; this guards every other caller.
@@ -223,36 +250,37 @@ fn serve_routes(
     })
     .disable_signals();
     let server = if workers > 0 { server.workers(workers as usize) } else { server };
-    let server = server.listen(listener).map_err(|source| StartupError::Bind { addr: addr.clone(), source })?;
-    log::info!("HTTP front end listening. addr={addr}");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let server = match tls {
+        Some(tls) => server.listen_rustls_0_23(listener, tls.0),
+        None => server.listen(listener),
+    }
+    .map_err(|source| StartupError::Bind { addr: addr.clone(), source })?;
+    log::info!("HTTP front end listening. addr={addr} scheme={scheme}");
     Ok(server.run())
 }
 
-/// Refuses a non-loopback listen address without `api_token` unless `insecure_no_auth`
-/// (ARCHITECTURE.md "HTTP": binding beyond loopback needs a token).
+/// Refuses `insecure_no_auth` on a non-loopback listen address, before anything is created
+/// (ARCHITECTURE.md "HTTP": auth off on loopback only). The token itself is resolved later
+/// ([`crate::api_token::resolve`]).
 ///
 /// # Errors
-/// [`StartupError::Role`] saying what to set.
+/// [`StartupError::Auth`] saying what to change.
 pub fn check_listen_auth(config: &Config) -> Result<(), StartupError> {
-    if let Some(refusal) = open_listen_refusal(config) {
-        return Err(StartupError::Role(refusal));
-    }
-    let loopback = config.listen_addr().is_some_and(|a| a.ip().is_loopback());
-    if !loopback && config.api_token.is_empty() {
-        log::warn!(
-            "Listening beyond loopback without api_token: anyone who can reach it controls every job. listen={}",
-            config.listen
-        );
+    if config.insecure_no_auth && !config.listens_on_loopback() {
+        return Err(crate::api_token::insecure_beyond_loopback(&config.listen));
     }
     Ok(())
 }
 
-/// Why `config` may not listen as configured: a non-loopback address with neither a token nor
-/// `insecure_no_auth`.
+/// Why `config` may not be served: no token while auth is not turned off (on loopback).
 fn open_listen_refusal(config: &Config) -> Option<String> {
-    let loopback = config.listen_addr().is_some_and(|a| a.ip().is_loopback());
-    (!loopback && config.api_token.is_empty() && !config.insecure_no_auth).then(|| {
-        format!("refusing to listen on {} without api_token; set api_token or pass --insecure-no-auth", config.listen)
+    let auth_off = config.insecure_no_auth && config.listens_on_loopback();
+    (config.api_token.is_empty() && !auth_off).then(|| {
+        format!(
+            "refusing to serve {} without an API token; resolve one first (api_token, api_token_file or data_dir/api_token)",
+            config.listen
+        )
     })
 }
 

@@ -288,12 +288,15 @@ async fn store_outage_is_503_and_store_corruption_is_an_opaque_500() {
     h.fakes().jobs.failure.set(Mode::Down);
     let r = h.get("/api/v1/jobs").await;
     assert_eq!((r.status, r.code().as_str()), (503, "backend_unavailable"));
-    assert!(r.text().contains("connection refused"), "{}", r.text());
+    assert!(!r.text().contains("connection refused"), "the cause stays in the log: {}", r.text());
+    let id = r.header(super::headers::X_REQUEST_ID);
+    assert!(!id.is_empty() && r.json()["error"]["request_id"] == id.as_str(), "{}", r.text());
     h.fakes().jobs.failure.set(Mode::Corrupt);
     let r = h.get("/api/v1/jobs/x").await;
     assert_eq!((r.status, r.code().as_str()), (500, "internal"));
     assert_eq!(r.json()["error"]["message"], "internal error");
     assert!(!r.text().contains("garbage"), "the cause stays in the log: {}", r.text());
+    assert_eq!(r.json()["error"]["request_id"], r.header(super::headers::X_REQUEST_ID).as_str());
     // legacy routes answer in their own shape
     let r = h.get("/job/list").await;
     assert_eq!(r.status, 200);
@@ -346,23 +349,61 @@ async fn without_a_token_configured_nothing_is_guarded() {
 }
 
 #[test]
-fn non_loopback_listen_without_token_is_refused() {
-    let cfg = |listen: &str, token: &str, insecure: bool| Config {
+fn insecure_no_auth_is_refused_beyond_loopback() {
+    let cfg = |listen: &str, insecure: bool| Config {
         listen: listen.into(),
-        api_token: token.into(),
         insecure_no_auth: insecure,
         ..Config::default()
     };
-    let err = check_listen_auth(&cfg("0.0.0.0:8070", "", false)).expect_err("refused");
-    assert_eq!(
-        err.to_string(),
-        "refusing to listen on 0.0.0.0:8070 without api_token; set api_token or pass --insecure-no-auth"
-    );
-    assert!(check_listen_auth(&cfg("192.168.1.10:8070", "", false)).is_err());
-    assert!(check_listen_auth(&cfg("0.0.0.0:8070", "t", false)).is_ok());
-    assert!(check_listen_auth(&cfg("0.0.0.0:8070", "", true)).is_ok());
-    assert!(check_listen_auth(&cfg("127.0.0.1:8070", "", false)).is_ok());
-    assert!(check_listen_auth(&cfg("[::1]:8070", "", false)).is_ok());
+    let err = check_listen_auth(&cfg("0.0.0.0:8070", true)).expect_err("refused");
+    assert!(err.to_string().contains("loopback"), "{err}");
+    assert!(check_listen_auth(&cfg("192.168.1.10:8070", true)).is_err());
+    assert!(check_listen_auth(&cfg("0.0.0.0:8070", false)).is_ok(), "a token is resolved later");
+    assert!(check_listen_auth(&cfg("127.0.0.1:8070", true)).is_ok());
+    assert!(check_listen_auth(&cfg("[::1]:8070", true)).is_ok());
+}
+
+#[actix_web::test]
+async fn the_perimeter_refuses_foreign_hosts_and_cross_origin_writes_on_every_route() {
+    let h = Harness::new();
+    let r = h.call(TestRequest::get().uri("/api/v1/jobs").insert_header((header::HOST, "evil.example"))).await;
+    assert_eq!((r.status, r.code().as_str()), (421, "host_not_allowed"));
+    let cross = |req: TestRequest| {
+        req.insert_header((header::ORIGIN, "https://evil.example")).insert_header(("sec-fetch-site", "cross-site"))
+    };
+    for (method, path) in [
+        (Method::POST, "/api/v1/jobs"),
+        (Method::POST, "/job/save"),
+        (Method::DELETE, "/api/v1/jobs/a"),
+        (Method::POST, "/nothing"),
+    ] {
+        let r = h.call(cross(TestRequest::default().method(method.clone()).uri(path))).await;
+        assert_eq!((r.status, r.code().as_str()), (403, "cross_origin_refused"), "{method} {path}");
+        assert_eq!(r.header(header::CACHE_CONTROL), "no-store");
+    }
+    assert_eq!(h.job_count().await, 0);
+    let r = h.call(cross(TestRequest::get().uri("/api/v1/jobs"))).await;
+    assert_eq!(r.status, 200, "a read is no state change");
+    let same = TestRequest::post()
+        .uri("/api/v1/jobs")
+        .insert_header((header::HOST, "127.0.0.1:8070"))
+        .insert_header((header::ORIGIN, "http://127.0.0.1:8070"))
+        .set_json(simple_job("a"));
+    assert_eq!(h.call(same).await.status, 201, "the page's own origin");
+}
+
+#[actix_web::test]
+async fn every_response_has_no_store_nosniff_and_a_request_id() {
+    let h = Harness::new();
+    for path in ["/api/v1/jobs", "/api/v1/nothing", "/job/list", "/api/v1/health/live"] {
+        let r = h.get(path).await;
+        assert_eq!(r.header(header::CACHE_CONTROL), "no-store", "{path}");
+        assert_eq!(r.header(header::X_CONTENT_TYPE_OPTIONS), "nosniff", "{path}");
+        assert_eq!(r.header(super::headers::X_REQUEST_ID).len(), 32, "{path}");
+    }
+    let page = h.get("/").await;
+    assert_eq!(page.header(header::CACHE_CONTROL), "no-cache", "the page keeps its own");
+    assert!(page.header(header::CONTENT_SECURITY_POLICY).contains("script-src 'self'"));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -905,8 +946,15 @@ async fn seed_save_list_delete_have_the_seed_shapes() {
         r#"{"errno":0,"msg":"success","data":{"name":"job1","command":"echo v2","cron_expr":"0 * * * *"}}"#
     );
     assert_eq!(h.form("/job/delete", &[("name", "job1")]).await.text(), r#"{"errno":0,"msg":"success","data":null}"#);
-    // GET with a query string works too, as in the seed's Go handlers
-    assert_eq!(h.get("/job/delete?name=job1").await.text(), r#"{"errno":0,"msg":"success","data":null}"#);
+    // Unlike the seed's Go handlers, a GET never changes anything (README "Security").
+    for write in ["/job/delete?name=job1", "/job/save?job={}", "/job/kill?name=job1"] {
+        let r = h.get(write).await;
+        assert_eq!(r.status, 405, "{write}");
+        assert_eq!(r.header(header::ALLOW), "POST");
+        assert_eq!(r.json()["errno"], -1);
+    }
+    // the read routes still answer any method, query string included
+    assert_eq!(h.get("/job/log?name=job1").await.json()["errno"], 0);
 }
 
 #[actix_web::test]
@@ -1046,7 +1094,7 @@ fn free_port() -> u16 {
 fn state_listening_on(listen: String) -> AppState {
     AppState {
         backends: Fakes::default().backends(),
-        config: std::sync::Arc::new(Config { listen, ..Config::default() }),
+        config: std::sync::Arc::new(Config { listen, api_token: "t".into(), ..Config::default() }),
         node: None,
         node_id: WorkerId("n".into()),
         started_at: Utc::now(),
@@ -1063,13 +1111,15 @@ async fn serve_binds_answers_over_tcp_and_refuses_a_taken_port() {
         let base = format!("http://127.0.0.1:{port}");
         let live = ureq::get(&format!("{base}/api/v1/health/live")).call().map(|r| r.status());
         let body = format!(r#"{{"name":"b","command":"{}","cron_expr":"* * * * *"}}"#, "x".repeat(2 * 1024 * 1024));
-        let big =
-            match ureq::post(&format!("{base}/api/v1/jobs")).set("Content-Type", "application/json").send_string(&body)
-            {
-                Ok(r) => Ok(r.status()),
-                Err(ureq::Error::Status(code, _)) => Ok(code),
-                Err(e) => Err(e.to_string()),
-            };
+        let big = match ureq::post(&format!("{base}/api/v1/jobs"))
+            .set("Content-Type", "application/json")
+            .set("Authorization", "Bearer t")
+            .send_string(&body)
+        {
+            Ok(r) => Ok(r.status()),
+            Err(ureq::Error::Status(code, _)) => Ok(code),
+            Err(e) => Err(e.to_string()),
+        };
         (live.map_err(|e| e.to_string()), big)
     })
     .await
@@ -1084,7 +1134,9 @@ async fn serve_binds_answers_over_tcp_and_refuses_a_taken_port() {
         Err(e) => panic!("unexpected error {e}"),
         Ok(_) => panic!("bound a taken port"),
     }
-    let refused = serve(state_listening_on("0.0.0.0:0".into()));
-    assert!(matches!(refused, Err(crate::error::StartupError::Role(_))));
+    let mut no_token = state_listening_on("0.0.0.0:0".into());
+    no_token.config = std::sync::Arc::new(Config { listen: "0.0.0.0:0".into(), ..Config::default() });
+    let refused = serve(no_token);
+    assert!(matches!(refused, Err(crate::error::StartupError::Role(_))), "no token, auth not off: refused");
     handle.stop(true).await;
 }

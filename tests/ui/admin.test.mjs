@@ -1,14 +1,16 @@
-// Browser tests of the admin console: a real distcron node (with an API token), Debian chromium
+// Browser tests of the admin console: a real distcron node (with its generated API token, read
+// from data_dir/api_token as an operator would), Debian chromium
 // driven by playwright-core. Screenshots of each view at 1280 and 390 px go to artifacts/ui/.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { startNode, launchBrowser, openPage, shot, waitUntil } from "./support.mjs";
 
-const TOKEN = "ui-test-token";
+let TOKEN;
 let node, browser;
 
 before(async () => {
-  node = await startNode({ token: TOKEN });
+  node = await startNode();
+  TOKEN = node.token;
   browser = await launchBrowser();
 });
 

@@ -2,7 +2,7 @@
 // (binary from DISTCRON_BIN or target/debug/distcron), Debian chromium through playwright-core,
 // polling waits and an API client.
 import { spawn } from "node:child_process";
-import { mkdtempSync, mkdirSync, writeFileSync, rmSync, existsSync } from "node:fs";
+import { mkdtempSync, mkdirSync, writeFileSync, readFileSync, rmSync, existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import net from "node:net";
@@ -42,13 +42,17 @@ export async function waitUntil(ms, probe, what = "condition") {
   }
 }
 
-/** A distcron node (role all, embedded stores) with `token`; `stop()` kills it and removes its dir. */
-export async function startNode({ token }) {
+/**
+ * A distcron node (role all, embedded stores) with `token` in its config, or without one (then
+ * the node generates its token into data_dir/api_token, read back here as `node.token`);
+ * `stop()` kills it and removes its dir.
+ */
+export async function startNode({ token = null } = {}) {
   assert.ok(existsSync(BIN), `distcron binary missing at ${BIN}: run cargo build first (or set DISTCRON_BIN)`);
   const dir = mkdtempSync(join(tmpdir(), "distcron-ui-"));
   const port = await freePort();
   writeFileSync(join(dir, "config.toml"),
-    `listen = "127.0.0.1:${port}"\ndata_dir = "${join(dir, "data")}"\napi_token = "${token}"\n`
+    `listen = "127.0.0.1:${port}"\ndata_dir = "${join(dir, "data")}"\n${token ? `api_token = "${token}"\n` : ""}`
     + `[log_batch]\nflush_ms = 50\n[executor]\nkill_grace_ms = 1000\nmax_output_bytes = 4096\n`);
   const child = spawn(BIN, ["--config", join(dir, "config.toml")], { stdio: ["ignore", "ignore", "pipe"] });
   let stderr = "";
@@ -61,6 +65,7 @@ export async function startNode({ token }) {
     rmSync(dir, { recursive: true, force: true });
     throw new Error(`${e.message}\n${stderr}`);
   }
+  if (!token) token = readFileSync(join(dir, "data", "api_token"), "utf8").trim();
   const api = async (method, path, body) => {
     const res = await fetch(`${base}${path}`, {
       method,
@@ -79,7 +84,7 @@ export async function startNode({ token }) {
     }
     rmSync(dir, { recursive: true, force: true });
   };
-  return { base, api, stop, stderr: () => stderr };
+  return { base, port, dir, token, api, stop, stderr: () => stderr };
 }
 
 /** Debian chromium, headless. */

@@ -40,6 +40,16 @@ pub struct Resp {
     pub status: u16,
     pub body: Value,
     pub text: String,
+    /// Response headers (lowercase names).
+    pub headers: Vec<(String, String)>,
+}
+
+impl Resp {
+    /// A response header's value.
+    #[allow(dead_code)]
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
 }
 
 /// How to start a node beyond its config: environment, a wrapper command, the log level.
@@ -51,12 +61,31 @@ pub struct NodeOptions {
     pub wrapper: Vec<String>,
     /// `log_level` in the config.
     pub log_level: String,
+    /// PEM of the CA that signed the node's certificate: the node serves HTTPS
+    /// (`http.tls_*` in the extra config) and is reached through a client trusting only this CA.
+    pub tls_ca_pem: Option<String>,
 }
 
 impl Default for NodeOptions {
     fn default() -> Self {
-        Self { env: Vec::new(), wrapper: Vec::new(), log_level: "debug".into() }
+        Self { env: Vec::new(), wrapper: Vec::new(), log_level: "debug".into(), tls_ca_pem: None }
     }
+}
+
+/// A ureq agent that trusts only `ca_pem` (rustls, ring).
+pub fn agent_trusting(ca_pem: &str) -> ureq::Agent {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.expect("CA PEM")).expect("add CA");
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    ureq::AgentBuilder::new().tls_config(std::sync::Arc::new(config)).build()
 }
 
 /// A running distcron node; killed on drop (its log is printed when the test failed).
@@ -68,6 +97,7 @@ pub struct Node {
     pub token: Option<String>,
     extra_config: String,
     options: NodeOptions,
+    agent: ureq::Agent,
 }
 
 impl Node {
@@ -80,7 +110,9 @@ impl Node {
     pub fn start_with(extra_config: &str, options: NodeOptions) -> Node {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().to_owned();
+        let agent = options.tls_ca_pem.as_deref().map_or_else(ureq::agent, agent_trusting);
         let mut node = Node {
+            agent,
             child: None,
             port: free_port(),
             dir,
@@ -141,6 +173,15 @@ impl Node {
             (self.get("/api/v1/health/live").status == 200).then_some(())
         });
         assert!(ok.is_some(), "distcron did not become live:\n{}", self.log());
+        // Auth is on by default: without a configured token the node generated one here.
+        if self.token.is_none() {
+            self.token = std::fs::read_to_string(self.token_file()).ok().map(|t| t.trim().to_owned());
+        }
+    }
+
+    /// Where a node without a configured token keeps its generated one.
+    pub fn token_file(&self) -> PathBuf {
+        self.dir.join("data").join("api_token")
     }
 
     /// The node's log so far.
@@ -177,8 +218,12 @@ impl Node {
         self.spawn();
     }
 
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
+    /// The URL of `path` on this node (https when it serves TLS).
+    pub fn url(&self, path: &str) -> String {
+        match self.options.tls_ca_pem {
+            Some(_) => format!("https://127.0.0.1:{}{path}", self.port),
+            None => format!("http://127.0.0.1:{}{path}", self.port),
+        }
     }
 
     fn authorized(&self, req: ureq::Request) -> ureq::Request {
@@ -197,34 +242,57 @@ impl Node {
     }
 
     pub fn get(&self, path: &str) -> Resp {
-        self.send(ureq::get(&self.url(path)), None)
+        self.send(self.agent.get(&self.url(path)), None)
     }
 
     pub fn post(&self, path: &str, body: &str) -> Resp {
-        self.send(ureq::post(&self.url(path)), Some(body))
+        self.send(self.agent.post(&self.url(path)), Some(body))
     }
 
     pub fn post_empty(&self, path: &str) -> Resp {
-        self.send(ureq::post(&self.url(path)), None)
+        self.send(self.agent.post(&self.url(path)), None)
     }
 
     pub fn put(&self, path: &str, body: &str) -> Resp {
-        self.send(ureq::put(&self.url(path)), Some(body))
+        self.send(self.agent.put(&self.url(path)), Some(body))
     }
 
     pub fn delete(&self, path: &str) -> Resp {
-        self.send(ureq::delete(&self.url(path)), None)
+        self.send(self.agent.delete(&self.url(path)), None)
     }
 
     /// A raw request with a content type of the caller's choice.
     pub fn raw(&self, method: &str, path: &str, content_type: &str, body: &[u8]) -> Resp {
-        let req = self.authorized(ureq::request(method, &self.url(path)).set("Content-Type", content_type));
+        let req = self.authorized(self.agent.request(method, &self.url(path)).set("Content-Type", content_type));
         read_response(req.send_bytes(body))
+    }
+
+    /// A request with extra headers (e.g. `Origin`, `Host`, `Sec-Fetch-Site`), with the node's
+    /// token when `with_token`, and an optional `(content type, body)`.
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<(&str, &[u8])>,
+        with_token: bool,
+    ) -> Resp {
+        let mut req = self.agent.request(method, &self.url(path));
+        if with_token {
+            req = self.authorized(req);
+        }
+        for (name, value) in headers {
+            req = req.set(name, value);
+        }
+        read_response(match body {
+            Some((content_type, bytes)) => req.set("Content-Type", content_type).send_bytes(bytes),
+            None => req.call(),
+        })
     }
 
     /// A form POST (the seed's routes).
     pub fn post_form(&self, path: &str, fields: &[(&str, &str)]) -> Resp {
-        read_response(self.authorized(ureq::post(&self.url(path))).send_form(fields))
+        read_response(self.authorized(self.agent.post(&self.url(path))).send_form(fields))
     }
 
     /// Creates a job, asserting 201.
@@ -282,12 +350,17 @@ fn read_response(res: Result<ureq::Response, ureq::Error>) -> Resp {
     match res {
         Ok(r) | Err(ureq::Error::Status(_, r)) => {
             let status = r.status();
+            let headers = r
+                .headers_names()
+                .into_iter()
+                .filter_map(|n| r.header(&n).map(|v| (n.to_ascii_lowercase(), v.to_owned())))
+                .collect();
             let mut text = String::new();
             let _ = r.into_reader().take(64 * 1024 * 1024).read_to_string(&mut text);
             let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-            Resp { status, body, text }
+            Resp { status, body, text, headers }
         }
-        Err(e) => Resp { status: 0, body: Value::Null, text: e.to_string() },
+        Err(e) => Resp { status: 0, body: Value::Null, text: e.to_string(), headers: Vec::new() },
     }
 }
 
