@@ -5,4 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 cargo build --locked --release
+# Authentication is on: the first start writes a token into data/api_token (mode 0600).
+echo "distcron: the API token is in data/api_token once started (TOKEN=\$(cat data/api_token))" >&2
 exec target/release/distcron --config config.toml "$@"
