@@ -297,8 +297,9 @@ fn token_file_and_secret_flags() {
     assert!(!log.contains("flag-token-value"), "the token is never logged");
 }
 
-#[test]
-fn https_with_a_generated_certificate() {
+/// A CA and a certificate for localhost/127.0.0.1 signed by it, written to `dir`: the CA's PEM
+/// and the `[http]` TLS config lines.
+fn make_certificate(dir: &std::path::Path) -> (String, String) {
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
     let ca_key = KeyPair::generate().expect("CA key");
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
@@ -311,13 +312,19 @@ fn https_with_a_generated_certificate() {
         .expect("params")
         .signed_by(&key, &issuer)
         .expect("cert");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
     std::fs::write(&cert_path, cert.pem()).expect("cert");
     std::fs::write(&key_path, key.serialize_pem()).expect("key");
     let config =
         format!("[http]\ntls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n", cert_path.display(), key_path.display());
-    let node = Node::start_with(&config, NodeOptions { tls_ca_pem: Some(ca_cert.pem()), ..NodeOptions::default() });
+    (ca_cert.pem(), config)
+}
+
+#[test]
+fn https_with_a_generated_certificate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ca, config) = make_certificate(dir.path());
+    let node = Node::start_with(&config, NodeOptions { tls_ca_pem: Some(ca), ..NodeOptions::default() });
     assert!(node.url("/").starts_with("https://"));
     let r = node.get("/api/v1/jobs");
     assert_eq!(r.status, 200, "a client verifying the certificate gets the API: {}", r.text);
@@ -329,6 +336,27 @@ fn https_with_a_generated_certificate() {
     // A client that does not trust the CA is refused by TLS.
     let untrusting = ureq::get(&format!("https://127.0.0.1:{}/api/v1/health/live", node.port)).call();
     assert!(untrusting.is_err(), "an unverified certificate must not be accepted");
+}
+
+#[test]
+fn a_workers_health_listener_serves_https_and_guards_its_host() {
+    let etcd = crate::support::etcd::EtcdServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ca, tls) = make_certificate(dir.path());
+    let config = format!(
+        "role = \"worker\"\nallow_local_run_log = true\n[etcd]\nendpoints = [\"{}\"]\n{tls}",
+        etcd.endpoints()[0]
+    );
+    let worker = Node::start_with(&config, NodeOptions { tls_ca_pem: Some(ca), ..NodeOptions::default() });
+    let ready = worker.get("/api/v1/health");
+    assert_eq!(ready.status, 200, "{}", ready.text);
+    assert_eq!(ready.body["role"], "worker");
+    assert_eq!(ready.header("strict-transport-security"), Some("max-age=31536000"));
+    assert_eq!(worker.request("GET", "/api/v1/health", &[], None, false).status, 401, "its token is required");
+    let r = worker.request("GET", "/api/v1/health", &[("Host", "evil.example")], None, true);
+    assert_eq!((r.status, code(&r)), (421, "host_not_allowed"));
+    let plain = ureq::get(&format!("http://127.0.0.1:{}/api/v1/health/live", worker.port)).call();
+    assert!(!matches!(plain, Ok(_) | Err(ureq::Error::Status(..))), "plain HTTP must fail: {plain:?}");
 }
 
 /// Percent-encodes everything but unreserved characters.
