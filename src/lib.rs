@@ -119,6 +119,7 @@ async fn serve(
         node,
         node_id: node_id.clone(),
         started_at,
+        auth: http::AuthState::default(),
     };
     // A worker's listener serves health only.
     let server = match config.role {

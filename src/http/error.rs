@@ -25,6 +25,10 @@ pub(crate) enum ErrorCode {
     InvalidCronExpr,
     /// 401: token missing or wrong.
     Unauthorized,
+    /// 403: the token's role may not do this.
+    Forbidden,
+    /// 429: too many failed authentications from this address.
+    TooManyRequests,
     /// 404: no such job.
     JobNotFound,
     /// 404: no such run.
@@ -57,6 +61,8 @@ impl ErrorCode {
             Self::InvalidJob => "invalid_job",
             Self::InvalidCronExpr => "invalid_cron_expr",
             Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
+            Self::TooManyRequests => "too_many_requests",
             Self::JobNotFound => "job_not_found",
             Self::RunNotFound => "run_not_found",
             Self::NotFound => "not_found",
@@ -76,6 +82,8 @@ impl ErrorCode {
         match self {
             Self::InvalidRequest | Self::InvalidJob | Self::InvalidCronExpr => StatusCode::BAD_REQUEST,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             Self::JobNotFound | Self::RunNotFound | Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::JobExists | Self::VersionConflict | Self::RunNotRunning => StatusCode::CONFLICT,

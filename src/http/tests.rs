@@ -84,6 +84,7 @@ impl Harness {
             node,
             node_id: WorkerId("node-1".into()),
             started_at: Utc::now(),
+            auth: Default::default(),
         })
     }
 
@@ -1050,6 +1051,7 @@ fn state_listening_on(listen: String) -> AppState {
         node: None,
         node_id: WorkerId("n".into()),
         started_at: Utc::now(),
+        auth: Default::default(),
     }
 }
 
