@@ -507,6 +507,12 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn passes_audit_conformance() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        conformance::job_store_audit(store(&dir)).await;
+    }
+
+    #[tokio::test]
     async fn passes_watch_conformance() {
         let dir = tempfile::tempdir().expect("tempdir");
         conformance::job_store_watch(store(&dir)).await;
