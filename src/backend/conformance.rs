@@ -122,6 +122,7 @@ pub fn sample_run(
         worker: WorkerId(worker.to_owned()),
         attempt: 1,
         fence: Fence(1),
+        job_version: Some(3),
     }
 }
 
