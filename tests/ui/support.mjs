@@ -42,14 +42,17 @@ export async function waitUntil(ms, probe, what = "condition") {
   }
 }
 
-/** A distcron node (role all, embedded stores) with `token`; `stop()` kills it and removes its dir. */
-export async function startNode({ token }) {
+/**
+ * A distcron node (role all, embedded stores) with `token` (and `extraConfig` TOML appended);
+ * `stop()` kills it and removes its dir.
+ */
+export async function startNode({ token, extraConfig = "" }) {
   assert.ok(existsSync(BIN), `distcron binary missing at ${BIN}: run cargo build first (or set DISTCRON_BIN)`);
   const dir = mkdtempSync(join(tmpdir(), "distcron-ui-"));
   const port = await freePort();
   writeFileSync(join(dir, "config.toml"),
     `listen = "127.0.0.1:${port}"\ndata_dir = "${join(dir, "data")}"\napi_token = "${token}"\n`
-    + `[log_batch]\nflush_ms = 50\n[executor]\nkill_grace_ms = 1000\nmax_output_bytes = 4096\n`);
+    + `[log_batch]\nflush_ms = 50\n[executor]\nkill_grace_ms = 1000\nmax_output_bytes = 4096\n${extraConfig}`);
   const child = spawn(BIN, ["--config", join(dir, "config.toml")], { stdio: ["ignore", "ignore", "pipe"] });
   let stderr = "";
   child.stderr.on("data", (d) => { stderr = (stderr + d).slice(-4000); });
