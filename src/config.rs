@@ -141,6 +141,85 @@ pub struct Config {
     /// File holding the admin bearer token (first line, surrounding whitespace ignored); empty =
     /// none. Exclusive with `api_token`.
     pub api_token_file: PathBuf,
+    /// Named tokens and failed-authentication limits.
+    pub auth: AuthConfig,
+    /// The audit log.
+    pub audit: AuditConfig,
+}
+
+/// `[auth]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Failed authentications answered per client address per second before 429 (the burst too).
+    pub failed_per_sec: u32,
+    /// Named tokens (`[[auth.tokens]]`), each with a role and the SHA-256 of its value.
+    pub tokens: Vec<NamedToken>,
+}
+
+/// One `[[auth.tokens]]` entry. In `DISTCRON_AUTH_TOKENS` each is written `name:role:sha256`,
+/// entries separated by commas.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "NamedTokenRepr")]
+pub struct NamedToken {
+    /// Who the token is: the actor in the audit log.
+    pub name: String,
+    /// What it may do.
+    pub role: crate::domain::AccessRole,
+    /// Hex SHA-256 of the token (`printf %s "$TOKEN" | sha256sum`); the token itself is never
+    /// stored in config.
+    pub sha256: String,
+}
+
+/// How a [`NamedToken`] may be written: a table, or `name:role:sha256`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum NamedTokenRepr {
+    Table { name: String, role: crate::domain::AccessRole, sha256: String },
+    Compact(String),
+}
+
+impl TryFrom<NamedTokenRepr> for NamedToken {
+    type Error = String;
+
+    fn try_from(repr: NamedTokenRepr) -> Result<Self, String> {
+        match repr {
+            NamedTokenRepr::Table { name, role, sha256 } => Ok(Self { name, role, sha256 }),
+            NamedTokenRepr::Compact(raw) => {
+                let mut parts = raw.splitn(3, ':');
+                let (Some(name), Some(role), Some(sha256)) = (parts.next(), parts.next(), parts.next()) else {
+                    return Err(format!("token {raw:?} is not name:role:sha256"));
+                };
+                let role = match role.trim() {
+                    "viewer" => crate::domain::AccessRole::Viewer,
+                    "operator" => crate::domain::AccessRole::Operator,
+                    "admin" => crate::domain::AccessRole::Admin,
+                    other => return Err(format!("role {other:?} is not viewer, operator or admin")),
+                };
+                Ok(Self { name: name.trim().to_owned(), role, sha256: sha256.trim().to_owned() })
+            }
+        }
+    }
+}
+
+/// `[audit]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Audit entries older than this are purged (hourly), days.
+    pub retention_days: u32,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self { failed_per_sec: 10, tokens: Vec::new() }
+    }
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self { retention_days: 90 }
+    }
 }
 
 /// `[scheduler]`.
@@ -268,6 +347,8 @@ impl Default for Config {
             etcd: EtcdConfig::default(),
             mongo: MongoConfig::default(),
             api_token_file: PathBuf::new(),
+            auth: AuthConfig::default(),
+            audit: AuditConfig::default(),
         }
     }
 }
@@ -417,6 +498,9 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("http.allowed_hosts", "DISTCRON_HTTP_ALLOWED_HOSTS"),
     ("http.tls_cert_file", "DISTCRON_HTTP_TLS_CERT_FILE"),
     ("http.tls_key_file", "DISTCRON_HTTP_TLS_KEY_FILE"),
+    ("auth.failed_per_sec", "DISTCRON_AUTH_FAILED_PER_SEC"),
+    ("auth.tokens", "DISTCRON_AUTH_TOKENS"),
+    ("audit.retention_days", "DISTCRON_AUDIT_RETENTION_DAYS"),
 ];
 
 impl Config {
@@ -552,6 +636,15 @@ impl Config {
         if !self.etcd.prefix.starts_with('/') || !self.etcd.prefix.ends_with('/') {
             return bad("etcd.prefix", format!("{:?} must start and end with '/'", self.etcd.prefix));
         }
+        if self.auth.failed_per_sec == 0 || self.auth.failed_per_sec > 10_000 {
+            return bad("auth.failed_per_sec", format!("{} is outside 1..=10000", self.auth.failed_per_sec));
+        }
+        if let Err(message) = check_named_tokens(&self.auth.tokens) {
+            return bad("auth.tokens", message);
+        }
+        if self.audit.retention_days == 0 || self.audit.retention_days > 36_500 {
+            return bad("audit.retention_days", format!("{} is outside 1..=36500", self.audit.retention_days));
+        }
         self.validate_perimeter()
     }
 
@@ -643,6 +736,37 @@ fn static_key(key: &str) -> &'static str {
 }
 
 /// Parses `raw` into the TOML type the default value of `key` has.
+/// Names unique, printable and not `anonymous` (the audit log's actor without auth) or `admin`
+/// (the `api_token`'s name); hashes 64 hex digits, each used once.
+fn check_named_tokens(tokens: &[NamedToken]) -> Result<(), String> {
+    let mut names = std::collections::HashSet::new();
+    let mut hashes = std::collections::HashSet::new();
+    for t in tokens {
+        if t.name.is_empty()
+            || t.name.len() > 64
+            || !t.name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'))
+        {
+            return Err(format!("name {:?} must be 1-64 letters, digits, '.', '_', '-' or '@'", t.name));
+        }
+        if t.name == "anonymous" || t.name == "admin" {
+            return Err(format!("name {:?} is reserved", t.name));
+        }
+        if !names.insert(t.name.as_str()) {
+            return Err(format!("name {:?} is used twice", t.name));
+        }
+        if t.sha256.len() != 64 || !t.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!(
+                "sha256 of {:?} must be 64 hex digits (printf %s \"$TOKEN\" | sha256sum), not the token itself",
+                t.name
+            ));
+        }
+        if !hashes.insert(t.sha256.to_ascii_lowercase()) {
+            return Err(format!("token {:?} has the same sha256 as another token", t.name));
+        }
+    }
+    Ok(())
+}
+
 fn typed_like(defaults: &toml::Value, key: &str, raw: &str) -> Result<toml::Value, String> {
     let mut cur = defaults;
     for part in key.split('.') {

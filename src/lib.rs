@@ -125,6 +125,7 @@ async fn serve(
         node,
         node_id: node_id.clone(),
         started_at,
+        auth: http::AuthState::default(),
     };
     // A worker's listener serves health only.
     let server = match config.role {
@@ -132,6 +133,9 @@ async fn serve(
         Role::All | Role::Master => http::serve_tls_on(state, listener, tls)?,
     };
     let server_handle = server.handle();
+    if config.role != Role::Worker {
+        actix::spawn(purge_audit_log(Arc::clone(&backends.jobs), config.audit.retention_days));
+    }
     actix::spawn(async move {
         if let Err(e) = server.await {
             log::error!("HTTP server stopped with an error. error={e}");
@@ -169,6 +173,21 @@ async fn serve(
     }
     log::info!("distcron stopped.");
     Ok(())
+}
+
+/// Every hour (and once at start), deletes audit entries older than `retention_days`. Every
+/// node with an HTTP front end runs it; purging twice is harmless.
+async fn purge_audit_log(jobs: Arc<dyn backend::JobStore>, retention_days: u32) {
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tick.tick().await;
+        let cutoff = Utc::now() - chrono::Duration::days(i64::from(retention_days));
+        match jobs.purge_audit_before(cutoff).await {
+            Ok(0) => {}
+            Ok(n) => log::info!("Audit log purged. deleted={n} retention_days={retention_days}"),
+            Err(e) => log::warn!("Audit log purge failed; retrying next hour. error={e}"),
+        }
+    }
 }
 
 async fn wait_for_signal() {

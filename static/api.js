@@ -39,6 +39,8 @@ const CODE_TEXT = {
   job_exists: "A job with this name exists",
   version_conflict: "Changed by someone else",
   run_not_running: "The run is not running any more",
+  forbidden: "Not allowed for this token's role",
+  too_many_requests: "Too many failed sign-ins from this address",
   payload_too_large: "Too large",
   backend_unavailable: "A store cannot be reached",
   internal: "The server hit an internal error (its log has the cause)",
@@ -52,6 +54,14 @@ export function describe(err) {
   const prefix = CODE_TEXT[err.code];
   return prefix && !err.message.toLowerCase().startsWith(prefix.toLowerCase()) ? `${prefix}: ${err.message}` : err.message;
 }
+
+/** Who is signed in ({name, role}); anonymous admin until the server says otherwise. */
+let me = { name: "anonymous", role: "admin" };
+const RANK = { viewer: 0, operator: 1, admin: 2 };
+export const whoami = () => me;
+export const setWhoami = (w) => { me = w && RANK[w.role] !== undefined ? w : me; };
+/** Whether the signed-in token's role reaches `role` (viewer < operator < admin). */
+export const may = (role) => RANK[me.role] >= RANK[role];
 
 /** Encodes a path segment. */
 export const seg = (s) => encodeURIComponent(s);

@@ -3,12 +3,13 @@
 // (textContent / text nodes), never parsed as HTML. The API token, when the server needs one, is
 // kept in sessionStorage: for this tab only.
 
-import { api, describe, token, setToken, clearToken, setUnauthorizedHandler, Unauthorized } from "./api.js";
+import { api, describe, token, setToken, clearToken, setUnauthorizedHandler, Unauthorized, setWhoami } from "./api.js";
 import { h, byId, replace, every } from "./dom.js";
 import { mountJobs } from "./jobs.js";
 import { mountEditor } from "./editor.js";
 import { mountRuns, mountRun } from "./runs.js";
 import { mountWorkers } from "./workers.js";
+import { mountHistory } from "./history.js";
 
 // ---- notices ----------------------------------------------------------------------------------
 const errors = new Map();
@@ -101,6 +102,7 @@ function route(focus = false) {
   if (view === "jobs" && !arg) unmount = mountJobs(root, ctx);
   else if (view === "jobs" && arg === "new" && !action) unmount = mountEditor(root, ctx, null);
   else if (view === "jobs" && action === "edit") unmount = mountEditor(root, ctx, arg);
+  else if (view === "jobs" && action === "history") unmount = mountHistory(root, ctx, arg);
   else if (view === "runs" && !arg) unmount = mountRuns(root, ctx, params);
   else if (view === "runs") unmount = mountRun(root, ctx, arg);
   else if (view === "workers") unmount = mountWorkers(root, ctx);
@@ -127,6 +129,7 @@ function showLogin(message, isError) {
   byId("nav").hidden = true;
   byId("health").textContent = "";
   byId("logout").hidden = true;
+  byId("whoami").hidden = true;
   const err = byId("login-error");
   err.textContent = message || "";
   err.classList.toggle("is-error", Boolean(isError));
@@ -136,7 +139,22 @@ function showLogin(message, isError) {
   byId("token").focus();
 }
 
-function showConsole() {
+/** Asks the server who the token is, shows it, and lets the views hide what the role cannot do. */
+async function loadWhoami() {
+  try {
+    const me = await api("GET", "/whoami");
+    setWhoami(me);
+    const el = byId("whoami");
+    el.textContent = `${me.name} · ${me.role}`;
+    el.title = `Signed in as ${me.name} (role ${me.role})`;
+    el.hidden = false;
+  } catch (e) {
+    if (e instanceof Unauthorized) throw e;
+  }
+}
+
+async function showConsole() {
+  await loadWhoami();
   byId("login").hidden = true;
   byId("content").hidden = false;
   byId("nav").hidden = false;
@@ -195,7 +213,7 @@ async function start() {
     setToken(value);
     try {
       await health();
-      showConsole();
+      await showConsole();
     } catch (_) {
       // a refused token shows the login screen again with the reason
     } finally {
@@ -215,7 +233,7 @@ async function start() {
   window.addEventListener("hashchange", () => { if (location.hash.startsWith("#/") || !location.hash) route(true); });
   try {
     await health();
-    showConsole();
+    await showConsole();
   } catch (_) {
     // 401: the login screen is up
   }

@@ -1,7 +1,7 @@
 // The jobs view: every job with its schedule read in words, next run in the job's zone and the
 // viewer's, last run, an enabled switch and actions; search, sort and counts by status.
 
-import { api, describe, seg, Unauthorized } from "./api.js";
+import { api, describe, seg, Unauthorized, may } from "./api.js";
 import { h, replace, reconcile, badge, focusKey, restoreFocus, every } from "./dom.js";
 import { fmtTime, fmtRelative, fmtDuration, viewerZone } from "./format.js";
 
@@ -73,7 +73,7 @@ export function mountJobs(root, ctx) {
   replace(root,
     h("div", { class: "view-head" },
       h("h1", { tabindex: "-1" }, "Jobs"),
-      h("a", { href: "#/jobs/new", class: "button primary", id: "new-job" }, "New job")),
+      may("admin") ? h("a", { href: "#/jobs/new", class: "button primary", id: "new-job" }, "New job") : null),
     h("div", { class: "toolbar" },
       h("div", { class: "control" }, h("label", { for: "job-search" }, "Search"), search),
       h("div", { class: "control" }, h("label", { for: "job-sort" }, "Sort by"), h("div", { class: "inline" }, sortSelect, dirButton))),
@@ -204,7 +204,8 @@ export function mountJobs(root, ctx) {
 
   function enabledSwitch(job) {
     const input = h("input", {
-      type: "checkbox", role: "switch", checked: job.enabled, class: "switch-input",
+      type: "checkbox", role: "switch", checked: job.enabled, class: "switch-input", disabled: !may("operator"),
+      title: may("operator") ? null : "Your role (viewer) cannot enable or disable jobs",
       "aria-label": `Enabled: ${job.name}`, dataset: { focus: `enabled:${job.name}` },
       onchange: async () => {
         const want = input.checked;
@@ -227,8 +228,10 @@ export function mountJobs(root, ctx) {
   function actions(job) {
     const name = job.name;
     const running = job.last_run?.status === "running";
+    const operator = may("operator");
+    const admin = may("admin");
     return [
-      h("button", {
+      operator ? h("button", {
         type: "button", dataset: { focus: `run:${name}` }, "aria-label": `Run ${name} now`,
         onclick: async (ev) => {
           const btn = ev.currentTarget;
@@ -243,8 +246,8 @@ export function mountJobs(root, ctx) {
             btn.disabled = false;
           }
         },
-      }, "Run now"),
-      running ? h("button", {
+      }, "Run now") : null,
+      running && operator ? h("button", {
         type: "button", class: "danger", dataset: { focus: `kill:${name}` }, "aria-label": `Kill the running runs of ${name}`,
         onclick: async () => {
           const ok = await ctx.confirm({
@@ -263,11 +266,12 @@ export function mountJobs(root, ctx) {
         },
       }, "Kill") : null,
       h("a", { href: `#/runs?job=${seg(name)}`, class: "button", dataset: { focus: `runs:${name}` }, "aria-label": `Runs of ${name}` }, "Runs"),
-      h("a", { href: `#/jobs/${seg(name)}/edit`, class: "button", dataset: { focus: `edit:${name}` }, "aria-label": `Edit ${name}` }, "Edit"),
-      h("button", {
+      h("a", { href: `#/jobs/${seg(name)}/history`, class: "button", dataset: { focus: `history:${name}` }, "aria-label": `History of ${name}` }, "History"),
+      admin ? h("a", { href: `#/jobs/${seg(name)}/edit`, class: "button", dataset: { focus: `edit:${name}` }, "aria-label": `Edit ${name}` }, "Edit") : null,
+      admin ? h("button", {
         type: "button", class: "danger", dataset: { focus: `delete:${name}` }, "aria-label": `Delete ${name}`,
         onclick: () => remove(job),
-      }, "Delete"),
+      }, "Delete") : null,
     ];
   }
 

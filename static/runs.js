@@ -70,6 +70,7 @@ function facts(run, { withJob = true } = {}) {
     item("Duration", fmtDuration(run.duration_ms)),
     item("Exit code", run.exit_code ?? "—", run.signal != null ? ` (signal ${run.signal})` : ""),
     item("Attempt", String(run.attempt ?? 1)),
+    item("Job version", run.job_version != null ? `v${run.job_version}` : "—"),
     wide("Command", h("code", { class: "mono cmd" }, run.command)),
     wide("Run id", h("code", {}, run.id)));
 }

@@ -75,6 +75,7 @@ impl Sinks {
         // Same id as the run the scheduler tracks, so its record and RunFinished match.
         record.id = spec.run.clone();
         record.attempt = spec.attempt;
+        record.job_version = spec.job_version;
         record.dispatched_at = spec.dispatched_at;
         self.finish(record);
     }
@@ -109,6 +110,7 @@ fn base_record(spec: &RunSpec, worker: &WorkerId, status: RunStatus, started_at:
         worker: worker.clone(),
         attempt: spec.attempt,
         fence: spec.fence,
+        job_version: spec.job_version,
     }
 }
 
@@ -463,6 +465,7 @@ mod tests {
     fn run_spec(command: &str) -> RunSpec {
         let now = Utc::now();
         RunSpec {
+            job_version: Some(1),
             run: RunId::generate(),
             job: JobName::parse("job-a").expect("valid name"),
             command: command.into(),

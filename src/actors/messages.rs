@@ -121,6 +121,8 @@ pub struct WatchLost;
 pub struct RunSpec {
     /// Run id.
     pub run: RunId,
+    /// Version of the job definition this run runs.
+    pub job_version: Option<u64>,
     /// Job.
     pub job: JobName,
     /// Command (run with `<shell> -c`).

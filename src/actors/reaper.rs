@@ -176,6 +176,7 @@ async fn record_lost(
         worker: mark.worker.clone(),
         attempt: known.as_ref().map_or(1, |r| r.attempt),
         fence: known.as_ref().map_or(Fence(fence.0), |r| r.fence),
+        job_version: known.as_ref().and_then(|r| r.job_version),
     };
     log.do_send(RecordRun(record));
     true

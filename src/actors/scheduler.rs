@@ -364,7 +364,8 @@ impl SchedulerActor {
             self.worker().clone(),
             fence,
             err,
-        );
+        )
+        .with_job_version(def.version);
         self.peers.log.do_send(RecordRun(record));
         if !quiet {
             self.missed_warned = Some(std::time::Instant::now());
@@ -654,7 +655,8 @@ impl SchedulerActor {
                 self.worker().clone(),
                 fence,
                 "missed: the node was shutting down when the tick was claimed".into(),
-            );
+            )
+            .with_job_version(def.version);
             self.peers.log.do_send(RecordRun(record));
             return;
         }
@@ -679,7 +681,8 @@ impl SchedulerActor {
                     self.worker().clone(),
                     fence,
                     format!("skipped: concurrency policy forbid and run {run} of this job is still running {where_}"),
-                );
+                )
+                .with_job_version(def.version);
                 log::info!(
                     "Tick skipped: previous run still alive (policy forbid). job={job} tick={tick} alive_run={run}"
                 );
@@ -711,6 +714,7 @@ impl SchedulerActor {
         let now = Utc::now();
         let spec = RunSpec {
             run: run.clone(),
+            job_version: Some(def.version),
             job: job.clone(),
             command: def.command.clone(),
             shell: self.settings.shell.clone(),

@@ -122,6 +122,7 @@ pub fn sample_run(
         worker: WorkerId(worker.to_owned()),
         attempt: 1,
         fence: Fence(1),
+        job_version: Some(3),
     }
 }
 
@@ -134,7 +135,99 @@ pub async fn job_store_suite(store: Arc<dyn JobStore>) {
     job_store_put_get_delete(Arc::clone(&store)).await;
     job_store_preconditions(Arc::clone(&store)).await;
     job_store_concurrent_writers(Arc::clone(&store)).await;
+    job_store_audit(Arc::clone(&store)).await;
     job_store_watch(store).await;
+}
+
+/// Audited writes record who did what, with versions and definitions, newest first; a refused
+/// write records nothing; pages follow the cursor; filters by job and actor; purge by age.
+pub async fn job_store_audit(store: Arc<dyn JobStore>) {
+    use crate::domain::{AuditAction, AuditContext, AuditQuery};
+    let name = unique_job("audit");
+    let other = unique_job("audit-other");
+    let alice = format!("alice-{}", name.as_str());
+    let bob = format!("bob-{}", name.as_str());
+    let ctx = |actor: &str, action| AuditContext::new(actor, Some("192.0.2.7".into()), action);
+    let before_all = Utc::now() - chrono::Duration::seconds(5);
+
+    let created = put_ok(
+        store.put_audited(sample_job(&name), Precondition::Absent, ctx(&alice, AuditAction::Create)).await,
+        "create",
+    );
+    let mut changed = sample_job(&name);
+    changed.command = "echo changed".into();
+    put_ok(
+        store.put_audited(changed.clone(), Precondition::Version(1), ctx(&bob, AuditAction::Replace)).await,
+        "replace",
+    );
+    let refused = store.put_audited(changed.clone(), Precondition::Version(1), ctx(&bob, AuditAction::Replace)).await;
+    assert!(matches!(refused, Err(BackendError::VersionConflict { .. })), "stale replace refused: {refused:?}");
+    let current = store.get(&name).await.expect("get").expect("present");
+    store
+        .signal_audited(
+            Signal::RunNow { job: name.clone(), request: "req-1".into() },
+            Some(current.clone()),
+            ctx(&alice, AuditAction::Run).with_detail("req-1"),
+        )
+        .await
+        .expect("audited run now");
+    put_ok(store.put_audited(sample_job(&other), Precondition::Any, ctx(&alice, AuditAction::Replace)).await, "other");
+    let deleted = store.delete_audited(&name, Some(2), ctx(&bob, AuditAction::Delete)).await.expect("delete");
+    assert_eq!(deleted.map(|j| j.version), Some(2));
+    assert_eq!(store.delete_audited(&name, None, ctx(&bob, AuditAction::Delete)).await.expect("delete again"), None);
+
+    let page =
+        store.audit(&AuditQuery { job: Some(name.clone()), limit: 10, ..Default::default() }).await.expect("audit");
+    let seen: Vec<(AuditAction, &str, Option<u64>, Option<u64>)> =
+        page.entries.iter().map(|e| (e.action, e.actor.as_str(), e.version_before, e.version_after)).collect();
+    assert_eq!(
+        seen,
+        vec![
+            (AuditAction::Delete, bob.as_str(), Some(2), None),
+            (AuditAction::Run, alice.as_str(), Some(2), Some(2)),
+            (AuditAction::Replace, bob.as_str(), Some(1), Some(2)),
+            (AuditAction::Create, alice.as_str(), None, Some(1)),
+        ],
+        "exactly the changes made, newest first (a refused write and a no-op delete record nothing)"
+    );
+    assert_eq!(page.next_cursor, None);
+    let replace = &page.entries[2];
+    assert_eq!(replace.before.as_ref().map(|j| j.command.as_str()), Some(created.job.command.as_str()));
+    assert_eq!(replace.after.as_ref().map(|j| j.command.as_str()), Some("echo changed"));
+    assert_eq!(replace.client.as_deref(), Some("192.0.2.7"));
+    assert!(replace.at >= before_all);
+    assert_eq!(page.entries[1].detail.as_deref(), Some("req-1"));
+
+    let first =
+        store.audit(&AuditQuery { job: Some(name.clone()), limit: 3, ..Default::default() }).await.expect("page 1");
+    assert_eq!(first.entries.len(), 3);
+    let cursor = first.next_cursor.clone().expect("a next page");
+    let second = store
+        .audit(&AuditQuery { job: Some(name.clone()), limit: 3, before: Some(cursor), ..Default::default() })
+        .await
+        .expect("page 2");
+    assert_eq!(second.entries.iter().map(|e| e.action).collect::<Vec<_>>(), vec![AuditAction::Create]);
+    assert_eq!(second.next_cursor, None);
+
+    let by_alice = store
+        .audit(&AuditQuery { actor: Some(alice.clone()), limit: 10, ..Default::default() })
+        .await
+        .expect("by actor");
+    assert_eq!(
+        by_alice.entries.iter().map(|e| (e.action, e.job.clone())).collect::<Vec<_>>(),
+        vec![
+            (AuditAction::Create, other.clone()),
+            (AuditAction::Run, name.clone()),
+            (AuditAction::Create, name.clone()),
+        ]
+    );
+
+    assert_eq!(store.purge_audit_before(before_all).await.expect("purge nothing of ours") > 0, false);
+    store.purge_audit_before(Utc::now() + chrono::Duration::seconds(1)).await.expect("purge");
+    let after =
+        store.audit(&AuditQuery { actor: Some(alice), limit: 10, ..Default::default() }).await.expect("after purge");
+    assert!(after.entries.is_empty(), "purged: {:?}", after.entries);
+    store.delete(&other, None).await.expect("clean up");
 }
 
 fn put_ok(result: Result<PutOutcome, BackendError>, what: &str) -> PutOutcome {

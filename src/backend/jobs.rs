@@ -4,7 +4,9 @@ use async_trait::async_trait;
 use futures::stream::BoxStream;
 
 use super::BackendError;
-use crate::domain::{Job, JobName, Revision, RunId};
+use chrono::{DateTime, Utc};
+
+use crate::domain::{AuditContext, AuditPage, AuditQuery, Job, JobName, Revision, RunId};
 
 /// A condition a write must meet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,4 +116,54 @@ pub trait JobStore: Send + Sync + 'static {
     /// # Errors
     /// `Compacted` when `from` is older than the history kept; `Unavailable`.
     async fn watch(&self, from: Revision) -> Result<WatchStream, BackendError>;
+
+    /// [`JobStore::put`], recording `audit` (with the job before and after) in the same
+    /// transaction: the change and its audit entry are stored together or not at all.
+    ///
+    /// # Errors
+    /// As [`JobStore::put`].
+    async fn put_audited(
+        &self,
+        job: Job,
+        precondition: Precondition,
+        audit: AuditContext,
+    ) -> Result<PutOutcome, BackendError>;
+
+    /// [`JobStore::delete`], recording `audit` in the same transaction (only when a job was
+    /// deleted).
+    ///
+    /// # Errors
+    /// As [`JobStore::delete`].
+    async fn delete_audited(
+        &self,
+        name: &JobName,
+        expected_version: Option<u64>,
+        audit: AuditContext,
+    ) -> Result<Option<Job>, BackendError>;
+
+    /// [`JobStore::signal`], recording `audit` in the same transaction; `current` is the job as
+    /// the caller read it (its version is recorded before and after), if it exists.
+    ///
+    /// # Errors
+    /// As [`JobStore::signal`].
+    async fn signal_audited(
+        &self,
+        signal: Signal,
+        current: Option<Job>,
+        audit: AuditContext,
+    ) -> Result<Revision, BackendError>;
+
+    /// Audit entries matching `query`, newest first, at most `query.limit`, with the cursor of
+    /// the next page.
+    ///
+    /// # Errors
+    /// `Unavailable`. Entries that do not parse are skipped with a warning.
+    async fn audit(&self, query: &AuditQuery) -> Result<AuditPage, BackendError>;
+
+    /// Deletes the audit entries made before `cutoff`; returns how many (an estimate is fine
+    /// where the store does not count).
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    async fn purge_audit_before(&self, cutoff: DateTime<Utc>) -> Result<u64, BackendError>;
 }

@@ -4,6 +4,7 @@
 //! the backends all speak these types.
 
 pub mod access;
+pub mod audit;
 pub mod backoff;
 pub mod job;
 pub mod run;
@@ -11,6 +12,7 @@ pub mod schedule;
 pub mod worker;
 
 pub use access::{AccessRole, Caller};
+pub use audit::{AuditAction, AuditContext, AuditEntry, AuditPage, AuditQuery};
 pub use backoff::Backoff;
 pub use job::{ConcurrencyPolicy, Job, JobName, JobSpec, JobValidationError};
 pub use run::{Fence, RunId, RunRecord, RunStatus, Trigger};

@@ -165,6 +165,9 @@ pub struct RunRecord {
     /// Fencing token of the claim.
     #[serde(default)]
     pub fence: Fence,
+    /// The version of the job definition this run ran (none: recorded before versions were kept).
+    #[serde(default)]
+    pub job_version: Option<u64>,
 }
 
 fn one() -> u32 {
@@ -176,6 +179,13 @@ impl RunRecord {
     /// never started, when it was dispatched (the seed's `startTime`).
     pub fn start_time(&self) -> DateTime<Utc> {
         self.started_at.unwrap_or(self.dispatched_at)
+    }
+
+    /// The same record, noting the job version it was decided for.
+    #[must_use]
+    pub fn with_job_version(mut self, version: u64) -> Self {
+        self.job_version = Some(version);
+        self
     }
 
     /// A record for a run that never started (skipped, missed, error before spawn).
@@ -209,6 +219,7 @@ impl RunRecord {
             output_bytes: 0,
             output_truncated: false,
             worker,
+            job_version: None,
             attempt: 1,
             fence,
         }

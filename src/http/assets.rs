@@ -46,6 +46,7 @@ const ASSETS: &[Asset] = &[
     module!("editor.js"),
     module!("runs.js"),
     module!("workers.js"),
+    module!("history.js"),
     Asset {
         paths: &["/app.css", "/static/app.css"],
         content_type: "text/css; charset=utf-8",

@@ -29,6 +29,10 @@ pub(crate) enum ErrorCode {
     CrossOriginRefused,
     /// 421: the `Host` header is not a name of this server (DNS rebinding).
     HostNotAllowed,
+    /// 403: the token's role may not do this.
+    Forbidden,
+    /// 429: too many failed authentications from this address.
+    TooManyRequests,
     /// 404: no such job.
     JobNotFound,
     /// 404: no such run.
@@ -63,6 +67,8 @@ impl ErrorCode {
             Self::Unauthorized => "unauthorized",
             Self::CrossOriginRefused => "cross_origin_refused",
             Self::HostNotAllowed => "host_not_allowed",
+            Self::Forbidden => "forbidden",
+            Self::TooManyRequests => "too_many_requests",
             Self::JobNotFound => "job_not_found",
             Self::RunNotFound => "run_not_found",
             Self::NotFound => "not_found",
@@ -84,6 +90,8 @@ impl ErrorCode {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::CrossOriginRefused => StatusCode::FORBIDDEN,
             Self::HostNotAllowed => StatusCode::MISDIRECTED_REQUEST,
+            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             Self::JobNotFound | Self::RunNotFound | Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::JobExists | Self::VersionConflict | Self::RunNotRunning => StatusCode::CONFLICT,

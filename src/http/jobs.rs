@@ -2,21 +2,23 @@
 //! check), delete, enable/disable, run now and kill (README "API").
 //!
 //! Validation is `JobSpec::into_job`; storage, versions and timestamps are the job store's;
-//! run-now and kill are signals the actors pick up from the store's watch.
+//! run-now and kill are signals the actors pick up from the store's watch. Every change is
+//! written with its audit entry (`audit::context`: the caller, its address, the action).
 
 use std::collections::HashMap;
 
 use actix_web::web::{Data, Json, Path, Query};
-use actix_web::HttpResponse;
+use actix_web::{HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use serde::Serialize;
 
+use super::audit::context;
 use super::error::ApiError;
 use super::{number_param, param, AppState};
 use crate::backend::{BackendError, Precondition, RunFilter, RunQuery, Signal};
 use crate::config::Config;
-use crate::domain::{Job, JobName, JobSpec, RunId, RunRecord, RunStatus};
+use crate::domain::{AuditAction, Caller, Job, JobName, JobSpec, RunId, RunRecord, RunStatus};
 
 /// Last-run look-ups the job list runs at once against the log store.
 const LAST_RUN_LOOKUPS: usize = 8;
@@ -129,9 +131,15 @@ pub(crate) async fn list(
 }
 
 /// `POST /api/v1/jobs`: create; 409 job_exists when the name is taken.
-pub(crate) async fn create(state: Data<AppState>, spec: Json<JobSpec>) -> Result<HttpResponse, ApiError> {
+pub(crate) async fn create(
+    state: Data<AppState>,
+    req: HttpRequest,
+    caller: Caller,
+    spec: Json<JobSpec>,
+) -> Result<HttpResponse, ApiError> {
     let job = spec.into_inner().into_job(None)?;
-    let out = state.backends.jobs.put(job, Precondition::Absent).await?;
+    let audit = context(&req, &caller, AuditAction::Create);
+    let out = state.backends.jobs.put_audited(job, Precondition::Absent, audit).await?;
     Ok(HttpResponse::Created().json(view(&out.job, &state.config)))
 }
 
@@ -145,48 +153,74 @@ pub(crate) async fn get(state: Data<AppState>, name: Path<String>) -> Result<Htt
 /// `PUT /api/v1/jobs/{name}`: with `version`, replace only that version; without, create or replace.
 pub(crate) async fn replace(
     state: Data<AppState>,
+    req: HttpRequest,
+    caller: Caller,
     name: Path<String>,
     spec: Json<JobSpec>,
 ) -> Result<HttpResponse, ApiError> {
     let spec = spec.into_inner();
     let precondition = spec.version.map_or(Precondition::Any, Precondition::Version);
     let job = spec.into_job(Some(name.as_str()))?;
-    let out = state.backends.jobs.put(job, precondition).await?;
+    // A replace that finds no job is recorded as a create.
+    let audit = context(&req, &caller, AuditAction::Replace);
+    let out = state.backends.jobs.put_audited(job, precondition, audit).await?;
     Ok(HttpResponse::Ok().json(view(&out.job, &state.config)))
 }
 
 /// `DELETE /api/v1/jobs/{name}[?version=N]`.
 pub(crate) async fn remove(
     state: Data<AppState>,
+    req: HttpRequest,
+    caller: Caller,
     name: Path<String>,
     query: Query<HashMap<String, String>>,
 ) -> Result<HttpResponse, ApiError> {
     let name = parse_name(&name)?;
     let version = number_param(&query, "version", 0..=u64::MAX)?;
-    let job =
-        state.backends.jobs.delete(&name, version).await?.ok_or_else(|| ApiError::job_not_found(name.as_str()))?;
+    let audit = context(&req, &caller, AuditAction::Delete);
+    let job = state
+        .backends
+        .jobs
+        .delete_audited(&name, version, audit)
+        .await?
+        .ok_or_else(|| ApiError::job_not_found(name.as_str()))?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "deleted": view(&job, &state.config) })))
 }
 
 /// `POST /api/v1/jobs/{name}/enable`.
-pub(crate) async fn enable(state: Data<AppState>, name: Path<String>) -> Result<HttpResponse, ApiError> {
-    set_enabled(&state, &name, true).await
+pub(crate) async fn enable(
+    state: Data<AppState>,
+    req: HttpRequest,
+    caller: Caller,
+    name: Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    set_enabled(&state, &name, true, context(&req, &caller, AuditAction::Enable)).await
 }
 
 /// `POST /api/v1/jobs/{name}/disable`.
-pub(crate) async fn disable(state: Data<AppState>, name: Path<String>) -> Result<HttpResponse, ApiError> {
-    set_enabled(&state, &name, false).await
+pub(crate) async fn disable(
+    state: Data<AppState>,
+    req: HttpRequest,
+    caller: Caller,
+    name: Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    set_enabled(&state, &name, false, context(&req, &caller, AuditAction::Disable)).await
 }
 
 /// Read, flip `enabled`, write back at the version read; a concurrent writer costs one retry.
-async fn set_enabled(state: &AppState, raw: &str, enabled: bool) -> Result<HttpResponse, ApiError> {
+async fn set_enabled(
+    state: &AppState,
+    raw: &str,
+    enabled: bool,
+    audit: crate::domain::AuditContext,
+) -> Result<HttpResponse, ApiError> {
     let name = parse_name(raw)?;
     let mut retried = false;
     loop {
         let mut job = state.backends.jobs.get(&name).await?.ok_or_else(|| ApiError::job_not_found(name.as_str()))?;
         job.enabled = enabled;
         let version = job.version;
-        match state.backends.jobs.put(job, Precondition::Version(version)).await {
+        match state.backends.jobs.put_audited(job, Precondition::Version(version), audit.clone()).await {
             Ok(out) => return Ok(HttpResponse::Ok().json(view(&out.job, &state.config))),
             Err(BackendError::VersionConflict { .. }) if !retried => retried = true,
             Err(e) => return Err(e.into()),
@@ -195,20 +229,34 @@ async fn set_enabled(state: &AppState, raw: &str, enabled: bool) -> Result<HttpR
 }
 
 /// `POST /api/v1/jobs/{name}/run`: run once now (even when disabled), on one worker.
-pub(crate) async fn run_now(state: Data<AppState>, name: Path<String>) -> Result<HttpResponse, ApiError> {
+pub(crate) async fn run_now(
+    state: Data<AppState>,
+    req: HttpRequest,
+    caller: Caller,
+    name: Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let name = parse_name(&name)?;
-    if state.backends.jobs.get(&name).await?.is_none() {
+    let Some(job) = state.backends.jobs.get(&name).await? else {
         return Err(ApiError::job_not_found(name.as_str()));
-    }
+    };
     let request = uuid::Uuid::now_v7().to_string();
-    state.backends.jobs.signal(Signal::RunNow { job: name.clone(), request: request.clone() }).await?;
+    let audit = context(&req, &caller, AuditAction::Run).with_detail(request.clone());
+    let signal = Signal::RunNow { job: name.clone(), request: request.clone() };
+    state.backends.jobs.signal_audited(signal, Some(job), audit).await?;
     Ok(HttpResponse::Accepted().json(serde_json::json!({ "job": name, "request": request })))
 }
 
 /// `POST /api/v1/jobs/{name}/kill`: kill every live run of the job, wherever it runs. The job
 /// need not exist any more: runs of a deleted job can still be killed.
-pub(crate) async fn kill(state: Data<AppState>, name: Path<String>) -> Result<HttpResponse, ApiError> {
+pub(crate) async fn kill(
+    state: Data<AppState>,
+    req: HttpRequest,
+    caller: Caller,
+    name: Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let name = parse_name(&name)?;
-    state.backends.jobs.signal(Signal::Kill { job: name.clone(), run: None }).await?;
+    let current = state.backends.jobs.get(&name).await?;
+    let audit = context(&req, &caller, AuditAction::Kill);
+    state.backends.jobs.signal_audited(Signal::Kill { job: name.clone(), run: None }, current, audit).await?;
     Ok(HttpResponse::Accepted().json(serde_json::json!({ "job": name })))
 }

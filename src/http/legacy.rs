@@ -20,7 +20,7 @@ use serde::Serialize;
 use super::AppState;
 use crate::backend::{BackendError, Precondition, RunFilter, RunQuery, Signal};
 use crate::domain::job::validate;
-use crate::domain::{Dialect, Job, JobName, JobSpec, JobValidationError, RunRecord};
+use crate::domain::{AuditAction, Caller, Dialect, Job, JobName, JobSpec, JobValidationError, RunRecord};
 
 /// Default and largest `limit` of `/job/log`.
 const DEFAULT_LOG_LIMIT: u32 = 10;
@@ -74,6 +74,11 @@ pub(crate) fn unauthorized() -> HttpResponse {
         msg: "unauthorized",
         data: (),
     })
+}
+
+/// A refusal (403, 429) in the seed's shape with `status`.
+pub(crate) fn refused(status: actix_web::http::StatusCode, msg: &str) -> HttpResponse {
+    HttpResponse::build(status).json(Reply { errno: -1, msg, data: () })
 }
 
 /// A store failure as the seed's error reply; causes that are not plain answers or outages are
@@ -186,7 +191,12 @@ fn parse_seed_job(raw: &str) -> Result<(String, String, String), String> {
 }
 
 /// `POST /job/save` (form `job=<json>`): data = the previous job, or null when new.
-async fn save(state: Data<AppState>, req: HttpRequest, body: Result<Bytes, actix_web::Error>) -> HttpResponse {
+async fn save(
+    state: Data<AppState>,
+    req: HttpRequest,
+    caller: Caller,
+    body: Result<Bytes, actix_web::Error>,
+) -> HttpResponse {
     let params = match params(&req, body) {
         Ok(p) => p,
         Err(msg) => return failure(&msg),
@@ -220,7 +230,8 @@ async fn save(state: Data<AppState>, req: HttpRequest, body: Result<Bytes, actix
         Ok(j) => j,
         Err(e) => return failure(&invalid(&e)),
     };
-    match state.backends.jobs.put(job, Precondition::Any).await {
+    let audit = super::audit::context(&req, &caller, AuditAction::SeedSave);
+    match state.backends.jobs.put_audited(job, Precondition::Any, audit).await {
         Ok(out) => success(out.previous.as_ref().map(SeedJob::from)),
         Err(e) => backend_failure(&req, e),
     }
@@ -233,12 +244,18 @@ fn name_param(params: &HashMap<String, String>) -> Result<JobName, String> {
 }
 
 /// `POST /job/delete` (form `name`): data = the deleted job, or null when absent.
-async fn delete(state: Data<AppState>, req: HttpRequest, body: Result<Bytes, actix_web::Error>) -> HttpResponse {
+async fn delete(
+    state: Data<AppState>,
+    req: HttpRequest,
+    caller: Caller,
+    body: Result<Bytes, actix_web::Error>,
+) -> HttpResponse {
     let name = match params(&req, body).and_then(|p| name_param(&p)) {
         Ok(n) => n,
         Err(msg) => return failure(&msg),
     };
-    match state.backends.jobs.delete(&name, None).await {
+    let audit = super::audit::context(&req, &caller, AuditAction::SeedDelete);
+    match state.backends.jobs.delete_audited(&name, None, audit).await {
         Ok(previous) => success(previous.as_ref().map(SeedJob::from)),
         Err(e) => backend_failure(&req, e),
     }
@@ -256,12 +273,22 @@ async fn list(state: Data<AppState>, req: HttpRequest) -> HttpResponse {
 }
 
 /// `POST /job/kill` (form `name`): data = the name.
-async fn kill(state: Data<AppState>, req: HttpRequest, body: Result<Bytes, actix_web::Error>) -> HttpResponse {
+async fn kill(
+    state: Data<AppState>,
+    req: HttpRequest,
+    caller: Caller,
+    body: Result<Bytes, actix_web::Error>,
+) -> HttpResponse {
     let name = match params(&req, body).and_then(|p| name_param(&p)) {
         Ok(n) => n,
         Err(msg) => return failure(&msg),
     };
-    match state.backends.jobs.signal(Signal::Kill { job: name.clone(), run: None }).await {
+    let current = match state.backends.jobs.get(&name).await {
+        Ok(j) => j,
+        Err(e) => return backend_failure(&req, e),
+    };
+    let audit = super::audit::context(&req, &caller, AuditAction::SeedKill);
+    match state.backends.jobs.signal_audited(Signal::Kill { job: name.clone(), run: None }, current, audit).await {
         Ok(_) => success(name.as_str()),
         Err(e) => backend_failure(&req, e),
     }

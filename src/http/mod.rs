@@ -7,6 +7,7 @@
 //! the job store's watch. The only actor traffic is reading status for the readiness probe.
 
 mod assets;
+mod audit;
 mod auth;
 mod cron;
 mod error;
@@ -37,6 +38,7 @@ use chrono::{DateTime, Utc};
 
 use crate::config::Config;
 use crate::error::StartupError;
+pub use auth::AuthState;
 use error::{ApiError, ErrorCode};
 
 /// Everything a handler may use. Built once by `lib.rs` and shared by every HTTP worker.
@@ -51,6 +53,8 @@ pub struct AppState {
     pub node_id: crate::domain::WorkerId,
     /// When the process started (health uptime).
     pub started_at: DateTime<Utc>,
+    /// Token table and failed-authentication limits (`AuthState::default()`).
+    pub auth: AuthState,
 }
 
 /// Read-only status queries to the local actors, for the readiness probe.
@@ -132,6 +136,8 @@ fn api_scope() -> actix_web::Scope {
         .service(resource("/health", "GET").route(get().to(health::ready)))
         .service(resource("/health/ready", "GET").route(get().to(health::ready)))
         .service(resource("/health/live", "GET").route(get().to(health::live)))
+        .service(resource("/whoami", "GET").route(get().to(auth::whoami)))
+        .service(resource("/audit", "GET").route(get().to(audit::list)))
         .default_service(web::to(|| async {
             ApiError::new(ErrorCode::NotFound, "no such route under /api/v1").error_response()
         }))

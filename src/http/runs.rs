@@ -96,7 +96,12 @@ pub(crate) async fn get(state: Data<AppState>, id: Path<String>) -> Result<HttpR
 }
 
 /// `POST /api/v1/runs/{id}/kill`: kill one live run (409 run_not_running when it has ended).
-pub(crate) async fn kill(state: Data<AppState>, id: Path<String>) -> Result<HttpResponse, ApiError> {
+pub(crate) async fn kill(
+    state: Data<AppState>,
+    req: actix_web::HttpRequest,
+    caller: crate::domain::Caller,
+    id: Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let run = find(&state, &id).await?;
     if run.status != RunStatus::Running {
         return Err(ApiError::new(
@@ -104,7 +109,10 @@ pub(crate) async fn kill(state: Data<AppState>, id: Path<String>) -> Result<Http
             format!("run {} is not running (status {})", run.id, run.status),
         ));
     }
-    state.backends.jobs.signal(Signal::Kill { job: run.job.clone(), run: Some(run.id.clone()) }).await?;
+    let current = state.backends.jobs.get(&run.job).await?;
+    let audit = super::audit::context(&req, &caller, crate::domain::AuditAction::Kill).with_detail(run.id.0.clone());
+    let signal = Signal::Kill { job: run.job.clone(), run: Some(run.id.clone()) };
+    state.backends.jobs.signal_audited(signal, current, audit).await?;
     Ok(HttpResponse::Accepted().json(serde_json::json!({ "run": run.id, "job": run.job })))
 }
 

@@ -16,7 +16,10 @@ use crate::backend::{
     BackendError, BackendKinds, Backends, Change, Claims, JobStats, JobStore, LogStore, Membership, Precondition,
     PutOutcome, RunCursor, RunFilter, RunPage, RunQuery, RunningMark, Signal, WatchEvent, WatchStream,
 };
-use crate::domain::{Fence, Job, JobName, Revision, RunId, RunRecord, WorkerId, WorkerInfo};
+use crate::domain::{
+    AuditContext, AuditEntry, AuditPage, AuditQuery, Fence, Job, JobName, Revision, RunId, RunRecord, WorkerId,
+    WorkerInfo,
+};
 
 /// How a fake answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +58,7 @@ struct JobsInner {
     jobs: BTreeMap<JobName, Job>,
     rev: i64,
     history: Vec<WatchEvent>,
+    audit: Vec<AuditEntry>,
 }
 
 /// Fake job store.
@@ -142,6 +146,68 @@ impl JobStore for FakeJobs {
         self.failure.check("fake job store")?;
         let mut inner = lock(&self.inner);
         Ok(self.record(&mut inner, Change::Signal(signal)))
+    }
+
+    async fn put_audited(
+        &self,
+        job: Job,
+        precondition: Precondition,
+        audit: AuditContext,
+    ) -> Result<PutOutcome, BackendError> {
+        let out = self.put(job, precondition).await?;
+        let entry = audit.entry(&out.job.name, out.previous.as_ref(), Some(&out.job), Utc::now());
+        lock(&self.inner).audit.push(entry);
+        Ok(out)
+    }
+
+    async fn delete_audited(
+        &self,
+        name: &JobName,
+        expected_version: Option<u64>,
+        audit: AuditContext,
+    ) -> Result<Option<Job>, BackendError> {
+        let removed = self.delete(name, expected_version).await?;
+        if removed.is_some() {
+            let entry = audit.entry(name, removed.as_ref(), None, Utc::now());
+            lock(&self.inner).audit.push(entry);
+        }
+        Ok(removed)
+    }
+
+    async fn signal_audited(
+        &self,
+        signal: Signal,
+        current: Option<Job>,
+        audit: AuditContext,
+    ) -> Result<Revision, BackendError> {
+        let job = match &signal {
+            Signal::Kill { job, .. } | Signal::RunNow { job, .. } => job.clone(),
+        };
+        let rev = self.signal(signal).await?;
+        let entry = audit.entry(&job, current.as_ref(), current.as_ref(), Utc::now());
+        lock(&self.inner).audit.push(entry);
+        Ok(rev)
+    }
+
+    async fn audit(&self, query: &AuditQuery) -> Result<AuditPage, BackendError> {
+        self.failure.check("fake job store")?;
+        let inner = lock(&self.inner);
+        let found = inner
+            .audit
+            .iter()
+            .rev()
+            .filter(|e| query.matches(e) && query.before.as_ref().is_none_or(|b| e.id < *b))
+            .take(query.limit as usize + 1)
+            .cloned()
+            .collect();
+        Ok(AuditPage::from_overfetch(found, query.limit))
+    }
+
+    async fn purge_audit_before(&self, cutoff: DateTime<Utc>) -> Result<u64, BackendError> {
+        let mut inner = lock(&self.inner);
+        let before = inner.audit.len();
+        inner.audit.retain(|e| e.at >= cutoff);
+        Ok((before - inner.audit.len()) as u64)
     }
 
     async fn watch(&self, from: Revision) -> Result<WatchStream, BackendError> {

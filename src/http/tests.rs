@@ -84,6 +84,7 @@ impl Harness {
             node,
             node_id: WorkerId("node-1".into()),
             started_at: Utc::now(),
+            auth: Default::default(),
         })
     }
 
@@ -173,6 +174,7 @@ fn run(id: &str, job: &str, status: RunStatus, start: i64, started: bool) -> Run
         worker: WorkerId(if start % 2 == 0 { "w-even".into() } else { "w-odd".into() }),
         attempt: 1,
         fence: Fence(7),
+        job_version: None,
     }
 }
 
@@ -339,6 +341,52 @@ async fn token_is_required_everywhere_but_the_page_and_liveness() {
     assert_eq!(h.get("/api/v1/jobs").await.status, 200);
     assert_eq!(h.get("/job/list").await.json()["errno"], 0);
     assert_eq!(h.send_json(Method::POST, "/api/v1/jobs", &simple_job("a")).await.status, 201);
+}
+
+#[actix_web::test]
+async fn repeated_failures_from_one_address_get_429_with_retry_after() {
+    let h = Harness::with(token_config(), None);
+    let from = |ip: &str, token: &str| {
+        TestRequest::get()
+            .uri("/api/v1/jobs")
+            .peer_addr(format!("{ip}:5000").parse().expect("addr"))
+            .insert_header((header::AUTHORIZATION, format!("Bearer {token}")))
+    };
+    let mut statuses = Vec::new();
+    for _ in 0..30 {
+        statuses.push(h.call(from("10.1.1.1", "wrong")).await.status);
+    }
+    assert!(statuses[..10].iter().all(|s| *s == 401), "{statuses:?}");
+    assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
+    let r = h.call(from("10.1.1.1", "s3cret")).await;
+    assert_eq!((r.status, r.code().as_str()), (429, "too_many_requests"), "blocked whatever the token");
+    assert!(r.header(header::RETRY_AFTER).parse::<u64>().is_ok_and(|s| s >= 1), "Retry-After in seconds");
+    let r = h.call(from("10.1.1.2", "s3cret")).await;
+    assert_eq!(r.status, 200, "another address is not limited");
+    let r = h.call(TestRequest::post().uri("/job/save").peer_addr("10.1.1.1:1".parse().expect("addr"))).await;
+    assert_eq!(r.status, 429);
+    assert_eq!(r.json()["errno"], -1, "the seed's shape on its routes");
+}
+
+#[actix_web::test]
+async fn whoami_names_the_token_and_roles_are_enforced() {
+    use sha2::Digest;
+    let sha = |t: &str| sha2::Sha256::digest(t.as_bytes()).iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let mut config = token_config();
+    config.auth.tokens = vec![crate::config::NamedToken {
+        name: "vera".into(),
+        role: crate::domain::AccessRole::Viewer,
+        sha256: sha("viewer-token"),
+    }];
+    let mut h = Harness::with(config, None);
+    h.token = Some("s3cret".into());
+    assert_eq!(h.get("/api/v1/whoami").await.json(), serde_json::json!({"name": "admin", "role": "admin"}));
+    h.token = Some("viewer-token".into());
+    assert_eq!(h.get("/api/v1/whoami").await.json(), serde_json::json!({"name": "vera", "role": "viewer"}));
+    let r = h.send_json(Method::POST, "/api/v1/jobs", &simple_job("a")).await;
+    assert_eq!((r.status, r.code().as_str()), (403, "forbidden"));
+    assert_eq!(h.job_count().await, 0);
+    assert_eq!(h.get("/api/v1/audit").await.json()["entries"], serde_json::json!([]));
 }
 
 #[actix_web::test]
@@ -1098,6 +1146,7 @@ fn state_listening_on(listen: String) -> AppState {
         node: None,
         node_id: WorkerId("n".into()),
         started_at: Utc::now(),
+        auth: Default::default(),
     }
 }
 

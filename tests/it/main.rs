@@ -3,6 +3,7 @@
 
 #![allow(unreachable_pub, missing_docs, clippy::unwrap_used)]
 
+mod access;
 mod api;
 mod backends_etcd;
 mod backends_mongo;

@@ -44,16 +44,16 @@ export async function waitUntil(ms, probe, what = "condition") {
 
 /**
  * A distcron node (role all, embedded stores) with `token` in its config, or without one (then
- * the node generates its token into data_dir/api_token, read back here as `node.token`);
- * `stop()` kills it and removes its dir.
+ * the node generates its token into data_dir/api_token, read back here as `node.token`), and
+ * `extraConfig` TOML appended; `stop()` kills it and removes its dir.
  */
-export async function startNode({ token = null } = {}) {
+export async function startNode({ token = null, extraConfig = "" } = {}) {
   assert.ok(existsSync(BIN), `distcron binary missing at ${BIN}: run cargo build first (or set DISTCRON_BIN)`);
   const dir = mkdtempSync(join(tmpdir(), "distcron-ui-"));
   const port = await freePort();
   writeFileSync(join(dir, "config.toml"),
     `listen = "127.0.0.1:${port}"\ndata_dir = "${join(dir, "data")}"\n${token ? `api_token = "${token}"\n` : ""}`
-    + `[log_batch]\nflush_ms = 50\n[executor]\nkill_grace_ms = 1000\nmax_output_bytes = 4096\n`);
+    + `[log_batch]\nflush_ms = 50\n[executor]\nkill_grace_ms = 1000\nmax_output_bytes = 4096\n${extraConfig}`);
   const child = spawn(BIN, ["--config", join(dir, "config.toml")], { stdio: ["ignore", "ignore", "pipe"] });
   let stderr = "";
   child.stderr.on("data", (d) => { stderr = (stderr + d).slice(-4000); });

@@ -6,13 +6,16 @@
 //! subscribes and copies the ring under that same lock, so it sees every change after `from`
 //! exactly once and in order. The ring is in memory: after a restart, history starts at the
 //! revision the store was opened at, and older `from`s get `Compacted` (the watcher resyncs).
+//!
+//! Audit entries are rows of table `audit` in the same file, inserted in the transaction of the
+//! change they record.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::broadcast;
@@ -20,7 +23,8 @@ use tokio::sync::broadcast;
 use super::{open_sqlite, sql_err, with_locked};
 use crate::backend::jobs::{Change, JobStore, Precondition, PutOutcome, Signal, WatchEvent, WatchStream};
 use crate::backend::BackendError;
-use crate::domain::{Job, JobName, Revision};
+use crate::domain::audit::{id_bound, AuditEntry};
+use crate::domain::{AuditContext, AuditPage, AuditQuery, Job, JobName, Revision};
 
 const BACKEND: &str = "embedded job store";
 
@@ -102,7 +106,14 @@ impl EmbeddedJobStore {
                  id INTEGER PRIMARY KEY CHECK (id = 1),
                  revision INTEGER NOT NULL
              );
-             INSERT OR IGNORE INTO meta (id, revision) VALUES (1, 0);",
+             INSERT OR IGNORE INTO meta (id, revision) VALUES (1, 0);
+             CREATE TABLE IF NOT EXISTS audit (
+                 id TEXT PRIMARY KEY,
+                 job TEXT NOT NULL,
+                 actor TEXT NOT NULL,
+                 json TEXT NOT NULL
+             );
+             CREATE INDEX IF NOT EXISTS audit_job ON audit (job, id);",
         )
         .map_err(sql_err(format!("cannot create the job tables in {shown}")))?;
         let revision = read_revision(&conn).map_err(sql_err(format!("cannot read the revision in {shown}")))?;
@@ -129,7 +140,26 @@ fn parse_job(name: &str, json: &str) -> Result<Job, BackendError> {
         .map_err(|e| BackendError::Corrupt { backend: BACKEND, message: format!("job {name} does not parse: {e}") })
 }
 
-fn put_locked(state: &mut State, mut job: Job, precondition: Precondition) -> Result<PutOutcome, BackendError> {
+/// Inserts `entry` within the caller's transaction.
+fn insert_audit(tx: &rusqlite::Transaction<'_>, entry: &AuditEntry) -> Result<(), BackendError> {
+    let json = serde_json::to_string(entry).map_err(|e| BackendError::Corrupt {
+        backend: BACKEND,
+        message: format!("audit entry of job {} cannot be serialized: {e}", entry.job),
+    })?;
+    tx.execute(
+        "INSERT INTO audit (id, job, actor, json) VALUES (?1, ?2, ?3, ?4)",
+        rusqlite::params![entry.id, entry.job.as_str(), entry.actor, json],
+    )
+    .map_err(sql_err(format!("cannot record the audit entry of job {}", entry.job)))?;
+    Ok(())
+}
+
+fn put_locked(
+    state: &mut State,
+    mut job: Job,
+    precondition: Precondition,
+    audit: Option<&AuditContext>,
+) -> Result<PutOutcome, BackendError> {
     let name = job.name.clone();
     let tx = state
         .conn
@@ -175,6 +205,9 @@ fn put_locked(state: &mut State, mut job: Job, precondition: Precondition) -> Re
         rusqlite::params![name.as_str(), json, revision],
     )
     .map_err(sql_err(format!("cannot write job {name}")))?;
+    if let Some(ctx) = audit {
+        insert_audit(&tx, &ctx.entry(&name, previous.as_ref(), Some(&job), now))?;
+    }
     tx.execute("UPDATE meta SET revision = ?1 WHERE id = 1", [revision])
         .map_err(sql_err("cannot advance the revision"))?;
     tx.commit().map_err(sql_err(format!("cannot commit job {name}")))?;
@@ -183,7 +216,12 @@ fn put_locked(state: &mut State, mut job: Job, precondition: Precondition) -> Re
     Ok(PutOutcome { previous, job, revision })
 }
 
-fn delete_locked(state: &mut State, name: &JobName, expected: Option<u64>) -> Result<Option<Job>, BackendError> {
+fn delete_locked(
+    state: &mut State,
+    name: &JobName,
+    expected: Option<u64>,
+    audit: Option<&AuditContext>,
+) -> Result<Option<Job>, BackendError> {
     let tx = state
         .conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -213,6 +251,9 @@ fn delete_locked(state: &mut State, name: &JobName, expected: Option<u64>) -> Re
     let revision = read_revision(&tx).map_err(sql_err("cannot read the revision"))? + 1;
     tx.execute("DELETE FROM jobs WHERE name = ?1", [name.as_str()])
         .map_err(sql_err(format!("cannot delete job {name}")))?;
+    if let Some(ctx) = audit {
+        insert_audit(&tx, &ctx.entry(name, previous.as_ref(), None, Utc::now()))?;
+    }
     tx.execute("UPDATE meta SET revision = ?1 WHERE id = 1", [revision])
         .map_err(sql_err("cannot advance the revision"))?;
     tx.commit().map_err(sql_err(format!("cannot commit the delete of job {name}")))?;
@@ -220,11 +261,14 @@ fn delete_locked(state: &mut State, name: &JobName, expected: Option<u64>) -> Re
     Ok(previous)
 }
 
-fn signal_locked(state: &mut State, signal: Signal) -> Result<Revision, BackendError> {
+fn signal_locked(state: &mut State, signal: Signal, audit: Option<&AuditEntry>) -> Result<Revision, BackendError> {
     let tx = state
         .conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(sql_err("cannot begin a signal"))?;
+    if let Some(entry) = audit {
+        insert_audit(&tx, entry)?;
+    }
     let revision = read_revision(&tx).map_err(sql_err("cannot read the revision"))? + 1;
     tx.execute("UPDATE meta SET revision = ?1 WHERE id = 1", [revision])
         .map_err(sql_err("cannot advance the revision"))?;
@@ -311,16 +355,101 @@ impl JobStore for EmbeddedJobStore {
     }
 
     async fn put(&self, job: Job, precondition: Precondition) -> Result<PutOutcome, BackendError> {
-        with_locked(&self.state, BACKEND, move |state| put_locked(state, job, precondition)).await
+        with_locked(&self.state, BACKEND, move |state| put_locked(state, job, precondition, None)).await
     }
 
     async fn delete(&self, name: &JobName, expected_version: Option<u64>) -> Result<Option<Job>, BackendError> {
         let name = name.clone();
-        with_locked(&self.state, BACKEND, move |state| delete_locked(state, &name, expected_version)).await
+        with_locked(&self.state, BACKEND, move |state| delete_locked(state, &name, expected_version, None)).await
     }
 
     async fn signal(&self, signal: Signal) -> Result<Revision, BackendError> {
-        with_locked(&self.state, BACKEND, move |state| signal_locked(state, signal)).await
+        with_locked(&self.state, BACKEND, move |state| signal_locked(state, signal, None)).await
+    }
+
+    async fn put_audited(
+        &self,
+        job: Job,
+        precondition: Precondition,
+        audit: AuditContext,
+    ) -> Result<PutOutcome, BackendError> {
+        with_locked(&self.state, BACKEND, move |state| put_locked(state, job, precondition, Some(&audit))).await
+    }
+
+    async fn delete_audited(
+        &self,
+        name: &JobName,
+        expected_version: Option<u64>,
+        audit: AuditContext,
+    ) -> Result<Option<Job>, BackendError> {
+        let name = name.clone();
+        with_locked(&self.state, BACKEND, move |state| delete_locked(state, &name, expected_version, Some(&audit)))
+            .await
+    }
+
+    async fn signal_audited(
+        &self,
+        signal: Signal,
+        current: Option<Job>,
+        audit: AuditContext,
+    ) -> Result<Revision, BackendError> {
+        let job = match &signal {
+            Signal::Kill { job, .. } | Signal::RunNow { job, .. } => job.clone(),
+        };
+        let entry = audit.entry(&job, current.as_ref(), current.as_ref(), Utc::now());
+        with_locked(&self.state, BACKEND, move |state| signal_locked(state, signal, Some(&entry))).await
+    }
+
+    async fn audit(&self, query: &AuditQuery) -> Result<AuditPage, BackendError> {
+        let query = query.clone();
+        with_locked(&self.state, BACKEND, move |state| {
+            let limit = query.limit.max(1);
+            let mut stmt = state
+                .conn
+                .prepare(
+                    "SELECT id, json FROM audit
+                     WHERE (?1 IS NULL OR job = ?1) AND (?2 IS NULL OR actor = ?2) AND (?3 IS NULL OR id < ?3)
+                     ORDER BY id DESC LIMIT ?4",
+                )
+                .map_err(sql_err("cannot prepare the audit query"))?;
+            let rows: Vec<(String, String)> = stmt
+                .query_map(
+                    rusqlite::params![
+                        query.job.as_ref().map(JobName::as_str),
+                        query.actor.as_deref(),
+                        query.before.as_deref(),
+                        i64::from(limit) + 1
+                    ],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .map_err(sql_err("cannot read the audit log"))?
+                .collect::<Result<_, _>>()
+                .map_err(sql_err("cannot read the audit log"))?;
+            let entries = rows
+                .into_iter()
+                .filter_map(|(id, json)| match serde_json::from_str::<AuditEntry>(&json) {
+                    Ok(entry) => Some(entry),
+                    Err(e) => {
+                        log::warn!("Skipping an audit entry that does not parse. id={id} error={e}");
+                        None
+                    }
+                })
+                .collect();
+            Ok(AuditPage::from_overfetch(entries, limit))
+        })
+        .await
+    }
+
+    async fn purge_audit_before(&self, cutoff: DateTime<Utc>) -> Result<u64, BackendError> {
+        let bound = id_bound(cutoff);
+        with_locked(&self.state, BACKEND, move |state| {
+            let n = state
+                .conn
+                .execute("DELETE FROM audit WHERE id < ?1", [bound])
+                .map_err(sql_err("cannot purge the audit log"))?;
+            Ok(n as u64)
+        })
+        .await
     }
 
     async fn watch(&self, from: Revision) -> Result<WatchStream, BackendError> {
@@ -375,6 +504,12 @@ mod tests {
     async fn passes_concurrent_writers_conformance() {
         let dir = tempfile::tempdir().expect("tempdir");
         conformance::job_store_concurrent_writers(store(&dir)).await;
+    }
+
+    #[tokio::test]
+    async fn passes_audit_conformance() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        conformance::job_store_audit(store(&dir)).await;
     }
 
     #[tokio::test]

@@ -53,6 +53,8 @@ impl SqliteLogStore {
              CREATE INDEX IF NOT EXISTS runs_start ON runs (start_ms DESC, id DESC);",
         )
         .map_err(sql_err(format!("cannot create the runs table in {}", path.display())))?;
+        add_job_version_column(&conn)
+            .map_err(sql_err(format!("cannot migrate the runs table in {}", path.display())))?;
         log::info!("Embedded log store opened. path={}", path.display());
         Ok(Self { conn: Arc::new(Mutex::new(conn)), path: path.to_owned() })
     }
@@ -61,6 +63,17 @@ impl SqliteLogStore {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// Migration: databases made before runs recorded their job version get the column (older rows
+/// keep it NULL).
+fn add_job_version_column(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
+    let has: bool = conn.prepare("SELECT 1 FROM pragma_table_info('runs') WHERE name = 'job_version'")?.exists([])?;
+    if !has {
+        conn.execute_batch("ALTER TABLE runs ADD COLUMN job_version INTEGER")?;
+        log::info!("Embedded log store migrated: runs now record their job version.");
+    }
+    Ok(())
 }
 
 fn parse_record(id: &str, json: &str) -> Result<RunRecord, BackendError> {
@@ -216,9 +229,11 @@ impl LogStore for SqliteLogStore {
                 // start record must not resurrect a finished run).
                 let mut stmt = tx
                     .prepare_cached(
-                        "INSERT INTO runs (id, job, status, worker, start_ms, json) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                        "INSERT INTO runs (id, job, status, worker, start_ms, json, job_version)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, json_extract(?6, '$.job_version'))
                          ON CONFLICT(id) DO UPDATE SET job = excluded.job, status = excluded.status,
-                             worker = excluded.worker, start_ms = excluded.start_ms, json = excluded.json
+                             worker = excluded.worker, start_ms = excluded.start_ms, json = excluded.json,
+                             job_version = excluded.job_version
                          WHERE runs.status = 'running' OR excluded.status != 'running'",
                     )
                     .map_err(sql_err("cannot prepare the run upsert"))?;

@@ -7,23 +7,33 @@
 //! `killer/` and, ignored, `requests/` and the seed's `lock/`), mapped to [`Change`]s; a
 //! compacted start or a watcher that fell behind ends the stream with `Compacted`, a broken
 //! stream with `Unavailable`.
+//!
+//! Audit entries live under `audit/<13-digit ms>-<uuid>` and are written in the same txn as the
+//! change they record; they sort before `jobs/`, outside the watch's range. A page of entries is
+//! read newest first with a descending range read, filtered here.
 
 use std::collections::VecDeque;
 
 use async_trait::async_trait;
-use chrono::Utc;
-use etcd_client::{Compare, CompareOp, EventType, GetOptions, PutOptions, Txn, TxnOp, WatchOptions};
+use chrono::{DateTime, Utc};
+use etcd_client::{
+    Compare, CompareOp, DeleteOptions, EventType, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp,
+    WatchOptions,
+};
 use futures::StreamExt;
 
 use super::{corrupt, section, Ctx};
 use crate::backend::jobs::{Change, JobStore, Precondition, PutOutcome, Signal, WatchEvent, WatchStream};
 use crate::backend::BackendError;
-use crate::domain::{Job, JobName, Revision, RunId};
+use crate::domain::audit::{id_bound, AuditEntry};
+use crate::domain::{AuditContext, AuditPage, AuditQuery, Job, JobName, Revision, RunId};
 
 /// Lease of a kill or run-now key, seconds (the seed's master uses 1 s; etcd may round it up).
 const SIGNAL_TTL_SECS: i64 = 1;
 /// Most compare-and-set attempts of one write under contention.
 const MAX_ATTEMPTS: usize = 64;
+/// Audit entries read per request while filling a page.
+const AUDIT_BATCH: i64 = 200;
 
 /// Jobs and signals in etcd.
 pub struct EtcdJobStore {
@@ -75,18 +85,133 @@ impl EtcdJobStore {
         Ok(resp.succeeded().then_some(Revision(revision)))
     }
 
-    async fn put_signal(&self, section: &str, job: &JobName, value: String) -> Result<Revision, BackendError> {
+    /// Puts a signal key on a short lease, with `extra` ops (an audit entry) in the same txn.
+    async fn put_signal(
+        &self,
+        section: &str,
+        job: &JobName,
+        value: String,
+        extra: Vec<TxnOp>,
+    ) -> Result<Revision, BackendError> {
         let mut client = self.ctx.client.clone();
         let lease = self.ctx.call("cannot grant a signal lease", client.lease_grant(SIGNAL_TTL_SECS, None)).await?;
         let key = self.ctx.keys.key(section, job.as_str());
-        let resp = self
-            .ctx
-            .call(
-                &format!("cannot signal job {job}"),
-                client.put(key, value, Some(PutOptions::new().with_lease(lease.id()))),
-            )
-            .await?;
+        let mut ops = vec![TxnOp::put(key, value, Some(PutOptions::new().with_lease(lease.id())))];
+        ops.extend(extra);
+        let resp = self.ctx.call(&format!("cannot signal job {job}"), client.txn(Txn::new().and_then(ops))).await?;
         Ok(Revision(resp.header().map_or(0, |h| h.revision())))
+    }
+
+    /// The op writing `entry` under `audit/<id>`.
+    fn audit_op(&self, entry: &AuditEntry) -> Result<TxnOp, BackendError> {
+        let json = serde_json::to_string(entry)
+            .map_err(|e| corrupt(format!("audit entry of job {} cannot be serialized: {e}", entry.job)))?;
+        Ok(TxnOp::put(self.ctx.keys.key(section::AUDIT, &entry.id), json, None))
+    }
+
+    async fn put_with(
+        &self,
+        job: Job,
+        precondition: Precondition,
+        audit: Option<&AuditContext>,
+    ) -> Result<PutOutcome, BackendError> {
+        let name = job.name.clone();
+        let key = self.ctx.keys.key(section::JOBS, name.as_str());
+        for _ in 0..MAX_ATTEMPTS {
+            let stored = self.read(&name).await?;
+            let read_rev = stored.as_ref().map(|(_, rev)| *rev);
+            let previous = match stored {
+                None => None,
+                Some((Ok(prev), _)) => Some(prev),
+                // An unreadable job may be overwritten, but not compared with.
+                Some((Err(e), _)) => match precondition {
+                    Precondition::Any => {
+                        log::warn!("Overwriting a stored job that does not parse. key={key} error={e}");
+                        None
+                    }
+                    Precondition::Absent => return Err(BackendError::JobExists { name }),
+                    Precondition::Version(_) => return Err(e),
+                },
+            };
+            match (precondition, &previous, read_rev) {
+                (Precondition::Absent, _, Some(_)) => return Err(BackendError::JobExists { name }),
+                (Precondition::Version(_), None, _) => return Err(BackendError::JobNotFound { name }),
+                (Precondition::Version(expected), Some(prev), _) if prev.version != expected => {
+                    return Err(BackendError::VersionConflict { name, expected, found: prev.version })
+                }
+                _ => {}
+            }
+            let now = Utc::now();
+            let mut stored_job = job.clone();
+            stored_job.version = previous.as_ref().map_or(1, |p| p.version + 1);
+            stored_job.created_at = previous.as_ref().map_or(now, |p| p.created_at);
+            stored_job.updated_at = now;
+            let json = serde_json::to_string(&stored_job)
+                .map_err(|e| corrupt(format!("job {name} cannot be serialized: {e}")))?;
+            let mut ops = vec![TxnOp::put(key.clone(), json, None)];
+            if let Some(ctx) = audit {
+                ops.push(self.audit_op(&ctx.entry(&name, previous.as_ref(), Some(&stored_job), now))?);
+            }
+            if let Some(revision) = self.write_if_unchanged(&name, read_rev, ops).await? {
+                return Ok(PutOutcome { previous, job: stored_job, revision });
+            }
+        }
+        Err(contention(&name))
+    }
+
+    async fn delete_with(
+        &self,
+        name: &JobName,
+        expected_version: Option<u64>,
+        audit: Option<&AuditContext>,
+    ) -> Result<Option<Job>, BackendError> {
+        let key = self.ctx.keys.key(section::JOBS, name.as_str());
+        for _ in 0..MAX_ATTEMPTS {
+            let (previous, read_rev) = match (self.read(name).await?, expected_version) {
+                (None, None) => return Ok(None),
+                (None, Some(_)) => return Err(BackendError::JobNotFound { name: name.clone() }),
+                (Some((parsed, rev)), None) => match parsed {
+                    Ok(prev) => (Some(prev), rev),
+                    Err(e) => {
+                        log::warn!("Deleting a stored job that does not parse. key={key} error={e}");
+                        (None, rev)
+                    }
+                },
+                (Some((parsed, rev)), Some(expected)) => {
+                    let prev = parsed?;
+                    if prev.version != expected {
+                        return Err(BackendError::VersionConflict {
+                            name: name.clone(),
+                            expected,
+                            found: prev.version,
+                        });
+                    }
+                    (Some(prev), rev)
+                }
+            };
+            // The claim high-water mark goes with the job.
+            let mut ops = vec![
+                TxnOp::delete(key.clone(), None),
+                TxnOp::delete(self.ctx.keys.key(section::CLAIM, name.as_str()), None),
+            ];
+            if let Some(ctx) = audit {
+                ops.push(self.audit_op(&ctx.entry(name, previous.as_ref(), None, Utc::now()))?);
+            }
+            if self.write_if_unchanged(name, Some(read_rev), ops).await?.is_some() {
+                return Ok(previous);
+            }
+        }
+        Err(contention(name))
+    }
+
+    async fn signal_with(&self, signal: Signal, extra: Vec<TxnOp>) -> Result<Revision, BackendError> {
+        match signal {
+            Signal::Kill { job, run } => {
+                let value = run.map(|r| serde_json::json!({ "run": r }).to_string()).unwrap_or_default();
+                self.put_signal(section::KILLER, &job, value, extra).await
+            }
+            Signal::RunNow { job, request } => self.put_signal(section::RUN, &job, request, extra).await,
+        }
     }
 }
 
@@ -195,92 +320,94 @@ impl JobStore for EtcdJobStore {
     }
 
     async fn put(&self, job: Job, precondition: Precondition) -> Result<PutOutcome, BackendError> {
-        let name = job.name.clone();
-        let key = self.ctx.keys.key(section::JOBS, name.as_str());
-        for _ in 0..MAX_ATTEMPTS {
-            let stored = self.read(&name).await?;
-            let read_rev = stored.as_ref().map(|(_, rev)| *rev);
-            let previous = match stored {
-                None => None,
-                Some((Ok(prev), _)) => Some(prev),
-                // An unreadable job may be overwritten, but not compared with.
-                Some((Err(e), _)) => match precondition {
-                    Precondition::Any => {
-                        log::warn!("Overwriting a stored job that does not parse. key={key} error={e}");
-                        None
-                    }
-                    Precondition::Absent => return Err(BackendError::JobExists { name }),
-                    Precondition::Version(_) => return Err(e),
-                },
-            };
-            match (precondition, &previous, read_rev) {
-                (Precondition::Absent, _, Some(_)) => return Err(BackendError::JobExists { name }),
-                (Precondition::Version(_), None, _) => return Err(BackendError::JobNotFound { name }),
-                (Precondition::Version(expected), Some(prev), _) if prev.version != expected => {
-                    return Err(BackendError::VersionConflict { name, expected, found: prev.version })
-                }
-                _ => {}
-            }
-            let now = Utc::now();
-            let mut stored_job = job.clone();
-            stored_job.version = previous.as_ref().map_or(1, |p| p.version + 1);
-            stored_job.created_at = previous.as_ref().map_or(now, |p| p.created_at);
-            stored_job.updated_at = now;
-            let json = serde_json::to_string(&stored_job)
-                .map_err(|e| corrupt(format!("job {name} cannot be serialized: {e}")))?;
-            let ops = vec![TxnOp::put(key.clone(), json, None)];
-            if let Some(revision) = self.write_if_unchanged(&name, read_rev, ops).await? {
-                return Ok(PutOutcome { previous, job: stored_job, revision });
-            }
-        }
-        Err(contention(&name))
+        self.put_with(job, precondition, None).await
     }
 
     async fn delete(&self, name: &JobName, expected_version: Option<u64>) -> Result<Option<Job>, BackendError> {
-        let key = self.ctx.keys.key(section::JOBS, name.as_str());
-        for _ in 0..MAX_ATTEMPTS {
-            let (previous, read_rev) = match (self.read(name).await?, expected_version) {
-                (None, None) => return Ok(None),
-                (None, Some(_)) => return Err(BackendError::JobNotFound { name: name.clone() }),
-                (Some((parsed, rev)), None) => match parsed {
-                    Ok(prev) => (Some(prev), rev),
-                    Err(e) => {
-                        log::warn!("Deleting a stored job that does not parse. key={key} error={e}");
-                        (None, rev)
-                    }
-                },
-                (Some((parsed, rev)), Some(expected)) => {
-                    let prev = parsed?;
-                    if prev.version != expected {
-                        return Err(BackendError::VersionConflict {
-                            name: name.clone(),
-                            expected,
-                            found: prev.version,
-                        });
-                    }
-                    (Some(prev), rev)
-                }
-            };
-            // The claim high-water mark goes with the job.
-            let ops = vec![
-                TxnOp::delete(key.clone(), None),
-                TxnOp::delete(self.ctx.keys.key(section::CLAIM, name.as_str()), None),
-            ];
-            if self.write_if_unchanged(name, Some(read_rev), ops).await?.is_some() {
-                return Ok(previous);
-            }
-        }
-        Err(contention(name))
+        self.delete_with(name, expected_version, None).await
     }
 
     async fn signal(&self, signal: Signal) -> Result<Revision, BackendError> {
-        match signal {
-            Signal::Kill { job, run } => {
-                let value = run.map(|r| serde_json::json!({ "run": r }).to_string()).unwrap_or_default();
-                self.put_signal(section::KILLER, &job, value).await
+        self.signal_with(signal, Vec::new()).await
+    }
+
+    async fn put_audited(
+        &self,
+        job: Job,
+        precondition: Precondition,
+        audit: AuditContext,
+    ) -> Result<PutOutcome, BackendError> {
+        self.put_with(job, precondition, Some(&audit)).await
+    }
+
+    async fn delete_audited(
+        &self,
+        name: &JobName,
+        expected_version: Option<u64>,
+        audit: AuditContext,
+    ) -> Result<Option<Job>, BackendError> {
+        self.delete_with(name, expected_version, Some(&audit)).await
+    }
+
+    async fn signal_audited(
+        &self,
+        signal: Signal,
+        current: Option<Job>,
+        audit: AuditContext,
+    ) -> Result<Revision, BackendError> {
+        let job = match &signal {
+            Signal::Kill { job, .. } | Signal::RunNow { job, .. } => job.clone(),
+        };
+        let entry = audit.entry(&job, current.as_ref(), current.as_ref(), Utc::now());
+        let op = self.audit_op(&entry)?;
+        self.signal_with(signal, vec![op]).await
+    }
+
+    async fn audit(&self, query: &AuditQuery) -> Result<AuditPage, BackendError> {
+        let want = query.limit.max(1) as usize + 1;
+        let start = self.ctx.keys.dir(section::AUDIT);
+        let mut end = match &query.before {
+            Some(cursor) => self.ctx.keys.key(section::AUDIT, cursor).into_bytes(),
+            None => self.ctx.keys.range_end(section::AUDIT).into_bytes(),
+        };
+        let mut client = self.ctx.client.clone();
+        let mut found = Vec::new();
+        while found.len() < want {
+            let options = GetOptions::new()
+                .with_range(end.clone())
+                .with_sort(SortTarget::Key, SortOrder::Descend)
+                .with_limit(AUDIT_BATCH);
+            let resp = self.ctx.call("cannot read the audit log", client.get(start.clone(), Some(options))).await?;
+            let kvs = resp.kvs();
+            let Some(last) = kvs.last() else { break };
+            end = last.key().to_vec();
+            for kv in kvs {
+                match serde_json::from_slice::<AuditEntry>(kv.value()) {
+                    Ok(entry) if query.matches(&entry) => found.push(entry),
+                    Ok(_) => {}
+                    Err(e) => log::warn!(
+                        "Skipping an audit entry that does not parse. key={} error={e}",
+                        String::from_utf8_lossy(kv.key())
+                    ),
+                }
             }
-            Signal::RunNow { job, request } => self.put_signal(section::RUN, &job, request).await,
+            if !resp.more() {
+                break;
+            }
         }
+        found.truncate(want);
+        Ok(AuditPage::from_overfetch(found, query.limit.max(1)))
+    }
+
+    async fn purge_audit_before(&self, cutoff: DateTime<Utc>) -> Result<u64, BackendError> {
+        let mut client = self.ctx.client.clone();
+        let start = self.ctx.keys.dir(section::AUDIT);
+        let end = self.ctx.keys.key(section::AUDIT, &id_bound(cutoff));
+        let resp = self
+            .ctx
+            .call("cannot purge the audit log", client.delete(start, Some(DeleteOptions::new().with_range(end))))
+            .await?;
+        Ok(u64::try_from(resp.deleted()).unwrap_or(0))
     }
 
     async fn watch(&self, from: Revision) -> Result<WatchStream, BackendError> {

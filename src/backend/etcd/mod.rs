@@ -107,6 +107,8 @@ pub(crate) mod section {
     pub(crate) const RUNNING: &str = "running";
     /// Claimed run-now requests and lost-run records (one-hour lease).
     pub(crate) const REQUESTS: &str = "requests";
+    /// Audit entries, `<13-digit ms>-<uuid>` (outside the job watch's range).
+    pub(crate) const AUDIT: &str = "audit";
 }
 
 /// The three etcd-backed ports, sharing one client and one session.

@@ -13,6 +13,7 @@
 //! | `exitCode`, `signal` | int32 or null | ours |
 //! | `durationMs` | int64 or null | ours |
 //! | `attempt` | int32, `fence` int64, `outputBytes` int64, `outputTruncated` bool | ours |
+//! | `jobVersion` | int64 or null: the job definition's version the run ran | ours |
 //! | `expireAt` | date | ours, only when the run's retention is finite (TTL index) |
 //!
 //! A seed document (no `status`) reads as `succeeded` when `err` is empty, else `failed`, with
@@ -370,6 +371,7 @@ pub fn to_document(r: &RunRecord, expire_at: Option<DateTime<Utc>>) -> Document 
         "durationMs": r.duration_ms.map_or(Bson::Null, |d| Bson::Int64(i64::try_from(d).unwrap_or(i64::MAX))),
         "attempt": i32::try_from(r.attempt).unwrap_or(i32::MAX),
         "fence": r.fence.0,
+        "jobVersion": r.job_version.map_or(Bson::Null, |v| Bson::Int64(i64::try_from(v).unwrap_or(i64::MAX))),
         "outputBytes": i64::try_from(r.output_bytes).unwrap_or(i64::MAX),
         "outputTruncated": r.output_truncated || capped.is_some(),
     };
@@ -442,6 +444,7 @@ pub fn from_document(d: &Document) -> Result<RunRecord, String> {
         worker: WorkerId(text("worker")),
         attempt: int(d.get("attempt")).and_then(|a| u32::try_from(a).ok()).filter(|a| *a > 0).unwrap_or(1),
         fence: Fence(int(d.get("fence")).unwrap_or(0)),
+        job_version: int(d.get("jobVersion")).and_then(|v| u64::try_from(v).ok()),
     })
 }
 
