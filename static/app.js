@@ -166,7 +166,7 @@ async function showConsole() {
 setUnauthorizedHandler((_err, hadToken) => {
   clearToken();
   showLogin(hadToken
-    ? "The server refused this token. Check api_token in the server's configuration and try again."
+    ? "The server refused this token. Check data_dir/api_token on the server (or its api_token / api_token_file setting) and try again."
     : "This server needs its API token.", hadToken);
 });
 
