@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use futures::stream::BoxStream;
 
 use super::BackendError;
-use crate::domain::{Job, JobName, Revision, RunId};
+use crate::domain::{InvalidJob, Job, JobName, Revision, RunId};
 
 /// A condition a write must meet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +56,20 @@ pub enum Change {
     Delete(JobName),
     /// Control signal.
     Signal(Signal),
+    /// A job document was written that is not a valid job (issue 9, item 8): its previous
+    /// definition stops too, and it is reported until fixed.
+    Invalid(InvalidJob),
+}
+
+/// A full read of the job store at one revision.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct JobSnapshot {
+    /// Every valid job.
+    pub jobs: Vec<Job>,
+    /// Every stored document under a job key that is not a valid job, with the reason.
+    pub invalid: Vec<InvalidJob>,
+    /// The revision the read is consistent at.
+    pub revision: Revision,
 }
 
 /// One change with the store revision that made it.
@@ -80,6 +94,18 @@ pub trait JobStore: Send + Sync + 'static {
     /// `Unavailable` when the store cannot be read. Entries that do not parse as jobs are
     /// skipped with a warning, not returned as errors.
     async fn snapshot(&self) -> Result<(Vec<Job>, Revision), BackendError>;
+
+    /// Every job, every stored document that is not a valid job (validated exactly as API input,
+    /// see [`Job::from_stored`]) and the revision, in one consistent read. Adapters whose
+    /// documents can be written around distcron (etcd, the embedded file) override this; the
+    /// default reports no invalid documents.
+    ///
+    /// # Errors
+    /// `Unavailable` when the store cannot be read.
+    async fn snapshot_checked(&self) -> Result<JobSnapshot, BackendError> {
+        let (jobs, revision) = self.snapshot().await?;
+        Ok(JobSnapshot { jobs, invalid: Vec::new(), revision })
+    }
 
     /// One job.
     ///
