@@ -366,7 +366,16 @@ impl Job {
     /// An [`InvalidJob`] with the reason; never panics, whatever the bytes.
     pub fn from_stored(name: &JobName, value: &[u8]) -> Result<Job, InvalidJob> {
         let invalid = |reason: String| InvalidJob { name: name.clone(), reason: bounded_reason(&reason) };
-        let mut job: Job = serde_json::from_slice(value).map_err(|e| invalid(format!("does not parse: {e}")))?;
+        let de = &mut serde_json::Deserializer::from_slice(value);
+        let mut job: Job = serde_path_to_error::deserialize(de).map_err(|e| {
+            // Name the field ("timeout_secs: invalid type: floating point `1e19`, expected u64").
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            match path.as_str() {
+                "" | "." => invalid(format!("does not parse: {inner}")),
+                field => invalid(format!("{field}: does not parse: {inner}")),
+            }
+        })?;
         job.name = name.clone();
         validate(&job).map_err(|e| invalid(e.to_string()))?;
         Ok(job)
