@@ -61,6 +61,10 @@ pub struct EtcdTls {
     pub client: Option<(PathBuf, PathBuf)>,
 }
 
+/// Tries of the start-up access check, and the pause between them.
+const ACCESS_CHECKS: usize = 5;
+const ACCESS_CHECK_PAUSE: Duration = Duration::from_millis(300);
+
 /// How often the etcd auth token is renewed in the background (etcd's default TTL is 5 min; a
 /// token found expired sooner is renewed on the spot).
 const TOKEN_REFRESH: Duration = Duration::from_secs(60);
@@ -139,6 +143,8 @@ pub(crate) mod section {
 /// The three etcd-backed ports, sharing one client and one session.
 #[derive(Clone)]
 pub struct EtcdBackend {
+    /// The endpoints (for the start-up access check).
+    endpoints: Vec<String>,
     /// Job store.
     pub jobs: Arc<EtcdJobStore>,
     /// Membership.
@@ -174,6 +180,7 @@ impl EtcdBackend {
         }
         let session = Arc::new(session::Session::new(ctx.clone(), settings.session_ttl));
         Ok(Self {
+            endpoints: settings.endpoints.clone(),
             jobs: Arc::new(EtcdJobStore::new(ctx.clone())),
             members: Arc::new(EtcdMembership::new(ctx.clone(), Arc::clone(&session))),
             claims: Arc::new(EtcdClaims::new(ctx, session)),
@@ -194,8 +201,51 @@ impl EtcdBackend {
     /// # Errors
     /// `Refused` or `Unavailable`.
     pub async fn check_access(&self) -> Result<(), BackendError> {
-        self.jobs.ping().await
+        // A TLS 1.3 server refuses a client certificate after the handshake: the first request
+        // may only see a broken pipe, a later one the alert. A few quick tries tell them apart.
+        let mut last = None;
+        for _ in 0..ACCESS_CHECKS {
+            match self.jobs.ping().await {
+                Ok(()) => return Ok(()),
+                Err(e @ BackendError::Refused { .. }) => return Err(e),
+                Err(e) => last = Some(e),
+            }
+            tokio::time::sleep(ACCESS_CHECK_PAUSE).await;
+        }
+        // A plain http:// endpoint that is really a TLS listener only breaks the pipe: ask it.
+        for endpoint in self.endpoints.iter().filter(|e| e.starts_with("http://")) {
+            if speaks_tls(endpoint).await {
+                return Err(refused(format!(
+                    "endpoint {endpoint} is a TLS listener: use https:// endpoints and set etcd.tls_ca_file (and a client certificate if etcd asks for one)"
+                )));
+            }
+        }
+        Err(last.unwrap_or_else(|| BackendError::Unavailable { backend: BACKEND, message: "no answer".into() }))
     }
+}
+
+/// Whether `endpoint` (`http://host:port`) treats a plain HTTP request like a TLS listener does
+/// (drops it unanswered, or answers with a TLS alert or Go's "HTTP request to an HTTPS server").
+/// Asked only when gRPC to it already failed; one second at most; false when nothing listens.
+async fn speaks_tls(endpoint: &str) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Some(authority) = endpoint.strip_prefix("http://").map(|rest| rest.split('/').next().unwrap_or(rest)) else {
+        return false;
+    };
+    let probe = async {
+        let mut stream = tokio::net::TcpStream::connect(authority).await.ok()?;
+        stream.write_all(b"GET /health HTTP/1.0\r\n\r\n").await.ok()?;
+        let mut buf = vec![0u8; 512];
+        // etcd's TLS listener drops a connection whose first bytes are no TLS handshake, without
+        // a word; a plain etcd answers the request.
+        let n = match stream.read(&mut buf).await {
+            Ok(n) => n,
+            Err(e) => return Some(e.kind() == std::io::ErrorKind::ConnectionReset),
+        };
+        let answer = &buf[..n];
+        Some(n == 0 || answer.first() == Some(&0x15) || String::from_utf8_lossy(answer).contains("HTTPS server"))
+    };
+    matches!(tokio::time::timeout(Duration::from_secs(1), probe).await, Ok(Some(true)))
 }
 
 /// etcd user credentials, the password read from `etcd.password_file`.

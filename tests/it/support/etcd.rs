@@ -90,17 +90,22 @@ impl EtcdTlsFiles {
         ca_params.distinguished_name.push(DnType::CommonName, "distcron test CA");
         let ca_cert = ca_params.self_signed(&ca_key).expect("CA cert");
         let issuer = Issuer::new(ca_params, ca_key);
-        let leaf = |cn: &str, sans: Vec<String>, usage: ExtendedKeyUsagePurpose| {
+        let leaf = |cn: &str, sans: Vec<String>, usage: Vec<ExtendedKeyUsagePurpose>| {
             let key = KeyPair::generate().expect("key");
             let mut params = CertificateParams::new(sans).expect("params");
             params.distinguished_name.push(DnType::CommonName, cn);
-            params.extended_key_usages = vec![usage];
+            params.extended_key_usages = usage;
             let cert = params.signed_by(&key, &issuer).expect("sign");
             (cert.pem(), key.serialize_pem())
         };
-        let (server_cert, server_key) =
-            leaf("127.0.0.1", vec!["127.0.0.1".into(), "localhost".into()], ExtendedKeyUsagePurpose::ServerAuth);
-        let (client_cert, client_key) = leaf("distcron", Vec::new(), ExtendedKeyUsagePurpose::ClientAuth);
+        // etcd's own gateway dials its client listener with the server certificate: it needs
+        // both usages, as etcd's documentation says.
+        let (server_cert, server_key) = leaf(
+            "127.0.0.1",
+            vec!["127.0.0.1".into(), "localhost".into()],
+            vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth],
+        );
+        let (client_cert, client_key) = leaf("distcron", Vec::new(), vec![ExtendedKeyUsagePurpose::ClientAuth]);
         EtcdTlsFiles {
             ca: write("ca.pem", ca_cert.pem()),
             server_cert: write("server.pem", server_cert),
