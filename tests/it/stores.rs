@@ -266,3 +266,34 @@ fn mongo_uri_file_keeps_the_uri_out_of_argv_and_config() {
     assert!(!status.success() && output.contains("mongo.uri_file"), "{output}");
     assert!(!output.contains("postgres://nope"), "the file's content is never echoed: {output}");
 }
+
+#[test]
+fn mongodb_over_tls_with_a_client_certificate_through_the_uri() {
+    let certs = tempfile::tempdir().expect("tempdir");
+    let tls = EtcdTlsFiles::generate(certs.path());
+    let mongo =
+        crate::support::ferretdb::FerretDb::start_tls(tls.ca.clone(), tls.server_cert.clone(), tls.server_key.clone());
+    let port = mongo.tls_port().expect("TLS port");
+    // tlsCertificateKeyFile: the client certificate and its key in one PEM file.
+    let client_pem = certs.path().join("client-with-key.pem");
+    let pem = format!(
+        "{}{}",
+        std::fs::read_to_string(&tls.client_cert).expect("cert"),
+        std::fs::read_to_string(&tls.client_key).expect("key")
+    );
+    std::fs::write(&client_pem, pem).expect("write");
+    let uri = format!(
+        "mongodb://127.0.0.1:{port}/?tls=true&tlsCAFile={}&tlsCertificateKeyFile={}",
+        tls.ca.display(),
+        client_pem.display()
+    );
+    let uri_file = certs.path().join("mongo-uri");
+    std::fs::write(&uri_file, format!("{uri}\n")).expect("write");
+    let node =
+        Node::start(&format!("[executor]\nshell = \"/bin/sh\"\n[mongo]\nuri_file = \"{}\"\n", uri_file.display()));
+    node.create_job(every_second("over-mongo-tls"));
+    let run = node.wait_run("over-mongo-tls", Duration::from_secs(30), succeeded);
+    assert!(run.is_some(), "{}\n---- ferretdb ----\n{}", node.log(), mongo.log());
+    let ready = node.get("/api/v1/health/ready").body;
+    assert_eq!(ready["backends"]["logs"]["ok"], true, "{ready}");
+}
