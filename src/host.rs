@@ -93,6 +93,17 @@ mod tests {
     }
 
     #[test]
+    fn the_process_is_made_non_dumpable_with_umask_077() {
+        let previous = harden_process();
+        let dumpable = nix::sys::prctl::get_dumpable();
+        let now = nix::sys::stat::umask(Mode::from_bits_truncate(previous));
+        // Restore both for the other tests of this process.
+        let _ = nix::sys::prctl::set_dumpable(true);
+        assert_eq!(dumpable.ok(), Some(false));
+        assert_eq!(now.bits(), 0o077);
+    }
+
+    #[test]
     fn existing_entries_are_tightened_and_private_ones_left_alone() {
         let root = tempfile::tempdir().expect("tempdir");
         let dir = root.path().join("data");
