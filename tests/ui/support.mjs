@@ -79,7 +79,7 @@ export async function startNode({ token }) {
     }
     rmSync(dir, { recursive: true, force: true });
   };
-  return { base, api, stop, stderr: () => stderr };
+  return { base, api, stop, stderr: () => stderr, dir };
 }
 
 /** Debian chromium, headless. */
