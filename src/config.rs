@@ -314,6 +314,16 @@ pub struct EtcdConfig {
     pub request_timeout_ms: u64,
     /// Longest wait for a connection to an endpoint, ms.
     pub connect_timeout_ms: u64,
+    /// PEM file of the CA that signed etcd's server certificate; set = TLS (`https://` endpoints).
+    pub tls_ca_file: String,
+    /// PEM client certificate for etcd's `--client-cert-auth` (with `tls_key_file`).
+    pub tls_cert_file: String,
+    /// PEM private key of `tls_cert_file`.
+    pub tls_key_file: String,
+    /// etcd user (etcd's own auth, `auth enable`); empty = none.
+    pub user: String,
+    /// File holding the etcd user's password (first line); never on the command line.
+    pub password_file: String,
 }
 
 /// `[mongo]`.
@@ -326,6 +336,9 @@ pub struct MongoConfig {
     pub database: String,
     /// Collection.
     pub collection: String,
+    /// File holding the URI (first line), so a password stays out of argv and the config file;
+    /// set instead of `uri`.
+    pub uri_file: String,
 }
 
 impl Default for Config {
@@ -410,13 +423,18 @@ impl Default for EtcdConfig {
             session_ttl_secs: 10,
             request_timeout_ms: 5_000,
             connect_timeout_ms: 3_000,
+            tls_ca_file: String::new(),
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
+            user: String::new(),
+            password_file: String::new(),
         }
     }
 }
 
 impl Default for MongoConfig {
     fn default() -> Self {
-        Self { uri: String::new(), database: "cron".into(), collection: "log".into() }
+        Self { uri: String::new(), database: "cron".into(), collection: "log".into(), uri_file: String::new() }
     }
 }
 
@@ -501,6 +519,12 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("auth.failed_per_sec", "DISTCRON_AUTH_FAILED_PER_SEC"),
     ("auth.tokens", "DISTCRON_AUTH_TOKENS"),
     ("audit.retention_days", "DISTCRON_AUDIT_RETENTION_DAYS"),
+    ("etcd.tls_ca_file", "DISTCRON_ETCD_TLS_CA_FILE"),
+    ("etcd.tls_cert_file", "DISTCRON_ETCD_TLS_CERT_FILE"),
+    ("etcd.tls_key_file", "DISTCRON_ETCD_TLS_KEY_FILE"),
+    ("etcd.user", "DISTCRON_ETCD_USER"),
+    ("etcd.password_file", "DISTCRON_ETCD_PASSWORD_FILE"),
+    ("mongo.uri_file", "DISTCRON_MONGO_URI_FILE"),
 ];
 
 impl Config {
@@ -577,6 +601,8 @@ impl Config {
     /// [`ConfigError::Invalid`] naming the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |key: &'static str, message: String| Err(ConfigError::Invalid { key, message });
+        self.check_ranges()?;
+        self.check_store_credentials()?;
         if self.listen_addr().is_none() {
             return bad("listen", format!("{:?} is not an address like 127.0.0.1:8070", self.listen));
         }
@@ -689,6 +715,79 @@ impl Config {
         self.listen_addr().is_some_and(|a| a.ip().is_loopback())
     }
 
+    /// Every numeric key with its accepted range (issue 9, item 8): (key, value, min, max).
+    /// Durations, sizes and pool sizes outside these stop the start with one line naming the
+    /// key and the range, before any arithmetic on them could overflow.
+    pub fn ranges(&self) -> Vec<(&'static str, u64, u64, u64)> {
+        const DAY_MS: u64 = 86_400_000;
+        const GIB: u64 = 1024 * 1024 * 1024;
+        let (s, e, l, h, d) = (&self.scheduler, &self.executor, &self.log_batch, &self.http, &self.etcd);
+        vec![
+            ("scheduler.shutdown_grace_secs", s.shutdown_grace_secs, 0, 86_400),
+            ("scheduler.misfire_grace_ms", s.misfire_grace_ms, 0, 7 * DAY_MS),
+            ("scheduler.heartbeat_secs", s.heartbeat_secs, 1, 3_600),
+            ("scheduler.failover_grace_ms", s.failover_grace_ms, 0, 3_600_000),
+            ("executor.pool_size", u64::from(e.pool_size), 1, 4_096),
+            ("executor.queue_capacity", u64::from(e.queue_capacity), 1, 10_000_000),
+            ("executor.max_output_bytes", e.max_output_bytes, 1_024, 64 * 1024 * 1024),
+            ("executor.kill_grace_ms", e.kill_grace_ms, 0, 3_600_000),
+            ("log_batch.max_records", u64::from(l.max_records), 1, 100_000),
+            ("log_batch.flush_ms", l.flush_ms, 1, 3_600_000),
+            ("log_batch.retry_initial_ms", l.retry_initial_ms, 1, DAY_MS),
+            ("log_batch.retry_max_ms", l.retry_max_ms, 1, DAY_MS),
+            ("log_batch.spool_max_bytes", l.spool_max_bytes, 1024 * 1024, 1024 * GIB),
+            ("log_batch.retention_days", u64::from(l.retention_days), 0, 36_500),
+            ("http.max_body_bytes", h.max_body_bytes, 1_024, GIB),
+            ("http.workers", u64::from(h.workers), 0, 1_024),
+            ("etcd.session_ttl_secs", d.session_ttl_secs, 2, 3_600),
+            ("etcd.request_timeout_ms", d.request_timeout_ms, 100, 600_000),
+            ("etcd.connect_timeout_ms", d.connect_timeout_ms, 100, 600_000),
+        ]
+    }
+
+    fn check_ranges(&self) -> Result<(), ConfigError> {
+        for (key, value, min, max) in self.ranges() {
+            if !(min..=max).contains(&value) {
+                return Err(ConfigError::Invalid { key, message: format!("{value} is outside {min}..={max}") });
+            }
+        }
+        Ok(())
+    }
+
+    /// TLS and credential keys that only make sense together (issue 9, item 5).
+    fn check_store_credentials(&self) -> Result<(), ConfigError> {
+        let bad = |key: &'static str, message: &str| Err(ConfigError::Invalid { key, message: message.to_owned() });
+        let etcd = &self.etcd;
+        if etcd.tls_cert_file.is_empty() != etcd.tls_key_file.is_empty() {
+            return bad("etcd.tls_cert_file", "set both etcd.tls_cert_file and etcd.tls_key_file, or neither");
+        }
+        if !etcd.tls_cert_file.is_empty() && etcd.tls_ca_file.is_empty() {
+            return bad("etcd.tls_ca_file", "a client certificate needs TLS: set etcd.tls_ca_file too");
+        }
+        if etcd.user.is_empty() != etcd.password_file.is_empty() {
+            return bad("etcd.password_file", "set both etcd.user and etcd.password_file, or neither");
+        }
+        if !etcd.user.is_empty() && etcd.user.contains(char::is_whitespace) {
+            return bad("etcd.user", "must not contain white space");
+        }
+        let tls = !etcd.tls_ca_file.is_empty();
+        for ep in &etcd.endpoints {
+            if tls && ep.starts_with("http://") {
+                let message = format!("{ep:?}: with etcd.tls_ca_file set, endpoints must be https://");
+                return Err(ConfigError::Invalid { key: "etcd.endpoints", message });
+            }
+            if !tls && ep.starts_with("https://") {
+                let message =
+                    format!("{ep:?}: an https:// endpoint needs etcd.tls_ca_file (the CA of etcd's certificate)");
+                return Err(ConfigError::Invalid { key: "etcd.endpoints", message });
+            }
+        }
+        if !self.mongo.uri.is_empty() && !self.mongo.uri_file.is_empty() {
+            return bad("mongo.uri_file", "set mongo.uri or mongo.uri_file, not both");
+        }
+        Ok(())
+    }
+
     /// The parsed listen address.
     pub fn listen_addr(&self) -> Option<SocketAddr> {
         self.listen.parse().ok()
@@ -712,12 +811,19 @@ impl Config {
             session_ttl: std::time::Duration::from_secs(self.etcd.session_ttl_secs),
             request_timeout: std::time::Duration::from_millis(self.etcd.request_timeout_ms),
             connect_timeout: std::time::Duration::from_millis(self.etcd.connect_timeout_ms),
+            tls: (!self.etcd.tls_ca_file.is_empty()).then(|| crate::backend::etcd::EtcdTls {
+                ca_file: PathBuf::from(&self.etcd.tls_ca_file),
+                client: (!self.etcd.tls_cert_file.is_empty())
+                    .then(|| (PathBuf::from(&self.etcd.tls_cert_file), PathBuf::from(&self.etcd.tls_key_file))),
+            }),
+            auth: (!self.etcd.user.is_empty())
+                .then(|| (self.etcd.user.clone(), PathBuf::from(&self.etcd.password_file))),
         }
     }
 
-    /// Whether MongoDB run logs are configured.
+    /// Whether MongoDB run logs are configured (`mongo.uri` or `mongo.uri_file`).
     pub fn uses_mongo(&self) -> bool {
-        !self.mongo.uri.is_empty()
+        !self.mongo.uri.is_empty() || !self.mongo.uri_file.is_empty()
     }
 }
 
@@ -923,6 +1029,58 @@ mod tests {
         assert_eq!(Config::load_from(&cli_with(&path), env).expect("env").api_token_file, PathBuf::from("/env/tok"));
         let cli = Cli { api_token_file: Some("/flag/tok".into()), ..cli_with(&path) };
         assert_eq!(Config::load_from(&cli, env).expect("flag").api_token_file, PathBuf::from("/flag/tok"));
+    }
+
+    #[test]
+    fn every_numeric_key_has_a_range_and_out_of_range_stops_the_start() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.toml");
+        let defaults = Config::default();
+        for (key, value, min, max) in defaults.ranges() {
+            assert!((min..=max).contains(&value), "default of {key} ({value}) is in its range");
+            let (section, field) = key.split_once('.').expect("dotted");
+            let mut cases = vec![max.saturating_add(1)];
+            if min > 0 {
+                cases.push(min - 1);
+            }
+            for v in cases {
+                // Values beyond the key's integer type fail to parse, also naming the key.
+                let text = format!("[{section}]\n{field} = {}\n", v.min(i64::MAX as u64));
+                std::fs::write(&path, &text).expect("write");
+                let msg = Config::load_from(&cli_with(&path), |_| None).expect_err(&text).to_string();
+                assert!(msg.contains(field), "{msg:?} names {key}");
+                assert!(!msg.contains('\n'), "one line: {msg:?}");
+                assert!(msg.contains(&format!("{min}..={max}")), "{msg:?} gives the range of {key}");
+            }
+        }
+        std::fs::write(&path, "[scheduler]\nmisfire_grace_ms = -5\n").expect("write");
+        let msg = Config::load_from(&cli_with(&path), |_| None).expect_err("negative").to_string();
+        assert!(msg.contains("misfire_grace_ms"), "{msg}");
+        std::fs::write(&path, "[etcd]\nconnect_timeout_ms = 18446744073709551615\n").expect("write");
+        let msg = Config::load_from(&cli_with(&path), |_| None).expect_err("huge").to_string();
+        assert!(!msg.contains('\n'), "{msg}");
+    }
+
+    #[test]
+    fn store_credentials_must_come_in_pairs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.toml");
+        let check = |text: &str, needle: &str| {
+            std::fs::write(&path, text).expect("write");
+            let msg = Config::load_from(&cli_with(&path), |_| None).expect_err(text).to_string();
+            assert!(msg.contains(needle), "{msg:?} should name {needle:?}");
+        };
+        check("[etcd]\ntls_cert_file = \"c.pem\"\n", "etcd.tls_cert_file");
+        check("[etcd]\ntls_cert_file = \"c.pem\"\ntls_key_file = \"k.pem\"\n", "etcd.tls_ca_file");
+        check("[etcd]\nuser = \"distcron\"\n", "etcd.password_file");
+        check("[etcd]\nendpoints = [\"https://127.0.0.1:2379\"]\n", "etcd.endpoints");
+        check("[etcd]\nendpoints = [\"http://127.0.0.1:2379\"]\ntls_ca_file = \"ca.pem\"\n", "etcd.endpoints");
+        check("[mongo]\nuri = \"mongodb://x\"\nuri_file = \"u\"\n", "mongo.uri_file");
+        std::fs::write(&path, "[etcd]\nendpoints = [\"https://127.0.0.1:2379\"]\ntls_ca_file = \"ca.pem\"\ntls_cert_file = \"c.pem\"\ntls_key_file = \"k.pem\"\nuser = \"u\"\npassword_file = \"p\"\n").expect("write");
+        let cfg = Config::load_from(&cli_with(&path), |_| None).expect("complete TLS + auth config");
+        let settings = cfg.etcd_settings();
+        assert!(settings.tls.is_some_and(|t| t.client.is_some()));
+        assert!(settings.auth.is_some());
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod backend;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod host;
 pub mod http;
 pub mod test_hooks;
 
@@ -36,10 +37,14 @@ pub fn run(mut config: Config) -> Result<(), StartupError> {
     test_hooks::warn_if_set();
     check_role(&config)?;
     http::check_listen_auth(&config)?;
+    // Issue 9, item 6: before any file is created.
+    host::harden_process();
     std::fs::create_dir_all(&config.data_dir).map_err(|source| StartupError::Io {
         context: format!("cannot create data_dir {}", config.data_dir.display()),
         source,
     })?;
+    host::tighten_data_dir(&config.data_dir)
+        .map_err(|source| StartupError::Io { context: "cannot tighten the modes under data_dir".into(), source })?;
     let _lock = lock_data_dir(&config.data_dir)?;
     // README "Security": auth is on unless insecure_no_auth; the token is generated under the lock.
     let token_source = api_token::resolve(&mut config)?;
@@ -115,6 +120,7 @@ async fn serve(
             scheduler: handles.scheduler.clone().recipient(),
             pool: handles.pool.clone().recipient(),
             log: handles.log.clone().recipient(),
+            watch: handles.watch.clone().recipient(),
         }),
         // ARCHITECTURE.md: a master is stateless HTTP over the stores; no scheduler to ask.
         Engine::Master(_) => None,

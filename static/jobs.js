@@ -69,6 +69,9 @@ export function mountJobs(root, ctx) {
   const tbody = h("tbody");
   const table = h("table", { id: "jobs", class: "grid jobs", "aria-busy": "true" }, caption, thead, tbody);
   const notice = h("div", { class: "view-notice", "aria-live": "polite" });
+  // Documents in the job store that are not valid jobs (written around the API): not planned.
+  const invalidBox = h("div", { id: "invalid-jobs", class: "invalid-jobs", "aria-live": "polite" });
+  let invalid = [];
 
   replace(root,
     h("div", { class: "view-head" },
@@ -78,6 +81,7 @@ export function mountJobs(root, ctx) {
       h("div", { class: "control" }, h("label", { for: "job-search" }, "Search"), search),
       h("div", { class: "control" }, h("label", { for: "job-sort" }, "Sort by"), h("div", { class: "inline" }, sortSelect, dirButton))),
     counts,
+    invalidBox,
     h("div", { class: "table-wrap" }, table),
     notice);
 
@@ -115,6 +119,17 @@ export function mountJobs(root, ctx) {
       replace(notice, jobsNote());
     }
     restoreFocus(root, keep);
+  }
+
+  function renderInvalid() {
+    if (invalid.length === 0) { replace(invalidBox); return; }
+    replace(invalidBox, h("div", { class: "warning" },
+      h("p", {}, invalid.length === 1
+        ? "1 job in the job store is invalid and is not planned until it is fixed there:"
+        : `${invalid.length} jobs in the job store are invalid and are not planned until they are fixed there:`),
+      h("ul", {}, invalid.map((j) => h("li", { dataset: { invalidJob: j.name } },
+        h("span", { class: "job-name" }, j.name), " ", h("span", { class: "tag invalid" }, "invalid"), " ",
+        h("span", { class: "muted" }, j.invalid))))));
   }
 
   let lastRunError = null;
@@ -302,6 +317,8 @@ export function mountJobs(root, ctx) {
       if (!alive) return;
       jobs = body.jobs || [];
       lastRunError = body.last_run_error || null;
+      invalid = body.invalid_jobs || [];
+      renderInvalid();
       ctx.error("jobs", null);
       render();
     } catch (e) {

@@ -271,3 +271,12 @@ pub struct LogStatus {
     /// Records in the dead-letter file (refused by the store for good).
     pub dead_lettered: u64,
 }
+
+// ---------------------------------------------------------------------------------------------
+// WatchActor
+
+/// HTTP -> WatchActor: the stored job documents that are not valid jobs (issue 9, item 8), for
+/// readiness.
+#[derive(Message, Debug)]
+#[rtype(result = "Vec<crate::domain::InvalidJob>")]
+pub struct GetInvalidJobs;

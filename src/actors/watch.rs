@@ -4,15 +4,20 @@
 //! forwards each change as a typed message. A broken stream resumes from the last revision
 //! seen; a compacted history triggers a full resync, so no update is ever missed or applied
 //! twice (ARCHITECTURE.md "Actors"). Store outages are logged once and retried with backoff.
+//!
+//! It also owns the set of stored documents that are not valid jobs (issue 9, item 8): such a
+//! document reaches the scheduler as a removal (its previous definition stops), is logged once
+//! per reason ([`InvalidJobs`]) and is answered to [`GetInvalidJobs`] for readiness. Validation
+//! itself is [`Job::from_stored`](crate::domain::Job::from_stored), in the adapters.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
 
-use super::messages::{JobRemoved, JobUpserted, KillRequested, Resynced, RunRequested, WatchLost};
+use super::messages::{GetInvalidJobs, JobRemoved, JobUpserted, KillRequested, Resynced, RunRequested, WatchLost};
 use crate::backend::{BackendError, Change, JobStore, Signal, WatchEvent};
-use crate::domain::{Backoff, Revision};
+use crate::domain::{Backoff, InvalidJob, JobName, Revision};
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -43,6 +48,56 @@ pub struct WatchActor {
     epoch: u64,
     backoff: Backoff,
     failing: bool,
+    invalid: InvalidJobs,
+}
+
+/// The stored documents that are not valid jobs, each logged once per distinct reason (not on
+/// every watch event or resync). Pure: unit tested alone.
+#[derive(Debug, Default)]
+pub struct InvalidJobs {
+    by_name: std::collections::BTreeMap<JobName, String>,
+}
+
+impl InvalidJobs {
+    /// Records `job` as invalid; true when it is new or its reason changed (and so was logged).
+    pub fn mark(&mut self, job: InvalidJob) -> bool {
+        if self.by_name.get(&job.name) == Some(&job.reason) {
+            return false;
+        }
+        log::error!(
+            "A stored job is invalid; it is not planned until it is fixed in the job store. job={} reason={}",
+            job.name,
+            job.reason
+        );
+        self.by_name.insert(job.name, job.reason);
+        true
+    }
+
+    /// The job is valid again or gone; true when it was invalid.
+    pub fn clear(&mut self, name: &JobName, valid_again: bool) -> bool {
+        let was = self.by_name.remove(name).is_some();
+        if was && valid_again {
+            log::info!("A stored job is valid again; planning it. job={name}");
+        }
+        was
+    }
+
+    /// Replaces the whole set after a full snapshot (logging only what is new).
+    pub fn replace_all(&mut self, invalid: Vec<InvalidJob>, valid: impl Iterator<Item = JobName>) {
+        for name in valid {
+            self.clear(&name, true);
+        }
+        let keep: std::collections::BTreeSet<JobName> = invalid.iter().map(|j| j.name.clone()).collect();
+        self.by_name.retain(|name, _| keep.contains(name));
+        for job in invalid {
+            self.mark(job);
+        }
+    }
+
+    /// Every invalid job, by name.
+    pub fn list(&self) -> Vec<InvalidJob> {
+        self.by_name.iter().map(|(name, reason)| InvalidJob { name: name.clone(), reason: reason.clone() }).collect()
+    }
 }
 
 impl WatchActor {
@@ -55,6 +110,7 @@ impl WatchActor {
             epoch: 0,
             backoff: Backoff::new(BACKOFF_MIN, BACKOFF_MAX),
             failing: false,
+            invalid: InvalidJobs::default(),
         }
     }
 
@@ -62,13 +118,20 @@ impl WatchActor {
         self.epoch += 1;
         let epoch = self.epoch;
         let jobs = self.jobs.clone();
-        ctx.spawn(async move { jobs.snapshot().await }.into_actor(self).map(move |res, act, ctx| {
+        ctx.spawn(async move { jobs.snapshot_checked().await }.into_actor(self).map(move |res, act, ctx| {
             if epoch != act.epoch {
                 return;
             }
             match res {
-                Ok((jobs, revision)) => {
-                    log::info!("Job store snapshot loaded. jobs={} revision={revision}", jobs.len());
+                Ok(snapshot) => {
+                    let (jobs, revision) = (snapshot.jobs, snapshot.revision);
+                    log::info!(
+                        "Job store snapshot loaded. jobs={} invalid={} revision={revision}",
+                        jobs.len(),
+                        snapshot.invalid.len()
+                    );
+                    // Invalid documents are left out of the job set: the scheduler drops them.
+                    act.invalid.replace_all(snapshot.invalid, jobs.iter().map(|j| j.name.clone()));
                     act.recovered();
                     act.last_revision = revision;
                     act.targets.resynced.do_send(Resynced { jobs, revision });
@@ -139,8 +202,20 @@ impl WatchActor {
         let revision = event.revision;
         // do_send: the scheduler's mailbox is unbounded by design; an update is never dropped.
         match event.change {
-            Change::Put(job) => self.targets.upserted.do_send(JobUpserted { job, revision }),
-            Change::Delete(name) => self.targets.removed.do_send(JobRemoved { name, revision }),
+            Change::Put(job) => {
+                self.invalid.clear(&job.name, true);
+                self.targets.upserted.do_send(JobUpserted { job, revision })
+            }
+            Change::Delete(name) => {
+                self.invalid.clear(&name, false);
+                self.targets.removed.do_send(JobRemoved { name, revision })
+            }
+            // Issue 9, item 8: the previous definition stops too.
+            Change::Invalid(invalid) => {
+                let name = invalid.name.clone();
+                self.invalid.mark(invalid);
+                self.targets.removed.do_send(JobRemoved { name, revision })
+            }
             Change::Signal(Signal::Kill { job, run }) => self.targets.kill.do_send(KillRequested { job, run }),
             Change::Signal(Signal::RunNow { job, request }) => self.targets.run.do_send(RunRequested { job, request }),
         }
@@ -154,6 +229,14 @@ impl Actor for WatchActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         self.resync(ctx);
+    }
+}
+
+impl Handler<GetInvalidJobs> for WatchActor {
+    type Result = MessageResult<GetInvalidJobs>;
+
+    fn handle(&mut self, _: GetInvalidJobs, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.invalid.list())
     }
 }
 
@@ -190,5 +273,28 @@ impl StreamHandler<(u64, Result<WatchEvent, BackendError>)> for WatchActor {
                 act.subscribe(ctx, from);
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn invalid(name: &str, reason: &str) -> InvalidJob {
+        InvalidJob { name: JobName::parse(name).expect("name"), reason: reason.into() }
+    }
+
+    #[test]
+    fn an_invalid_job_is_reported_once_per_reason_until_fixed() {
+        let mut set = InvalidJobs::default();
+        assert!(set.mark(invalid("a", "cron_expr: bad")));
+        assert!(!set.mark(invalid("a", "cron_expr: bad")), "same reason: not logged again");
+        assert!(set.mark(invalid("a", "timeout_secs: too big")), "new reason: logged");
+        set.replace_all(vec![invalid("a", "timeout_secs: too big"), invalid("b", "x")], std::iter::empty());
+        assert_eq!(set.list().len(), 2);
+        assert!(set.clear(&JobName::parse("a").expect("name"), true));
+        assert!(!set.clear(&JobName::parse("a").expect("name"), true));
+        set.replace_all(Vec::new(), std::iter::once(JobName::parse("b").expect("name")));
+        assert!(set.list().is_empty());
     }
 }

@@ -405,6 +405,7 @@ fn event_job(event: &WatchEvent) -> &JobName {
     match &event.change {
         Change::Put(job) => &job.name,
         Change::Delete(name) => name,
+        Change::Invalid(invalid) => &invalid.name,
         Change::Signal(Signal::Kill { job, .. } | Signal::RunNow { job, .. }) => job,
     }
 }

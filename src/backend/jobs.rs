@@ -6,7 +6,7 @@ use futures::stream::BoxStream;
 use super::BackendError;
 use chrono::{DateTime, Utc};
 
-use crate::domain::{AuditContext, AuditPage, AuditQuery, Job, JobName, Revision, RunId};
+use crate::domain::{AuditContext, AuditPage, AuditQuery, InvalidJob, Job, JobName, Revision, RunId};
 
 /// A condition a write must meet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +58,20 @@ pub enum Change {
     Delete(JobName),
     /// Control signal.
     Signal(Signal),
+    /// A job document was written that is not a valid job (issue 9, item 8): its previous
+    /// definition stops too, and it is reported until fixed.
+    Invalid(InvalidJob),
+}
+
+/// A full read of the job store at one revision.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct JobSnapshot {
+    /// Every valid job.
+    pub jobs: Vec<Job>,
+    /// Every stored document under a job key that is not a valid job, with the reason.
+    pub invalid: Vec<InvalidJob>,
+    /// The revision the read is consistent at.
+    pub revision: Revision,
 }
 
 /// One change with the store revision that made it.
@@ -82,6 +96,18 @@ pub trait JobStore: Send + Sync + 'static {
     /// `Unavailable` when the store cannot be read. Entries that do not parse as jobs are
     /// skipped with a warning, not returned as errors.
     async fn snapshot(&self) -> Result<(Vec<Job>, Revision), BackendError>;
+
+    /// Every job, every stored document that is not a valid job (validated exactly as API input,
+    /// see [`Job::from_stored`]) and the revision, in one consistent read. Adapters whose
+    /// documents can be written around distcron (etcd, the embedded file) override this; the
+    /// default reports no invalid documents.
+    ///
+    /// # Errors
+    /// `Unavailable` when the store cannot be read.
+    async fn snapshot_checked(&self) -> Result<JobSnapshot, BackendError> {
+        let (jobs, revision) = self.snapshot().await?;
+        Ok(JobSnapshot { jobs, invalid: Vec::new(), revision })
+    }
 
     /// One job.
     ///

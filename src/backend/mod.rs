@@ -19,7 +19,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use claims::{Claims, LostStream, RunningMark, TickClaim, TickRequest};
-pub use jobs::{Change, JobStore, Precondition, PutOutcome, Signal, WatchEvent, WatchStream};
+pub use jobs::{Change, JobSnapshot, JobStore, Precondition, PutOutcome, Signal, WatchEvent, WatchStream};
 pub use logs::{JobStats, LogStore, RetentionPolicy, RunCursor, RunFilter, RunPage, RunQuery};
 pub use members::{Membership, SessionEvent};
 
@@ -64,6 +64,15 @@ pub enum BackendError {
         /// Which backend (`embedded job store`, `etcd`, `mongodb`, ...).
         backend: &'static str,
         /// What failed.
+        message: String,
+    },
+    /// The store refused distcron's credentials or certificate (or a credential file is
+    /// unusable): the operator must act; retrying does not help.
+    #[error("{backend} refused access: {message}")]
+    Refused {
+        /// Which backend.
+        backend: &'static str,
+        /// What was refused and which keys to check.
         message: String,
     },
     /// Data in the store cannot be read back.
@@ -188,7 +197,11 @@ impl Backends {
         let (jobs, members, claims, coordination): (Arc<dyn JobStore>, Arc<dyn Membership>, Arc<dyn Claims>, _) =
             if config.uses_etcd() {
                 let etcd = etcd::EtcdBackend::connect(&config.etcd_settings()).await?;
-                if let Err(e) = etcd.ping().await {
+                if let Err(e) = etcd.check_access().await {
+                    // A refused certificate or password is a start-up error; an outage is not.
+                    if matches!(e, BackendError::Refused { .. }) {
+                        return Err(e);
+                    }
                     log::warn!(
                         "etcd does not answer yet; this node claims nothing until it does. endpoints={:?} error={e}",
                         config.etcd.endpoints
@@ -205,7 +218,7 @@ impl Backends {
             };
         // Run logs.
         let (logs, logs_kind): (Arc<dyn LogStore>, &'static str) = if config.uses_mongo() {
-            let settings = mongo::MongoSettings::from_config(config);
+            let settings = mongo::MongoSettings::from_config(config)?;
             (Arc::new(mongo::MongoLogStore::start(&settings).await?), "MongoDB")
         } else {
             (Arc::new(embedded::SqliteLogStore::open(&data_dir.join("runs.sqlite3"))?), "embedded (SQLite)")

@@ -89,8 +89,10 @@ pub enum ConcurrencyPolicy {
     Replace,
 }
 
-/// A job as stored and served.
+/// A job as stored and served. Unknown fields are rejected: a stored document is read exactly
+/// as strictly as one sent to the API (issue 9, item 8).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Job {
     /// Unique name; the store key.
     pub name: JobName,
@@ -341,6 +343,58 @@ pub fn validate(job: &Job) -> Result<(), JobValidationError> {
     Ok(())
 }
 
+/// Longest reason kept for an invalid stored job (a reason may quote part of the document).
+pub const MAX_INVALID_REASON_BYTES: usize = 512;
+
+/// A document in the job store that is not a valid job: not planned, reported with its reason
+/// (readiness, the job list) until it is fixed or deleted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InvalidJob {
+    /// The job's name, from its store key.
+    pub name: JobName,
+    /// Why it is not a valid job, in one line of at most [`MAX_INVALID_REASON_BYTES`].
+    pub reason: String,
+}
+
+impl Job {
+    /// Reads a job document found in the store under `name`, validated exactly as a job sent to
+    /// the API: unknown fields, values of the wrong type or out of range (`timeout_secs` =
+    /// 1e19), a broken cron expression or an oversized field make it invalid. The key names
+    /// the job (a seed document's `name` is the same).
+    ///
+    /// # Errors
+    /// An [`InvalidJob`] with the reason; never panics, whatever the bytes.
+    pub fn from_stored(name: &JobName, value: &[u8]) -> Result<Job, InvalidJob> {
+        let invalid = |reason: String| InvalidJob { name: name.clone(), reason: bounded_reason(&reason) };
+        let de = &mut serde_json::Deserializer::from_slice(value);
+        let mut job: Job = serde_path_to_error::deserialize(de).map_err(|e| {
+            // Name the field ("timeout_secs: invalid type: floating point `1e19`, expected u64").
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            match path.as_str() {
+                "" | "." => invalid(format!("does not parse: {inner}")),
+                field => invalid(format!("{field}: does not parse: {inner}")),
+            }
+        })?;
+        job.name = name.clone();
+        validate(&job).map_err(|e| invalid(e.to_string()))?;
+        Ok(job)
+    }
+}
+
+/// One line, cut at [`MAX_INVALID_REASON_BYTES`] on a character boundary.
+fn bounded_reason(reason: &str) -> String {
+    let line = reason.split_whitespace().collect::<Vec<_>>().join(" ");
+    if line.len() <= MAX_INVALID_REASON_BYTES {
+        return line;
+    }
+    let mut end = MAX_INVALID_REASON_BYTES;
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &line[..end])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -399,6 +453,31 @@ mod tests {
         bad(r#"{"name":"a","command":"x","cron_expr":"* * * * *","working_dir":"rel"}"#, "working_dir");
         bad(r#"{"command":"x","cron_expr":"* * * * *"}"#, "name");
         bad(r#"{"name":"a","command":"x","cron_expr":"* * * * *","retention_days":36501}"#, "retention_days");
+    }
+
+    #[test]
+    fn a_stored_job_is_validated_like_an_api_one() {
+        let name = JobName::parse("j").expect("name");
+        let ok = Job::from_stored(&name, br#"{"name":"other","command":"true","cron_expr":"* * * * *"}"#)
+            .expect("seed-shaped job is valid");
+        assert_eq!(ok.name, name, "the key names the job");
+        let reason = |doc: &[u8]| Job::from_stored(&name, doc).expect_err("invalid").reason;
+        assert!(reason(br#"{"name":"j","command":"x","cron_expr":"* * * * *","timeout_secs":1e19}"#)
+            .contains("timeout_secs"));
+        assert!(reason(br#"{"name":"j","command":"x","cron_expr":"* * * * *","timeout_secs":10000000000000000000}"#)
+            .contains("timeout_secs"));
+        assert!(reason(br#"{"name":"j","command":"x","cron_expr":"* * * * *","timeout_secs":-1}"#).contains("-1"));
+        assert!(reason(br#"{"name":"j","command":"x","cron_expr":"* * * * *","bogus":1}"#).contains("bogus"));
+        assert!(reason(br#"{"name":"j","command":"x","cron_expr":"99 * * *"}"#).starts_with("cron_expr"));
+        assert!(reason(b"\xff\x00 not json").contains("does not parse"));
+        assert!(reason(b"").contains("does not parse"));
+        let huge = format!(r#"{{"name":"j","command":"x","cron_expr":{}}}"#, "1".repeat(1_000_000));
+        let r = reason(huge.as_bytes());
+        assert!(r.len() <= MAX_INVALID_REASON_BYTES + 4, "reason is bounded: {} bytes", r.len());
+        let big_command = format!(r#"{{"name":"j","command":"{}","cron_expr":"* * * * *"}}"#, "x".repeat(100_000));
+        assert!(reason(big_command.as_bytes()).starts_with("command"));
+        let bad_string = format!(r#"{{"name":"j","command":1,"cron_expr":"{}"}}"#, "é".repeat(2000));
+        assert!(!reason(bad_string.as_bytes()).contains('\n'));
     }
 
     #[test]

@@ -15,7 +15,7 @@ use chrono::Utc;
 use serde_json::{json, Value};
 
 use super::AppState;
-use crate::actors::messages::{GetLogStatus, GetPoolStatus, GetSchedulerStatus, LogStatus};
+use crate::actors::messages::{GetInvalidJobs, GetLogStatus, GetPoolStatus, GetSchedulerStatus, LogStatus};
 use crate::backend::BackendError;
 use crate::domain::JobName;
 
@@ -80,7 +80,7 @@ pub(crate) async fn ready(state: Data<AppState>) -> HttpResponse {
             None => probe(b.jobs.snapshot()).await.map(|_| ()),
         }
     };
-    let (jobs, members, claims, logs, scheduler, pool, log) = futures::join!(
+    let (jobs, members, claims, logs, scheduler, pool, log, invalid) = futures::join!(
         jobs_probe,
         probe(b.members.live()),
         probe(b.claims.running(None)),
@@ -88,6 +88,7 @@ pub(crate) async fn ready(state: Data<AppState>) -> HttpResponse {
         ask(node.map(|n| &n.scheduler), GetSchedulerStatus),
         ask(node.map(|n| &n.pool), GetPoolStatus),
         ask(node.map(|n| &n.log), GetLogStatus),
+        ask(node.map(|n| &n.watch), GetInvalidJobs),
     );
 
     let mut logs_json = backend_json(b.kinds.logs, &logs);
@@ -137,6 +138,8 @@ pub(crate) async fn ready(state: Data<AppState>) -> HttpResponse {
         },
         "scheduler": actor_json(&scheduler),
         "executors": actor_json(&pool),
+        // Issue 9, item 8: stored documents that are not valid jobs, not planned, with the reason.
+        "invalid_jobs": actor_json(&invalid),
     });
     if jobs.is_err() {
         HttpResponse::ServiceUnavailable().json(body)

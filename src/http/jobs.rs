@@ -102,8 +102,17 @@ pub(crate) async fn list(
     query: Query<HashMap<String, String>>,
 ) -> Result<HttpResponse, ApiError> {
     let q = param(&query, "q");
-    let (mut jobs, _) = state.backends.jobs.snapshot().await?;
+    let snapshot = state.backends.jobs.snapshot_checked().await?;
+    let mut jobs = snapshot.jobs;
     jobs.retain(|j| q.is_none_or(|q| j.name.as_str().contains(q)));
+    // Issue 9, item 8: documents in the store that are not valid jobs are listed apart, with
+    // the reason they are not planned.
+    let invalid: Vec<serde_json::Value> = snapshot
+        .invalid
+        .iter()
+        .filter(|j| q.is_none_or(|q| j.name.as_str().contains(q)))
+        .map(|j| serde_json::json!({ "name": j.name, "invalid": j.reason }))
+        .collect();
     jobs.sort_by(|a, b| a.name.cmp(&b.name));
     let lookups: Vec<Result<Option<LastRun>, BackendError>> =
         futures::stream::iter(jobs.iter().map(|j| last_run(&state, &j.name)))
@@ -122,7 +131,7 @@ pub(crate) async fn list(
             ListedJob { view: view(job, &state.config), last_run }
         })
         .collect();
-    let mut body = serde_json::json!({ "jobs": listed });
+    let mut body = serde_json::json!({ "jobs": listed, "invalid_jobs": invalid });
     if let (Some(e), Some(obj)) = (last_run_error, body.as_object_mut()) {
         log::debug!("Job list served without last runs: the log store failed. error={e}");
         obj.insert("last_run_error".into(), format!("last runs unavailable: {e}").into());

@@ -65,6 +65,8 @@ pub struct NodeHandles {
     pub pool: actix::Recipient<crate::actors::messages::GetPoolStatus>,
     /// LogBatchActor.
     pub log: actix::Recipient<crate::actors::messages::GetLogStatus>,
+    /// WatchActor: stored documents that are not valid jobs.
+    pub watch: actix::Recipient<crate::actors::messages::GetInvalidJobs>,
 }
 
 /// Registers every route, the extractor configuration and the middleware on `cfg`.

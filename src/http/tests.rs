@@ -925,6 +925,16 @@ impl Handler<GetPoolStatus> for FakeNode {
     }
 }
 
+impl Handler<crate::actors::messages::GetInvalidJobs> for FakeNode {
+    type Result = MessageResult<crate::actors::messages::GetInvalidJobs>;
+    fn handle(&mut self, _: crate::actors::messages::GetInvalidJobs, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(vec![crate::domain::InvalidJob {
+            name: JobName::parse("broken").expect("name"),
+            reason: "cron_expr: bad".into(),
+        }])
+    }
+}
+
 impl Handler<GetLogStatus> for FakeNode {
     type Result = MessageResult<GetLogStatus>;
     fn handle(&mut self, _: GetLogStatus, _: &mut Context<Self>) -> Self::Result {
@@ -942,7 +952,12 @@ impl Handler<GetLogStatus> for FakeNode {
 
 fn node_handles(synced: bool) -> NodeHandles {
     let addr = FakeNode { synced }.start();
-    NodeHandles { scheduler: addr.clone().recipient(), pool: addr.clone().recipient(), log: addr.recipient() }
+    NodeHandles {
+        scheduler: addr.clone().recipient(),
+        pool: addr.clone().recipient(),
+        log: addr.clone().recipient(),
+        watch: addr.recipient(),
+    }
 }
 
 #[actix_web::test]
@@ -955,6 +970,7 @@ async fn readiness_includes_the_node_actors_status() {
         (json!(3), json!(true))
     );
     assert_eq!(body["executors"]["size"], 64);
+    assert_eq!(body["invalid_jobs"], json!([{ "name": "broken", "reason": "cron_expr: bad" }]), "{body}");
     let logs = &body["backends"]["logs"];
     assert_eq!(
         (logs["spool_bytes"].clone(), logs["spool_records"].clone(), logs["buffered"].clone()),

@@ -11,4 +11,5 @@ mod cluster;
 mod engine;
 mod legacy;
 mod security;
+mod stores;
 mod support;

@@ -21,7 +21,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::broadcast;
 
 use super::{open_sqlite, sql_err, with_locked};
-use crate::backend::jobs::{Change, JobStore, Precondition, PutOutcome, Signal, WatchEvent, WatchStream};
+use crate::backend::jobs::{Change, JobSnapshot, JobStore, Precondition, PutOutcome, Signal, WatchEvent, WatchStream};
 use crate::backend::BackendError;
 use crate::domain::audit::{id_bound, AuditEntry};
 use crate::domain::{AuditContext, AuditPage, AuditQuery, Job, JobName, Revision};
@@ -134,10 +134,11 @@ fn read_revision(conn: &Connection) -> rusqlite::Result<i64> {
     conn.query_row("SELECT revision FROM meta WHERE id = 1", [], |r| r.get(0))
 }
 
-/// Parses a stored job, or says which key does not parse.
+/// Parses and validates a stored job (exactly as API input), or says why it is not one.
 fn parse_job(name: &str, json: &str) -> Result<Job, BackendError> {
-    serde_json::from_str(json)
-        .map_err(|e| BackendError::Corrupt { backend: BACKEND, message: format!("job {name} does not parse: {e}") })
+    let corrupt = |message: String| BackendError::Corrupt { backend: BACKEND, message };
+    let name = JobName::parse(name).map_err(|e| corrupt(format!("job key {name} is not a valid name: {e}")))?;
+    Job::from_stored(&name, json.as_bytes()).map_err(|e| corrupt(format!("job {name} is invalid: {}", e.reason)))
 }
 
 /// Inserts `entry` within the caller's transaction.
@@ -311,6 +312,11 @@ fn live_stream(rx: broadcast::Receiver<WatchEvent>, next: i64) -> WatchStream {
 #[async_trait]
 impl JobStore for EmbeddedJobStore {
     async fn snapshot(&self) -> Result<(Vec<Job>, Revision), BackendError> {
+        let snapshot = self.snapshot_checked().await?;
+        Ok((snapshot.jobs, snapshot.revision))
+    }
+
+    async fn snapshot_checked(&self) -> Result<JobSnapshot, BackendError> {
         with_locked(&self.state, BACKEND, |state| {
             let tx = state.conn.transaction().map_err(sql_err("cannot begin a snapshot"))?;
             let revision = read_revision(&tx).map_err(sql_err("cannot read the revision"))?;
@@ -326,17 +332,19 @@ impl JobStore for EmbeddedJobStore {
                 rows
             };
             tx.finish().map_err(sql_err("cannot end a snapshot"))?;
-            let jobs = rows
-                .into_iter()
-                .filter_map(|(name, json)| match parse_job(&name, &json) {
-                    Ok(job) => Some(job),
-                    Err(e) => {
-                        log::warn!("Skipping a stored job that does not parse. key={name} error={e}");
-                        None
-                    }
-                })
-                .collect();
-            Ok((jobs, Revision(revision)))
+            let mut snapshot = JobSnapshot { jobs: Vec::new(), invalid: Vec::new(), revision: Revision(revision) };
+            for (name, json) in rows {
+                let Ok(name) = JobName::parse(&name) else {
+                    log::debug!("Ignoring a stored row that does not name a valid job. name={name:?}");
+                    continue;
+                };
+                // Issue 9, item 8: validated exactly as API input; the scheduler logs it once.
+                match Job::from_stored(&name, json.as_bytes()) {
+                    Ok(job) => snapshot.jobs.push(job),
+                    Err(invalid) => snapshot.invalid.push(invalid),
+                }
+            }
+            Ok(snapshot)
         })
         .await
     }
@@ -625,6 +633,10 @@ mod tests {
         let (jobs, _) = store.snapshot().await.expect("snapshot");
         let names: Vec<&str> = jobs.iter().map(|j| j.name.as_str()).collect();
         assert_eq!(names, vec!["good", "seed"]);
+        let checked = store.snapshot_checked().await.expect("snapshot_checked");
+        assert_eq!(checked.invalid.len(), 1);
+        assert_eq!(checked.invalid[0].name.as_str(), "bad");
+        assert!(checked.invalid[0].reason.contains("does not parse"), "{:?}", checked.invalid[0]);
         let seed = store.get(&job("seed").name).await.expect("get").expect("present");
         assert_eq!(seed.version, 0, "a seed-written job has version 0");
         assert_eq!(seed.dialect, crate::domain::Dialect::Seed);

@@ -23,7 +23,7 @@ use etcd_client::{
 use futures::StreamExt;
 
 use super::{corrupt, section, Ctx};
-use crate::backend::jobs::{Change, JobStore, Precondition, PutOutcome, Signal, WatchEvent, WatchStream};
+use crate::backend::jobs::{Change, JobSnapshot, JobStore, Precondition, PutOutcome, Signal, WatchEvent, WatchStream};
 use crate::backend::BackendError;
 use crate::domain::audit::{id_bound, AuditEntry};
 use crate::domain::{AuditContext, AuditPage, AuditQuery, Job, JobName, Revision, RunId};
@@ -215,11 +215,10 @@ impl EtcdJobStore {
     }
 }
 
-/// Parses a stored job; the key names it (a seed job's JSON name is the same).
+/// Parses and validates a stored job; the key names it (a seed job's JSON name is the same).
 fn parse_job(name: &str, value: &[u8]) -> Result<Job, BackendError> {
-    let mut job: Job = serde_json::from_slice(value).map_err(|e| corrupt(format!("job {name} does not parse: {e}")))?;
-    job.name = JobName::parse(name).map_err(|e| corrupt(format!("job key {name} is not a valid name: {e}")))?;
-    Ok(job)
+    let name = JobName::parse(name).map_err(|e| corrupt(format!("job key {name} is not a valid name: {e}")))?;
+    Job::from_stored(&name, value).map_err(|e| corrupt(format!("job {name} is invalid: {}", e.reason)))
 }
 
 fn contention(name: &JobName) -> BackendError {
@@ -271,12 +270,11 @@ fn decode_event(keys: &super::Keys, event: &etcd_client::Event) -> Option<WatchE
     let change = match event.event_type() {
         EventType::Put => {
             if let Some(name) = keys.name_in(section::JOBS, key) {
-                match parse_job(name, kv.value()) {
+                // Issue 9, item 8: an invalid document is a change too; it stops the previous
+                // definition. The scheduler logs it once.
+                match Job::from_stored(&job_of(name)?, kv.value()) {
                     Ok(job) => Change::Put(job),
-                    Err(e) => {
-                        log::warn!("Ignoring a stored job that does not parse. key={key} error={e}");
-                        return None;
-                    }
+                    Err(invalid) => Change::Invalid(invalid),
                 }
             } else if let Some(name) = keys.name_in(section::KILLER, key) {
                 Change::Signal(Signal::Kill { job: job_of(name)?, run: decode_kill(kv.value()) })
@@ -295,24 +293,29 @@ fn decode_event(keys: &super::Keys, event: &etcd_client::Event) -> Option<WatchE
 #[async_trait]
 impl JobStore for EtcdJobStore {
     async fn snapshot(&self) -> Result<(Vec<Job>, Revision), BackendError> {
+        let snapshot = self.snapshot_checked().await?;
+        Ok((snapshot.jobs, snapshot.revision))
+    }
+
+    async fn snapshot_checked(&self) -> Result<JobSnapshot, BackendError> {
         let dir = self.ctx.keys.dir(section::JOBS);
         let (kvs, revision) = self.ctx.range_all("cannot read the jobs", &dir).await?;
-        let revision = Revision(revision);
-        let jobs = kvs
-            .iter()
-            .filter_map(|kv| {
-                let key = kv.key_str().ok()?;
-                let name = self.ctx.keys.name_in(section::JOBS, key)?;
-                match parse_job(name, kv.value()) {
-                    Ok(job) => Some(job),
-                    Err(e) => {
-                        log::warn!("Skipping a stored job that does not parse. key={key} error={e}");
-                        None
-                    }
-                }
-            })
-            .collect();
-        Ok((jobs, revision))
+        let mut snapshot = JobSnapshot { jobs: Vec::new(), invalid: Vec::new(), revision: Revision(revision) };
+        for kv in &kvs {
+            let Some(name) = kv.key_str().ok().and_then(|key| self.ctx.keys.name_in(section::JOBS, key)) else {
+                continue;
+            };
+            let Ok(name) = JobName::parse(name) else {
+                // Not a job key distcron could ever write (nor run): left alone.
+                log::debug!("Ignoring an etcd key that does not name a valid job. name={name:?}");
+                continue;
+            };
+            match Job::from_stored(&name, kv.value()) {
+                Ok(job) => snapshot.jobs.push(job),
+                Err(invalid) => snapshot.invalid.push(invalid),
+            }
+        }
+        Ok(snapshot)
     }
 
     async fn get(&self, name: &JobName) -> Result<Option<Job>, BackendError> {

@@ -6,16 +6,24 @@
 //! a lease kept alive in the background that the worker key and the running marks are bound to,
 //! so a dead worker's registration and marks vanish together (one etcd revision), which is how
 //! lost runs are detected. What each port guarantees is in [`super::guide`].
+//!
+//! It also owns access to a secured etcd (issue 9, item 5): TLS with the operator's CA, a client
+//! certificate for `--client-cert-auth`, and etcd's own user auth, whose token is refreshed in
+//! the background and again whenever etcd calls it invalid (tokens expire; the session, the
+//! watches and the claims outlive them). A refused certificate, an unknown user or a wrong
+//! password at start is a start-up error ([`BackendError::Refused`]); an etcd that does not
+//! answer is an outage, said once and retried, as without TLS.
 
 mod claims;
 mod jobs;
 mod members;
 mod session;
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::{Client, ConnectOptions};
+use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
 
 pub use claims::EtcdClaims;
 pub use jobs::EtcdJobStore;
@@ -38,7 +46,28 @@ pub struct EtcdSettings {
     pub request_timeout: Duration,
     /// Longest wait for a TCP connection to an endpoint.
     pub connect_timeout: Duration,
+    /// TLS to etcd; `None` = plain `http://` endpoints.
+    pub tls: Option<EtcdTls>,
+    /// etcd user and the file holding its password; `None` = no etcd auth.
+    pub auth: Option<(String, PathBuf)>,
 }
+
+/// TLS to etcd (`etcd.tls_*` keys).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdTls {
+    /// PEM file of the CA that signed etcd's server certificate.
+    pub ca_file: PathBuf,
+    /// PEM client certificate and key files, for etcd's `--client-cert-auth`.
+    pub client: Option<(PathBuf, PathBuf)>,
+}
+
+/// Tries of the start-up access check, and the pause between them.
+const ACCESS_CHECKS: usize = 5;
+const ACCESS_CHECK_PAUSE: Duration = Duration::from_millis(300);
+
+/// How often the etcd auth token is renewed in the background (etcd's default TTL is 5 min; a
+/// token found expired sooner is renewed on the spot).
+const TOKEN_REFRESH: Duration = Duration::from_secs(60);
 
 impl EtcdSettings {
     /// Settings with the defaults for everything but the endpoints.
@@ -49,6 +78,8 @@ impl EtcdSettings {
             session_ttl: Duration::from_secs(10),
             request_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(3),
+            tls: None,
+            auth: None,
         }
     }
 }
@@ -114,6 +145,8 @@ pub(crate) mod section {
 /// The three etcd-backed ports, sharing one client and one session.
 #[derive(Clone)]
 pub struct EtcdBackend {
+    /// The endpoints (for the start-up access check).
+    endpoints: Vec<String>,
     /// Job store.
     pub jobs: Arc<EtcdJobStore>,
     /// Membership.
@@ -131,9 +164,25 @@ impl EtcdBackend {
     pub async fn connect(settings: &EtcdSettings) -> Result<Self, BackendError> {
         let client = connect_client(settings).await?;
         let keys = Keys::new(&settings.prefix);
-        let ctx = Ctx { client, keys, timeout: settings.request_timeout };
+        let credentials = match &settings.auth {
+            Some((user, password_file)) => {
+                Some(Arc::new(Credentials { user: user.clone(), password: read_password(password_file)? }))
+            }
+            None => None,
+        };
+        let ctx = Ctx { client, keys, timeout: settings.request_timeout, credentials };
+        if ctx.credentials.is_some() {
+            // A refused user or password stops the start; an etcd that does not answer does not.
+            match ctx.authenticate().await {
+                Err(e @ BackendError::Refused { .. }) => return Err(e),
+                Err(e) => log::warn!("Cannot authenticate to etcd yet; retrying in the background. error={e}"),
+                Ok(()) => {}
+            }
+            ctx.refresh_token_in_background();
+        }
         let session = Arc::new(session::Session::new(ctx.clone(), settings.session_ttl));
         Ok(Self {
+            endpoints: settings.endpoints.clone(),
             jobs: Arc::new(EtcdJobStore::new(ctx.clone())),
             members: Arc::new(EtcdMembership::new(ctx.clone(), Arc::clone(&session))),
             claims: Arc::new(EtcdClaims::new(ctx, session)),
@@ -147,21 +196,210 @@ impl EtcdBackend {
     pub async fn ping(&self) -> Result<(), BackendError> {
         self.jobs.ping().await
     }
+
+    /// [`ping`](Self::ping), telling a refusal (certificate, user, password, permission:
+    /// [`BackendError::Refused`], a start-up error) from an outage (`Unavailable`).
+    ///
+    /// # Errors
+    /// `Refused` or `Unavailable`.
+    pub async fn check_access(&self) -> Result<(), BackendError> {
+        // A TLS 1.3 server refuses a client certificate after the handshake: the first request
+        // may only see a broken pipe, a later one the alert. A few quick tries tell them apart.
+        let mut last = None;
+        for _ in 0..ACCESS_CHECKS {
+            match self.jobs.ping().await {
+                Ok(()) => return Ok(()),
+                Err(e @ BackendError::Refused { .. }) => return Err(e),
+                Err(e) => last = Some(e),
+            }
+            tokio::time::sleep(ACCESS_CHECK_PAUSE).await;
+        }
+        // A plain http:// endpoint that is really a TLS listener only breaks the pipe: ask it.
+        for endpoint in self.endpoints.iter().filter(|e| e.starts_with("http://")) {
+            if speaks_tls(endpoint).await {
+                return Err(refused(format!(
+                    "endpoint {endpoint} is a TLS listener: use https:// endpoints and set etcd.tls_ca_file (and a client certificate if etcd asks for one)"
+                )));
+            }
+        }
+        Err(last.unwrap_or_else(|| BackendError::Unavailable { backend: BACKEND, message: "no answer".into() }))
+    }
+}
+
+/// Whether `endpoint` (`http://host:port`) treats a plain HTTP request like a TLS listener does
+/// (drops it unanswered, or answers with a TLS alert or Go's "HTTP request to an HTTPS server").
+/// Asked only when gRPC to it already failed; one second at most; false when nothing listens.
+async fn speaks_tls(endpoint: &str) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Some(authority) = endpoint.strip_prefix("http://").map(|rest| rest.split('/').next().unwrap_or(rest)) else {
+        return false;
+    };
+    let probe = async {
+        let mut stream = tokio::net::TcpStream::connect(authority).await.ok()?;
+        stream.write_all(b"GET /health HTTP/1.0\r\n\r\n").await.ok()?;
+        let mut buf = vec![0u8; 512];
+        // etcd's TLS listener drops a connection whose first bytes are no TLS handshake, without
+        // a word; a plain etcd answers the request.
+        let n = match stream.read(&mut buf).await {
+            Ok(n) => n,
+            Err(e) => return Some(e.kind() == std::io::ErrorKind::ConnectionReset),
+        };
+        let answer = &buf[..n];
+        Some(n == 0 || answer.first() == Some(&0x15) || String::from_utf8_lossy(answer).contains("HTTPS server"))
+    };
+    matches!(tokio::time::timeout(Duration::from_secs(1), probe).await, Ok(Some(true)))
+}
+
+/// etcd user credentials, the password read from `etcd.password_file`.
+pub(crate) struct Credentials {
+    user: String,
+    password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials").field("user", &self.user).finish_non_exhaustive()
+    }
+}
+
+fn read_file(key: &str, path: &Path) -> Result<Vec<u8>, BackendError> {
+    std::fs::read(path)
+        .map_err(|source| BackendError::Io { context: format!("cannot read {key} {}", path.display()), source })
+}
+
+/// The first line of the password file, without its line end.
+fn read_password(path: &Path) -> Result<String, BackendError> {
+    let bytes = read_file("etcd.password_file", path)?;
+    let text =
+        String::from_utf8(bytes).map_err(|_| refused(format!("etcd.password_file {} is not UTF-8", path.display())))?;
+    let password = text.lines().next().unwrap_or_default().to_owned();
+    if password.is_empty() {
+        return Err(refused(format!("etcd.password_file {} is empty", path.display())));
+    }
+    Ok(password)
+}
+
+/// The client TLS settings: the CA, and the client identity when configured.
+fn tls_options(tls: &EtcdTls) -> Result<TlsOptions, BackendError> {
+    let pem = |key: &str, path: &Path, marker: &str| -> Result<Vec<u8>, BackendError> {
+        let bytes = read_file(key, path)?;
+        if !String::from_utf8_lossy(&bytes).contains(marker) {
+            return Err(refused(format!("{key} {} holds no PEM {marker}", path.display())));
+        }
+        Ok(bytes)
+    };
+    let ca = pem("etcd.tls_ca_file", &tls.ca_file, "CERTIFICATE")?;
+    let mut options = TlsOptions::new().ca_certificate(Certificate::from_pem(ca));
+    if let Some((cert, key)) = &tls.client {
+        let cert = pem("etcd.tls_cert_file", cert, "CERTIFICATE")?;
+        let key = pem("etcd.tls_key_file", key, "PRIVATE KEY")?;
+        options = options.identity(Identity::from_pem(cert, key));
+    }
+    Ok(options)
+}
+
+fn refused(message: String) -> BackendError {
+    BackendError::Refused { backend: BACKEND, message }
+}
+
+/// The error and its sources, in one line.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(s) = source {
+        let more = s.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = s.source();
+    }
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// An etcd client error with the causes etcd_client's `Display` leaves out (its error type
+/// has no `source`; the TLS or connection detail is in the wrapped tonic error's chain).
+fn describe(error: &etcd_client::Error) -> String {
+    match error {
+        etcd_client::Error::TransportError(e) => format!("transport error: {}", chain(e)),
+        etcd_client::Error::GRpcStatus(status) => {
+            let mut text = format!("{:?}: {}", status.code(), status.message());
+            if let Some(source) = std::error::Error::source(status) {
+                text.push_str(": ");
+                text.push_str(&chain(source));
+            }
+            text
+        }
+        other => chain(other),
+    }
+}
+
+/// gRPC status codes etcd answers with (the numbers of `tonic::Code`).
+mod grpc {
+    pub(super) const INVALID_ARGUMENT: i32 = 3;
+    pub(super) const PERMISSION_DENIED: i32 = 7;
+    pub(super) const FAILED_PRECONDITION: i32 = 9;
+    pub(super) const UNAUTHENTICATED: i32 = 16;
+}
+
+/// What an etcd error means for access: a refusal the operator must fix (with the message to
+/// show), or `None` for an outage a retry may cure.
+fn refusal(error: &etcd_client::Error) -> Option<String> {
+    if let etcd_client::Error::GRpcStatus(status) = error {
+        let message = status.message();
+        match status.code() as i32 {
+            grpc::INVALID_ARGUMENT if message.contains("authentication failed") => {
+                return Some("etcd refused the user name or password (etcd.user, etcd.password_file)".into())
+            }
+            grpc::INVALID_ARGUMENT if message.contains("user name is empty") => {
+                return Some(
+                    "etcd requires authentication: set etcd.user and etcd.password_file (etcd's own auth is enabled)"
+                        .into(),
+                )
+            }
+            grpc::PERMISSION_DENIED => {
+                return Some(format!("etcd denied access to the key prefix: {message} (grant the user a role on it)"))
+            }
+            _ => {}
+        }
+    }
+    let detail = describe(error);
+    let text = detail.to_lowercase();
+    // TLS failures surface as transport errors; a connection refused or a timeout does not
+    // mention certificates or handshakes.
+    let tls_words = ["certificate", "handshake", "tls", "alert", "unknownissuer", "invalid peer"];
+    if tls_words.iter().any(|w| text.contains(w)) {
+        return Some(format!(
+            "the TLS connection to etcd failed (check etcd.tls_ca_file, etcd.tls_cert_file, etcd.tls_key_file and https:// endpoints): {detail}"
+        ));
+    }
+    if text.contains("frame with invalid size") || text.contains("http2 error") || text.contains("protocol error") {
+        return Some(format!(
+            "etcd does not speak plain HTTP/2 here; is it a TLS endpoint (https://, etcd.tls_ca_file)? {detail}"
+        ));
+    }
+    None
 }
 
 async fn connect_client(settings: &EtcdSettings) -> Result<Client, BackendError> {
     if settings.endpoints.is_empty() {
         return Err(BackendError::Unavailable { backend: BACKEND, message: "no etcd endpoints configured".into() });
     }
-    let options = ConnectOptions::new()
+    let mut options = ConnectOptions::new()
         .with_connect_timeout(settings.connect_timeout)
         // A member without a leader cancels our watches instead of leaving them silent.
         .with_require_leader(true)
         .with_keep_alive(Duration::from_secs(5), Duration::from_secs(5))
         .with_keep_alive_while_idle(true);
-    Client::connect(&settings.endpoints, Some(options))
-        .await
-        .map_err(|e| unavailable(format!("cannot set up the etcd client for {:?}", settings.endpoints), &e))
+    if let Some(tls) = &settings.tls {
+        options = options.with_tls(tls_options(tls)?);
+    }
+    // No `with_user` here: it would authenticate inside `connect`, so an etcd that is down at
+    // start would stop the start. The token is fetched by `Ctx::authenticate` instead.
+    Client::connect(&settings.endpoints, Some(options)).await.map_err(|e| match refusal(&e) {
+        Some(message) => refused(message),
+        None => unavailable(format!("cannot set up the etcd client for {:?}", settings.endpoints), &e),
+    })
 }
 
 /// What every adapter needs: the client, the key layout and the request timeout.
@@ -170,6 +408,62 @@ pub(crate) struct Ctx {
     pub(crate) client: Client,
     pub(crate) keys: Keys,
     pub(crate) timeout: Duration,
+    /// etcd user credentials, when etcd's auth is in use.
+    pub(crate) credentials: Option<Arc<Credentials>>,
+}
+
+impl Ctx {
+    /// Fetches a fresh auth token (shared by every clone of the client).
+    ///
+    /// # Errors
+    /// `Refused` for a wrong user or password, `Unavailable` when etcd does not answer.
+    pub(crate) async fn authenticate(&self) -> Result<(), BackendError> {
+        let Some(credentials) = &self.credentials else { return Ok(()) };
+        let mut client = self.client.clone();
+        let user = Some((credentials.user.clone(), credentials.password.clone()));
+        match tokio::time::timeout(self.timeout, client.update_user(user)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(etcd_client::Error::GRpcStatus(status)))
+                if status.code() as i32 == grpc::FAILED_PRECONDITION && status.message().contains("not enabled") =>
+            {
+                log::warn!("etcd.user is set but etcd has authentication disabled; talking to it without a token.");
+                Ok(())
+            }
+            Ok(Err(e)) => Err(match refusal(&e) {
+                Some(message) => refused(message),
+                None => unavailable("cannot authenticate to etcd".into(), &e),
+            }),
+            Err(_) => Err(BackendError::Unavailable {
+                backend: BACKEND,
+                message: format!("cannot authenticate to etcd: no answer within {} ms", self.timeout.as_millis()),
+            }),
+        }
+    }
+
+    /// Renews the auth token every [`TOKEN_REFRESH`], so the session, watches and claims never
+    /// run on an expired one; failures are retried at the next round (and on the spot by
+    /// [`Ctx::call`] when etcd calls a token invalid).
+    fn refresh_token_in_background(&self) {
+        let ctx = self.clone();
+        tokio::spawn(async move {
+            let mut failing = false;
+            loop {
+                tokio::time::sleep(TOKEN_REFRESH).await;
+                match ctx.authenticate().await {
+                    Ok(()) if failing => {
+                        log::info!("etcd authentication works again.");
+                        failing = false;
+                    }
+                    Ok(()) => {}
+                    Err(e) if !failing => {
+                        log::warn!("Cannot renew the etcd auth token; retrying. error={e}");
+                        failing = true;
+                    }
+                    Err(_) => {}
+                }
+            }
+        });
+    }
 }
 
 impl Ctx {
@@ -180,7 +474,18 @@ impl Ctx {
     {
         match tokio::time::timeout(self.timeout, fut).await {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(unavailable(what.to_owned(), &e)),
+            Ok(Err(e)) => {
+                if is_expired_token(&e) && self.credentials.is_some() {
+                    // The token expired: renew it now; the caller's retry succeeds.
+                    if let Err(auth) = self.authenticate().await {
+                        log::warn!("Cannot renew the expired etcd auth token. error={auth}");
+                    }
+                }
+                Err(match refusal(&e) {
+                    Some(message) => refused(message),
+                    None => unavailable(what.to_owned(), &e),
+                })
+            }
             Err(_) => Err(BackendError::Unavailable {
                 backend: BACKEND,
                 message: format!("{what}: no answer within {} ms", self.timeout.as_millis()),
@@ -246,6 +551,12 @@ fn unavailable(what: String, error: &etcd_client::Error) -> BackendError {
     let text = error.to_string();
     let text = text.lines().next().unwrap_or_default();
     BackendError::Unavailable { backend: BACKEND, message: format!("{what}: {text}") }
+}
+
+/// etcd's answer to a request with an expired (or unknown) auth token.
+fn is_expired_token(error: &etcd_client::Error) -> bool {
+    matches!(error, etcd_client::Error::GRpcStatus(status)
+        if status.code() as i32 == grpc::UNAUTHENTICATED || status.message().contains("invalid auth token"))
 }
 
 fn corrupt(message: String) -> BackendError {

@@ -70,14 +70,36 @@ pub struct MongoSettings {
 }
 
 impl MongoSettings {
-    /// The `[mongo]` section and `log_batch.retention_days` of `config`.
-    pub fn from_config(config: &crate::config::Config) -> Self {
-        Self {
-            uri: config.mongo.uri.clone(),
+    /// The `[mongo]` section and `log_batch.retention_days` of `config`; the URI from
+    /// `mongo.uri_file` (its first line) when that is set, so a password stays out of argv and
+    /// the config file. TLS is the URI's (`tls=true`, `tlsCAFile`, `tlsCertificateKeyFile`; the
+    /// driver is built with rustls).
+    ///
+    /// # Errors
+    /// `Io` when `mongo.uri_file` cannot be read, `Refused` when it holds no URI.
+    pub fn from_config(config: &crate::config::Config) -> Result<Self, BackendError> {
+        let uri = if config.mongo.uri_file.is_empty() {
+            config.mongo.uri.clone()
+        } else {
+            let path = &config.mongo.uri_file;
+            let text = std::fs::read_to_string(path)
+                .map_err(|source| BackendError::Io { context: format!("cannot read mongo.uri_file {path}"), source })?;
+            let uri = text.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or_default().to_owned();
+            if !uri.starts_with("mongodb://") && !uri.starts_with("mongodb+srv://") {
+                // The content is a secret: never echoed.
+                return Err(BackendError::Refused {
+                    backend: BACKEND,
+                    message: format!("mongo.uri_file {path} does not hold a mongodb:// or mongodb+srv:// URI"),
+                });
+            }
+            uri
+        };
+        Ok(Self {
+            uri,
             database: config.mongo.database.clone(),
             collection: config.mongo.collection.clone(),
             retention_days: config.log_batch.retention_days,
-        }
+        })
     }
 }
 

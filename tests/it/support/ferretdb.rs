@@ -17,6 +17,8 @@ pub struct FerretDb {
     pub port: u16,
     dir: tempfile::TempDir,
     bin: PathBuf,
+    /// TLS listener: its port and the CA, certificate and key files (`--listen-tls*`).
+    tls: Option<(u16, [PathBuf; 3])>,
 }
 
 fn binary() -> PathBuf {
@@ -47,14 +49,38 @@ impl FerretDb {
     pub fn start() -> FerretDb {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir_all(dir.path().join("data")).expect("data dir");
-        let mut db = FerretDb { child: None, port: free_port(), dir, bin: binary() };
+        let mut db = FerretDb { child: None, port: free_port(), dir, bin: binary(), tls: None };
         db.spawn();
         db
     }
 
+    /// [`FerretDb::start`] with a TLS listener too, on [`FerretDb::tls_port`], with this server
+    /// certificate and key; clients must present a certificate signed by `ca`.
+    pub fn start_tls(ca: PathBuf, cert: PathBuf, key: PathBuf) -> FerretDb {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("data")).expect("data dir");
+        let tls = Some((free_port(), [ca, cert, key]));
+        let mut db = FerretDb { child: None, port: free_port(), dir, bin: binary(), tls };
+        db.spawn();
+        db
+    }
+
+    /// The TLS listener's port (after [`FerretDb::start_tls`]).
+    pub fn tls_port(&self) -> Option<u16> {
+        self.tls.as_ref().map(|(port, _)| *port)
+    }
+
     fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).expect("log file");
+        let mut tls_args = Vec::new();
+        if let Some((port, [ca, cert, key])) = &self.tls {
+            tls_args.push(format!("--listen-tls=127.0.0.1:{port}"));
+            tls_args.push(format!("--listen-tls-cert-file={}", cert.display()));
+            tls_args.push(format!("--listen-tls-key-file={}", key.display()));
+            tls_args.push(format!("--listen-tls-ca-file={}", ca.display()));
+        }
         let child = Command::new(&self.bin)
+            .args(&tls_args)
             .arg("--handler=sqlite")
             .arg(format!("--sqlite-url=file:{}/", self.dir.path().join("data").display()))
             .arg(format!("--listen-addr=127.0.0.1:{}", self.port))

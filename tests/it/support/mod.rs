@@ -403,3 +403,38 @@ pub fn require_binary(env_override: &str, default: &str, package: &str) -> PathB
         ),
     }
 }
+
+/// Runs the distcron binary with a fresh data dir and `extra_config` (as [`Node::start`] does)
+/// when it is expected NOT to start: returns its exit status and its output (the start-up
+/// error). Panics when it still runs after 30 s.
+pub fn start_failing(extra_config: &str) -> (std::process::ExitStatus, String) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let config_path = tmp.path().join("config.toml");
+    let config = format!(
+        "listen = \"127.0.0.1:{}\"\ndata_dir = \"{}\"\n{extra_config}",
+        free_port(),
+        tmp.path().join("data").display()
+    );
+    std::fs::write(&config_path, config).expect("write config");
+    let log_path = tmp.path().join("node.log");
+    let log = std::fs::File::create(&log_path).expect("log file");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_distcron"))
+        .arg("--config")
+        .arg(&config_path)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("dup log"))
+        .stderr(log)
+        .spawn()
+        .expect("spawn distcron");
+    let status = wait_until(Duration::from_secs(30), || child.try_wait().ok().flatten());
+    let output = std::fs::read_to_string(&log_path).unwrap_or_default();
+    match status {
+        Some(status) => (status, output),
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("distcron was expected to refuse to start, but still runs after 30 s:\n{output}");
+        }
+    }
+}
