@@ -43,6 +43,8 @@ pub struct WatchActor {
     epoch: u64,
     backoff: Backoff,
     failing: bool,
+    /// Exits the process if this actor panics.
+    _guard: super::essential::PanicGuard,
 }
 
 impl WatchActor {
@@ -55,6 +57,7 @@ impl WatchActor {
             epoch: 0,
             backoff: Backoff::new(BACKOFF_MIN, BACKOFF_MAX),
             failing: false,
+            _guard: super::essential::PanicGuard::new("watch"),
         }
     }
 
@@ -154,6 +157,9 @@ impl Actor for WatchActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         self.resync(ctx);
+        if let Some(ms) = crate::test_hooks::value("stop_watch_after_ms").and_then(|v| v.parse().ok()) {
+            ctx.run_later(Duration::from_millis(ms), |_, ctx| ctx.stop());
+        }
     }
 }
 

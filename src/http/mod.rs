@@ -48,6 +48,8 @@ pub struct AppState {
     pub node_id: crate::domain::WorkerId,
     /// When the process started (health uptime).
     pub started_at: DateTime<Utc>,
+    /// The essential actors of this process (readiness is 503 when one is not running).
+    pub essentials: crate::actors::essential::Essentials,
 }
 
 /// Read-only status queries to the local actors, for the readiness probe.

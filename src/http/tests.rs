@@ -84,6 +84,7 @@ impl Harness {
             node,
             node_id: WorkerId("node-1".into()),
             started_at: Utc::now(),
+            essentials: Default::default(),
         })
     }
 
@@ -840,6 +841,7 @@ impl Handler<GetLogStatus> for FakeNode {
     type Result = MessageResult<GetLogStatus>;
     fn handle(&mut self, _: GetLogStatus, _: &mut Context<Self>) -> Self::Result {
         MessageResult(LogStatus {
+            buffered_bytes: 0,
             buffered: 2,
             spool_bytes: 100,
             spool_records: 1,
@@ -1050,6 +1052,7 @@ fn state_listening_on(listen: String) -> AppState {
         node: None,
         node_id: WorkerId("n".into()),
         started_at: Utc::now(),
+        essentials: Default::default(),
     }
 }
 
