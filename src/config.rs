@@ -271,7 +271,7 @@ impl Default for LogBatchConfig {
             retry_max_ms: 30_000,
             spool_max_bytes: 1024 * 1024 * 1024,
             retention_days: 0,
-            max_buffered_bytes: 64 * 1024 * 1024,
+            max_buffered_bytes: 16 * 1024 * 1024,
         }
     }
 }

@@ -392,7 +392,8 @@ impl LogBatchActor {
         self.busy = true;
         let store = self.store.clone();
         let spool = self.spool.clone();
-        let chunk = self.chunk;
+        let mut chunk = self.chunk;
+        let max_chunk = self.settings.max_records.max(1);
         let timeout = self.write_timeout;
         let fut = async move {
             let mut out = ReplayOutcome::default();
@@ -412,7 +413,12 @@ impl LogBatchActor {
                 out.corrupt += part.corrupt_lines;
                 if !part.records.is_empty() {
                     match tokio::time::timeout(timeout, store.append_batch(&part.records)).await {
-                        Ok(Ok(())) => out.written += part.records.len(),
+                        Ok(Ok(())) => {
+                            out.written += part.records.len();
+                            // Back to full batches as soon as writes fit again (a timeout
+                            // during the outage may have shrunk them).
+                            chunk = (chunk * 2).min(max_chunk);
+                        }
                         Ok(Err(BackendError::Rejected { rejected, .. })) => {
                             out.written += part.records.len().saturating_sub(rejected.len());
                             out.refused.push((part.records, rejected));

@@ -22,13 +22,14 @@
 //!
 //! Also here: the dead-letter file, where records the store refused for good are kept.
 
+use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 
-use crate::domain::RunRecord;
+use crate::domain::{RunId, RunRecord, RunStatus};
 
 /// Output kept per record once the spool is over its bound (head + tail), bytes.
 const TRIMMED_OUTPUT_BYTES: usize = 2048;
@@ -44,6 +45,10 @@ pub(crate) struct Spool {
     small_prefix: u64,
     /// Records refused for good; opened next to the spool on first use.
     dead: Option<DeadLetter>,
+    /// Runs with a final record in the spool: their `running` records are not replayed (the
+    /// final one replaces them), so a replay inserts each run once instead of inserting then
+    /// replacing it (a replacement is what slow stores such as FerretDB do worst).
+    finals: HashSet<RunId>,
 }
 
 /// One chunk read by [`Spool::read_chunk`].
@@ -53,6 +58,8 @@ pub(crate) struct SpoolChunk {
     pub(crate) records: Vec<RunRecord>,
     /// Lines that could not be parsed, skipped.
     pub(crate) corrupt_lines: u64,
+    /// `running` records skipped because their run's final record is in the spool.
+    pub(crate) superseded: u64,
     /// Byte offset just after the last line read: where the next chunk starts.
     pub(crate) next_offset: u64,
     /// True when the chunk reached the end of the file.
@@ -93,7 +100,15 @@ impl Spool {
                 path.display()
             );
         }
-        let mut records = 0;
+        let mut spool = Self {
+            path: path.to_owned(),
+            max_bytes,
+            bytes: whole,
+            records: 0,
+            small_prefix: 0,
+            dead: None,
+            finals: HashSet::new(),
+        };
         let mut reader = BufReader::with_capacity(1 << 20, File::open(path)?);
         let mut line = Vec::new();
         loop {
@@ -102,10 +117,15 @@ impl Spool {
                 break;
             }
             if !is_blank(&line) {
-                records += 1;
+                spool.records += 1;
+                if let Ok(head) = serde_json::from_slice::<RecordHead>(&line) {
+                    if head.status.is_final() {
+                        spool.finals.insert(head.id);
+                    }
+                }
             }
         }
-        Ok(Self { path: path.to_owned(), max_bytes, bytes: whole, records, small_prefix: 0, dead: None })
+        Ok(spool)
     }
 
     /// Dead-letters into `dead` instead of `dead-letter.jsonl` next to the spool.
@@ -174,19 +194,27 @@ impl Spool {
                 trimmed += 1;
             }
         }
-        let mut buf = Vec::with_capacity(usize::try_from(incoming).unwrap_or(0));
+        let file = OpenOptions::new().append(true).open(&self.path)?;
+        let mut out = BufWriter::with_capacity(1 << 20, &file);
+        let mut written: u64 = 0;
+        let mut res = Ok(());
         for (line, _) in &lines {
-            buf.extend_from_slice(line);
-            buf.push(b'\n');
+            res = out.write_all(line).and_then(|()| out.write_all(b"\n"));
+            if res.is_err() {
+                break;
+            }
+            written += line.len() as u64 + 1;
         }
-        let mut file = OpenOptions::new().append(true).open(&self.path)?;
-        if let Err(e) = file.write_all(&buf).and_then(|()| file.sync_data()) {
+        if let Err(e) = res.and_then(|()| out.flush()).and_then(|()| file.sync_data()) {
+            drop(out);
             // Never leave a partial line behind: it would swallow the next append.
             let _ = file.set_len(self.bytes).and_then(|()| file.sync_data());
             return Err(e);
         }
-        self.bytes += buf.len() as u64;
+        drop(out);
+        self.bytes += written;
         self.records += records.len() as u64;
+        self.finals.extend(records.iter().filter(|r| r.status.is_final()).map(|r| r.id.clone()));
         Ok(trimmed)
     }
 
@@ -323,6 +351,9 @@ impl Spool {
                 continue;
             }
             match serde_json::from_slice::<RunRecord>(&line) {
+                Ok(r) if r.status == RunStatus::Running && self.finals.contains(&r.id) => {
+                    chunk.superseded += 1;
+                }
                 Ok(r) => {
                     output += r.output.len();
                     chunk.records.push(r);
@@ -367,8 +398,16 @@ impl Spool {
         self.bytes = 0;
         self.records = 0;
         self.small_prefix = 0;
+        self.finals.clear();
         Ok(())
     }
+}
+
+/// The fields of a spooled line that [`Spool::open`] needs.
+#[derive(serde::Deserialize)]
+struct RecordHead {
+    id: RunId,
+    status: RunStatus,
 }
 
 /// Length of `file` up to and including its last newline (`len` when it ends with one or is
@@ -677,6 +716,28 @@ mod tests {
         assert!(chunks >= 4, "{chunks}");
         // With one record per chunk at most: still progresses.
         assert_eq!(spool.read_chunk(0, 0, 0).expect("chunk").records.len(), 1);
+    }
+
+    #[test]
+    fn a_running_record_whose_final_record_is_spooled_is_not_replayed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("spool.jsonl");
+        let mut spool = Spool::open(&path, u64::MAX).expect("open");
+        let running = |i| {
+            let mut r = record(i, "");
+            r.status = RunStatus::Running;
+            r
+        };
+        let (one, two) = (running(1), running(2));
+        let mut one_done = record(1, "out");
+        one_done.id = one.id.clone();
+        spool.append(&[one, two.clone()]).expect("append");
+        spool.append(&[one_done.clone()]).expect("append");
+        for reader in [&spool, &Spool::open(&path, u64::MAX).expect("reopen")] {
+            let chunk = reader.read_chunk(0, 100, usize::MAX).expect("chunk");
+            assert_eq!(chunk.records, vec![two.clone(), one_done.clone()]);
+            assert_eq!(chunk.superseded, 1);
+        }
     }
 
     #[tokio::test]

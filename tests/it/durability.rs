@@ -185,10 +185,10 @@ fn a_paused_store_keeps_memory_bounded_and_every_run_lands_once_after_it_resumes
     });
     sampling.store(false, Ordering::SeqCst);
     let _ = sampler.join();
+    let peak = peak.load(Ordering::SeqCst);
+    eprintln!("paused-store run: peak RSS {} MiB", peak / (1024 * 1024));
     assert!(landed.is_some(), "runs in the store: {}\n{}", count(doc! { "jobName": "big" }), node.log());
     assert_eq!(count(doc! { "jobName": "big" }), RUNS as u64 + 1, "no run stored twice or left non-final");
-    let peak = peak.load(Ordering::SeqCst);
     assert!(peak > 0, "RSS was sampled");
     assert!(peak < 150 * 1024 * 1024, "RSS peaked at {} MiB", peak / (1024 * 1024));
-    eprintln!("paused-store run: peak RSS {} MiB", peak / (1024 * 1024));
 }
