@@ -113,6 +113,7 @@ async fn through_actor(store: MongoLogStore, batch: usize, records: Vec<RunRecor
         retry_initial: Duration::from_millis(100),
         retry_max: Duration::from_secs(1),
         retention_days: 0,
+        max_buffered_bytes: 64 * 1024 * 1024,
     };
     let spool = dir.join(format!("spool-{batch}-{}.jsonl", uuid::Uuid::now_v7().simple()));
     let actor = LogBatchActor::with_spool_file(Arc::new(store), &spool, u64::MAX, settings).expect("actor").start();

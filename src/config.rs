@@ -281,6 +281,9 @@ pub struct LogBatchConfig {
     pub spool_max_bytes: u64,
     /// Delete runs older than this many days; 0 = keep forever.
     pub retention_days: u32,
+    /// Most bytes of run records held in memory waiting for the store; past it they go to the
+    /// spool, so memory stays bounded whatever the store does.
+    pub max_buffered_bytes: u64,
 }
 
 /// `[http]`.
@@ -399,6 +402,7 @@ impl Default for LogBatchConfig {
             retry_max_ms: 30_000,
             spool_max_bytes: 1024 * 1024 * 1024,
             retention_days: 0,
+            max_buffered_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -502,6 +506,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("log_batch.retry_max_ms", "DISTCRON_LOG_BATCH_RETRY_MAX_MS"),
     ("log_batch.spool_max_bytes", "DISTCRON_LOG_BATCH_SPOOL_MAX_BYTES"),
     ("log_batch.retention_days", "DISTCRON_LOG_BATCH_RETENTION_DAYS"),
+    ("log_batch.max_buffered_bytes", "DISTCRON_LOG_BATCH_MAX_BUFFERED_BYTES"),
     ("http.max_body_bytes", "DISTCRON_HTTP_MAX_BODY_BYTES"),
     ("http.workers", "DISTCRON_HTTP_WORKERS"),
     ("etcd.endpoints", "DISTCRON_ETCD_ENDPOINTS"),
@@ -638,6 +643,12 @@ impl Config {
         }
         if self.log_batch.retry_initial_ms == 0 || self.log_batch.retry_max_ms < self.log_batch.retry_initial_ms {
             return bad("log_batch.retry_max_ms", "retry_initial_ms must be >= 1 and <= retry_max_ms".into());
+        }
+        if !(1024 * 1024..=4 * 1024 * 1024 * 1024).contains(&self.log_batch.max_buffered_bytes) {
+            return bad(
+                "log_batch.max_buffered_bytes",
+                format!("{} is outside 1048576..=4294967296", self.log_batch.max_buffered_bytes),
+            );
         }
         if self.scheduler.heartbeat_secs == 0 {
             return bad("scheduler.heartbeat_secs", "must be at least 1".into());

@@ -34,6 +34,7 @@ pub use crate::error::StartupError;
 /// # Errors
 /// A [`StartupError`] when the role, the backends or the listener cannot be set up.
 pub fn run(mut config: Config) -> Result<(), StartupError> {
+    actors::essential::install();
     test_hooks::warn_if_set();
     check_role(&config)?;
     http::check_listen_auth(&config)?;
@@ -99,7 +100,7 @@ async fn serve(
     let config = Arc::new(config);
     let started_at = Utc::now();
     let engine = match config.role {
-        Role::Master => Engine::Master(actors::start_master(&config, &backends)?),
+        Role::Master => Engine::Master(actors::start_master(&config, &backends).await?),
         Role::All | Role::Worker => {
             let worker = WorkerInfo {
                 id: node_id.clone(),
@@ -132,6 +133,10 @@ async fn serve(
         node_id: node_id.clone(),
         started_at,
         auth: http::AuthState::default(),
+        essentials: match &engine {
+            Engine::Worker(handles) => handles.essentials.clone(),
+            Engine::Master(handles) => handles.essentials.clone(),
+        },
     };
     // A worker's listener serves health only.
     let server = match config.role {
@@ -159,6 +164,7 @@ async fn serve(
     wait_for_signal().await;
     let grace = Duration::from_secs(config.scheduler.shutdown_grace_secs);
     log::info!("Signal received; shutting down. grace_secs={}", grace.as_secs());
+    actors::essential::shutting_down();
     let log_actor = match &engine {
         Engine::Worker(handles) => {
             if let Err(e) = handles.scheduler.send(Shutdown { grace }).await {

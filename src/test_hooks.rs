@@ -7,7 +7,10 @@
 //! warning at start, so a hook can never fire unnoticed in production.
 //!
 //! Hook names in use (each documented where it fires):
-//! - none yet.
+//! - `panic_scheduler_after_ms=N`: the SchedulerActor panics N ms after it starts (proves the
+//!   essential-actor guard: the process exits with code 70; `actors::essential`).
+//! - `stop_watch_after_ms=N`: the WatchActor stops N ms after it starts, without a panic (proves
+//!   readiness answers 503 when an essential actor is gone).
 
 use std::collections::HashMap;
 use std::sync::OnceLock;

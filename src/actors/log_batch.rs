@@ -10,11 +10,17 @@
 //! `data_dir/spool/dead-letter.jsonl` with an error log. Retention ([`LogStore::apply_retention`])
 //! runs at start and hourly with the global `retention_days` and each job's override.
 //!
+//! Memory is bounded whatever the store does: the buffer holds at most `max_buffered_bytes`
+//! (past it the buffer goes to the spool, and everything after queues behind it), one store call
+//! carries at most [`MAX_WRITE_OUTPUT_BYTES`] of output, and a replay reads the spool in chunks
+//! of the same size. Every spool and dead-letter operation runs on the spool's own thread
+//! ([`SpoolHandle`]), never on this actor's.
+//!
 //! Limit: records younger than `flush_ms` (store up) or [`OUTAGE_FLUSH`] (store failing, when
 //! every record goes to the fsynced spool) live only in memory and are lost if the process is
 //! SIGKILLed before they are flushed; SIGTERM flushes them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,7 +28,7 @@ use actix::prelude::*;
 use chrono::{DateTime, Utc};
 
 use super::messages::{FlushLogs, GetLogStatus, LogStatus, RecordRun};
-use super::spool::{DeadLetter, Spool};
+use super::spool::{Spool, SpoolHandle};
 use crate::backend::{BackendError, JobStore, LogStore, RejectedRun, RetentionPolicy, RunFilter, RunQuery};
 use crate::domain::{Backoff, RunId, RunRecord, RunStatus, WorkerId};
 
@@ -40,6 +46,8 @@ const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 pub const OUTAGE_FLUSH: Duration = Duration::from_millis(20);
 /// A record the store refuses this many times is dead-lettered.
 pub const REJECT_ATTEMPTS: u32 = 3;
+/// Bytes counted per buffered record besides its strings (fields, allocation overhead).
+const RECORD_OVERHEAD_BYTES: usize = 512;
 
 /// Settings of the actor (from `[log_batch]`).
 #[derive(Debug, Clone)]
@@ -54,20 +62,27 @@ pub struct LogBatchSettings {
     pub retry_max: Duration,
     /// Delete runs older than this many days (0 = never).
     pub retention_days: u32,
+    /// Most bytes of records buffered in memory; past it they go to the spool.
+    pub max_buffered_bytes: usize,
+}
+
+/// Memory a buffered record holds, about.
+fn record_bytes(r: &RunRecord) -> usize {
+    r.output.len() + r.command.len() + r.err.len() + RECORD_OVERHEAD_BYTES
 }
 
 /// Batches and writes run records.
 pub struct LogBatchActor {
     store: Arc<dyn LogStore>,
-    spool: Spool,
-    /// Records refused for good; `None` = next to the spool, opened at start.
-    dead: Option<DeadLetter>,
+    spool: SpoolHandle,
     /// Refusals so far per record (run id and status).
     rejections: HashMap<(RunId, RunStatus), u32>,
     /// Where per-job retention comes from; `None` = global retention only.
     jobs: Option<Arc<dyn JobStore>>,
     settings: LogBatchSettings,
     buffer: Vec<RunRecord>,
+    /// [`record_bytes`] of `buffer`.
+    buffered_bytes: usize,
     flush_timer: Option<SpawnHandle>,
     /// The armed flush timer is the short outage one.
     flush_timer_fast: bool,
@@ -85,21 +100,23 @@ pub struct LogBatchActor {
     written: u64,
     /// Woken when `busy` turns false (shutdown flush waits on them).
     idle_waiters: Vec<tokio::sync::oneshot::Sender<()>>,
+    /// Exits the process if this actor panics (issue 10: essential actors never die silently).
+    _guard: super::essential::PanicGuard,
 }
 
 impl LogBatchActor {
-    /// An actor writing to `store`, spooling to `spool`.
-    pub(crate) fn new(store: Arc<dyn LogStore>, spool: Spool, settings: LogBatchSettings) -> Self {
+    /// An actor writing to `store`, spooling through `spool`.
+    pub(crate) fn new(store: Arc<dyn LogStore>, spool: SpoolHandle, settings: LogBatchSettings) -> Self {
         let backoff = Backoff::new(settings.retry_initial, settings.retry_max);
         let chunk = settings.max_records.max(1);
         Self {
             store,
             spool,
-            dead: None,
             rejections: HashMap::new(),
             jobs: None,
             settings,
             buffer: Vec::new(),
+            buffered_bytes: 0,
             flush_timer: None,
             flush_timer_fast: false,
             retry_timer: None,
@@ -111,6 +128,7 @@ impl LogBatchActor {
             chunk,
             write_timeout: WRITE_TIMEOUT,
             idle_waiters: Vec::new(),
+            _guard: super::essential::PanicGuard::new("log_batch"),
         }
     }
 
@@ -119,14 +137,15 @@ impl LogBatchActor {
     /// and benchmarks; [`crate::actors::start`] wires the node's own.
     ///
     /// # Errors
-    /// When the spool file cannot be created or read.
+    /// When the spool file cannot be created or read, or its thread cannot start.
     pub fn with_spool_file(
         store: Arc<dyn LogStore>,
         spool_path: &std::path::Path,
         spool_max_bytes: u64,
         settings: LogBatchSettings,
     ) -> std::io::Result<Self> {
-        Ok(Self::new(store, Spool::open(spool_path, spool_max_bytes)?, settings))
+        let spool = SpoolHandle::start(Spool::open(spool_path, spool_max_bytes)?)?;
+        Ok(Self::new(store, spool, settings))
     }
 
     /// Bounds each store call by `timeout` instead of [`WRITE_TIMEOUT`] (tests).
@@ -136,16 +155,23 @@ impl LogBatchActor {
         self
     }
 
-    /// Dead-letters refused records into `dead` instead of the file next to the spool.
-    pub(crate) fn with_dead_letter(mut self, dead: DeadLetter) -> Self {
-        self.dead = Some(dead);
-        self
-    }
-
     /// Takes per-job retention overrides from `jobs`.
     pub(crate) fn with_jobs(mut self, jobs: Arc<dyn JobStore>) -> Self {
         self.jobs = Some(jobs);
         self
+    }
+
+    /// Takes the whole buffer.
+    fn take_buffer(&mut self) -> Vec<RunRecord> {
+        self.buffered_bytes = 0;
+        std::mem::take(&mut self.buffer)
+    }
+
+    /// Puts `records` back at the front of the buffer (a spool append failed).
+    fn unshift(&mut self, mut records: Vec<RunRecord>) {
+        self.buffered_bytes += records.iter().map(record_bytes).sum::<usize>();
+        records.append(&mut self.buffer);
+        self.buffer = records;
     }
 
     fn flush(&mut self, ctx: &mut Context<Self>) {
@@ -158,8 +184,8 @@ impl LogBatchActor {
         if !self.spool.is_empty() {
             // The store is failing (or replay is pending): keep order by queueing behind the
             // spool, even while a replay runs (it only replaces the lines it read).
-            let batch = std::mem::take(&mut self.buffer);
-            self.spool_batch(&batch);
+            let batch = self.take_buffer();
+            self.spool_batch(batch, ctx);
             self.schedule_retry(ctx);
             return;
         }
@@ -178,6 +204,7 @@ impl LogBatchActor {
             n += 1;
         }
         let batch: Vec<RunRecord> = self.buffer.drain(..n).collect();
+        self.buffered_bytes = self.buffered_bytes.saturating_sub(batch.iter().map(record_bytes).sum());
         self.busy = true;
         let store = self.store.clone();
         let timeout = self.write_timeout;
@@ -191,16 +218,17 @@ impl LogBatchActor {
                 Ok(Ok(())) => act.wrote(batch.len()),
                 Ok(Err(BackendError::Rejected { rejected, .. })) => {
                     act.wrote(batch.len().saturating_sub(rejected.len()));
-                    let retry = act.refused(&batch, &rejected);
+                    let retry = act.refused(&batch, &rejected, ctx);
                     if !retry.is_empty() {
-                        act.spool_batch(&retry);
+                        act.spool_batch(retry, ctx);
                         act.schedule_retry(ctx);
                     }
                 }
-                Ok(Err(e)) => act.write_failed(&batch, e.to_string(), ctx),
+                Ok(Err(e)) => act.write_failed(batch, e.to_string(), ctx),
                 Err(_) => {
                     act.timed_out();
-                    act.write_failed(&batch, format!("no answer within {} ms", act.write_timeout.as_millis()), ctx);
+                    let error = format!("no answer within {} ms", act.write_timeout.as_millis());
+                    act.write_failed(batch, error, ctx);
                 }
             }
             if act.buffer.len() >= act.settings.max_records {
@@ -238,7 +266,7 @@ impl LogBatchActor {
         self.backoff.reset();
     }
 
-    fn write_failed(&mut self, batch: &[RunRecord], error: String, ctx: &mut Context<Self>) {
+    fn write_failed(&mut self, batch: Vec<RunRecord>, error: String, ctx: &mut Context<Self>) {
         if self.store_ok {
             log::warn!(
                 "Log store write failed, spooling to disk until it recovers. batch={} error={error}",
@@ -249,13 +277,13 @@ impl LogBatchActor {
         }
         self.store_ok = false;
         self.last_error = Some(error);
-        self.spool_batch(batch);
+        self.spool_batch(batch, ctx);
         self.schedule_retry(ctx);
     }
 
     /// Counts the refusals of `rejected` records of `batch`; dead-letters those refused
     /// [`REJECT_ATTEMPTS`] times and returns the others, to retry.
-    fn refused(&mut self, batch: &[RunRecord], rejected: &[RejectedRun]) -> Vec<RunRecord> {
+    fn refused(&mut self, batch: &[RunRecord], rejected: &[RejectedRun], ctx: &mut Context<Self>) -> Vec<RunRecord> {
         let mut retry = Vec::new();
         for rej in rejected {
             // The record the store saw: the last one of that run and status in the batch.
@@ -278,49 +306,62 @@ impl LogBatchActor {
                 continue;
             }
             self.rejections.remove(&key);
-            self.dead_letter(record, &rej.reason);
+            self.dead_letter(record.clone(), rej.reason.clone(), ctx);
         }
         retry
     }
 
-    fn dead_letter(&mut self, record: &RunRecord, reason: &str) {
-        if self.dead.is_none() {
-            let path = self.spool.path().with_file_name("dead-letter.jsonl");
-            match DeadLetter::open(&path) {
-                Ok(d) => self.dead = Some(d),
-                Err(e) => log::error!("Cannot open the dead-letter file. path={} error={e}", path.display()),
-            }
-        }
-        let written = self.dead.as_mut().map(|d| d.append(record, reason).map(|()| d.path().display().to_string()));
-        match written {
-            Some(Ok(path)) => log::error!(
+    /// Appends `record` to the dead-letter file (on the spool thread).
+    fn dead_letter(&mut self, record: RunRecord, reason: String, ctx: &mut Context<Self>) {
+        let kept = record.clone();
+        let fut = self.spool.call(move |spool| {
+            let res = spool.dead_letter(&record, &reason).map(|path| path.display().to_string());
+            (record, reason, res)
+        });
+        ctx.spawn(fut.into_actor(self).map(move |res, act, _| match res {
+            Ok((record, reason, Ok(path))) => log::error!(
                 "Log store refused a run record for good; kept in the dead-letter file. run={} job={} status={} file={path} error={reason}",
                 record.id,
                 record.job,
                 record.status
             ),
-            Some(Err(e)) => {
+            Ok((record, _, Err(e))) => {
                 // Never drop: keep it in memory and try again with the next flush.
                 log::error!("Cannot write the dead-letter file; keeping the record in memory. run={} error={e}", record.id);
-                self.buffer.push(record.clone());
+                act.unshift(vec![record]);
             }
-            None => self.buffer.push(record.clone()),
-        }
+            Err(e) => {
+                log::error!("Cannot reach the log spool thread; keeping the record in memory. run={} error={e}", kept.id);
+                act.unshift(vec![kept]);
+            }
+        }));
     }
 
-    fn spool_batch(&mut self, batch: &[RunRecord]) {
-        match self.spool.append(batch) {
+    /// Appends `batch` to the spool (on its thread); on failure keeps it in memory.
+    fn spool_batch(&mut self, batch: Vec<RunRecord>, ctx: &mut Context<Self>) {
+        if batch.is_empty() {
+            return;
+        }
+        let n = batch.len();
+        let fut = self.spool.append(batch);
+        ctx.spawn(fut.into_actor(self).map(move |res, act, _| act.spooled(n, res)));
+    }
+
+    /// The outcome of a spool append of `n` records.
+    fn spooled(&mut self, n: usize, res: Result<usize, (Vec<RunRecord>, std::io::Error)>) {
+        match res {
             Ok(0) => {}
             Ok(trimmed) => log::error!(
                 "Log spool is over spool_max_bytes; outputs of the oldest spooled runs were cut to head and tail (no run dropped). trimmed={trimmed} spool_bytes={}",
                 self.spool.bytes()
             ),
-            Err(e) => {
+            Err((records, e)) if records.len() == n => {
                 // Last resort: keep them in memory and retry; never drop.
-                log::error!("Cannot write the log spool; keeping records in memory. records={} error={e}", batch.len());
-                let mut kept = batch.to_vec();
-                kept.append(&mut self.buffer);
-                self.buffer = kept;
+                log::error!("Cannot write the log spool; keeping records in memory. records={n} error={e}");
+                self.unshift(records);
+            }
+            Err((_, e)) => {
+                log::error!("Log spool thread failed during an append; its records are lost. records={n} error={e}");
             }
         }
     }
@@ -336,7 +377,9 @@ impl LogBatchActor {
         }));
     }
 
-    /// Writes the spool to the store in order, in batches; empties it when all is written.
+    /// Writes the spool to the store in order, chunk by chunk (each read on the spool thread,
+    /// at most `chunk` records and [`MAX_WRITE_OUTPUT_BYTES`] of output); then drops what was
+    /// written from the spool, keeping what was appended meanwhile.
     fn replay(&mut self, ctx: &mut Context<Self>) {
         if self.busy {
             self.schedule_retry(ctx);
@@ -346,92 +389,107 @@ impl LogBatchActor {
             self.flush(ctx);
             return;
         }
-        let contents = match self.spool.read_all() {
-            Ok(c) => c,
-            Err(e) => {
-                log::error!("Cannot read the log spool; will retry. error={e}");
-                self.schedule_retry(ctx);
-                return;
-            }
-        };
-        if contents.corrupt_lines > 0 {
-            log::warn!(
-                "Log spool had unreadable lines (torn writes from a crash); skipped. lines={}",
-                contents.corrupt_lines
-            );
-        }
         self.busy = true;
         let store = self.store.clone();
-        let chunk = self.chunk;
+        let spool = self.spool.clone();
+        let mut chunk = self.chunk;
+        let max_chunk = self.settings.max_records.max(1);
         let timeout = self.write_timeout;
-        let consumed = contents.lines;
         let fut = async move {
-            let mut written = 0;
-            let mut refused: Vec<(Vec<RunRecord>, Vec<RejectedRun>)> = Vec::new();
-            let records = contents.records;
-            let mut done = 0;
-            let mut failure: Option<(String, bool)> = None;
-            while done < records.len() {
-                let part = &records[done..(done + chunk).min(records.len())];
-                match tokio::time::timeout(timeout, store.append_batch(part)).await {
-                    Ok(Ok(())) => written += part.len(),
-                    Ok(Err(BackendError::Rejected { rejected, .. })) => {
-                        written += part.len().saturating_sub(rejected.len());
-                        refused.push((part.to_vec(), rejected));
-                    }
+            let mut out = ReplayOutcome::default();
+            loop {
+                let read = spool.call(move |s| s.read_chunk(out.offset, chunk, MAX_WRITE_OUTPUT_BYTES)).await;
+                let part = match read {
+                    Ok(Ok(part)) => part,
                     Ok(Err(e)) => {
-                        failure = Some((e.to_string(), false));
+                        out.failure = Some((format!("cannot read the log spool: {e}"), false));
                         break;
                     }
-                    Err(_) => {
-                        failure = Some((format!("no answer within {} ms", timeout.as_millis()), true));
+                    Err(e) => {
+                        out.failure = Some((e.to_string(), false));
                         break;
+                    }
+                };
+                out.corrupt += part.corrupt_lines;
+                if !part.records.is_empty() {
+                    match tokio::time::timeout(timeout, store.append_batch(&part.records)).await {
+                        Ok(Ok(())) => {
+                            out.written += part.records.len();
+                            // Back to full batches as soon as writes fit again (a timeout
+                            // during the outage may have shrunk them).
+                            chunk = (chunk * 2).min(max_chunk);
+                        }
+                        Ok(Err(BackendError::Rejected { rejected, .. })) => {
+                            out.written += part.records.len().saturating_sub(rejected.len());
+                            out.refused.push((part.records, rejected));
+                        }
+                        Ok(Err(e)) => {
+                            out.failure = Some((e.to_string(), false));
+                            break;
+                        }
+                        Err(_) => {
+                            out.failure = Some((format!("no answer within {} ms", timeout.as_millis()), true));
+                            break;
+                        }
                     }
                 }
-                done += part.len();
+                out.offset = part.next_offset;
+                if part.at_end {
+                    break;
+                }
             }
-            let rest = records[done..].to_vec();
-            (written, refused, rest, failure)
+            out
         };
-        ctx.spawn(fut.into_actor(self).map(move |(written, refused, rest, failure), act, ctx| {
-            act.set_idle();
+        ctx.spawn(fut.into_actor(self).map(move |out, act, ctx| {
+            if out.corrupt > 0 {
+                log::warn!("Log spool had unreadable lines; skipped. lines={}", out.corrupt);
+            }
             let mut keep = Vec::new();
-            for (part, rejected) in &refused {
-                keep.extend(act.refused(part, rejected));
+            for (part, rejected) in &out.refused {
+                keep.extend(act.refused(part, rejected, ctx));
             }
             let retry_count = keep.len();
-            let progressed = written > 0 || !refused.is_empty();
-            keep.extend(rest);
-            match failure {
-                None => {
-                    if let Err(e) = act.spool.replace_prefix(consumed, &keep) {
-                        log::error!("Cannot rewrite the log spool after replay; records will be re-sent (idempotent). error={e}");
+            let progressed = out.offset > 0;
+            let (written, offset) = (out.written, out.offset);
+            // Only a replay that got somewhere rewrites the spool (on its thread).
+            let commit =
+                progressed.then(|| act.spool.call(move |s| s.replace_prefix(offset, &keep).map(|()| s.is_empty())));
+            let commit = async move {
+                Some(match commit?.await {
+                    Ok(Ok(empty)) => Ok(empty),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                })
+            };
+            ctx.spawn(commit.into_actor(act).map(move |committed, act, ctx| {
+                act.set_idle();
+                if let Some(Err(e)) = &committed {
+                    log::error!(
+                        "Cannot rewrite the log spool after replay; records will be re-sent (idempotent). error={e}"
+                    );
+                }
+                match out.failure {
+                    None => {
+                        log::info!("Log spool replayed to the store. records={written} to_retry={retry_count}");
+                        act.wrote(written);
+                        if !matches!(committed, Some(Ok(true))) {
+                            act.schedule_retry(ctx);
+                        }
+                        act.flush(ctx);
                     }
-                    log::info!("Log spool replayed to the store. records={written} to_retry={retry_count}");
-                    act.wrote(written);
-                    if !keep.is_empty() {
+                    Some((error, timed_out)) => {
+                        act.written += written as u64;
+                        if timed_out {
+                            act.timed_out();
+                        }
+                        log::debug!("Log spool replay failed; will retry. written={written} error={error}");
+                        act.store_ok = false;
+                        act.last_error = Some(error);
+                        act.flush(ctx);
                         act.schedule_retry(ctx);
                     }
-                    act.flush(ctx);
                 }
-                Some((error, timed_out)) => {
-                    // Keep only what is not written yet, so the next replay goes on from there.
-                    if progressed {
-                        if let Err(e) = act.spool.replace_prefix(consumed, &keep) {
-                            log::error!("Cannot rewrite the log spool after a partial replay; records will be re-sent (idempotent). error={e}");
-                        }
-                        act.written += written as u64;
-                    }
-                    if timed_out {
-                        act.timed_out();
-                    }
-                    log::debug!("Log spool replay failed; will retry. written={written} error={error}");
-                    act.store_ok = false;
-                    act.last_error = Some(error);
-                    act.flush(ctx);
-                    act.schedule_retry(ctx);
-                }
-            }
+            }));
         }));
     }
 
@@ -483,6 +541,21 @@ impl LogBatchActor {
     }
 }
 
+/// What one replay did.
+#[derive(Default)]
+struct ReplayOutcome {
+    /// Records written.
+    written: usize,
+    /// Chunks with records the store refused, and the refusals.
+    refused: Vec<(Vec<RunRecord>, Vec<RejectedRun>)>,
+    /// Spool offset up to which every record was written (or refused).
+    offset: u64,
+    /// Unreadable lines skipped.
+    corrupt: u64,
+    /// The error that stopped the replay, and whether it was a timeout.
+    failure: Option<(String, bool)>,
+}
+
 impl Actor for LogBatchActor {
     type Context = Context<Self>;
 
@@ -502,8 +575,20 @@ impl Handler<RecordRun> for LogBatchActor {
     type Result = ();
 
     fn handle(&mut self, msg: RecordRun, ctx: &mut Self::Context) {
+        self.buffered_bytes += record_bytes(&msg.0);
         self.buffer.push(msg.0);
-        if self.buffer.len() >= self.settings.max_records {
+        if self.buffered_bytes > self.settings.max_buffered_bytes {
+            // The store is slower than the runs (or a write is stuck): memory stays bounded,
+            // these wait on disk, in order, and everything after queues behind them.
+            log::debug!(
+                "Buffered run records over max_buffered_bytes; spooling them. records={} bytes={}",
+                self.buffer.len(),
+                self.buffered_bytes
+            );
+            let batch = self.take_buffer();
+            self.spool_batch(batch, ctx);
+            self.schedule_retry(ctx);
+        } else if self.buffer.len() >= self.settings.max_records {
             self.flush(ctx);
         } else {
             self.arm_flush(ctx);
@@ -526,28 +611,32 @@ impl Handler<FlushLogs> for LogBatchActor {
             let _ = tokio::time::timeout(WRITE_TIMEOUT, rx).await;
         };
         Box::pin(wait.into_actor(self).then(|_, act, _| {
-            let batch = std::mem::take(&mut act.buffer);
+            let batch = act.take_buffer();
             let store = act.store.clone();
+            let spool = act.spool.clone();
             let behind_spool = !act.spool.is_empty() || act.busy;
             async move {
                 if batch.is_empty() {
-                    return (batch, Ok(()));
+                    return (0, None);
                 }
-                if behind_spool {
-                    return (batch, Err("the log store is failing".to_owned()));
-                }
-                match tokio::time::timeout(Duration::from_secs(5), store.append_batch(&batch)).await {
-                    Ok(Ok(())) => (batch, Ok(())),
-                    Ok(Err(e)) => (batch, Err(e.to_string())),
-                    Err(_) => (batch, Err("no answer within 5s".to_owned())),
-                }
+                let n = batch.len();
+                let reason = if behind_spool {
+                    "the log store is failing".to_owned()
+                } else {
+                    match tokio::time::timeout(Duration::from_secs(5), store.append_batch(&batch)).await {
+                        Ok(Ok(())) => return (n, None),
+                        Ok(Err(e)) => e.to_string(),
+                        Err(_) => "no answer within 5s".to_owned(),
+                    }
+                };
+                log::info!("Spooling remaining run records for the next start. records={n} reason={reason}");
+                (0, Some((n, spool.append(batch).await)))
             }
             .into_actor(act)
-            .map(|(batch, res), act, _| match res {
-                Ok(()) => act.written += batch.len() as u64,
-                Err(e) => {
-                    log::info!("Spooling remaining run records for the next start. records={} reason={e}", batch.len());
-                    act.spool_batch(&batch);
+            .map(|(written, spooled), act, _| {
+                act.written += written as u64;
+                if let Some((n, res)) = spooled {
+                    act.spooled(n, res);
                 }
             })
         }))
@@ -565,30 +654,54 @@ impl Handler<GetLogStatus> for LogBatchActor {
             store_ok: self.store_ok,
             last_error: self.last_error.clone(),
             written: self.written,
-            dead_lettered: self.dead.as_ref().map_or(0, DeadLetter::records),
+            dead_lettered: self.spool.dead_lettered(),
+            buffered_bytes: self.buffered_bytes as u64,
         })
     }
 }
 
 /// Records of runs this worker left `running` before `before` (a crash or kill of the node),
 /// turned into `lost` records: from the spool (running records without a later final record)
-/// and from the store. When the store cannot be asked, the spool's are still returned, with
-/// the store's error.
+/// and from the store. The spool is read once, streamed, on its thread. When the store cannot
+/// be asked, the spool's are still returned, with the store's error.
 pub(crate) async fn interrupted_runs(
     store: &dyn LogStore,
-    spool: &Spool,
+    spool: &SpoolHandle,
     worker: &WorkerId,
     before: DateTime<Utc>,
 ) -> (Vec<RunRecord>, Option<String>) {
-    let mut open: Vec<RunRecord> = Vec::new();
-    if let Ok(contents) = spool.read_all() {
-        for r in contents.records {
-            open.retain(|o| o.id != r.id);
-            if r.status == RunStatus::Running && &r.worker == worker {
-                open.push(r);
-            }
+    let own = worker.clone();
+    let scanned = spool
+        .call(move |s| {
+            // Running records of this worker still open at the end of the file, and every run
+            // with a final record in the spool.
+            let mut open: HashMap<RunId, RunRecord> = HashMap::new();
+            let mut order: Vec<RunId> = Vec::new();
+            let mut finished: HashSet<RunId> = HashSet::new();
+            let res = s.scan(|r| {
+                open.remove(&r.id);
+                if r.status.is_final() {
+                    finished.insert(r.id);
+                } else if r.status == RunStatus::Running && r.worker == own {
+                    order.push(r.id.clone());
+                    open.insert(r.id.clone(), r);
+                }
+            });
+            let open: Vec<RunRecord> = order.into_iter().filter_map(|id| open.remove(&id)).collect();
+            res.map(|_| (open, finished))
+        })
+        .await;
+    let (mut open, finished) = match scanned {
+        Ok(Ok(found)) => found,
+        Ok(Err(e)) => {
+            log::warn!("Cannot read the log spool for interrupted runs. error={e}");
+            (Vec::new(), HashSet::new())
         }
-    }
+        Err(e) => {
+            log::warn!("Cannot reach the log spool thread for interrupted runs. error={e}");
+            (Vec::new(), HashSet::new())
+        }
+    };
     let mut after = None;
     let mut error = None;
     loop {
@@ -612,7 +725,7 @@ pub(crate) async fn interrupted_runs(
         };
         for r in page.runs {
             // A run whose final record waits in the spool is not interrupted.
-            if !open.iter().any(|o| o.id == r.id) && !finished_in_spool(spool, &r.id) {
+            if !open.iter().any(|o| o.id == r.id) && !finished.contains(&r.id) {
                 open.push(r);
             }
         }
@@ -634,10 +747,6 @@ pub(crate) async fn interrupted_runs(
         })
         .collect();
     (lost, error)
-}
-
-fn finished_in_spool(spool: &Spool, id: &RunId) -> bool {
-    spool.read_all().is_ok_and(|c| c.records.iter().any(|r| &r.id == id && r.status.is_final()))
 }
 
 #[cfg(test)]
@@ -724,7 +833,12 @@ mod tests {
             retry_initial: Duration::from_millis(20),
             retry_max: Duration::from_millis(100),
             retention_days: 0,
+            max_buffered_bytes: 64 * 1024 * 1024,
         }
+    }
+
+    fn handle(spool: Spool) -> SpoolHandle {
+        SpoolHandle::start(spool).expect("spool thread")
     }
 
     /// A real SQLite store under `dir`, switched off when `down`.
@@ -751,7 +865,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = flaky(dir.path(), true);
         let spool = Spool::open(&dir.path().join("spool.jsonl"), u64::MAX).expect("spool");
-        let actor = LogBatchActor::new(store.clone(), spool, settings()).start();
+        let actor = LogBatchActor::new(store.clone(), handle(spool), settings()).start();
         // a running record, then its final state, then many more, all while the store is down
         actor.do_send(RecordRun(record(0, RunStatus::Running)));
         actor.do_send(RecordRun(record(0, RunStatus::Succeeded)));
@@ -800,7 +914,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = flaky(dir.path(), false);
         let spool = Spool::open(&dir.path().join("spool").join("runs.jsonl"), u64::MAX).expect("spool");
-        let actor = LogBatchActor::new(store.clone(), spool, settings()).start();
+        let actor = LogBatchActor::new(store.clone(), handle(spool), settings()).start();
         let mut poison = record(1, RunStatus::Failed);
         poison.output = "poison".into();
         actor.do_send(RecordRun(poison.clone()));
@@ -838,7 +952,7 @@ mod tests {
             retry_max: Duration::from_secs(3600),
             ..settings()
         };
-        let actor = LogBatchActor::new(store, spool, slow).start();
+        let actor = LogBatchActor::new(store, handle(spool), slow).start();
         // The first record fails to write (forced by a flush) and opens the spool.
         actor.do_send(RecordRun(record(1, RunStatus::Succeeded)));
         actor.send(FlushLogs).await.expect("flush");
@@ -887,8 +1001,9 @@ mod tests {
         let left: Vec<RunRecord> = (0..200).map(|i| record(i, RunStatus::Succeeded)).collect();
         spool.append(&left).expect("append");
         let settings = LogBatchSettings { max_records: 200, ..settings() };
-        let actor =
-            LogBatchActor::new(store.clone(), spool, settings).with_write_timeout(Duration::from_millis(150)).start();
+        let actor = LogBatchActor::new(store.clone(), handle(spool), settings)
+            .with_write_timeout(Duration::from_millis(150))
+            .start();
         for i in 200..300 {
             actor.do_send(RecordRun(record(i, RunStatus::Succeeded)));
         }
@@ -904,13 +1019,89 @@ mod tests {
         assert_eq!(store.0.count(&RunFilter::default()).await.expect("count"), 300, "every record once");
     }
 
+    /// A store whose writes hang (no answer, no error) while `stuck`.
+    struct Stuck {
+        inner: SqliteLogStore,
+        stuck: AtomicBool,
+    }
+
+    #[async_trait]
+    impl LogStore for Stuck {
+        async fn append_batch(&self, records: &[RunRecord]) -> Result<(), BackendError> {
+            while self.stuck.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            self.inner.append_batch(records).await
+        }
+        async fn get(&self, id: &RunId) -> Result<Option<RunRecord>, BackendError> {
+            self.inner.get(id).await
+        }
+        async fn query(&self, q: &RunQuery) -> Result<RunPage, BackendError> {
+            self.inner.query(q).await
+        }
+        async fn count(&self, f: &RunFilter) -> Result<u64, BackendError> {
+            self.inner.count(f).await
+        }
+        async fn stats(&self, job: &JobName, since: DateTime<Utc>) -> Result<JobStats, BackendError> {
+            self.inner.stats(job, since).await
+        }
+        async fn purge_before(&self, before: DateTime<Utc>) -> Result<u64, BackendError> {
+            self.inner.purge_before(before).await
+        }
+        async fn ping(&self) -> Result<(), BackendError> {
+            self.inner.ping().await
+        }
+    }
+
+    #[actix::test]
+    async fn past_max_buffered_bytes_records_go_to_the_spool_while_a_write_hangs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(Stuck {
+            inner: SqliteLogStore::open(&dir.path().join("runs.sqlite3")).expect("store"),
+            stuck: AtomicBool::new(true),
+        });
+        let spool = Spool::open(&dir.path().join("spool.jsonl"), u64::MAX).expect("spool");
+        let bound = 200 * 1024;
+        let settings = LogBatchSettings { max_records: 2, max_buffered_bytes: bound, ..settings() };
+        let actor = LogBatchActor::new(store.clone(), handle(spool), settings).start();
+        // 100 records of 64 KiB: 6.4 MiB, 32 times the bound, while the first write hangs.
+        let output = "o".repeat(64 * 1024);
+        for i in 0..100 {
+            let mut r = record(i, RunStatus::Succeeded);
+            r.output = output.clone();
+            actor.do_send(RecordRun(r));
+            let status = actor.send(GetLogStatus).await.expect("status");
+            assert!(status.buffered_bytes as usize <= bound, "buffer over its bound: {status:?}");
+        }
+        let mut status = actor.send(GetLogStatus).await.expect("status");
+        for _ in 0..500 {
+            status = actor.send(GetLogStatus).await.expect("status");
+            if status.spool_records == 98 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(status.spool_records, 98, "all but the hanging batch wait on disk: {status:?}");
+        // The store answers again: every record lands once, in order, and the spool empties.
+        store.stuck.store(false, Ordering::SeqCst);
+        for _ in 0..1000 {
+            status = actor.send(GetLogStatus).await.expect("status");
+            if status.spool_records == 0 && store.inner.count(&RunFilter::default()).await.expect("count") == 100 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(store.inner.count(&RunFilter::default()).await.expect("count"), 100, "{status:?}");
+        assert_eq!(status.spool_records, 0, "{status:?}");
+    }
+
     #[actix::test]
     async fn a_spool_left_by_a_crash_is_replayed_at_start_and_flush_writes_the_rest() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut spool = Spool::open(&dir.path().join("spool.jsonl"), u64::MAX).expect("spool");
         spool.append(&[record(1, RunStatus::Succeeded), record(2, RunStatus::Failed)]).expect("append");
         let store = Arc::new(SqliteLogStore::open(&dir.path().join("runs.sqlite3")).expect("store"));
-        let actor = LogBatchActor::new(store.clone(), spool, settings()).start();
+        let actor = LogBatchActor::new(store.clone(), handle(spool), settings()).start();
         actor.do_send(RecordRun(record(3, RunStatus::Succeeded)));
         actor.send(FlushLogs).await.expect("flush");
         wait_for(|| futures::executor::block_on(store.count(&RunFilter::default())).is_ok_and(|n| n == 3)).await;
@@ -932,7 +1123,7 @@ mod tests {
         let spooled = record(4, RunStatus::Running);
         let finished_in_spool = record(5, RunStatus::Running);
         spool.append(&[spooled.clone(), finished_in_spool.clone(), record(5, RunStatus::Succeeded)]).expect("append");
-        let (lost, error) = interrupted_runs(&store, &spool, &WorkerId("w1".into()), Utc::now()).await;
+        let (lost, error) = interrupted_runs(&store, &handle(spool), &WorkerId("w1".into()), Utc::now()).await;
         assert_eq!(error, None);
         let mut ids: Vec<&str> = lost.iter().map(|r| r.id.0.as_str()).collect();
         ids.sort_unstable();

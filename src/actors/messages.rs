@@ -270,6 +270,8 @@ pub struct LogStatus {
     pub written: u64,
     /// Records in the dead-letter file (refused by the store for good).
     pub dead_lettered: u64,
+    /// Bytes of the buffered records (bounded by `log_batch.max_buffered_bytes`).
+    pub buffered_bytes: u64,
 }
 
 // ---------------------------------------------------------------------------------------------

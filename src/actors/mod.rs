@@ -13,6 +13,7 @@
 //! [`start`] wires a worker's actors, [`start_master`] a master's, in one place each, passing
 //! addresses explicitly.
 
+pub mod essential;
 pub mod executor;
 pub mod log_batch;
 pub mod messages;
@@ -34,6 +35,7 @@ use crate::backend::Backends;
 use crate::config::Config;
 use crate::domain::WorkerInfo;
 use crate::error::StartupError;
+use essential::Essentials;
 use executor::ExecutorPool;
 use log_batch::{LogBatchActor, LogBatchSettings};
 use messages::RecordRun;
@@ -54,6 +56,8 @@ pub struct Handles {
     pub watch: Addr<WatchActor>,
     /// Recorder of runs lost with their worker.
     pub reaper: Addr<LostRunsActor>,
+    /// The essential actors above, for readiness.
+    pub essentials: Essentials,
 }
 
 /// Addresses of what a master runs besides HTTP: the recorder of lost runs and its log pipeline.
@@ -63,6 +67,8 @@ pub struct MasterHandles {
     pub log: Addr<LogBatchActor>,
     /// Recorder of runs lost with their worker.
     pub reaper: Addr<LostRunsActor>,
+    /// The essential actors above, for readiness.
+    pub essentials: Essentials,
 }
 
 fn log_settings(config: &Config) -> LogBatchSettings {
@@ -72,15 +78,28 @@ fn log_settings(config: &Config) -> LogBatchSettings {
         retry_initial: Duration::from_millis(config.log_batch.retry_initial_ms),
         retry_max: Duration::from_millis(config.log_batch.retry_max_ms),
         retention_days: config.log_batch.retention_days,
+        max_buffered_bytes: usize::try_from(config.log_batch.max_buffered_bytes).unwrap_or(usize::MAX),
     }
 }
 
-fn open_spool(config: &Config) -> Result<spool::Spool, StartupError> {
-    let spool_path = config.data_dir.join("spool").join("runs.jsonl");
-    spool::Spool::open(&spool_path, config.log_batch.spool_max_bytes).map_err(|source| StartupError::Io {
-        context: format!("cannot open the log spool {}", spool_path.display()),
-        source,
+/// Opens the spool (cutting a torn last line, counting a possibly large file) and its
+/// dead-letter file on a blocking thread, then hands them to the spool's own thread.
+async fn open_spool(config: &Config) -> Result<spool::SpoolHandle, StartupError> {
+    let dir = config.data_dir.join("spool");
+    let spool_path = dir.join("runs.jsonl");
+    let dead_path = dir.join("dead-letter.jsonl");
+    let max_bytes = config.log_batch.spool_max_bytes;
+    let shown = spool_path.display().to_string();
+    let opened = tokio::task::spawn_blocking(move || {
+        let dead = spool::DeadLetter::open(&dead_path)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("dead-letter file {}: {e}", dead_path.display())))?;
+        let spool = spool::Spool::open(&spool_path, max_bytes)?.with_dead_letter(dead);
+        spool::SpoolHandle::start(spool)
     })
+    .await
+    .map_err(std::io::Error::other)
+    .and_then(|r| r);
+    opened.map_err(|source| StartupError::Io { context: format!("cannot open the log spool {shown}"), source })
 }
 
 /// Starts what a master runs on the current actix system: a log pipeline (spooled like a
@@ -89,8 +108,8 @@ fn open_spool(config: &Config) -> Result<spool::Spool, StartupError> {
 ///
 /// # Errors
 /// When the spool file under `data_dir` cannot be opened.
-pub fn start_master(config: &Config, backends: &Backends) -> Result<MasterHandles, StartupError> {
-    let spool = open_spool(config)?;
+pub async fn start_master(config: &Config, backends: &Backends) -> Result<MasterHandles, StartupError> {
+    let spool = open_spool(config).await?;
     let log = LogBatchActor::new(backends.logs.clone(), spool, log_settings(config)).start();
     let reaper = LostRunsActor::new(
         backends.claims.clone(),
@@ -100,7 +119,10 @@ pub fn start_master(config: &Config, backends: &Backends) -> Result<MasterHandle
         None,
     )
     .start();
-    Ok(MasterHandles { log, reaper })
+    let mut essentials = Essentials::default();
+    essentials.add("log_batch", &log);
+    essentials.add("lost_runs", &reaper);
+    Ok(MasterHandles { log, reaper, essentials })
 }
 
 /// Starts the worker engine on the current actix system. Order matters: the log pipeline first
@@ -117,7 +139,7 @@ pub async fn start(
     started_at: DateTime<Utc>,
 ) -> Result<Handles, StartupError> {
     // 1. Log pipeline, and runs a previous process left `running`.
-    let spool = open_spool(config)?;
+    let spool = open_spool(config).await?;
     let lost = match tokio::time::timeout(
         Duration::from_secs(10),
         log_batch::interrupted_runs(backends.logs.as_ref(), &spool, &worker.id, started_at),
@@ -134,13 +156,7 @@ pub async fn start(
             Vec::new()
         }
     };
-    let dead_path = config.data_dir.join("spool").join("dead-letter.jsonl");
-    let dead = spool::DeadLetter::open(&dead_path).map_err(|source| StartupError::Io {
-        context: format!("cannot open the dead-letter file {}", dead_path.display()),
-        source,
-    })?;
     let log = LogBatchActor::new(backends.logs.clone(), spool, log_settings(config))
-        .with_dead_letter(dead)
         .with_jobs(Arc::clone(&backends.jobs))
         .start();
     if !lost.is_empty() {
@@ -202,5 +218,10 @@ pub async fn start(
         Some(worker_id),
     )
     .start();
-    Ok(Handles { scheduler, pool, log, watch, reaper })
+    let mut essentials = Essentials::default();
+    essentials.add("scheduler", &scheduler);
+    essentials.add("watch", &watch);
+    essentials.add("log_batch", &log);
+    essentials.add("lost_runs", &reaper);
+    Ok(Handles { scheduler, pool, log, watch, reaper, essentials })
 }

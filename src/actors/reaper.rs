@@ -38,6 +38,8 @@ pub struct LostRunsActor {
     own: Option<WorkerId>,
     warned: Option<std::time::Instant>,
     unwarned: u64,
+    /// Exits the process if this actor panics.
+    _guard: super::essential::PanicGuard,
 }
 
 /// At most one "run lost" warning this often.
@@ -53,7 +55,16 @@ impl LostRunsActor {
         log: Recipient<RecordRun>,
         own: Option<WorkerId>,
     ) -> Self {
-        Self { claims, logs, jobs, log, own, warned: None, unwarned: 0 }
+        Self {
+            claims,
+            logs,
+            jobs,
+            log,
+            own,
+            warned: None,
+            unwarned: 0,
+            _guard: super::essential::PanicGuard::new("lost_runs"),
+        }
     }
 
     fn follow(&mut self, ctx: &mut Context<Self>) {

@@ -226,6 +226,8 @@ pub struct SchedulerActor {
     marks_retry: Option<Backoff>,
     /// When the last "ticks missed" warning was logged.
     missed_warned: Option<std::time::Instant>,
+    /// Exits the process if this actor panics (issue 10: essential actors never die silently).
+    _guard: super::essential::PanicGuard,
 }
 
 impl SchedulerActor {
@@ -254,6 +256,7 @@ impl SchedulerActor {
             marks_failing: false,
             marks_retry: None,
             missed_warned: None,
+            _guard: super::essential::PanicGuard::new("scheduler"),
         }
     }
 
@@ -799,6 +802,9 @@ impl Actor for SchedulerActor {
         self.announce(ctx, true);
         ctx.add_stream(self.peers.members.session_events());
         ctx.run_interval(self.settings.heartbeat, |act, ctx| act.announce(ctx, false));
+        if let Some(ms) = crate::test_hooks::value("panic_scheduler_after_ms").and_then(|v| v.parse().ok()) {
+            ctx.run_later(Duration::from_millis(ms), |_, _| panic!("test hook panic_scheduler_after_ms fired"));
+        }
     }
 }
 

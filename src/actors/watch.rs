@@ -49,6 +49,8 @@ pub struct WatchActor {
     backoff: Backoff,
     failing: bool,
     invalid: InvalidJobs,
+    /// Exits the process if this actor panics.
+    _guard: super::essential::PanicGuard,
 }
 
 /// The stored documents that are not valid jobs, each logged once per distinct reason (not on
@@ -111,6 +113,7 @@ impl WatchActor {
             backoff: Backoff::new(BACKOFF_MIN, BACKOFF_MAX),
             failing: false,
             invalid: InvalidJobs::default(),
+            _guard: super::essential::PanicGuard::new("watch"),
         }
     }
 
@@ -229,6 +232,9 @@ impl Actor for WatchActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         self.resync(ctx);
+        if let Some(ms) = crate::test_hooks::value("stop_watch_after_ms").and_then(|v| v.parse().ok()) {
+            ctx.run_later(Duration::from_millis(ms), |_, ctx| ctx.stop());
+        }
     }
 }
 

@@ -2,8 +2,10 @@
 //!
 //! Liveness says the process answers. Readiness probes each backend and, on nodes that run
 //! actors, reads the scheduler, executor pool and log pipeline status, every probe bounded by
-//! [`CHECK_TIMEOUT`] and all run at once. Only an unreachable job store makes the node
-//! unavailable (503); anything else is "degraded" with 200, since runs keep spooling.
+//! [`CHECK_TIMEOUT`] and all run at once. An unreachable job store, or an essential actor
+//! (scheduler, watch, log batching, lost-run recording) that is not running, makes the node
+//! unavailable (503): a node that cannot schedule must not look ready. Anything else is
+//! "degraded" with 200, since runs keep spooling.
 
 use std::future::Future;
 use std::time::Duration;
@@ -108,6 +110,12 @@ pub(crate) async fn ready(state: Data<AppState>) -> HttpResponse {
         }
     }
     let logs_ok = logs_json.get("ok").and_then(Value::as_bool).unwrap_or(false);
+    let essentials = state.essentials.states();
+    let stopped: Vec<&str> = essentials.iter().filter(|(_, alive)| !alive).map(|(name, _)| *name).collect();
+    let actors_json: serde_json::Map<String, Value> = essentials
+        .iter()
+        .map(|(name, alive)| ((*name).to_owned(), Value::from(if *alive { "running" } else { "stopped" })))
+        .collect();
 
     let actors_ok =
         [scheduler.as_ref().map(Result::is_ok), pool.as_ref().map(Result::is_ok), log.as_ref().map(Result::is_ok)]
@@ -117,7 +125,8 @@ pub(crate) async fn ready(state: Data<AppState>) -> HttpResponse {
         Some(Ok(s)) => s.synced,
         _ => true,
     };
-    let status = if jobs.is_err() {
+    let unavailable = jobs.is_err() || !stopped.is_empty();
+    let status = if unavailable {
         "unavailable"
     } else if members.is_err() || claims.is_err() || !logs_ok || !actors_ok || !synced {
         "degraded"
@@ -140,8 +149,12 @@ pub(crate) async fn ready(state: Data<AppState>) -> HttpResponse {
         "executors": actor_json(&pool),
         // Issue 9, item 8: stored documents that are not valid jobs, not planned, with the reason.
         "invalid_jobs": actor_json(&invalid),
+        "actors": actors_json,
     });
-    if jobs.is_err() {
+    if !stopped.is_empty() {
+        log::warn!("Readiness: essential actors are not running. stopped={}", stopped.join(","));
+    }
+    if unavailable {
         HttpResponse::ServiceUnavailable().json(body)
     } else {
         HttpResponse::Ok().json(body)

@@ -55,6 +55,8 @@ pub struct AppState {
     pub started_at: DateTime<Utc>,
     /// Token table and failed-authentication limits (`AuthState::default()`).
     pub auth: AuthState,
+    /// The essential actors of this process (readiness is 503 when one is not running).
+    pub essentials: crate::actors::essential::Essentials,
 }
 
 /// Read-only status queries to the local actors, for the readiness probe.

@@ -85,6 +85,7 @@ impl Harness {
             node_id: WorkerId("node-1".into()),
             started_at: Utc::now(),
             auth: Default::default(),
+            essentials: Default::default(),
         })
     }
 
@@ -939,6 +940,7 @@ impl Handler<GetLogStatus> for FakeNode {
     type Result = MessageResult<GetLogStatus>;
     fn handle(&mut self, _: GetLogStatus, _: &mut Context<Self>) -> Self::Result {
         MessageResult(LogStatus {
+            buffered_bytes: 0,
             buffered: 2,
             spool_bytes: 100,
             spool_records: 1,
@@ -1163,6 +1165,7 @@ fn state_listening_on(listen: String) -> AppState {
         node_id: WorkerId("n".into()),
         started_at: Utc::now(),
         auth: Default::default(),
+        essentials: Default::default(),
     }
 }
 

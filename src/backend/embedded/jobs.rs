@@ -94,7 +94,8 @@ impl EmbeddedJobStore {
     /// # Errors
     /// `Io`/`Sqlite` when the file cannot be created, opened or migrated.
     pub fn open_with(path: &Path, limits: JobStoreLimits) -> Result<Self, BackendError> {
-        let conn = open_sqlite(path)?;
+        // README "Durability": a 201 from the API means the job is on disk.
+        let conn = open_sqlite(path, super::Durability::Full)?;
         let shown = path.display();
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS jobs (

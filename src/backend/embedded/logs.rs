@@ -38,7 +38,7 @@ impl SqliteLogStore {
     /// # Errors
     /// `Io`/`Sqlite` when the file cannot be created, opened or migrated.
     pub fn open(path: &Path) -> Result<Self, BackendError> {
-        let conn = open_sqlite(path)?;
+        let conn = open_sqlite(path, super::Durability::Normal)?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS runs (
                  id TEXT PRIMARY KEY,

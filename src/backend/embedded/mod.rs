@@ -50,9 +50,30 @@ fn sql_err(context: impl Into<String>) -> impl FnOnce(rusqlite::Error) -> Backen
     move |source| BackendError::Sqlite { context, source }
 }
 
-/// Opens (or creates) a SQLite database in WAL mode with `synchronous=NORMAL`: a crash loses
-/// at most the last transactions since a checkpoint on power loss, never consistency.
-fn open_sqlite(path: &Path) -> Result<Connection, BackendError> {
+/// How hard a commit waits for the disk (SQLite's `synchronous`, in WAL mode). README
+/// "Durability" states what each store uses and what it costs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Durability {
+    /// `synchronous=FULL`: the WAL is fsynced at every commit, so a committed transaction
+    /// survives a power loss. The job store: a 201 means the job is on disk.
+    Full,
+    /// `synchronous=NORMAL`: fsync at checkpoints only; a crash of the process loses nothing,
+    /// a power loss may lose the last commits, never consistency. The run log: records are
+    /// re-derivable (spool, lost-run recovery) and written at a rate where FULL costs the most.
+    Normal,
+}
+
+impl Durability {
+    fn pragma(self) -> &'static str {
+        match self {
+            Durability::Full => "FULL",
+            Durability::Normal => "NORMAL",
+        }
+    }
+}
+
+/// Opens (or creates) a SQLite database in WAL mode with the given [`Durability`].
+fn open_sqlite(path: &Path, durability: Durability) -> Result<Connection, BackendError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|source| BackendError::Io {
             context: format!("cannot create directory {}", dir.display()),
@@ -68,15 +89,29 @@ fn open_sqlite(path: &Path) -> Result<Connection, BackendError> {
     if !mode.eq_ignore_ascii_case("wal") {
         log::warn!("SQLite refused WAL mode; continuing in its default mode. path={shown} mode={mode}");
     }
-    conn.pragma_update(None, "synchronous", "NORMAL")
-        .map_err(sql_err(format!("cannot set synchronous=NORMAL on {shown}")))?;
+    let level = durability.pragma();
+    conn.pragma_update(None, "synchronous", level)
+        .map_err(sql_err(format!("cannot set synchronous={level} on {shown}")))?;
     Ok(conn)
 }
 
 #[cfg(test)]
 mod tests {
+    use super::{open_sqlite, Durability};
     use crate::backend::{conformance, Backends, Precondition};
     use crate::domain::JobName;
+
+    #[test]
+    fn the_job_store_commits_with_full_sync_and_the_run_log_with_normal() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (durability, level) in [(Durability::Full, 2), (Durability::Normal, 1)] {
+            let conn = open_sqlite(&dir.path().join(format!("{level}.sqlite3")), durability).expect("open");
+            let got: i64 = conn.query_row("PRAGMA synchronous", [], |r| r.get(0)).expect("pragma");
+            assert_eq!(got, level, "{durability:?}");
+            let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).expect("pragma");
+            assert_eq!(mode, "wal");
+        }
+    }
 
     #[tokio::test]
     async fn backends_embedded_opens_every_port_under_data_dir_and_keeps_jobs() {

@@ -119,6 +119,11 @@ impl FerretDb {
         format!("mongodb://127.0.0.1:{}/", self.port)
     }
 
+    /// OS pid of the server (to pause it with SIGSTOP).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).expect("ferretdb running")
+    }
+
     /// Kills the server (SIGKILL: an outage, not a shutdown) and waits for it to exit.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
