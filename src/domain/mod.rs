@@ -12,7 +12,7 @@ pub mod worker;
 
 pub use access::{AccessRole, Caller};
 pub use backoff::Backoff;
-pub use job::{ConcurrencyPolicy, Job, JobName, JobSpec, JobValidationError};
+pub use job::{check_run_as, ConcurrencyPolicy, Job, JobLimits, JobName, JobSpec, JobValidationError};
 pub use run::{Fence, RunId, RunRecord, RunStatus, Trigger};
 pub use schedule::{CronError, Dialect, Schedule};
 pub use worker::{WorkerId, WorkerInfo};

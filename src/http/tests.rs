@@ -173,6 +173,8 @@ fn run(id: &str, job: &str, status: RunStatus, start: i64, started: bool) -> Run
         worker: WorkerId(if start % 2 == 0 { "w-even".into() } else { "w-odd".into() }),
         attempt: 1,
         fence: Fence(7),
+        pgid: None,
+        proc_start_ticks: None,
     }
 }
 
