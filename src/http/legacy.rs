@@ -199,7 +199,7 @@ async fn save(state: Data<AppState>, req: HttpRequest, body: Result<Bytes, actix
         None => JobSpec { name: Some(name), command, cron_expr, dialect: Some(Dialect::Seed), ..JobSpec::default() }
             .into_job(None),
     };
-    let job = match job {
+    let job = match job.and_then(|j| super::jobs::may_run_as(&j, &state.config).map(|()| j)) {
         Ok(j) => j,
         Err(e) => return failure(&invalid(&e)),
     };

@@ -9,4 +9,5 @@ mod backends_mongo;
 mod cluster;
 mod engine;
 mod legacy;
+mod process;
 mod support;
