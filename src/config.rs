@@ -159,6 +159,9 @@ pub struct ExecutorConfig {
     pub on_restart: RestartPolicy,
     /// Users a job may name in `run_as_user` (a root node only); empty = none.
     pub allowed_users: Vec<String>,
+    /// SIGTERM to a run's shell when distcron dies (`PR_SET_PDEATHSIG`; ignored with
+    /// `on_restart = "adopt"`). Costs a `fork` instead of `posix_spawn` per run.
+    pub death_signal: bool,
 }
 
 /// What a restarted node does with processes its previous life left running
@@ -285,6 +288,7 @@ impl Default for ExecutorConfig {
             kill_grace_ms: 5_000,
             on_restart: RestartPolicy::Terminate,
             allowed_users: Vec::new(),
+            death_signal: true,
         }
     }
 }
@@ -385,6 +389,8 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("executor.max_output_bytes", "DISTCRON_EXECUTOR_MAX_OUTPUT_BYTES"),
     ("executor.kill_grace_ms", "DISTCRON_EXECUTOR_KILL_GRACE_MS"),
     ("executor.on_restart", "DISTCRON_EXECUTOR_ON_RESTART"),
+    ("executor.death_signal", "DISTCRON_EXECUTOR_DEATH_SIGNAL"),
+    ("executor.allowed_users", "DISTCRON_EXECUTOR_ALLOWED_USERS"),
     ("log_batch.max_records", "DISTCRON_LOG_BATCH_MAX_RECORDS"),
     ("log_batch.flush_ms", "DISTCRON_LOG_BATCH_FLUSH_MS"),
     ("log_batch.retry_initial_ms", "DISTCRON_LOG_BATCH_RETRY_INITIAL_MS"),

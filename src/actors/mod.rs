@@ -186,7 +186,7 @@ pub async fn start(
         launch: RunLaunch {
             allowed_users: config.executor.allowed_users.clone(),
             // Adopting needs the shell to outlive distcron.
-            death_signal: config.executor.on_restart == RestartPolicy::Terminate,
+            death_signal: config.executor.death_signal && config.executor.on_restart == RestartPolicy::Terminate,
             ..RunLaunch::default()
         },
     };

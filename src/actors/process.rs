@@ -353,7 +353,7 @@ fn group_alive(pgid: Pid) -> bool {
     if matches!(killpg(pgid, None), Err(Errno::ESRCH)) {
         return false;
     }
-    live_members_in_proc(pgid).map_or(true, |n| n > 0)
+    live_members_in_proc(pgid).is_none_or(|n| n > 0)
 }
 
 /// Non-zombie processes whose process group is `pgid`, per `/proc`; `None` when unreadable.
