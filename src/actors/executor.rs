@@ -34,8 +34,8 @@ use tokio::sync::oneshot;
 use tokio::task::JoinError;
 
 use crate::actors::messages::{
-    Execute, ExecutorIdle, ExecutorRestarted, GetPoolStatus, KillReason, KillRun, PoolStatus, RecordRun, RunFinished,
-    RunSpec, StartRun,
+    AdoptedKillable, Execute, ExecutorIdle, ExecutorRestarted, GetPoolStatus, KillReason, KillRun, PoolStatus,
+    RecordRun, RunFinished, RunSpec, StartRun,
 };
 use crate::actors::process::{classify, run_command_reporting, ProcessOutcome, ProcessSpec, Spawned};
 use crate::domain::{RunId, RunRecord, RunStatus, WorkerId};
@@ -140,6 +140,8 @@ pub struct ExecutorPool {
     queue: VecDeque<RunSpec>,
     queue_capacity: usize,
     restarts: u64,
+    /// Kill channels of runs adopted at start (`executor.on_restart = "adopt"`).
+    adopted: std::collections::HashMap<RunId, oneshot::Sender<KillReason>>,
 }
 
 impl ExecutorPool {
@@ -174,7 +176,14 @@ impl ExecutorPool {
                     Slot { addr, running: None }
                 })
                 .collect();
-            ExecutorPool { sinks, slots, queue: VecDeque::with_capacity(queue_capacity), queue_capacity, restarts: 0 }
+            ExecutorPool {
+                sinks,
+                slots,
+                queue: VecDeque::with_capacity(queue_capacity),
+                queue_capacity,
+                restarts: 0,
+                adopted: std::collections::HashMap::new(),
+            }
         })
     }
 
@@ -262,9 +271,22 @@ impl Handler<KillRun> for ExecutorPool {
             }
         } else if let Some(slot) = self.slots.iter().find(|s| s.running.as_ref() == Some(&msg.run)) {
             slot.addr.do_send(msg);
+        } else if let Some(kill) = self.adopted.remove(&msg.run) {
+            log::info!("Killing an adopted run. run={}", msg.run);
+            let _ = kill.send(msg.reason);
         } else {
             log::debug!("Kill for a run this pool does not hold ignored. run={}", msg.run);
         }
+    }
+}
+
+impl Handler<AdoptedKillable> for ExecutorPool {
+    type Result = ();
+
+    fn handle(&mut self, msg: AdoptedKillable, _ctx: &mut Self::Context) {
+        // A watcher that already ended dropped its receiver: nothing to keep.
+        self.adopted.retain(|_, tx| !tx.is_closed());
+        self.adopted.insert(msg.run, msg.kill);
     }
 }
 

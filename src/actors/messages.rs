@@ -303,3 +303,14 @@ pub struct RunAdopted {
     /// When it started.
     pub since: DateTime<Utc>,
 }
+
+/// node start (orphans) -> ExecutorPool: a [`KillRun`] for this adopted run goes down `kill`
+/// (its watcher then terminates the run's processes).
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct AdoptedKillable {
+    /// Run.
+    pub run: RunId,
+    /// Where its kill goes.
+    pub kill: tokio::sync::oneshot::Sender<KillReason>,
+}

@@ -40,7 +40,7 @@ use crate::domain::WorkerInfo;
 use crate::error::StartupError;
 use executor::ExecutorPool;
 use log_batch::{LogBatchActor, LogBatchSettings};
-use messages::{RecordRun, RunAdopted, RunLaunch};
+use messages::{AdoptedKillable, RecordRun, RunAdopted, RunLaunch};
 use reaper::LostRunsActor;
 use scheduler::{SchedulerActor, SchedulerPeers, SchedulerSettings};
 use watch::{WatchActor, WatchTargets};
@@ -207,7 +207,10 @@ pub async fn start(
             scheduled_at: record.scheduled_at,
             since: record.started_at.unwrap_or(record.dispatched_at),
         });
-        actix::spawn(orphans::watch_adopted(record, log.clone().recipient(), scheduler.clone().recipient()));
+        let (kill_tx, kill_rx) = tokio::sync::oneshot::channel();
+        pool.do_send(AdoptedKillable { run: record.id.clone(), kill: kill_tx });
+        let (log, scheduler) = (log.clone().recipient(), scheduler.clone().recipient());
+        actix::spawn(orphans::watch_adopted(record, kill_rx, kill_grace, log, scheduler));
     }
 
     // 3. The watcher feeds the scheduler; its first snapshot plans every job.

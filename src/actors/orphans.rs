@@ -5,7 +5,7 @@
 //! default: SIGTERM, SIGKILL after `kill_grace_ms`, run recorded `lost` with the reason
 //! "distcron restarted; leftover processes terminated") or adopting them (`"adopt"`: the run
 //! stays live for `forbid` and is recorded `lost` with its real end time once its last process
-//! is gone, watched by polling `/proc`).
+//! is gone, watched by polling `/proc`; a kill through the pool terminates it, recorded `killed`).
 //! Leaves to others: which runs were left `running` (`log_batch::interrupted_runs`), the
 //! scheduler's live-run table ([`RunAdopted`], [`RunFinished`]) and writing records.
 //!
@@ -26,7 +26,7 @@ use chrono::Utc;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use super::messages::{RecordRun, RunFinished};
+use super::messages::{KillReason, RecordRun, RunFinished};
 use super::procfs::{self, ProcStat};
 use crate::config::RestartPolicy;
 use crate::domain::{RunId, RunRecord, RunStatus};
@@ -189,22 +189,49 @@ pub async fn settle(lost: Vec<RunRecord>, policy: RestartPolicy, grace: Duration
 }
 
 /// Watches an adopted run until its last process is gone, then records it `lost` with that
-/// end time and tells the scheduler it finished.
-pub async fn watch_adopted(mut record: RunRecord, log: Recipient<RecordRun>, scheduler: Recipient<RunFinished>) {
+/// end time and tells the scheduler it finished. A reason on `kill` terminates its processes
+/// (SIGTERM, SIGKILL after `grace`) and records it `killed`.
+pub async fn watch_adopted(
+    mut record: RunRecord,
+    mut kill: tokio::sync::oneshot::Receiver<KillReason>,
+    grace: Duration,
+    log: Recipient<RecordRun>,
+    scheduler: Recipient<RunFinished>,
+) {
     let target = RunTarget::of(&record);
+    let mut killed: Option<KillReason> = None;
+    // False once a kill came or nobody can send one any more (the pool is gone).
+    let mut kill_open = true;
     while !find_async(&target).await.is_empty() {
-        tokio::time::sleep(ADOPT_POLL).await;
+        tokio::select! {
+            reason = &mut kill, if kill_open => {
+                kill_open = false;
+                if let Ok(reason) = reason {
+                    terminate(&target, grace).await;
+                    killed = Some(reason);
+                }
+            }
+            _ = tokio::time::sleep(ADOPT_POLL) => {}
+        }
     }
     let ended = Utc::now();
-    record.status = RunStatus::Lost;
     record.ended_at = Some(ended);
     record.duration_ms = record.started_at.map(|s| u64::try_from((ended - s).num_milliseconds()).unwrap_or(0));
-    record.err = format!(
-        "lost: distcron restarted while the run was in progress; its processes were adopted and ended at {} (exit status unknown)",
-        ended.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-    );
+    let at = ended.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    match killed {
+        Some(reason) => {
+            record.status = RunStatus::Killed;
+            record.err = format!("{} (an adopted run: its processes were terminated at {at})", reason.describe());
+        }
+        None => {
+            record.status = RunStatus::Lost;
+            record.err = format!(
+                "lost: distcron restarted while the run was in progress; its processes were adopted and ended at {at} (exit status unknown)"
+            );
+        }
+    }
     log::info!("Adopted run ended. job={} run={}", record.job, record.id);
-    let finished = RunFinished { run: record.id.clone(), job: record.job.clone(), status: RunStatus::Lost };
+    let finished = RunFinished { run: record.id.clone(), job: record.job.clone(), status: record.status };
     log.do_send(RecordRun(record));
     scheduler.do_send(finished);
 }

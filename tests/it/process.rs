@@ -165,6 +165,25 @@ fn adopted_run_stays_live_for_forbid_and_is_recorded_with_its_real_end() {
     assert_eq!(node.runs("adopted").len(), runs_before + 1);
 }
 
+#[test]
+fn an_adopted_run_can_be_killed_through_the_api() {
+    let mut node = Node::start("[executor]\nkill_grace_ms = 500\non_restart = \"adopt\"\n");
+    node.create_job(orphan_job(&node, "adopted-kill", 600));
+    let run = start_and_wait_running(&node, "adopted-kill");
+    let id = run["id"].as_str().expect("id").to_owned();
+    node.signal_and_wait("KILL", Duration::from_secs(10)).expect("node died");
+    node.restart();
+    assert!(!processes_of_run(&id).is_empty(), "adopted, still alive");
+    assert_eq!(node.post_empty("/api/v1/jobs/adopted-kill/kill").status, 202);
+    let killed = wait_until(Duration::from_secs(15), || {
+        let r = node.get(&format!("/api/v1/runs/{id}"));
+        (status_of(&r.body) == "killed").then_some(r.body)
+    })
+    .expect("adopted run recorded killed");
+    assert!(err_of(&killed).contains("adopted"), "{killed}");
+    assert!(processes_of_run(&id).is_empty(), "nothing of it is left: {:?}", processes_of_run(&id));
+}
+
 fn run_once(node: &Node, job: Value) -> Value {
     let name = job["name"].as_str().expect("name").to_owned();
     node.create_job(job);
