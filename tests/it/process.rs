@@ -55,8 +55,21 @@ fn pids(node: &Node) -> [u32; 3] {
     [read("shell.pid"), read("child.pid"), read("escaped.pid")]
 }
 
+/// Waits until the scheduler has planned every job (a run-now that reaches it before the job
+/// itself would be dropped).
+fn wait_planned(node: &Node) {
+    let jobs = node.get("/api/v1/jobs").body["jobs"].as_array().map_or(0, Vec::len) as u64;
+    wait_until(Duration::from_secs(10), || {
+        let h = node.get("/api/v1/health");
+        (h.body["scheduler"]["synced"] == true && h.body["scheduler"]["planned_jobs"].as_u64() >= Some(jobs))
+            .then_some(())
+    })
+    .expect("the scheduler planned every job");
+}
+
 /// Starts `job` by run-now and waits for its `running` record naming its process group.
 fn start_and_wait_running(node: &Node, job: &str) -> Value {
+    wait_planned(node);
     assert_eq!(node.post_empty(&format!("/api/v1/jobs/{job}/run")).status, 202);
     node.wait_run(job, Duration::from_secs(15), |r| status_of(r) == "running" && r["pgid"].is_i64())
         .expect("running record with its process group reached the store")
@@ -187,6 +200,7 @@ fn an_adopted_run_can_be_killed_through_the_api() {
 fn run_once(node: &Node, job: Value) -> Value {
     let name = job["name"].as_str().expect("name").to_owned();
     node.create_job(job);
+    wait_planned(node);
     assert_eq!(node.post_empty(&format!("/api/v1/jobs/{name}/run")).status, 202);
     let ended =
         node.wait_run(&name, Duration::from_secs(60), |r| !matches!(status_of(r), "running" | "")).expect("run ended");
