@@ -4,6 +4,9 @@
 //!   next-fire computations).
 //! - dispatch: a real release `distcron` node with 1,000 jobs firing every second running
 //!   `true` for 30 s: runs/s, lateness (actual start − scheduled tick) p50/p99/max, RSS and CPU.
+//! - spawn: the cost of one run's process start, 500 `true` runs each: plain (std's
+//!   posix_spawn path), with the pre-exec hook (limits + death signal: std forks), and the
+//!   extra exec a launcher subcommand (`distcron __exec ...`) would add per run.
 
 use std::io::Read;
 use std::process::{Command, Stdio};
@@ -33,6 +36,65 @@ fn main() {
     if want("dispatch") {
         bench_dispatch();
     }
+    if want("spawn") {
+        bench_spawn();
+    }
+}
+
+fn bench_spawn() {
+    use distcron::actors::process::{run_command, ProcessSpec};
+    use distcron::domain::JobLimits;
+    const N: u32 = 500;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let spec = |hook: bool| ProcessSpec {
+        shell: "/bin/true".into(),
+        command: String::new(),
+        env: Default::default(),
+        working_dir: None,
+        timeout: None,
+        kill_grace: Duration::from_millis(100),
+        max_output_bytes: 4096,
+        job: "bench".into(),
+        run_id: "bench".into(),
+        scheduled_at: "2026-01-01T00:00:00Z".into(),
+        attempt: 1,
+        fence: 1,
+        limits: hook.then(|| JobLimits {
+            max_open_files: Some(1024),
+            max_cpu_secs: Some(3600),
+            ..JobLimits::default()
+        }),
+        run_as_user: None,
+        run_as_group: None,
+        allowed_users: Vec::new(),
+        death_signal: hook,
+    };
+    // Some resident memory, as a running node has: fork copies its page tables.
+    let ballast: Vec<u8> =
+        vec![1; std::env::var("BALLAST_MB").ok().and_then(|v| v.parse::<usize>().ok()).unwrap_or(64) << 20];
+    for (name, hook) in [("plain (no pre-exec hook)", false), ("pre-exec hook: limits + death signal", true)] {
+        let s = spec(hook);
+        let t = Instant::now();
+        rt.block_on(async {
+            for _ in 0..N {
+                let (_tx, rx) = tokio::sync::oneshot::channel();
+                let out = run_command(&s, rx).await;
+                assert_eq!(out.exit_code, Some(0), "{:?}", out.spawn_error);
+            }
+        });
+        println!("spawn {name}: {:.2} ms/run", t.elapsed().as_secs_f64() * 1000.0 / f64::from(N));
+    }
+    let exe = env!("CARGO_BIN_EXE_distcron");
+    let t = Instant::now();
+    for _ in 0..N {
+        let st = Command::new(exe).arg("--version").stdout(Stdio::null()).status().expect("run distcron");
+        assert!(st.success());
+    }
+    println!(
+        "spawn: the extra exec of a launcher (distcron --version): {:.2} ms/run",
+        t.elapsed().as_secs_f64() * 1000.0 / f64::from(N)
+    );
+    drop(ballast);
 }
 
 fn bench_plan() {

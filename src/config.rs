@@ -263,6 +263,37 @@ pub struct ExecutorConfig {
     pub max_output_bytes: u64,
     /// SIGTERM -> SIGKILL grace on timeout, kill and end of run, ms.
     pub kill_grace_ms: u64,
+    /// What a restarted node does with the processes of runs its previous life left running.
+    pub on_restart: RestartPolicy,
+    /// Users a job may name in `run_as_user` (a root node only); empty = none.
+    pub allowed_users: Vec<String>,
+    /// SIGTERM to a run's shell when distcron dies (`PR_SET_PDEATHSIG`; ignored with
+    /// `on_restart = "adopt"`). Costs a `fork` instead of `posix_spawn` per run.
+    pub death_signal: bool,
+}
+
+/// What a restarted node does with processes its previous life left running
+/// (`executor.on_restart`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RestartPolicy {
+    /// SIGTERM to each such run's processes, SIGKILL after `kill_grace_ms`; the run is
+    /// recorded `lost` (default). Their shells also get SIGTERM the moment distcron dies.
+    #[default]
+    Terminate,
+    /// Leave them running, keep each run live (for `forbid`) until its processes are gone, then
+    /// record it `lost` with its real end time. Shells get no death signal in this mode.
+    Adopt,
+}
+
+impl RestartPolicy {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Terminate => "terminate",
+            Self::Adopt => "adopt",
+        }
+    }
 }
 
 /// `[log_batch]`.
@@ -389,6 +420,9 @@ impl Default for ExecutorConfig {
             shell: "/bin/bash".into(),
             max_output_bytes: 256 * 1024,
             kill_grace_ms: 5_000,
+            on_restart: RestartPolicy::Terminate,
+            allowed_users: Vec::new(),
+            death_signal: true,
         }
     }
 }
@@ -500,6 +534,9 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("executor.shell", "DISTCRON_EXECUTOR_SHELL"),
     ("executor.max_output_bytes", "DISTCRON_EXECUTOR_MAX_OUTPUT_BYTES"),
     ("executor.kill_grace_ms", "DISTCRON_EXECUTOR_KILL_GRACE_MS"),
+    ("executor.on_restart", "DISTCRON_EXECUTOR_ON_RESTART"),
+    ("executor.death_signal", "DISTCRON_EXECUTOR_DEATH_SIGNAL"),
+    ("executor.allowed_users", "DISTCRON_EXECUTOR_ALLOWED_USERS"),
     ("log_batch.max_records", "DISTCRON_LOG_BATCH_MAX_RECORDS"),
     ("log_batch.flush_ms", "DISTCRON_LOG_BATCH_FLUSH_MS"),
     ("log_batch.retry_initial_ms", "DISTCRON_LOG_BATCH_RETRY_INITIAL_MS"),
@@ -634,6 +671,16 @@ impl Config {
         }
         if self.executor.shell.is_empty() {
             return bad("executor.shell", "must not be empty".into());
+        }
+        if self.executor.allowed_users.len() > 1024 {
+            return bad("executor.allowed_users", format!("{} users; at most 1024", self.executor.allowed_users.len()));
+        }
+        if let Some(user) = self.executor.allowed_users.iter().find(|u| {
+            u.is_empty()
+                || u.len() > 32
+                || !u.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        }) {
+            return bad("executor.allowed_users", format!("{user:?} is not an account name"));
         }
         if self.log_batch.max_records == 0 {
             return bad("log_batch.max_records", "must be at least 1".into());

@@ -8,12 +8,21 @@ import { fmtTime, fmtOffset, fmtWallClock, viewerZone } from "./format.js";
 
 /** Fields the API can name in an error, in form order. */
 const FIELDS = ["name", "command", "cron_expr", "tz", "dialect", "enabled", "concurrency", "timeout_secs",
-  "description", "env", "working_dir"];
+  "description", "env", "working_dir", "limits", "run_as_user", "run_as_group"];
+
+/** The job's `limits` keys, their labels and input bounds (README "Resource limits"). */
+const LIMITS = [
+  ["max_memory_bytes", "Memory (bytes, RLIMIT_AS)", "16777216"],
+  ["max_cpu_secs", "CPU time (seconds)", "1"],
+  ["max_open_files", "Open files", "16"],
+  ["nice", "Nice (-20 to 19)", "-20"],
+];
 
 const LABELS = {
   name: "name", command: "command", cron_expr: "cron expression", tz: "time zone", dialect: "dialect",
   enabled: "enabled", concurrency: "concurrency", timeout_secs: "timeout", description: "description",
-  env: "environment", working_dir: "working directory",
+  env: "environment", working_dir: "working directory", limits: "limits", run_as_user: "run as user",
+  run_as_group: "run as group",
 };
 
 let zones = null;
@@ -54,7 +63,11 @@ export function mountEditor(root, ctx, name) {
     timeout_secs: h("input", { id: "f-timeout_secs", type: "number", min: "0", step: "1", inputmode: "numeric", value: "0" }),
     description: h("textarea", { id: "f-description", rows: "2" }),
     working_dir: h("input", { id: "f-working_dir", type: "text", spellcheck: "false", placeholder: "the worker's", class: "mono" }),
+    run_as_user: h("input", { id: "f-run_as_user", type: "text", autocomplete: "off", spellcheck: "false", placeholder: "the worker's user", class: "mono" }),
+    run_as_group: h("input", { id: "f-run_as_group", type: "text", autocomplete: "off", spellcheck: "false", placeholder: "the user's group", class: "mono" }),
   };
+  const limitInputs = Object.fromEntries(LIMITS.map(([key, , min]) => [key,
+    h("input", { id: `f-limit-${key}`, type: "number", step: "1", min, inputmode: "numeric", placeholder: "no limit" })]));
   const envRows = h("div", { class: "env-rows", id: "f-env", tabindex: "-1" });
   const errors = Object.fromEntries(FIELDS.map((f) => [f, h("p", { class: "field-error", id: `err-${f}`, "aria-live": "polite" })]));
   const formError = h("div", { class: "form-error", role: "alert", hidden: true });
@@ -91,6 +104,14 @@ export function mountEditor(root, ctx, name) {
           h("button", { type: "button", id: "env-add", onclick: () => { addEnvRow("", "", true); } }, "Add variable"),
           errors.env),
         field("working_dir", "Working directory", c.working_dir, "Absolute path; empty = the worker's own."),
+        h("div", { class: "row2" },
+          field("run_as_user", "Run as user", c.run_as_user, "Root workers only, and only users in executor.allowed_users; empty = the worker's user."),
+          field("run_as_group", "Run as group", c.run_as_group, "Empty = the user's primary group.")),
+        h("fieldset", { class: "field limits", dataset: { field: "limits" } },
+          h("legend", {}, "Resource limits (per process; empty = none)"),
+          h("div", { class: "row2" },
+            LIMITS.map(([key, label]) => h("div", { class: "field" }, h("label", { for: `f-limit-${key}` }, label), limitInputs[key]))),
+          errors.limits),
         h("div", { class: "field switch-field", dataset: { field: "enabled" } },
           h("label", { class: "switch", for: "f-enabled" }, c.enabled, h("span", { class: "switch-track", "aria-hidden": "true" }), h("span", {}, "Enabled (fires on its schedule)")),
           errors.enabled))),
@@ -179,6 +200,9 @@ export function mountEditor(root, ctx, name) {
     c.timeout_secs.value = String(job.timeout_secs ?? 0);
     c.description.value = job.description || "";
     c.working_dir.value = job.working_dir || "";
+    c.run_as_user.value = job.run_as_user || "";
+    c.run_as_group.value = job.run_as_group || "";
+    for (const [key] of LIMITS) limitInputs[key].value = job.limits?.[key] ?? "";
     envRows.replaceChildren();
     for (const [k, v] of Object.entries(job.env || {})) addEnvRow(k, v, false);
     if (!envRows.children.length) addEnvRow("", "", false);
@@ -202,6 +226,18 @@ export function mountEditor(root, ctx, name) {
     if (tz) body.tz = tz;
     const wd = c.working_dir.value.trim();
     if (wd) body.working_dir = wd;
+    const user = c.run_as_user.value.trim();
+    if (user) body.run_as_user = user;
+    const group = c.run_as_group.value.trim();
+    if (group) body.run_as_group = group;
+    const limits = {};
+    for (const [key, label] of LIMITS) {
+      const v = limitInputs[key].value.trim();
+      if (v === "") continue;
+      if (!/^-?\d+$/.test(v)) throw fieldError("limits", `${label}: a whole number, or empty for no limit.`);
+      limits[key] = Number(v);
+    }
+    if (Object.keys(limits).length) body.limits = limits;
     return body;
   }
 

@@ -11,7 +11,8 @@
 //! - SchedulerActor -> pool [`StartRun`]: an idle executor gets [`Execute`]; else the run waits in
 //!   a FIFO of `queue_capacity`; when that is full the run is recorded `skipped`
 //!   ("saturated: ...") and [`RunFinished`] is sent at once — a run is never dropped silently.
-//! - Executor: [`RecordRun`] `running` (same [`RunId`]) -> process -> [`RecordRun`] final ->
+//! - Executor: process spawned -> [`RecordRun`] `running` (same [`RunId`], with the process
+//!   group and its start time, so a restarted node can find what it left) -> [`RecordRun`] final ->
 //!   [`RunFinished`] to the scheduler -> [`ExecutorIdle`] to the pool, which starts the next
 //!   queued run on it.
 //! - [`KillRun`] to the pool: a queued run is removed and recorded `killed` (+ [`RunFinished`]);
@@ -33,21 +34,25 @@ use tokio::sync::oneshot;
 use tokio::task::JoinError;
 
 use crate::actors::messages::{
-    Execute, ExecutorIdle, ExecutorRestarted, GetPoolStatus, KillReason, KillRun, PoolStatus, RecordRun, RunFinished,
-    RunSpec, StartRun,
+    AdoptedKillable, Execute, ExecutorIdle, ExecutorRestarted, GetPoolStatus, KillReason, KillRun, PoolStatus,
+    RecordRun, RunFinished, RunSpec, StartRun,
 };
-use crate::actors::process::{classify, run_command, ProcessOutcome, ProcessSpec};
+use crate::actors::process::{classify, run_command_reporting, ProcessOutcome, ProcessSpec, Spawned};
 use crate::domain::{RunId, RunRecord, RunStatus, WorkerId};
 
 /// Runs one dispatched run to its outcome; a kill reason arrives on the receiver (a dropped
-/// sender never kills). Injected so tests can run fakes; [`process_runner`] is the real one.
-pub type Runner =
-    Arc<dyn Fn(RunSpec, oneshot::Receiver<KillReason>) -> BoxFuture<'static, ProcessOutcome> + Send + Sync>;
+/// sender never kills); [`Spawned`] goes out on the sender once the process runs. Injected so
+/// tests can run fakes; [`process_runner`] is the real one.
+pub type Runner = Arc<
+    dyn Fn(RunSpec, oneshot::Receiver<KillReason>, oneshot::Sender<Spawned>) -> BoxFuture<'static, ProcessOutcome>
+        + Send
+        + Sync,
+>;
 
-/// The real runner: `<shell> -c <command>` through [`run_command`].
+/// The real runner: `<shell> -c <command>` through [`run_command_reporting`].
 pub fn process_runner() -> Runner {
-    Arc::new(|spec: RunSpec, kill: oneshot::Receiver<KillReason>| {
-        Box::pin(async move { run_command(&ProcessSpec::from_run(&spec), kill).await })
+    Arc::new(|spec: RunSpec, kill: oneshot::Receiver<KillReason>, spawned: oneshot::Sender<Spawned>| {
+        Box::pin(async move { run_command_reporting(&ProcessSpec::from_run(&spec), kill, Some(spawned)).await })
     })
 }
 
@@ -111,6 +116,8 @@ fn base_record(spec: &RunSpec, worker: &WorkerId, status: RunStatus, started_at:
         attempt: spec.attempt,
         fence: spec.fence,
         job_version: spec.job_version,
+        pgid: None,
+        proc_start_ticks: None,
     }
 }
 
@@ -135,6 +142,8 @@ pub struct ExecutorPool {
     queue: VecDeque<RunSpec>,
     queue_capacity: usize,
     restarts: u64,
+    /// Kill channels of runs adopted at start (`executor.on_restart = "adopt"`).
+    adopted: std::collections::HashMap<RunId, oneshot::Sender<KillReason>>,
 }
 
 impl ExecutorPool {
@@ -169,7 +178,14 @@ impl ExecutorPool {
                     Slot { addr, running: None }
                 })
                 .collect();
-            ExecutorPool { sinks, slots, queue: VecDeque::with_capacity(queue_capacity), queue_capacity, restarts: 0 }
+            ExecutorPool {
+                sinks,
+                slots,
+                queue: VecDeque::with_capacity(queue_capacity),
+                queue_capacity,
+                restarts: 0,
+                adopted: std::collections::HashMap::new(),
+            }
         })
     }
 
@@ -257,9 +273,22 @@ impl Handler<KillRun> for ExecutorPool {
             }
         } else if let Some(slot) = self.slots.iter().find(|s| s.running.as_ref() == Some(&msg.run)) {
             slot.addr.do_send(msg);
+        } else if let Some(kill) = self.adopted.remove(&msg.run) {
+            log::info!("Killing an adopted run. run={}", msg.run);
+            let _ = kill.send(msg.reason);
         } else {
             log::debug!("Kill for a run this pool does not hold ignored. run={}", msg.run);
         }
+    }
+}
+
+impl Handler<AdoptedKillable> for ExecutorPool {
+    type Result = ();
+
+    fn handle(&mut self, msg: AdoptedKillable, _ctx: &mut Self::Context) {
+        // A watcher that already ended dropped its receiver: nothing to keep.
+        self.adopted.retain(|_, tx| !tx.is_closed());
+        self.adopted.insert(msg.run, msg.kill);
     }
 }
 
@@ -310,6 +339,17 @@ impl Supervised for ExecutorActor {
 }
 
 impl ExecutorActor {
+    /// Sends the `running` record of the current run `run` (unless it already ended).
+    fn record_running(&mut self, run: &RunId, spawned: Option<Spawned>) {
+        let Some(current) = self.current.as_ref().filter(|c| &c.spec.run == run) else { return };
+        let mut record = base_record(&current.spec, &self.sinks.worker, RunStatus::Running, current.started_at);
+        if let Some(sp) = spawned {
+            record.pgid = Some(sp.pgid);
+            record.proc_start_ticks = sp.start_ticks;
+        }
+        self.sinks.log.do_send(RecordRun(record));
+    }
+
     /// The run's task ended: record it and report; stop (-> restart) when it crashed.
     fn finish(&mut self, result: Result<ProcessOutcome, JoinError>, ctx: &mut Context<Self>) {
         let Some(current) = self.current.take() else {
@@ -387,13 +427,18 @@ impl Handler<Execute> for ExecutorActor {
         }
         let started_at = Utc::now();
         log::debug!("Run starting. job={} run={} index={}", spec.job, spec.run, self.index);
-        self.sinks.log.do_send(RecordRun(base_record(&spec, &self.sinks.worker, RunStatus::Running, started_at)));
         let (kill_tx, kill_rx) = oneshot::channel();
+        let (spawned_tx, spawned_rx) = oneshot::channel();
         let runner = Arc::clone(&self.runner);
         let task_spec = spec.clone();
         // Own task: a panic in the run (even in the runner call itself) becomes a JoinError.
-        let handle = actix::spawn(async move { runner(task_spec, kill_rx).await });
+        let handle = actix::spawn(async move { runner(task_spec, kill_rx, spawned_tx).await });
+        let run = spec.run.clone();
         self.current = Some(Current { spec, started_at, kill: Some(kill_tx) });
+        // The `running` record is written once, when the process runs (a MongoDB `running`
+        // record never replaces a stored one), naming its group; a runner that never reports
+        // gets a plain one. The final record always follows it through the same mailbox.
+        ctx.spawn(spawned_rx.into_actor(self).map(move |spawned, act, _| act.record_running(&run, spawned.ok())));
         ctx.spawn(handle.into_actor(self).map(|result, act, ctx| act.finish(result, ctx)));
     }
 }
@@ -424,6 +469,7 @@ mod tests {
     use std::sync::Mutex;
     use std::time::Duration;
 
+    use crate::actors::messages::RunLaunch;
     use crate::actors::process::EndedBy;
     use crate::domain::{Fence, JobName, Trigger};
 
@@ -480,6 +526,7 @@ mod tests {
             trigger: Trigger::Schedule,
             attempt: 1,
             fence: Fence(7),
+            launch: RunLaunch::default(),
         }
     }
 
@@ -495,12 +542,13 @@ mod tests {
             output: "out\n".into(),
             output_bytes: 4,
             truncated: false,
+            limits: None,
         }
     }
 
     /// "panic" panics, "ok" succeeds, "wait" runs until killed.
     fn fake_runner() -> Runner {
-        Arc::new(|spec: RunSpec, kill: oneshot::Receiver<KillReason>| {
+        Arc::new(|spec: RunSpec, kill: oneshot::Receiver<KillReason>, _spawned: oneshot::Sender<Spawned>| {
             Box::pin(async move {
                 match spec.command.as_str() {
                     "panic" => panic!("boom"),

@@ -10,7 +10,7 @@ use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::domain::{Fence, Job, JobName, Revision, RunId, RunRecord, RunStatus, Trigger};
+use crate::domain::{Fence, Job, JobLimits, JobName, Revision, RunId, RunRecord, RunStatus, Trigger};
 
 // ---------------------------------------------------------------------------------------------
 // SchedulerActor
@@ -149,6 +149,24 @@ pub struct RunSpec {
     pub attempt: u32,
     /// Claim fencing token.
     pub fence: Fence,
+    /// How the shell is launched: limits, account, death signal.
+    pub launch: RunLaunch,
+}
+
+/// How a run's shell is launched: the job's part (limits, account) and the node's (which
+/// accounts are allowed, whether the shell dies with distcron).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunLaunch {
+    /// The job's resource limits.
+    pub limits: Option<JobLimits>,
+    /// The job's `run_as_user`.
+    pub run_as_user: Option<String>,
+    /// The job's `run_as_group`.
+    pub run_as_group: Option<String>,
+    /// `executor.allowed_users` of this node.
+    pub allowed_users: Vec<String>,
+    /// SIGTERM to the shell when distcron dies (`executor.on_restart = "terminate"`).
+    pub death_signal: bool,
 }
 
 /// SchedulerActor -> ExecutorPool: start this claimed tick (queued when every executor is busy;
@@ -272,6 +290,33 @@ pub struct LogStatus {
     pub dead_lettered: u64,
     /// Bytes of the buffered records (bounded by `log_batch.max_buffered_bytes`).
     pub buffered_bytes: u64,
+}
+
+/// node start (orphans) -> SchedulerActor: a run the previous life of this node left running is
+/// still alive and adopted (`executor.on_restart = "adopt"`): it counts as live for `forbid` and
+/// holds a running mark until its [`RunFinished`] comes.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct RunAdopted {
+    /// Run.
+    pub run: RunId,
+    /// Job.
+    pub job: JobName,
+    /// Its tick.
+    pub scheduled_at: DateTime<Utc>,
+    /// When it started.
+    pub since: DateTime<Utc>,
+}
+
+/// node start (orphans) -> ExecutorPool: a [`KillRun`] for this adopted run goes down `kill`
+/// (its watcher then terminates the run's processes).
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct AdoptedKillable {
+    /// Run.
+    pub run: RunId,
+    /// Where its kill goes.
+    pub kill: tokio::sync::oneshot::Sender<KillReason>,
 }
 
 // ---------------------------------------------------------------------------------------------

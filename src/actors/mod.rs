@@ -15,14 +15,18 @@
 
 pub mod essential;
 pub mod executor;
+pub mod launch;
 pub mod log_batch;
 pub mod messages;
+pub mod orphans;
 pub mod plan;
 pub mod process;
+pub mod procfs;
 pub mod rank;
 pub mod reaper;
 pub mod scheduler;
 pub(crate) mod spool;
+pub mod subreaper;
 pub mod watch;
 
 use std::sync::Arc;
@@ -32,13 +36,13 @@ use actix::prelude::*;
 use chrono::{DateTime, Utc};
 
 use crate::backend::Backends;
-use crate::config::Config;
+use crate::config::{Config, RestartPolicy};
 use crate::domain::WorkerInfo;
 use crate::error::StartupError;
 use essential::Essentials;
 use executor::ExecutorPool;
 use log_batch::{LogBatchActor, LogBatchSettings};
-use messages::RecordRun;
+use messages::{AdoptedKillable, RecordRun, RunAdopted, RunLaunch};
 use reaper::LostRunsActor;
 use scheduler::{SchedulerActor, SchedulerPeers, SchedulerSettings};
 use watch::{WatchActor, WatchTargets};
@@ -138,6 +142,10 @@ pub async fn start(
     worker: WorkerInfo,
     started_at: DateTime<Utc>,
 ) -> Result<Handles, StartupError> {
+    // 0. Processes a run leaves behind are re-parented to this node and reaped here.
+    subreaper::become_subreaper();
+    actix::spawn(subreaper::reap_forever());
+
     // 1. Log pipeline, and runs a previous process left `running`.
     let spool = open_spool(config).await?;
     let lost = match tokio::time::timeout(
@@ -159,10 +167,14 @@ pub async fn start(
     let log = LogBatchActor::new(backends.logs.clone(), spool, log_settings(config))
         .with_jobs(Arc::clone(&backends.jobs))
         .start();
-    if !lost.is_empty() {
-        log::warn!("Runs interrupted by the last stop recorded as lost. runs={}", lost.len());
+    // Their processes, if any still live: terminated (or adopted) before anything new runs,
+    // so a `forbid` job never has two copies alive.
+    let kill_grace = Duration::from_millis(config.executor.kill_grace_ms);
+    let settled = orphans::settle(lost, config.executor.on_restart, kill_grace).await;
+    if !settled.lost.is_empty() {
+        log::warn!("Runs interrupted by the last stop recorded as lost. runs={}", settled.lost.len());
     }
-    for record in lost {
+    for record in settled.lost {
         log.do_send(RecordRun(record));
     }
 
@@ -187,6 +199,12 @@ pub async fn start(
         max_output_bytes: usize::try_from(config.executor.max_output_bytes).unwrap_or(usize::MAX),
         failover_grace: Duration::from_millis(config.scheduler.failover_grace_ms),
         on_session_loss: config.scheduler.on_session_loss,
+        launch: RunLaunch {
+            allowed_users: config.executor.allowed_users.clone(),
+            // Adopting needs the shell to outlive distcron.
+            death_signal: config.executor.death_signal && config.executor.on_restart == RestartPolicy::Terminate,
+            ..RunLaunch::default()
+        },
     };
     let peers = SchedulerPeers {
         claims: backends.claims.clone(),
@@ -197,6 +215,19 @@ pub async fn start(
         log: log.clone().recipient(),
     };
     let scheduler = sched_ctx.run(SchedulerActor::new(settings, peers));
+    // Adopted runs are live before the first tick is planned (the watcher starts below).
+    for record in settled.adopted {
+        scheduler.do_send(RunAdopted {
+            run: record.id.clone(),
+            job: record.job.clone(),
+            scheduled_at: record.scheduled_at,
+            since: record.started_at.unwrap_or(record.dispatched_at),
+        });
+        let (kill_tx, kill_rx) = tokio::sync::oneshot::channel();
+        pool.do_send(AdoptedKillable { run: record.id.clone(), kill: kill_tx });
+        let (log, scheduler) = (log.clone().recipient(), scheduler.clone().recipient());
+        actix::spawn(orphans::watch_adopted(record, kill_rx, kill_grace, log, scheduler));
+    }
 
     // 3. The watcher feeds the scheduler; its first snapshot plans every job.
     let targets = WatchTargets {

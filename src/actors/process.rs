@@ -19,6 +19,11 @@
 //! - The worker's own `DISTCRON_*` variables (config, API token) are removed from the job's
 //!   environment; the job sees only the five per-run `DISTCRON_*` values and its own `env`.
 //! - If the future is dropped before it finishes (its task aborted), the group is SIGKILLed.
+//! - Before exec the shell gets the job's resource limits, its user and the death signal
+//!   (`launch.rs`); right after the spawn its pid (= process group) and start time from `/proc`
+//!   are reported ([`Spawned`]) so the run's `running` record can name them.
+//! - The shell's pid is registered with the subreaper (`subreaper.rs`) until tokio has collected
+//!   its exit status, so re-parented leftovers are reaped without stealing that status.
 //!
 //! Command output is never logged.
 
@@ -36,8 +41,10 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use crate::actors::launch::{self, LaunchPlan};
 use crate::actors::messages::{KillReason, RunSpec};
-use crate::domain::RunStatus;
+use crate::actors::{procfs, subreaper};
+use crate::domain::{JobLimits, RunStatus};
 
 /// Read chunk size for the output pipe.
 const CHUNK_BYTES: usize = 64 * 1024;
@@ -74,6 +81,16 @@ pub struct ProcessSpec {
     pub attempt: u32,
     /// `DISTCRON_FENCE`.
     pub fence: i64,
+    /// Resource limits applied before exec.
+    pub limits: Option<JobLimits>,
+    /// Account to run as (root node only).
+    pub run_as_user: Option<String>,
+    /// Group to run as, with `run_as_user`.
+    pub run_as_group: Option<String>,
+    /// Users `run_as_user` may name (`executor.allowed_users`).
+    pub allowed_users: Vec<String>,
+    /// SIGTERM to the shell when distcron dies (`PR_SET_PDEATHSIG`).
+    pub death_signal: bool,
 }
 
 impl ProcessSpec {
@@ -92,8 +109,23 @@ impl ProcessSpec {
             scheduled_at: spec.scheduled_at.to_rfc3339_opts(SecondsFormat::AutoSi, true),
             attempt: spec.attempt,
             fence: spec.fence.0,
+            limits: spec.launch.limits,
+            run_as_user: spec.launch.run_as_user.clone(),
+            run_as_group: spec.launch.run_as_group.clone(),
+            allowed_users: spec.launch.allowed_users.clone(),
+            death_signal: spec.launch.death_signal,
         }
     }
+}
+
+/// The shell of a run was started: what identifies its processes from now on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Spawned {
+    /// Its pid, which is its process group id.
+    pub pgid: i32,
+    /// Its start time in clock ticks since boot (`/proc/<pid>/stat` field 22); `None` when
+    /// `/proc` could not be read.
+    pub start_ticks: Option<u64>,
 }
 
 /// Why a process ended other than by itself.
@@ -122,6 +154,9 @@ pub enum ExecError {
     /// The output pipe could not be created.
     #[error("cannot create the output pipe")]
     Pipe(#[source] std::io::Error),
+    /// The run's account or limits cannot be applied on this worker.
+    #[error("{0}")]
+    Launch(launch::LaunchError),
     /// `spawn` failed (shell not found, not executable, ...).
     #[error("cannot start shell {shell}")]
     Spawn {
@@ -154,6 +189,8 @@ pub struct ProcessOutcome {
     pub output_bytes: u64,
     /// True when `output` holds only the head and tail.
     pub truncated: bool,
+    /// The resource limits the run had (to name a limit as the likely end).
+    pub limits: Option<JobLimits>,
 }
 
 /// Turns an outcome into the run's final status and its `err` text ("" on success).
@@ -168,15 +205,50 @@ pub fn classify(outcome: &ProcessOutcome) -> (RunStatus, String) {
         Some(EndedBy::Killed(reason)) => return (RunStatus::Killed, reason.describe().to_string()),
         None => {}
     }
-    match (outcome.exit_code, outcome.signal) {
-        (Some(0), _) => (RunStatus::Succeeded, String::new()),
+    let (status, err) = match (outcome.exit_code, outcome.signal) {
+        (Some(0), _) => return (RunStatus::Succeeded, String::new()),
         (Some(code), _) => (RunStatus::Failed, format!("exit code {code}")),
         (None, Some(sig)) => {
             let name = Signal::try_from(sig).map(Signal::as_str).unwrap_or("unknown signal");
             (RunStatus::Failed, format!("killed by signal {sig} ({name})"))
         }
         (None, None) => (RunStatus::Error, "process ended without an exit status".to_string()),
+    };
+    match outcome.limits.as_ref().and_then(|l| limit_reason(l, outcome.exit_code, outcome.signal)) {
+        Some(reason) => (status, format!("{err}; {reason}")),
+        None => (status, err),
     }
+}
+
+/// Names the resource limit that most likely ended a failed run, as `limit: ...` text.
+///
+/// SIGXCPU (directly, or as a shell's exit code 128 + 24) is the CPU limit for sure; SIGKILL
+/// with a CPU limit is the hard limit one second later. A failed allocation under the memory
+/// limit shows only as the program's own failure (exit code, SIGSEGV or SIGABRT), so the
+/// limit is named as the likely cause, beside the program's output.
+pub fn limit_reason(limits: &JobLimits, exit_code: Option<i32>, signal: Option<i32>) -> Option<String> {
+    let xcpu = Signal::SIGXCPU as i32;
+    let sig = signal.or_else(|| exit_code.filter(|c| *c > 128).map(|c| c - 128));
+    if let Some(secs) = limits.max_cpu_secs {
+        if sig == Some(xcpu) {
+            return Some(format!("limit: cpu limit of {secs} s reached (SIGXCPU)"));
+        }
+        if sig == Some(Signal::SIGKILL as i32) {
+            return Some(format!("limit: cpu limit of {secs} s reached (SIGKILL at the hard limit, {secs} s + 1 s)"));
+        }
+    }
+    if let Some(bytes) = limits.max_memory_bytes {
+        let memory_like = matches!(exit_code, Some(c) if c != 0)
+            || [Signal::SIGSEGV, Signal::SIGABRT, Signal::SIGBUS, Signal::SIGKILL]
+                .iter()
+                .any(|s| sig == Some(*s as i32));
+        if memory_like {
+            return Some(format!(
+                "limit: memory limit of {bytes} bytes (max_memory_bytes) set; a failed allocation ends a program this way, see its output"
+            ));
+        }
+    }
+    None
 }
 
 /// Bounded capture of a byte stream: the first `head_cap` bytes and the last `tail_cap` bytes.
@@ -281,7 +353,7 @@ fn group_alive(pgid: Pid) -> bool {
     if matches!(killpg(pgid, None), Err(Errno::ESRCH)) {
         return false;
     }
-    live_members_in_proc(pgid).map_or(true, |n| n > 0)
+    live_members_in_proc(pgid).is_none_or(|n| n > 0)
 }
 
 /// Non-zombie processes whose process group is `pgid`, per `/proc`; `None` when unreadable.
@@ -341,6 +413,7 @@ fn spawn_failed(started_at: DateTime<Utc>, error: &ExecError) -> ProcessOutcome 
         output: String::new(),
         output_bytes: 0,
         truncated: false,
+        limits: None,
     }
 }
 
@@ -348,8 +421,31 @@ fn spawn_failed(started_at: DateTime<Utc>, error: &ExecError) -> ProcessOutcome 
 ///
 /// `kill`: send a [`KillReason`] to kill the run (SIGTERM to the group, SIGKILL after
 /// `kill_grace`); dropping the sender never kills.
-pub async fn run_command(spec: &ProcessSpec, mut kill: oneshot::Receiver<KillReason>) -> ProcessOutcome {
+pub async fn run_command(spec: &ProcessSpec, kill: oneshot::Receiver<KillReason>) -> ProcessOutcome {
+    run_command_reporting(spec, kill, None).await
+}
+
+/// [`run_command`], sending [`Spawned`] on `spawned` as soon as the shell runs.
+pub async fn run_command_reporting(
+    spec: &ProcessSpec,
+    mut kill: oneshot::Receiver<KillReason>,
+    spawned: Option<oneshot::Sender<Spawned>>,
+) -> ProcessOutcome {
     let started_at = Utc::now();
+    let node_is_root = nix::unistd::geteuid().is_root();
+    let identity = match &spec.run_as_user {
+        Some(user) => {
+            match launch::resolve_identity(user, spec.run_as_group.as_deref(), &spec.allowed_users, node_is_root) {
+                Ok(id) => Some(id),
+                Err(e) => return spawn_failed(started_at, &ExecError::Launch(e)),
+            }
+        }
+        None => None,
+    };
+    let plan = match LaunchPlan::new(spec.limits.as_ref(), identity, spec.death_signal, node_is_root) {
+        Ok(p) => p,
+        Err(e) => return spawn_failed(started_at, &ExecError::Launch(e)),
+    };
     if let Some(dir) = &spec.working_dir {
         let reason = match std::fs::metadata(dir) {
             Ok(m) if m.is_dir() => None,
@@ -394,11 +490,12 @@ pub async fn run_command(spec: &ProcessSpec, mut kill: oneshot::Receiver<KillRea
     if let Some(dir) = &spec.working_dir {
         cmd.current_dir(dir);
     }
-    let spawned = cmd.spawn();
+    launch::install(&mut cmd, plan);
+    let spawn_result = subreaper::spawn_registered(&mut cmd);
     // The Command holds our copies of the pipe's write end: drop them so EOF comes when the
     // group's last writer exits.
     drop(cmd);
-    let mut child = match spawned {
+    let mut child = match spawn_result {
         Ok(c) => c,
         Err(source) => {
             return spawn_failed(started_at, &ExecError::Spawn { shell: spec.shell.clone(), source });
@@ -414,6 +511,12 @@ pub async fn run_command(spec: &ProcessSpec, mut kill: oneshot::Receiver<KillRea
         }
     };
     let mut guard = GroupGuard { pgid, armed: true };
+    if let Some(tx) = spawned {
+        // Read before anyone waits for the shell: until then even an exited shell is a zombie
+        // whose stat is still there.
+        let start_ticks = procfs::read_stat(pgid.as_raw()).map(|p| p.start_ticks);
+        let _ = tx.send(Spawned { pgid: pgid.as_raw(), start_ticks });
+    }
 
     let mut capture = Capture::new(spec.max_output_bytes);
     let mut pipe = match tokio::net::unix::pipe::Receiver::from_owned_fd(reader.into()) {
@@ -440,6 +543,8 @@ pub async fn run_command(spec: &ProcessSpec, mut kill: oneshot::Receiver<KillRea
     guard.armed = false;
     drop(pipe);
     let (status, ended_by) = status;
+    // tokio has collected the shell (or given up on it): the subreaper may reap that pid now.
+    subreaper::unregister(pgid.as_raw());
 
     ProcessOutcome {
         started_at,
@@ -451,6 +556,7 @@ pub async fn run_command(spec: &ProcessSpec, mut kill: oneshot::Receiver<KillRea
         output: capture.text(),
         output_bytes: capture.total,
         truncated: capture.truncated(),
+        limits: spec.limits,
     }
 }
 
@@ -570,6 +676,11 @@ mod tests {
             scheduled_at: "2024-05-01T10:00:00Z".into(),
             attempt: 2,
             fence: 42,
+            limits: None,
+            run_as_user: None,
+            run_as_group: None,
+            allowed_users: Vec::new(),
+            death_signal: true,
         }
     }
 
@@ -796,5 +907,86 @@ mod tests {
         assert_eq!(classify(&out).0, RunStatus::Succeeded);
         let bg = read_pid(&pidfile).await;
         assert!(wait_until(Duration::from_secs(1), || !pid_alive(bg)).await, "leftover {bg} survived");
+    }
+
+    #[tokio::test]
+    async fn cpu_limit_ends_a_busy_loop_with_the_reason() {
+        let mut s = spec("while :; do :; done");
+        s.limits = Some(JobLimits { max_cpu_secs: Some(1), ..JobLimits::default() });
+        s.timeout = Some(Duration::from_secs(30));
+        let out = run(&s).await;
+        let (status, err) = classify(&out);
+        assert_eq!(status, RunStatus::Failed, "{err}");
+        assert!(err.contains("limit: cpu limit of 1 s reached"), "{err}");
+        assert_eq!(out.ended_by, None, "the limit ended it, not the timeout");
+    }
+
+    #[tokio::test]
+    async fn memory_limit_fails_a_big_allocation_with_the_reason() {
+        let mut s = spec("set -o pipefail; head -c 1073741824 /dev/zero | tail -c 1073741824 > /dev/null");
+        s.limits = Some(JobLimits { max_memory_bytes: Some(100_000_000), ..JobLimits::default() });
+        let out = run(&s).await;
+        let (status, err) = classify(&out);
+        assert_eq!(status, RunStatus::Failed, "{err} / {}", out.output);
+        assert!(err.contains("limit: memory limit of 100000000 bytes"), "{err}");
+        assert!(out.output.contains("memory exhausted") || out.output.contains("Cannot allocate"), "{}", out.output);
+    }
+
+    #[tokio::test]
+    async fn open_files_and_nice_apply_to_the_shell() {
+        let mut s = spec("ulimit -n; cut -d' ' -f19 /proc/$$/stat");
+        s.limits = Some(JobLimits { max_open_files: Some(64), nice: Some(7), ..JobLimits::default() });
+        let out = run(&s).await;
+        assert_eq!(out.output, "64\n7\n");
+    }
+
+    #[tokio::test]
+    async fn run_as_user_switches_account_on_root_and_is_refused_otherwise() {
+        let mut s = spec("id -u; id -g; echo \"$HOME $USER $LOGNAME\"");
+        s.run_as_user = Some("nobody".into());
+        s.allowed_users = vec!["nobody".into()];
+        let out = run(&s).await;
+        if nix::unistd::geteuid().is_root() {
+            let nobody = nix::unistd::User::from_name("nobody").expect("lookup").expect("nobody exists");
+            assert_eq!(
+                out.output,
+                format!("65534\n{}\n{} nobody nobody\n", nobody.gid, nobody.dir.display()),
+                "{:?}",
+                classify(&out)
+            );
+        } else {
+            let (status, err) = classify(&out);
+            assert_eq!(status, RunStatus::Error);
+            assert!(err.contains("does not run as root"), "{err}");
+        }
+        // Not on the allow list: refused before anything runs, root or not.
+        s.allowed_users.clear();
+        let (status, err) = classify(&run(&s).await);
+        assert_eq!(status, RunStatus::Error);
+        assert!(err.contains("refused"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn spawn_reports_the_group_and_its_start_time() {
+        let s = spec("echo $$");
+        let (_kill, rx) = oneshot::channel();
+        let (tx, spawned) = oneshot::channel();
+        let out = run_command_reporting(&s, rx, Some(tx)).await;
+        let spawned = spawned.await.expect("reported");
+        assert_eq!(out.output.trim(), spawned.pgid.to_string());
+        assert!(spawned.start_ticks.is_some_and(|t| t > 0));
+    }
+
+    #[test]
+    fn limit_reasons_name_the_limit() {
+        let cpu = JobLimits { max_cpu_secs: Some(3), ..JobLimits::default() };
+        assert_eq!(limit_reason(&cpu, None, Some(24)).as_deref(), Some("limit: cpu limit of 3 s reached (SIGXCPU)"));
+        assert!(limit_reason(&cpu, Some(152), None).is_some_and(|r| r.contains("cpu limit of 3 s")));
+        assert!(limit_reason(&cpu, None, Some(9)).is_some_and(|r| r.contains("SIGKILL")));
+        assert_eq!(limit_reason(&cpu, Some(1), None), None, "a plain failure is not blamed on the cpu limit");
+        let mem = JobLimits { max_memory_bytes: Some(1 << 27), ..JobLimits::default() };
+        assert!(limit_reason(&mem, Some(1), None).is_some_and(|r| r.contains("memory limit of 134217728 bytes")));
+        assert_eq!(limit_reason(&mem, Some(0), None), None);
+        assert_eq!(limit_reason(&JobLimits::default(), Some(1), Some(9)), None);
     }
 }

@@ -188,6 +188,8 @@ async fn record_lost(
         attempt: known.as_ref().map_or(1, |r| r.attempt),
         fence: known.as_ref().map_or(Fence(fence.0), |r| r.fence),
         job_version: known.as_ref().and_then(|r| r.job_version),
+        pgid: known.as_ref().and_then(|r| r.pgid),
+        proc_start_ticks: known.as_ref().and_then(|r| r.proc_start_ticks),
     };
     log.do_send(RecordRun(record));
     true

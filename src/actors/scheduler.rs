@@ -31,8 +31,8 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 
 use super::messages::{
-    GetSchedulerStatus, JobRemoved, JobUpserted, KillReason, KillRequested, KillRun, RecordRun, Resynced, RunFinished,
-    RunRequested, RunSpec, SchedulerStatus, Shutdown, StartRun, WatchLost,
+    GetSchedulerStatus, JobRemoved, JobUpserted, KillReason, KillRequested, KillRun, RecordRun, Resynced, RunAdopted,
+    RunFinished, RunLaunch, RunRequested, RunSpec, SchedulerStatus, Shutdown, StartRun, WatchLost,
 };
 use super::plan::{Due, Missed, Plan};
 use super::rank;
@@ -66,6 +66,8 @@ pub struct SchedulerSettings {
     pub failover_grace: Duration,
     /// Cluster: what to do with running jobs when the membership session is lost.
     pub on_session_loss: SessionLossPolicy,
+    /// This node's part of every run's launch (allowed users, death signal).
+    pub launch: RunLaunch,
 }
 
 /// First retry delay of a failed claim.
@@ -731,6 +733,12 @@ impl SchedulerActor {
             trigger,
             attempt: 1,
             fence,
+            launch: RunLaunch {
+                limits: def.limits,
+                run_as_user: def.run_as_user.clone(),
+                run_as_group: def.run_as_group.clone(),
+                ..self.settings.launch.clone()
+            },
         };
         self.running.insert(run.clone(), LiveRun { job: job.clone(), scheduled_at: tick, since: now });
         let mark = RunningMark {
@@ -962,6 +970,26 @@ impl Handler<RunFinished> for SchedulerActor {
         }
         log::debug!("Run finished. job={} run={} status={}", msg.job, msg.run, msg.status);
         self.check_drained();
+    }
+}
+
+impl Handler<RunAdopted> for SchedulerActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: RunAdopted, ctx: &mut Self::Context) {
+        // Live like a run of ours (forbid, the running mark) until its RunFinished.
+        self.running.insert(
+            msg.run.clone(),
+            LiveRun { job: msg.job.clone(), scheduled_at: msg.scheduled_at, since: msg.since },
+        );
+        let mark = RunningMark {
+            job: msg.job,
+            run: msg.run,
+            worker: self.worker().clone(),
+            scheduled_at: msg.scheduled_at,
+            since: msg.since,
+        };
+        self.queue_mark(MarkOp::Put(mark), ctx);
     }
 }
 

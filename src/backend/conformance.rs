@@ -66,6 +66,9 @@ pub fn sample_job(name: &JobName) -> Job {
         version: 0,
         dialect: Dialect::Distcron,
         retention_days: None,
+        limits: None,
+        run_as_user: None,
+        run_as_group: None,
     }
 }
 
@@ -123,6 +126,8 @@ pub fn sample_run(
         attempt: 1,
         fence: Fence(1),
         job_version: Some(3),
+        pgid: None,
+        proc_start_ticks: None,
     }
 }
 

@@ -23,6 +23,17 @@ pub const MAX_ENV_VARS: usize = 128;
 pub const MAX_TIMEOUT_SECS: u64 = 30 * 24 * 3600;
 /// Longest accepted per-job retention (100 years).
 pub const MAX_RETENTION_DAYS: u32 = 36_500;
+/// Accepted range of `limits.max_memory_bytes` (16 MiB to 1 PiB): below 16 MiB not even a shell
+/// starts reliably.
+pub const MEMORY_LIMIT_RANGE: std::ops::RangeInclusive<u64> = (16 << 20)..=(1 << 50);
+/// Accepted range of `limits.max_cpu_secs` (1 s to 30 days).
+pub const CPU_LIMIT_RANGE: std::ops::RangeInclusive<u64> = 1..=MAX_TIMEOUT_SECS;
+/// Accepted range of `limits.max_open_files`.
+pub const OPEN_FILES_RANGE: std::ops::RangeInclusive<u64> = 16..=1_048_576;
+/// Accepted range of `limits.nice` (negative values need a root worker).
+pub const NICE_RANGE: std::ops::RangeInclusive<i32> = -20..=19;
+/// Longest accepted user or group name for `run_as_user` / `run_as_group`.
+pub const MAX_ACCOUNT_NAME_LEN: usize = 32;
 
 /// A validated job name: 1–128 characters of `[A-Za-z0-9._-]`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -137,6 +148,43 @@ pub struct Job {
     /// `log_batch.retention_days`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention_days: Option<u32>,
+    /// Resource limits applied to the run's shell before exec; `None` = the worker's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<JobLimits>,
+    /// Run the command as this user (a root worker only, and only a user listed in
+    /// `executor.allowed_users`); `None` = as the worker's user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_as_user: Option<String>,
+    /// Primary group for `run_as_user`; `None` = that user's own primary group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_as_group: Option<String>,
+}
+
+/// Per-job resource limits (`limits = { max_memory_bytes, max_cpu_secs, max_open_files, nice }`),
+/// applied to the run's shell before it execs and inherited by everything it starts. Every field
+/// is optional; an absent one leaves the worker's own limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobLimits {
+    /// Address space per process (`RLIMIT_AS`), bytes: an allocation past it fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_memory_bytes: Option<u64>,
+    /// CPU time per process (`RLIMIT_CPU`), seconds: SIGXCPU when reached, SIGKILL a second later.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_cpu_secs: Option<u64>,
+    /// Open file descriptors per process (`RLIMIT_NOFILE`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_open_files: Option<u64>,
+    /// Scheduling niceness, -20 (first) to 19 (last); negative values need a root worker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nice: Option<i32>,
+}
+
+impl JobLimits {
+    /// True when no limit is set.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 fn default_true() -> bool {
@@ -213,6 +261,15 @@ pub struct JobSpec {
     /// Run-record retention in days (0 = forever); omitted = the global `retention_days`.
     #[serde(default)]
     pub retention_days: Option<u32>,
+    /// Resource limits; omitted = none.
+    #[serde(default)]
+    pub limits: Option<JobLimits>,
+    /// User to run as (root workers, `executor.allowed_users`); omitted = the worker's user.
+    #[serde(default)]
+    pub run_as_user: Option<String>,
+    /// Group to run as; omitted = the user's primary group.
+    #[serde(default)]
+    pub run_as_group: Option<String>,
     /// Expected current version on replace; a stale one is a conflict. Ignored on create.
     #[serde(default)]
     pub version: Option<u64>,
@@ -268,6 +325,9 @@ impl JobSpec {
             version: self.version.unwrap_or(0),
             dialect,
             retention_days: self.retention_days,
+            limits: self.limits.filter(|l| !l.is_empty()),
+            run_as_user: self.run_as_user.filter(|u| !u.is_empty()),
+            run_as_group: self.run_as_group.filter(|g| !g.is_empty()),
         };
         validate(&job)?;
         Ok(job)
@@ -339,6 +399,83 @@ pub fn validate(job: &Job) -> Result<(), JobValidationError> {
             "retention_days",
             format!("retention_days is {days}; the limit is {MAX_RETENTION_DAYS} (0 = keep forever)"),
         );
+    }
+    if let Some(limits) = &job.limits {
+        validate_limits(limits)?;
+    }
+    for (field, name) in [("run_as_user", &job.run_as_user), ("run_as_group", &job.run_as_group)] {
+        if let Some(name) = name {
+            validate_account_name(field, name)?;
+        }
+    }
+    if job.run_as_group.is_some() && job.run_as_user.is_none() {
+        return err("run_as_group", "run_as_group needs run_as_user".into());
+    }
+    Ok(())
+}
+
+fn validate_limits(limits: &JobLimits) -> Result<(), JobValidationError> {
+    let out_of = |what: &str, value: String, range: String| JobValidationError {
+        field: "limits",
+        message: format!("limits.{what} is {value}; allowed are {range}"),
+    };
+    if let Some(v) = limits.max_memory_bytes.filter(|v| !MEMORY_LIMIT_RANGE.contains(v)) {
+        let range = format!("{}..={} bytes", MEMORY_LIMIT_RANGE.start(), MEMORY_LIMIT_RANGE.end());
+        return Err(out_of("max_memory_bytes", v.to_string(), range));
+    }
+    if let Some(v) = limits.max_cpu_secs.filter(|v| !CPU_LIMIT_RANGE.contains(v)) {
+        let range = format!("{}..={} seconds", CPU_LIMIT_RANGE.start(), CPU_LIMIT_RANGE.end());
+        return Err(out_of("max_cpu_secs", v.to_string(), range));
+    }
+    if let Some(v) = limits.max_open_files.filter(|v| !OPEN_FILES_RANGE.contains(v)) {
+        let range = format!("{}..={}", OPEN_FILES_RANGE.start(), OPEN_FILES_RANGE.end());
+        return Err(out_of("max_open_files", v.to_string(), range));
+    }
+    if let Some(v) = limits.nice.filter(|v| !NICE_RANGE.contains(v)) {
+        return Err(out_of("nice", v.to_string(), format!("{}..={}", NICE_RANGE.start(), NICE_RANGE.end())));
+    }
+    Ok(())
+}
+
+/// A POSIX-portable account name: letters, digits, `.`, `_`, `-`, not starting with `-`.
+fn validate_account_name(field: &'static str, name: &str) -> Result<(), JobValidationError> {
+    let valid = !name.is_empty()
+        && name.len() <= MAX_ACCOUNT_NAME_LEN
+        && !name.starts_with('-')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if valid {
+        Ok(())
+    } else {
+        Err(JobValidationError {
+            field,
+            message: format!(
+                "{field} {name:?} is not an account name (1-{MAX_ACCOUNT_NAME_LEN} letters, digits, '.', '_', '-')"
+            ),
+        })
+    }
+}
+
+/// Whether this node may save (or run) a job with `run_as_user`: only a root node, and only
+/// for a user in `allowed_users` (empty = nobody: running jobs as other users is opt-in).
+///
+/// # Errors
+/// On field `run_as_user`, saying what the operator must change.
+pub fn check_run_as(job: &Job, allowed_users: &[String], node_is_root: bool) -> Result<(), JobValidationError> {
+    let Some(user) = &job.run_as_user else { return Ok(()) };
+    if !node_is_root {
+        return Err(JobValidationError {
+            field: "run_as_user",
+            message: format!(
+                "run_as_user {user:?} needs distcron to run as root (it switches user before exec); this node does not run as root"
+            ),
+        });
+    }
+    if !allowed_users.iter().any(|a| a == user) {
+        let allowed = if allowed_users.is_empty() { "none is allowed".to_owned() } else { allowed_users.join(", ") };
+        return Err(JobValidationError {
+            field: "run_as_user",
+            message: format!("run_as_user {user:?} is not in executor.allowed_users ({allowed})"),
+        });
     }
     Ok(())
 }
@@ -453,6 +590,57 @@ mod tests {
         bad(r#"{"name":"a","command":"x","cron_expr":"* * * * *","working_dir":"rel"}"#, "working_dir");
         bad(r#"{"command":"x","cron_expr":"* * * * *"}"#, "name");
         bad(r#"{"name":"a","command":"x","cron_expr":"* * * * *","retention_days":36501}"#, "retention_days");
+        bad(r#"{"name":"a","command":"x","cron_expr":"* * * * *","limits":{"max_memory_bytes":1000}}"#, "limits");
+        bad(r#"{"name":"a","command":"x","cron_expr":"* * * * *","limits":{"max_cpu_secs":0}}"#, "limits");
+        bad(r#"{"name":"a","command":"x","cron_expr":"* * * * *","limits":{"max_open_files":3}}"#, "limits");
+        bad(r#"{"name":"a","command":"x","cron_expr":"* * * * *","limits":{"nice":20}}"#, "limits");
+        bad(r#"{"name":"a","command":"x","cron_expr":"* * * * *","run_as_user":"a b"}"#, "run_as_user");
+        bad(r#"{"name":"a","command":"x","cron_expr":"* * * * *","run_as_user":"-rf"}"#, "run_as_user");
+        bad(r#"{"name":"a","command":"x","cron_expr":"* * * * *","run_as_group":"staff"}"#, "run_as_group");
+        assert!(serde_json::from_str::<JobSpec>(
+            r#"{"name":"a","command":"x","cron_expr":"* * * * *","limits":{"max_rss":1}}"#
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn limits_and_run_as_round_trip_and_empty_limits_vanish() {
+        let spec: JobSpec = serde_json::from_str(
+            r#"{"name":"a","command":"x","cron_expr":"* * * * *","run_as_user":"nobody","run_as_group":"nogroup",
+                "limits":{"max_memory_bytes":100000000,"max_cpu_secs":1,"max_open_files":64,"nice":10}}"#,
+        )
+        .expect("spec");
+        let job = spec.into_job(None).expect("valid");
+        let limits = job.limits.expect("limits kept");
+        assert_eq!(
+            (limits.max_memory_bytes, limits.max_cpu_secs, limits.max_open_files, limits.nice),
+            (Some(100_000_000), Some(1), Some(64), Some(10))
+        );
+        let back: Job = serde_json::from_value(serde_json::to_value(&job).expect("ser")).expect("de");
+        assert_eq!(back, job);
+        let spec: JobSpec =
+            serde_json::from_str(r#"{"name":"a","command":"x","cron_expr":"* * * * *","limits":{}}"#).expect("spec");
+        let job = spec.into_job(None).expect("valid");
+        assert_eq!(job.limits, None);
+        assert!(serde_json::to_value(&job).expect("ser").get("limits").is_none(), "seed-shaped JSON stays lean");
+    }
+
+    #[test]
+    fn run_as_user_needs_a_root_node_and_an_allowed_user() {
+        let job = |user: Option<&str>| Job {
+            run_as_user: user.map(str::to_owned),
+            ..serde_json::from_str(r#"{"name":"a","command":"x","cron_expr":"* * * * *"}"#).expect("job")
+        };
+        let allowed = vec!["nobody".to_owned()];
+        assert!(check_run_as(&job(None), &[], false).is_ok(), "no run_as_user, nothing to check");
+        assert!(check_run_as(&job(Some("nobody")), &allowed, true).is_ok());
+        let e = check_run_as(&job(Some("nobody")), &allowed, false).expect_err("not root");
+        assert_eq!(e.field, "run_as_user");
+        assert!(e.message.contains("root"), "{}", e.message);
+        let e = check_run_as(&job(Some("daemon")), &allowed, true).expect_err("not allowed");
+        assert!(e.message.contains("executor.allowed_users (nobody)"), "{}", e.message);
+        let e = check_run_as(&job(Some("nobody")), &[], true).expect_err("empty list allows none");
+        assert!(e.message.contains("none is allowed"), "{}", e.message);
     }
 
     #[test]

@@ -168,6 +168,14 @@ pub struct RunRecord {
     /// The version of the job definition this run ran (none: recorded before versions were kept).
     #[serde(default)]
     pub job_version: Option<u64>,
+    /// Process group of the run's shell (its pid), once it was spawned: with
+    /// [`proc_start_ticks`](Self::proc_start_ticks) it lets a restarted node find what the run
+    /// left behind without ever mistaking a reused pid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pgid: Option<i32>,
+    /// Start time of the run's shell in clock ticks since boot (field 22 of `/proc/<pid>/stat`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proc_start_ticks: Option<u64>,
 }
 
 fn one() -> u32 {
@@ -222,6 +230,8 @@ impl RunRecord {
             job_version: None,
             attempt: 1,
             fence,
+            pgid: None,
+            proc_start_ticks: None,
         }
     }
 }

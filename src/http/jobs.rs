@@ -139,6 +139,15 @@ pub(crate) async fn list(
     Ok(HttpResponse::Ok().json(body))
 }
 
+/// Save-time check of `run_as_user` (README "Running jobs as another user"): the user must be
+/// in this node's `executor.allowed_users`, and a node that runs jobs itself (role `all`) must
+/// run as root. A master need not be root: its workers check that again before every run.
+pub(crate) fn may_run_as(job: &Job, config: &Config) -> Result<(), crate::domain::JobValidationError> {
+    let runs_jobs_here = config.role == crate::config::Role::All;
+    let root_or_not_needed = !runs_jobs_here || nix::unistd::geteuid().is_root();
+    crate::domain::check_run_as(job, &config.executor.allowed_users, root_or_not_needed)
+}
+
 /// `POST /api/v1/jobs`: create; 409 job_exists when the name is taken.
 pub(crate) async fn create(
     state: Data<AppState>,
@@ -147,6 +156,7 @@ pub(crate) async fn create(
     spec: Json<JobSpec>,
 ) -> Result<HttpResponse, ApiError> {
     let job = spec.into_inner().into_job(None)?;
+    may_run_as(&job, &state.config)?;
     let audit = context(&req, &caller, AuditAction::Create);
     let out = state.backends.jobs.put_audited(job, Precondition::Absent, audit).await?;
     Ok(HttpResponse::Created().json(view(&out.job, &state.config)))
@@ -170,6 +180,7 @@ pub(crate) async fn replace(
     let spec = spec.into_inner();
     let precondition = spec.version.map_or(Precondition::Any, Precondition::Version);
     let job = spec.into_job(Some(name.as_str()))?;
+    may_run_as(&job, &state.config)?;
     // A replace that finds no job is recorded as a create.
     let audit = context(&req, &caller, AuditAction::Replace);
     let out = state.backends.jobs.put_audited(job, precondition, audit).await?;

@@ -226,7 +226,7 @@ async fn save(
         None => JobSpec { name: Some(name), command, cron_expr, dialect: Some(Dialect::Seed), ..JobSpec::default() }
             .into_job(None),
     };
-    let job = match job {
+    let job = match job.and_then(|j| super::jobs::may_run_as(&j, &state.config).map(|()| j)) {
         Ok(j) => j,
         Err(e) => return failure(&invalid(&e)),
     };

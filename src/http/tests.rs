@@ -176,6 +176,8 @@ fn run(id: &str, job: &str, status: RunStatus, start: i64, started: bool) -> Run
         attempt: 1,
         fence: Fence(7),
         job_version: None,
+        pgid: None,
+        proc_start_ticks: None,
     }
 }
 

@@ -13,4 +13,5 @@ mod engine;
 mod legacy;
 mod security;
 mod stores;
+mod process;
 mod support;

@@ -55,6 +55,7 @@ impl SqliteLogStore {
         .map_err(sql_err(format!("cannot create the runs table in {}", path.display())))?;
         add_job_version_column(&conn)
             .map_err(sql_err(format!("cannot migrate the runs table in {}", path.display())))?;
+        add_process_columns(&conn).map_err(sql_err(format!("cannot migrate the runs table in {}", path.display())))?;
         log::info!("Embedded log store opened. path={}", path.display());
         Ok(Self { conn: Arc::new(Mutex::new(conn)), path: path.to_owned() })
     }
@@ -72,6 +73,20 @@ fn add_job_version_column(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
     if !has {
         conn.execute_batch("ALTER TABLE runs ADD COLUMN job_version INTEGER")?;
         log::info!("Embedded log store migrated: runs now record their job version.");
+    }
+    Ok(())
+}
+
+/// Migration: the live run's process group and start time as columns (`pgid`,
+/// `proc_start_ticks`, NULL when unknown), added to databases created before them.
+fn add_process_columns(conn: &Connection) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare("SELECT name FROM pragma_table_info('runs')")?;
+    let columns: Vec<String> = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+    for column in ["pgid", "proc_start_ticks"] {
+        if !columns.iter().any(|c| c == column) {
+            conn.execute_batch(&format!("ALTER TABLE runs ADD COLUMN {column} INTEGER"))?;
+            log::info!("Embedded log store migrated: column added. column={column}");
+        }
     }
     Ok(())
 }
@@ -213,6 +228,11 @@ impl LogStore for SqliteLogStore {
             return Ok(());
         }
         let mut rows = Vec::with_capacity(records.len());
+        let processes: Vec<(String, Option<i32>, Option<i64>)> = records
+            .iter()
+            .filter(|r| r.pgid.is_some())
+            .map(|r| (r.id.0.clone(), r.pgid, r.proc_start_ticks.and_then(|t| i64::try_from(t).ok())))
+            .collect();
         for r in records {
             let json = serde_json::to_string(r).map_err(|e| BackendError::Corrupt {
                 backend: BACKEND,
@@ -240,6 +260,14 @@ impl LogStore for SqliteLogStore {
                 for ((id, job, status, worker), start_ms, json) in &rows {
                     stmt.execute(rusqlite::params![id, job, status, worker, start_ms, json])
                         .map_err(sql_err(format!("cannot write run {id}")))?;
+                }
+                let mut processes_stmt = tx
+                    .prepare_cached("UPDATE runs SET pgid = ?2, proc_start_ticks = ?3 WHERE id = ?1")
+                    .map_err(sql_err("cannot prepare the process columns update"))?;
+                for (id, pgid, ticks) in &processes {
+                    processes_stmt
+                        .execute(rusqlite::params![id, pgid, ticks])
+                        .map_err(sql_err(format!("cannot write the process of run {id}")))?;
                 }
             }
             tx.commit().map_err(sql_err(format!("cannot commit a batch of {n} runs")))
@@ -385,5 +413,43 @@ mod tests {
         assert_eq!(percentile(&v, 95), Some(19));
         assert_eq!(percentile(&[1, 2, 3], 50), Some(2));
         assert_eq!(percentile(&[1, 2, 3], 95), Some(3));
+    }
+
+    #[tokio::test]
+    async fn old_databases_get_the_process_columns_and_running_records_fill_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("runs.sqlite3");
+        {
+            let conn = Connection::open(&path).expect("open");
+            conn.execute_batch(
+                "CREATE TABLE runs (id TEXT PRIMARY KEY, job TEXT NOT NULL, status TEXT NOT NULL,
+                     worker TEXT NOT NULL, start_ms INTEGER NOT NULL, json TEXT NOT NULL);",
+            )
+            .expect("old schema");
+        }
+        let store = SqliteLogStore::open(&path).expect("migrates");
+        drop(SqliteLogStore::open(&path).expect("a second open finds the columns"));
+        let mut record = RunRecord::not_run(
+            JobName::parse("j").expect("name"),
+            "sleep 9".into(),
+            RunStatus::Running,
+            crate::domain::Trigger::Manual,
+            Utc::now(),
+            crate::domain::WorkerId("w".into()),
+            crate::domain::Fence(1),
+            String::new(),
+        );
+        record.pgid = Some(4242);
+        record.proc_start_ticks = Some(987_654);
+        store.append_batch(std::slice::from_ref(&record)).await.expect("append");
+        let conn = Connection::open(&path).expect("open");
+        let row: (Option<i64>, Option<i64>) = conn
+            .query_row("SELECT pgid, proc_start_ticks FROM runs WHERE id = ?1", [&record.id.0], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .expect("row");
+        assert_eq!(row, (Some(4242), Some(987_654)));
+        let back = store.get(&record.id).await.expect("get").expect("stored");
+        assert_eq!((back.pgid, back.proc_start_ticks), (Some(4242), Some(987_654)));
     }
 }

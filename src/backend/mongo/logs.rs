@@ -14,6 +14,7 @@
 //! | `durationMs` | int64 or null | ours |
 //! | `attempt` | int32, `fence` int64, `outputBytes` int64, `outputTruncated` bool | ours |
 //! | `jobVersion` | int64 or null: the job definition's version the run ran | ours |
+//! | `pgid` | int32, `procStartTicks` int64: the live run's process group and its start time (`/proc`), absent once unknown | ours |
 //! | `expireAt` | date | ours, only when the run's retention is finite (TTL index) |
 //!
 //! A seed document (no `status`) reads as `succeeded` when `err` is empty, else `failed`, with
@@ -375,6 +376,13 @@ pub fn to_document(r: &RunRecord, expire_at: Option<DateTime<Utc>>) -> Document 
         "outputBytes": i64::try_from(r.output_bytes).unwrap_or(i64::MAX),
         "outputTruncated": r.output_truncated || capped.is_some(),
     };
+    // Only while a run is alive do these matter (a restarted node finds its leftovers by them).
+    if let Some(pgid) = r.pgid {
+        d.insert("pgid", pgid);
+    }
+    if let Some(ticks) = r.proc_start_ticks {
+        d.insert("procStartTicks", i64::try_from(ticks).unwrap_or(i64::MAX));
+    }
     if let Some(t) = expire_at {
         d.insert("expireAt", mongodb::bson::DateTime::from_millis(ms(t)));
     }
@@ -445,6 +453,8 @@ pub fn from_document(d: &Document) -> Result<RunRecord, String> {
         attempt: int(d.get("attempt")).and_then(|a| u32::try_from(a).ok()).filter(|a| *a > 0).unwrap_or(1),
         fence: Fence(int(d.get("fence")).unwrap_or(0)),
         job_version: int(d.get("jobVersion")).and_then(|v| u64::try_from(v).ok()),
+        pgid: int(d.get("pgid")).and_then(|v| i32::try_from(v).ok()),
+        proc_start_ticks: int(d.get("procStartTicks")).and_then(|v| u64::try_from(v).ok()),
     })
 }
 
