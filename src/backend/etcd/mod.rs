@@ -5,9 +5,12 @@
 //! [`BackendError`] and the per-request timeout. The three ports share one session (`session.rs`):
 //! a lease kept alive in the background that the worker key and the running marks are bound to,
 //! so a dead worker's registration and marks vanish together (one etcd revision), which is how
-//! lost runs are detected. What each port guarantees is in [`super::guide`].
+//! lost runs are detected. Every etcd request, the keep-alive and the watches run on the etcd
+//! I/O thread (`io.rs`), never on the actix System thread. What each port guarantees is in
+//! [`super::guide`].
 
 mod claims;
+mod io;
 mod jobs;
 mod members;
 mod session;
@@ -127,9 +130,12 @@ impl EtcdBackend {
     /// # Errors
     /// `Unavailable` when the endpoints are empty or malformed.
     pub async fn connect(settings: &EtcdSettings) -> Result<Self, BackendError> {
-        let client = connect_client(settings).await?;
+        let io = io::IoRuntime::start()?;
+        // The client is made on the I/O thread: its connection tasks run where it is made.
+        let owned = settings.clone();
+        let client = io.run(async move { connect_client(&owned).await }).await??;
         let keys = Keys::new(&settings.prefix);
-        let ctx = Ctx { client, keys, timeout: settings.request_timeout };
+        let ctx = Ctx { client, keys, timeout: settings.request_timeout, io };
         let session = Arc::new(session::Session::new(ctx.clone(), settings.session_ttl));
         Ok(Self {
             jobs: Arc::new(EtcdJobStore::new(ctx.clone())),
@@ -162,21 +168,26 @@ async fn connect_client(settings: &EtcdSettings) -> Result<Client, BackendError>
         .map_err(|e| unavailable(format!("cannot set up the etcd client for {:?}", settings.endpoints), &e))
 }
 
-/// What every adapter needs: the client, the key layout and the request timeout.
+/// What every adapter needs: the client, the key layout, the request timeout and the I/O
+/// thread.
 #[derive(Clone)]
 pub(crate) struct Ctx {
     pub(crate) client: Client,
     pub(crate) keys: Keys,
     pub(crate) timeout: Duration,
+    pub(crate) io: io::IoRuntime,
 }
 
 impl Ctx {
-    /// Runs one etcd request with the timeout, mapping failures to `Unavailable` with `what`.
+    /// Runs one etcd request on the I/O thread with the timeout, mapping failures to
+    /// `Unavailable` with `what`.
     pub(crate) async fn call<T, F>(&self, what: &str, fut: F) -> Result<T, BackendError>
     where
-        F: std::future::Future<Output = Result<T, etcd_client::Error>>,
+        F: std::future::Future<Output = Result<T, etcd_client::Error>> + Send + 'static,
+        T: Send + 'static,
     {
-        match tokio::time::timeout(self.timeout, fut).await {
+        let timeout = self.timeout;
+        match self.io.run(async move { tokio::time::timeout(timeout, fut).await }).await? {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(unavailable(what.to_owned(), &e)),
             Err(_) => Err(BackendError::Unavailable {
@@ -199,7 +210,6 @@ impl Ctx {
         prefix: &str,
     ) -> Result<(Vec<etcd_client::KeyValue>, i64), BackendError> {
         let end = prefix_end(prefix);
-        let mut client = self.client.clone();
         let mut kvs = Vec::new();
         let mut from = prefix.as_bytes().to_vec();
         let mut revision = 0;
@@ -208,7 +218,9 @@ impl Ctx {
             if revision > 0 {
                 options = options.with_revision(revision);
             }
-            let mut resp = self.call(what, client.get(from.clone(), Some(options))).await?;
+            let mut client = self.client.clone();
+            let key = from.clone();
+            let mut resp = self.call(what, async move { client.get(key, Some(options)).await }).await?;
             if revision == 0 {
                 revision = resp.header().map_or(0, |h| h.revision());
             }
