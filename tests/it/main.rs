@@ -6,6 +6,7 @@
 mod api;
 mod backends_etcd;
 mod backends_mongo;
+mod claims;
 mod cluster;
 mod engine;
 mod legacy;

@@ -165,6 +165,16 @@ impl Node {
         status
     }
 
+    /// Waits (up to `deadline`) for the node to exit by itself; its exit status.
+    pub fn wait_exit(&mut self, deadline: Duration) -> Option<std::process::ExitStatus> {
+        let child = self.child.as_mut()?;
+        let status = wait_until(deadline, || child.try_wait().ok().flatten());
+        if status.is_some() {
+            self.child = None;
+        }
+        status
+    }
+
     /// SIGKILLs the node and starts it again on the same port and data dir.
     pub fn crash_and_restart(&mut self) {
         self.signal_and_wait("KILL", Duration::from_secs(10)).expect("node died");
