@@ -748,7 +748,9 @@ impl SchedulerActor {
         self.claim_failing = false;
     }
 
-    /// Applies the concurrency policy to a claimed tick and hands it to the pool.
+    /// Applies the concurrency policy to a claimed tick and hands it to the pool; `prepared` is
+    /// the run chosen before the claim and whether its mark went with the claim.
+    #[allow(clippy::too_many_arguments)]
     fn dispatch(
         &mut self,
         job: JobName,

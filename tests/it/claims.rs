@@ -3,7 +3,8 @@
 //! whose scheduling thread is blocked longer than its session TTL (`block_after_claim_ms`).
 //!
 //! Nodes keep their run logs embedded (each node's own SQLite), so records are gathered from
-//! every node: a `lost` record is written by whichever surviving node claimed the right to.
+//! every surviving node (role `all`, whose API serves its log): a `lost` record is written by
+//! whichever surviving node claimed the right to.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -89,7 +90,7 @@ fn every_tick_has_one_run_or_one_lost_record_while_a_worker_is_killed_right_afte
     let file = shared.path().join("runs.log");
     let master = Node::start_with(&config(&etcd, "master"), options("master", ""));
     let steady: Vec<Node> =
-        ["w0", "w1"].iter().map(|id| Node::start_with(&config(&etcd, "worker"), options(id, ""))).collect();
+        ["w0", "w1"].iter().map(|id| Node::start_with(&config(&etcd, "all"), options(id, ""))).collect();
     // The victim dies (SIGKILL) at its 6th claim that wrote a mark, before spawning that run;
     // restarted, it dies again.
     let mut victim = Node::start_with(&config(&etcd, "worker"), options("victim", "abort_after_claim=6"));
@@ -168,7 +169,7 @@ fn a_worker_whose_scheduling_thread_is_blocked_longer_than_its_session_ttl_keeps
     let etcd = EtcdServer::start();
     let master = Node::start_with(&config(&etcd, "master"), options("master", ""));
     // Blocks the actix System thread for 7 s (the session TTL is 3 s) right after its first claim.
-    let worker = Node::start_with(&config(&etcd, "worker"), options("busy", "block_after_claim_ms=7000"));
+    let worker = Node::start_with(&config(&etcd, "all"), options("busy", "block_after_claim_ms=7000"));
     wait_workers(&master, 1);
     let mut c = etcd.client();
     let lease_before = lease_of(&mut c, "/cron/workers/busy");

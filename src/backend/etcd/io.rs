@@ -35,7 +35,9 @@ pub(crate) struct IoRuntime {
 
 /// Dropping the last one lets the I/O thread's `block_on` return and the runtime shut down
 /// on its own thread (never inside an async context, where dropping a runtime panics).
-struct Stop(#[allow(dead_code)] oneshot::Sender<()>);
+struct Stop {
+    _tx: oneshot::Sender<()>,
+}
 
 impl IoRuntime {
     /// Starts the I/O thread.
@@ -62,7 +64,7 @@ impl IoRuntime {
                 runtime.shutdown_background();
             })
             .map_err(|e| failed("thread", &e))?;
-        Ok(Self { handle, _stop: Arc::new(Stop(stop_tx)) })
+        Ok(Self { handle, _stop: Arc::new(Stop { _tx: stop_tx }) })
     }
 
     /// Spawns `fut` on the I/O thread (detached; abort through the returned handle).
