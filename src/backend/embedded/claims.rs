@@ -178,7 +178,7 @@ impl Claims for EmbeddedClaims {
 
     async fn running(&self, job: Option<&JobName>) -> Result<Vec<RunningMark>, BackendError> {
         let state = self.lock();
-        Ok(state.running.values().filter(|m| job.map_or(true, |j| &m.job == j)).cloned().collect())
+        Ok(state.running.values().filter(|m| job.is_none_or(|j| &m.job == j)).cloned().collect())
     }
 }
 
