@@ -7,6 +7,9 @@
 //!   etcd's own gRPC counters), CPU and RSS per worker.
 //! - sync: 100,000 hourly jobs written straight into etcd, then 3 workers started: time until
 //!   each has planned every job, then idle CPU and RSS over 30 s (no job fires meanwhile).
+//!
+//! `DISTCRON_BENCH_BIN=/path/to/distcron` runs another build of the binary (e.g. main's, for a
+//! before/after comparison) under the same harness.
 
 #[allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 #[path = "../tests/it/support/mod.rs"]
@@ -41,7 +44,15 @@ fn worker_config(etcd: &EtcdServer) -> String {
 }
 
 fn quiet() -> NodeOptions {
-    NodeOptions { log_level: "warn".into(), ..NodeOptions::default() }
+    // The guard runs its own binary through `wrapper`: a wrapper that drops that argument and
+    // runs `DISTCRON_BENCH_BIN` instead.
+    let wrapper = match std::env::var("DISTCRON_BENCH_BIN") {
+        Ok(bin) if !bin.is_empty() => {
+            vec!["/bin/sh".into(), "-c".into(), "shift; exec \"$DISTCRON_BENCH_BIN\" \"$@\"".into(), "sh".into()]
+        }
+        _ => Vec::new(),
+    };
+    NodeOptions { log_level: "warn".into(), wrapper, ..NodeOptions::default() }
 }
 
 /// CPU % of one core and max RSS (MiB) of each pid over `secs`.

@@ -306,6 +306,10 @@ pub struct RunAdopted {
     pub scheduled_at: DateTime<Utc>,
     /// When it started.
     pub since: DateTime<Utc>,
+    /// Its claim's fence.
+    pub fence: crate::domain::Fence,
+    /// Why it ran.
+    pub trigger: crate::domain::Trigger,
 }
 
 /// node start (orphans) -> ExecutorPool: a [`KillRun`] for this adopted run goes down `kill`

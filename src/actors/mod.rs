@@ -222,6 +222,8 @@ pub async fn start(
             job: record.job.clone(),
             scheduled_at: record.scheduled_at,
             since: record.started_at.unwrap_or(record.dispatched_at),
+            fence: record.fence,
+            trigger: record.trigger,
         });
         let (kill_tx, kill_rx) = tokio::sync::oneshot::channel();
         pool.do_send(AdoptedKillable { run: record.id.clone(), kill: kill_tx });

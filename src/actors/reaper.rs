@@ -163,13 +163,28 @@ async fn record_lost(
         None => jobs.get(&mark.job).await.ok().flatten().map(|j| j.command).unwrap_or_default(),
     };
     let now = Utc::now();
-    let started_at = known.as_ref().and_then(|r| r.started_at).or(Some(mark.since));
+    // A mark written with its claim exists before the spawn: without a record in the log
+    // store the run may never have started.
+    let started_at = known.as_ref().and_then(|r| r.started_at);
+    let err = if known.is_some() {
+        format!(
+            "lost: worker {} stopped answering (its etcd session expired) while the run was in progress; its outcome is unknown",
+            mark.worker
+        )
+    } else {
+        format!(
+            "lost: worker {} stopped answering (its etcd session expired) after it claimed this tick; the run may not have started and its outcome is unknown",
+            mark.worker
+        )
+    };
+    // What the running record would have said: the mark carries the claim's fence and trigger.
+    let fence = known.as_ref().map(|r| r.fence).or(mark.fence).unwrap_or(Fence(fence.0));
     let record = RunRecord {
         id: mark.run.clone(),
         job: mark.job.clone(),
         command,
         status: RunStatus::Lost,
-        trigger: known.as_ref().map_or(Trigger::Schedule, |r| r.trigger),
+        trigger: known.as_ref().map(|r| r.trigger).or(mark.trigger).unwrap_or(Trigger::Schedule),
         scheduled_at: mark.scheduled_at,
         dispatched_at: known.as_ref().map_or(mark.since, |r| r.dispatched_at),
         started_at,
@@ -177,16 +192,13 @@ async fn record_lost(
         duration_ms: started_at.map(|s| u64::try_from((now - s).num_milliseconds()).unwrap_or(0)),
         exit_code: None,
         signal: None,
-        err: format!(
-            "lost: worker {} stopped answering (its etcd session expired) while the run was in progress; its outcome is unknown",
-            mark.worker
-        ),
+        err,
         output: known.as_ref().map(|r| r.output.clone()).unwrap_or_default(),
         output_bytes: known.as_ref().map_or(0, |r| r.output_bytes),
         output_truncated: known.as_ref().is_some_and(|r| r.output_truncated),
         worker: mark.worker.clone(),
         attempt: known.as_ref().map_or(1, |r| r.attempt),
-        fence: known.as_ref().map_or(Fence(fence.0), |r| r.fence),
+        fence,
         job_version: known.as_ref().and_then(|r| r.job_version),
         pgid: known.as_ref().and_then(|r| r.pgid),
         proc_start_ticks: known.as_ref().and_then(|r| r.proc_start_ticks),

@@ -18,6 +18,12 @@
 //!   within `misfire_grace_ms`; older ticks are folded into one `missed` range, claimed as a
 //!   whole when the store answers again (so it is recorded once cluster-wide, and only for the
 //!   ticks nobody ran). One warning per outage.
+//! - A tick to run gets its run id before its claim: the running mark goes to the store in the
+//!   same transaction as the claim ([`TickRequest::mark`]; under `forbid` only when the job is
+//!   idle everywhere), so a worker that dies between its claim and the spawn leaves a mark whose
+//!   session expiry gets the tick recorded `lost` (README "Cluster mode": one run or one
+//!   `lost`/`missed`/`skipped` record per claimed tick). A retry of a failed claim reuses the
+//!   run id, so a claim whose answer was lost is recognized as won.
 //! - When the membership session is lost, runs are finished or killed per
 //!   `scheduler.on_session_loss`; on a new session the marks of runs still going are published
 //!   again.
@@ -100,6 +106,8 @@ struct LiveRun {
     job: JobName,
     scheduled_at: DateTime<Utc>,
     since: DateTime<Utc>,
+    fence: Fence,
+    trigger: Trigger,
 }
 
 /// A due tick, or a range of ticks too late to run, waiting for its claim.
@@ -134,6 +142,10 @@ struct BatchedClaim {
     item: Pending,
     rank: usize,
     with_running: bool,
+    /// The run the tick becomes, marked running with the claim (ticks to run only).
+    mark: Option<RunningMark>,
+    /// Policy forbid: mark only when the job is idle everywhere.
+    mark_if_idle: bool,
 }
 
 /// A change of this worker's running marks.
@@ -164,6 +176,27 @@ struct JobQueue {
     busy: bool,
     /// Delay before the next retry after failed claims.
     retry: Option<Backoff>,
+    /// The mark prepared for the front tick, kept across retries of its claim (a retried claim
+    /// whose first answer was lost is recognized by it).
+    front_mark: Option<RunningMark>,
+    /// A claim with `front_mark` failed: it may have been written.
+    uncertain: bool,
+}
+
+impl JobQueue {
+    /// The mark left behind when the front tick is no longer `tick` (expired, skipped) after a
+    /// claim that may have written it: to be cleared.
+    fn stale_mark(&mut self) -> Option<RunningMark> {
+        let front = match self.items.front() {
+            Some(Pending::Tick(t)) => Some(*t),
+            _ => None,
+        };
+        if self.front_mark.as_ref().is_some_and(|m| Some(m.scheduled_at) == front) {
+            return None;
+        }
+        let mark = self.front_mark.take();
+        std::mem::take(&mut self.uncertain).then_some(mark).flatten()
+    }
 }
 
 /// Folds the leading items older than `horizon` into one missed range (a lone late tick
@@ -339,7 +372,29 @@ impl SchedulerActor {
         self.rearm(ctx);
     }
 
+    /// [`Self::record_missed`] of a claimed tick that had its run id: the record takes that id
+    /// (so the lost-run recorder, finding it final, adds nothing) and the mark is cleared.
+    fn record_missed_run(
+        &mut self,
+        job: &JobName,
+        m: &Missed,
+        fence: Fence,
+        why: &str,
+        prepared: Option<(RunningMark, bool)>,
+        ctx: &mut Context<Self>,
+    ) {
+        let run = prepared.as_ref().map(|(mark, _)| mark.run.clone());
+        self.record_missed_as(job, m, fence, why, run);
+        if let Some((mark, true)) = prepared {
+            self.queue_mark(MarkOp::Clear(mark.job, mark.run), ctx);
+        }
+    }
+
     fn record_missed(&mut self, job: &JobName, m: &Missed, fence: Fence, why: &str) {
+        self.record_missed_as(job, m, fence, why, None);
+    }
+
+    fn record_missed_as(&mut self, job: &JobName, m: &Missed, fence: Fence, why: &str, run: Option<RunId>) {
         let Some(def) = self.jobs.get(job) else { return };
         let err = format!(
             "missed {}{} tick(s) from {} to {}: {why}",
@@ -360,7 +415,7 @@ impl SchedulerActor {
                 m.last
             );
         }
-        let record = RunRecord::not_run(
+        let mut record = RunRecord::not_run(
             job.clone(),
             def.command.clone(),
             RunStatus::Missed,
@@ -371,6 +426,9 @@ impl SchedulerActor {
             err,
         )
         .with_job_version(def.version);
+        if let Some(run) = run {
+            record.id = run;
+        }
         self.peers.log.do_send(RecordRun(record));
         if !quiet {
             self.missed_warned = Some(std::time::Instant::now());
@@ -389,8 +447,10 @@ impl SchedulerActor {
             return;
         }
         fold_expired(&mut queue.items, now - grace);
+        let stale = queue.stale_mark();
         let Some(front) = queue.items.front() else {
             self.queues.remove(&job);
+            self.clear_stale(stale, ctx);
             return;
         };
         let delay = failover.saturating_mul(u32::try_from(rank).unwrap_or(u32::MAX));
@@ -398,10 +458,19 @@ impl SchedulerActor {
         let wait = (at - now).to_std().unwrap_or(Duration::ZERO);
         queue.busy = true;
         let generation = queue.generation;
+        self.clear_stale(stale, ctx);
         if wait.is_zero() {
             self.attempt(job, generation, rank, ctx);
         } else {
             ctx.run_later(wait, move |act, ctx| act.attempt(job, generation, rank, ctx));
+        }
+    }
+
+    /// Clears the mark of a tick that left its queue after a claim that may have written it.
+    fn clear_stale(&mut self, stale: Option<RunningMark>, ctx: &mut Context<Self>) {
+        if let Some(mark) = stale {
+            log::debug!("Clearing the mark of a tick whose claim answer was lost. job={} run={}", mark.job, mark.run);
+            self.queue_mark(MarkOp::Clear(mark.job, mark.run), ctx);
         }
     }
 
@@ -416,6 +485,7 @@ impl SchedulerActor {
         let draining = self.draining;
         let known = if rank > 0 { self.peers.claims.known_claim(&job) } else { None };
         let policy = self.jobs.get(&job).map(|j| j.concurrency).unwrap_or_default();
+        let worker = self.worker().clone();
         let Some(queue) = self.queue_of(&job, generation) else { return };
         let Some(item) = queue.items.front().cloned() else {
             self.queues.remove(&job);
@@ -426,7 +496,7 @@ impl SchedulerActor {
             self.queues.remove(&job);
             return;
         }
-        if known.is_some_and(|k| k >= item.last()) {
+        if known.is_some_and(|k| k >= item.last()) && !queue.uncertain {
             queue.items.pop_front();
             queue.busy = false;
             log::debug!("Tick already claimed by the owner. job={job} tick={} rank={rank}", item.last());
@@ -435,7 +505,26 @@ impl SchedulerActor {
         }
         // Only a tick to run needs the live runs; `allow` needs no look.
         let with_running = matches!(item, Pending::Tick(_)) && policy != ConcurrencyPolicy::Allow;
-        self.claim_batch.push(BatchedClaim { job, generation, item, rank, with_running });
+        // The run id is chosen before the claim: its mark is written with the claim.
+        let mark = match item {
+            Pending::Tick(tick) => Some(
+                queue
+                    .front_mark
+                    .get_or_insert_with(|| RunningMark {
+                        job: job.clone(),
+                        run: RunId::generate(),
+                        worker,
+                        scheduled_at: tick,
+                        since: Utc::now(),
+                        fence: None,
+                        trigger: Some(Trigger::Schedule),
+                    })
+                    .clone(),
+            ),
+            Pending::Missed(_) => None,
+        };
+        let mark_if_idle = policy == ConcurrencyPolicy::Forbid;
+        self.claim_batch.push(BatchedClaim { job, generation, item, rank, with_running, mark, mark_if_idle });
         if !self.claim_flush {
             // Every claim that becomes due in this turn goes in one batch (one etcd txn).
             self.claim_flush = true;
@@ -452,7 +541,13 @@ impl SchedulerActor {
         }
         let requests: Vec<TickRequest> = batch
             .iter()
-            .map(|c| TickRequest { job: c.job.clone(), tick: c.item.last(), with_running: c.with_running })
+            .map(|c| TickRequest {
+                job: c.job.clone(),
+                tick: c.item.last(),
+                with_running: c.with_running,
+                mark: c.mark.clone(),
+                mark_if_idle: c.mark_if_idle,
+            })
             .collect();
         let claims = self.peers.claims.clone();
         ctx.spawn(async move { claims.claim_ticks(&requests).await }.into_actor(self).map(move |results, act, ctx| {
@@ -461,7 +556,7 @@ impl SchedulerActor {
                 let result = results.next().unwrap_or_else(|| {
                     Err(BackendError::Corrupt { backend: "claims", message: "a batched claim got no answer".into() })
                 });
-                act.claimed(c.job, c.generation, c.item, c.rank, result, ctx);
+                act.claimed(c, result, ctx);
             }
         }));
     }
@@ -536,15 +631,8 @@ impl SchedulerActor {
         }));
     }
 
-    fn claimed(
-        &mut self,
-        job: JobName,
-        generation: u64,
-        item: Pending,
-        rank: usize,
-        result: Result<Option<TickClaim>, BackendError>,
-        ctx: &mut Context<Self>,
-    ) {
+    fn claimed(&mut self, c: BatchedClaim, result: Result<Option<TickClaim>, BackendError>, ctx: &mut Context<Self>) {
+        let BatchedClaim { job, generation, item, rank, mark, .. } = c;
         match result {
             Ok(outcome) => {
                 self.claim_recovered();
@@ -552,15 +640,26 @@ impl SchedulerActor {
                     queue.items.pop_front();
                     queue.busy = false;
                     queue.retry = None;
+                    queue.front_mark = None;
+                    queue.uncertain = false;
                 }
+                if outcome.as_ref().is_some_and(|c| c.marked) {
+                    crate::test_hooks::abort_after_claim();
+                    crate::test_hooks::block_after_claim();
+                }
+                // The claimed tick's run: its id, and whether its mark went with the claim.
+                let prepared = |claim: &TickClaim| mark.clone().map(|m| (m, claim.marked));
                 match (outcome, item) {
                     (None, item) => {
                         log::debug!("Tick claimed by another worker. job={job} tick={} rank={rank}", item.last())
                     }
-                    (Some(_), Pending::Tick(tick)) if !self.jobs.get(&job).is_some_and(|j| j.enabled) => {
+                    (Some(claim), Pending::Tick(tick)) if !self.jobs.get(&job).is_some_and(|j| j.enabled) => {
                         log::debug!(
                             "Claimed tick of a job deleted or disabled meanwhile; dropped. job={job} tick={tick}"
                         );
+                        if let Some((m, true)) = prepared(&claim) {
+                            self.queue_mark(MarkOp::Clear(m.job, m.run), ctx);
+                        }
                     }
                     (Some(claim), Pending::Tick(tick)) => {
                         let late = Utc::now() - tick;
@@ -568,9 +667,26 @@ impl SchedulerActor {
                             > chrono::Duration::from_std(self.settings.misfire_grace).unwrap_or(chrono::Duration::MAX)
                         {
                             let m = Missed { count: 1, more: false, first: tick, last: tick };
-                            self.record_missed(&job, &m, claim.fence, "claimed later than misfire_grace_ms");
+                            let prepared = prepared(&claim);
+                            self.record_missed_run(
+                                &job,
+                                &m,
+                                claim.fence,
+                                "claimed later than misfire_grace_ms",
+                                prepared,
+                                ctx,
+                            );
                         } else {
-                            self.dispatch(job.clone(), tick, claim.fence, Trigger::Schedule, claim.running, ctx);
+                            let prepared = prepared(&claim);
+                            self.dispatch(
+                                job.clone(),
+                                tick,
+                                claim.fence,
+                                Trigger::Schedule,
+                                claim.running,
+                                prepared,
+                                ctx,
+                            );
                         }
                     }
                     (Some(claim), Pending::Missed(m)) => {
@@ -589,6 +705,8 @@ impl SchedulerActor {
             Err(e) => {
                 self.claim_failed(&job, item.last(), &e);
                 let Some(queue) = self.queue_of(&job, generation) else { return };
+                // The claim (and its mark) may have been written; the retry reuses the mark.
+                queue.uncertain |= mark.is_some();
                 let delay =
                     queue.retry.get_or_insert_with(|| Backoff::new(CLAIM_RETRY_MIN, CLAIM_RETRY_MAX)).next_delay();
                 ctx.run_later(delay, move |act, ctx| {
@@ -636,7 +754,9 @@ impl SchedulerActor {
         self.claim_failing = false;
     }
 
-    /// Applies the concurrency policy to a claimed tick and hands it to the pool.
+    /// Applies the concurrency policy to a claimed tick and hands it to the pool; `prepared` is
+    /// the run chosen before the claim and whether its mark went with the claim.
+    #[allow(clippy::too_many_arguments)]
     fn dispatch(
         &mut self,
         job: JobName,
@@ -644,14 +764,24 @@ impl SchedulerActor {
         fence: Fence,
         trigger: Trigger,
         live_anywhere: Vec<RunningMark>,
+        prepared: Option<(RunningMark, bool)>,
         ctx: &mut Context<Self>,
     ) {
+        // The run id chosen before the claim (scheduled ticks), and whether its mark is written.
+        let (run, marked) = match &prepared {
+            Some((mark, marked)) => (mark.run.clone(), *marked),
+            None => (RunId::generate(), false),
+        };
+        let since = prepared.as_ref().map_or_else(Utc::now, |(mark, _)| mark.since);
+        if marked && (self.draining || !self.jobs.contains_key(&job)) {
+            self.queue_mark(MarkOp::Clear(job.clone(), run.clone()), ctx);
+        }
         let Some(def) = self.jobs.get(&job).cloned() else {
             log::debug!("Claimed tick of a job deleted meanwhile; dropped. job={job}");
             return;
         };
         if self.draining {
-            let record = RunRecord::not_run(
+            let mut record = RunRecord::not_run(
                 job,
                 def.command,
                 RunStatus::Missed,
@@ -662,6 +792,7 @@ impl SchedulerActor {
                 "missed: the node was shutting down when the tick was claimed".into(),
             )
             .with_job_version(def.version);
+            record.id = run;
             self.peers.log.do_send(RecordRun(record));
             return;
         }
@@ -669,15 +800,15 @@ impl SchedulerActor {
         let mut live: Vec<(RunId, Option<WorkerId>)> =
             self.running.iter().filter(|(_, r)| r.job == job).map(|(id, _)| (id.clone(), None)).collect();
         for mark in live_anywhere {
-            if mark.worker != *self.worker() && !live.iter().any(|(id, _)| *id == mark.run) {
+            if mark.run != run && mark.worker != *self.worker() && !live.iter().any(|(id, _)| *id == mark.run) {
                 live.push((mark.run, Some(mark.worker)));
             }
         }
         match def.concurrency {
             ConcurrencyPolicy::Forbid if !live.is_empty() => {
-                let (run, worker) = &live[0];
+                let (alive, worker) = &live[0];
                 let where_ = worker.as_ref().map_or_else(|| "on this worker".to_owned(), |w| format!("on worker {w}"));
-                let record = RunRecord::not_run(
+                let mut record = RunRecord::not_run(
                     job.clone(),
                     def.command.clone(),
                     RunStatus::Skipped,
@@ -685,13 +816,20 @@ impl SchedulerActor {
                     tick,
                     self.worker().clone(),
                     fence,
-                    format!("skipped: concurrency policy forbid and run {run} of this job is still running {where_}"),
+                    format!("skipped: concurrency policy forbid and run {alive} of this job is still running {where_}"),
                 )
                 .with_job_version(def.version);
                 log::info!(
-                    "Tick skipped: previous run still alive (policy forbid). job={job} tick={tick} alive_run={run}"
+                    "Tick skipped: previous run still alive (policy forbid). job={job} tick={tick} alive_run={alive}"
                 );
+                // The skipped record takes the prepared run id: a mark written anyway (the live
+                // run is only in this worker's table) is cleared, and if this worker dies first
+                // the lost-run recorder finds the record final.
+                record.id = run.clone();
                 self.peers.log.do_send(RecordRun(record));
+                if marked {
+                    self.queue_mark(MarkOp::Clear(job, run), ctx);
+                }
                 return;
             }
             ConcurrencyPolicy::Replace => {
@@ -715,7 +853,6 @@ impl SchedulerActor {
             }
             _ => {}
         }
-        let run = RunId::generate();
         let now = Utc::now();
         let spec = RunSpec {
             run: run.clone(),
@@ -740,15 +877,21 @@ impl SchedulerActor {
                 ..self.settings.launch.clone()
             },
         };
-        self.running.insert(run.clone(), LiveRun { job: job.clone(), scheduled_at: tick, since: now });
-        let mark = RunningMark {
-            job: job.clone(),
-            run: run.clone(),
-            worker: self.worker().clone(),
-            scheduled_at: tick,
-            since: now,
-        };
-        self.queue_mark(MarkOp::Put(mark), ctx);
+        self.running.insert(run.clone(), LiveRun { job: job.clone(), scheduled_at: tick, since, fence, trigger });
+        if !marked {
+            // Run-now requests, and a claim that found only stale marks of this worker under
+            // `forbid`: the mark follows the claim.
+            let mark = RunningMark {
+                job: job.clone(),
+                run: run.clone(),
+                worker: self.worker().clone(),
+                scheduled_at: tick,
+                since,
+                fence: Some(fence),
+                trigger: Some(trigger),
+            };
+            self.queue_mark(MarkOp::Put(mark), ctx);
+        }
         log::debug!("Dispatching run. job={job} run={run} tick={tick} trigger={trigger:?}");
         // do_send ignores mailbox bounds: the pool's own queue is the bound that records overflow.
         self.peers.start.do_send(StartRun(spec));
@@ -849,6 +992,8 @@ impl StreamHandler<SessionEvent> for SchedulerActor {
                             worker: self.worker().clone(),
                             scheduled_at: live.scheduled_at,
                             since: live.since,
+                            fence: Some(live.fence),
+                            trigger: Some(live.trigger),
                         })
                         .collect();
                     for mark in marks {
@@ -954,7 +1099,7 @@ impl Handler<RunRequested> for SchedulerActor {
         };
         let job = msg.job;
         ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| match res {
-            Ok((Some(fence), live)) => act.dispatch(job, Utc::now(), fence, Trigger::Manual, live, ctx),
+            Ok((Some(fence), live)) => act.dispatch(job, Utc::now(), fence, Trigger::Manual, live, None, ctx),
             Ok((None, _)) => log::debug!("Run-now request claimed by another worker. job={job}"),
             Err(e) => log::warn!("Cannot claim a run-now request; it will not run. job={job} error={e}"),
         }));
@@ -980,7 +1125,13 @@ impl Handler<RunAdopted> for SchedulerActor {
         // Live like a run of ours (forbid, the running mark) until its RunFinished.
         self.running.insert(
             msg.run.clone(),
-            LiveRun { job: msg.job.clone(), scheduled_at: msg.scheduled_at, since: msg.since },
+            LiveRun {
+                job: msg.job.clone(),
+                scheduled_at: msg.scheduled_at,
+                since: msg.since,
+                fence: msg.fence,
+                trigger: msg.trigger,
+            },
         );
         let mark = RunningMark {
             job: msg.job,
@@ -988,6 +1139,8 @@ impl Handler<RunAdopted> for SchedulerActor {
             worker: self.worker().clone(),
             scheduled_at: msg.scheduled_at,
             since: msg.since,
+            fence: Some(msg.fence),
+            trigger: Some(msg.trigger),
         };
         self.queue_mark(MarkOp::Put(mark), ctx);
     }

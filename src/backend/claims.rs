@@ -1,4 +1,12 @@
 //! The claims port: who runs a given (job, tick), and which runs are alive anywhere.
+//!
+//! Owns: the contract of a tick claim and of running marks. A claimed tick that is to run
+//! carries its run's mark ([`TickRequest::mark`]), chosen before the claim and written in the
+//! same store transaction as the claim, on the worker's session: a worker that dies right after
+//! its claim leaves a mark whose session expiry makes the lost-run recorder record the tick
+//! `lost` (every claimed tick ends in one run, or one `lost`/`missed`/`skipped` record).
+//! Leaves to others: the store (adapters in `etcd/` and `embedded/`), the policy decision
+//! (the scheduler), recording lost runs (`actors/reaper.rs`).
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -7,7 +15,7 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use super::BackendError;
-use crate::domain::{Fence, JobName, RunId, WorkerId};
+use crate::domain::{Fence, JobName, RunId, Trigger, WorkerId};
 
 /// A live run, visible cluster-wide (`/cron/running/<name>/<run id>` in etcd).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,6 +30,14 @@ pub struct RunningMark {
     pub scheduled_at: DateTime<Utc>,
     /// When the mark was set.
     pub since: DateTime<Utc>,
+    /// Fencing token of the run's claim. A mark written with its claim does not hold it in its
+    /// value (the fence is the revision of that very write): adapters fill it when they read
+    /// the mark back (etcd: the mark key's create revision).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fence: Option<Fence>,
+    /// Why the run happens (absent in marks of older versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<Trigger>,
 }
 
 /// A won tick claim.
@@ -32,8 +48,12 @@ pub struct TickClaim {
     /// The tick of the job claimed before this one, when the store says (etcd does; the
     /// embedded adapter leaves it `None`).
     pub previous: Option<DateTime<Utc>>,
-    /// The job's live runs anywhere at the claim, when they were asked for.
+    /// The job's live runs anywhere at the claim (before this claim's own mark), when they were
+    /// asked for.
     pub running: Vec<RunningMark>,
+    /// The request's [`TickRequest::mark`] was written with the claim (false without a mark, or
+    /// when `mark_if_idle` found a live run of the job).
+    pub marked: bool,
 }
 
 /// One tick to claim in a batch ([`Claims::claim_ticks`]).
@@ -45,6 +65,21 @@ pub struct TickRequest {
     pub tick: DateTime<Utc>,
     /// Return the job's live runs with a won claim.
     pub with_running: bool,
+    /// The mark of the run this tick becomes, written (on the worker's session) in the same
+    /// transaction as a won claim, so no claimed tick is ever without a trace. Its `fence` is
+    /// ignored (the claim's fence is the mark's). A retried claim with the same mark whose
+    /// earlier attempt was committed (its answer lost) answers as won, with that claim's fence.
+    pub mark: Option<RunningMark>,
+    /// Write `mark` only when the job has no live run anywhere (policy `forbid`: a tick that
+    /// will be skipped leaves no mark). Implies `with_running`.
+    pub mark_if_idle: bool,
+}
+
+impl TickRequest {
+    /// A claim of `tick` that writes no mark.
+    pub fn unmarked(job: JobName, tick: DateTime<Utc>, with_running: bool) -> Self {
+        Self { job, tick, with_running, mark: None, mark_if_idle: false }
+    }
 }
 
 /// Runs whose worker vanished while they ran (its session expired), each yielded once per
@@ -98,20 +133,21 @@ pub trait Claims: Send + Sync + 'static {
     ) -> Result<Option<TickClaim>, BackendError> {
         let Some(fence) = self.claim_tick(job, tick).await? else { return Ok(None) };
         let running = if with_running { self.running(Some(job)).await? } else { Vec::new() };
-        Ok(Some(TickClaim { fence, previous: None, running }))
+        Ok(Some(TickClaim { fence, previous: None, running, marked: false }))
     }
 
     /// [`Claims::claim_tick_checked`] for many ticks (of different jobs) at once, one result
-    /// per request in order; each claim succeeds or fails on its own. Where the store can, the
-    /// batch is one round trip (etcd: one txn of nested txns per 100 claims), so a worker that
-    /// owns many jobs due at the same instant costs the store one write, not one per job.
-    async fn claim_ticks(&self, requests: &[TickRequest]) -> Vec<Result<Option<TickClaim>, BackendError>> {
-        let mut out = Vec::with_capacity(requests.len());
-        for r in requests {
-            out.push(self.claim_tick_checked(&r.job, r.tick, r.with_running).await);
-        }
-        out
-    }
+    /// per request in order; each claim succeeds or fails on its own. A won claim with a
+    /// [`TickRequest::mark`] writes that mark in the same transaction (all or nothing: an error
+    /// means neither the claim nor the mark was written, or, on a lost answer, both). Where the
+    /// store can, the batch is one round trip (etcd: one txn of nested txns per 48 claims), so a
+    /// worker that owns many jobs due at the same instant costs the store one write, not one
+    /// per job. Both adapters implement it atomically; there is no default.
+    ///
+    /// # Errors
+    /// Per request: `Unavailable` (nothing was claimed or marked, unless the answer was lost:
+    /// a retry with the same mark then answers as won).
+    async fn claim_ticks(&self, requests: &[TickRequest]) -> Vec<Result<Option<TickClaim>, BackendError>>;
 
     /// Publishes many live runs at once ([`Claims::mark_running`] each; etcd: one txn).
     ///

@@ -555,6 +555,7 @@ pub async fn claims_suite(claims: Arc<dyn Claims>) {
     claims_request_once(Arc::clone(&claims)).await;
     claims_tick_checked(Arc::clone(&claims)).await;
     claims_batches(Arc::clone(&claims)).await;
+    claims_marks_with_claims(Arc::clone(&claims)).await;
     claims_running_marks(claims).await;
 }
 
@@ -616,6 +617,8 @@ pub async fn claims_tick_checked(claims: Arc<dyn Claims>) {
         worker: WorkerId(unique("w")),
         scheduled_at: t,
         since: now,
+        fence: Some(first.fence),
+        trigger: Some(Trigger::Schedule),
     };
     claims.mark_running(&mark).await.expect("mark");
     let second = claims.claim_tick_checked(&job, t + sec, true).await.expect("claim").expect("a newer tick is claimed");
@@ -639,8 +642,7 @@ pub async fn claims_batches(claims: Arc<dyn Claims>) {
     let sec = chrono::Duration::seconds(1);
     let jobs: Vec<JobName> = (0..120).map(|_| unique_job("batch")).collect();
     claims.claim_tick(&jobs[1], t + sec).await.expect("claim").expect("won");
-    let requests: Vec<TickRequest> =
-        jobs.iter().map(|job| TickRequest { job: job.clone(), tick: t, with_running: true }).collect();
+    let requests: Vec<TickRequest> = jobs.iter().map(|job| TickRequest::unmarked(job.clone(), t, true)).collect();
     let results = claims.claim_ticks(&requests).await;
     assert_eq!(results.len(), requests.len(), "one answer per request");
     for (i, result) in results.iter().enumerate() {
@@ -653,10 +655,8 @@ pub async fn claims_batches(claims: Arc<dyn Claims>) {
     let racers: Vec<_> = (0..4)
         .map(|_| {
             let claims = Arc::clone(&claims);
-            let requests: Vec<TickRequest> = jobs
-                .iter()
-                .map(|job| TickRequest { job: job.clone(), tick: t + sec * 5, with_running: false })
-                .collect();
+            let requests: Vec<TickRequest> =
+                jobs.iter().map(|job| TickRequest::unmarked(job.clone(), t + sec * 5, false)).collect();
             tokio::spawn(async move { claims.claim_ticks(&requests).await })
         })
         .collect();
@@ -680,6 +680,8 @@ pub async fn claims_batches(claims: Arc<dyn Claims>) {
             worker: worker.clone(),
             scheduled_at: t,
             since: t,
+            fence: Some(Fence(1)),
+            trigger: None,
         })
         .collect();
     claims.mark_running_many(&marks).await.expect("marks");
@@ -689,6 +691,85 @@ pub async fn claims_batches(claims: Arc<dyn Claims>) {
     claims.clear_running_many(&runs).await.expect("clear");
     let listed = claims.running(None).await.expect("running");
     assert!(listed.iter().all(|m| m.worker != worker), "every mark of a batch is cleared");
+}
+
+/// A won claim writes its run's mark in the same transaction (the mark reads back with the
+/// claim's fence); under `mark_if_idle` only when the job has no live run; a refused claim
+/// writes nothing; a retried claim with the same mark, after its first attempt won, answers as
+/// won with the same fence; batches of marked claims beyond one etcd txn mark every claim.
+pub async fn claims_marks_with_claims(claims: Arc<dyn Claims>) {
+    let job = unique_job("marked");
+    let worker = WorkerId(unique("marked-worker"));
+    let t = whole_second(Utc::now());
+    let sec = chrono::Duration::seconds(1);
+    let mark_for = |job: &JobName, tick: DateTime<Utc>| RunningMark {
+        job: job.clone(),
+        run: RunId::generate(),
+        worker: worker.clone(),
+        scheduled_at: tick,
+        since: ms(Utc::now()),
+        fence: None,
+        trigger: Some(Trigger::Schedule),
+    };
+    let request = |mark: &RunningMark, if_idle: bool| TickRequest {
+        job: mark.job.clone(),
+        tick: mark.scheduled_at,
+        with_running: true,
+        mark: Some(mark.clone()),
+        mark_if_idle: if_idle,
+    };
+    let one = |claims: Arc<dyn Claims>, r: TickRequest| async move {
+        claims.claim_ticks(&[r]).await.pop().expect("one answer").expect("claim")
+    };
+
+    // A won claim under `allow`: marked, the mark lists with the claim's fence.
+    let first = mark_for(&job, t);
+    let won = one(Arc::clone(&claims), request(&first, false)).await.expect("a fresh tick is claimed");
+    assert!(won.marked, "the mark goes with the claim");
+    assert!(won.running.is_empty(), "the live runs are read before this claim's own mark");
+    let listed = claims.running(Some(&job)).await.expect("running");
+    let expected = RunningMark { fence: Some(won.fence), ..first.clone() };
+    assert_eq!(listed, vec![expected], "the mark is listed with the claim's fence");
+
+    // A retry with the same mark (first answer lost): won, same fence, still one mark.
+    let again = one(Arc::clone(&claims), request(&first, false)).await.expect("a retried claim that won stays won");
+    assert_eq!((again.fence, again.marked), (won.fence, true));
+    assert_eq!(claims.running(Some(&job)).await.expect("running").len(), 1);
+
+    // Another worker's claim of the same tick: refused, and its mark is not written.
+    let rival = mark_for(&job, t);
+    assert_eq!(one(Arc::clone(&claims), request(&rival, false)).await, None, "a tick is claimed once");
+    assert_eq!(claims.running(Some(&job)).await.expect("running").len(), 1, "a refused claim writes no mark");
+
+    // `mark_if_idle` with a live run: won (the tick is accounted for) but not marked.
+    let busy = mark_for(&job, t + sec);
+    let skipped = one(Arc::clone(&claims), request(&busy, true)).await.expect("the next tick is claimed");
+    assert!(!skipped.marked, "a tick to skip leaves no mark");
+    assert_eq!(skipped.running.iter().map(|m| m.run.clone()).collect::<Vec<_>>(), vec![first.run.clone()]);
+    assert!(skipped.fence > won.fence, "fences increase");
+    claims.clear_running(&job, &first.run).await.expect("clear");
+
+    // `mark_if_idle` once idle: marked.
+    let idle = mark_for(&job, t + sec * 2);
+    let ran = one(Arc::clone(&claims), request(&idle, true)).await.expect("claimed");
+    assert!(ran.marked && ran.running.is_empty(), "an idle job's tick is marked: {ran:?}");
+    claims.clear_running(&job, &idle.run).await.expect("clear");
+
+    // A batch of marked claims larger than one etcd txn (48 claims): every claim marked.
+    let jobs: Vec<JobName> = (0..60).map(|_| unique_job("marked-batch")).collect();
+    let marks: Vec<RunningMark> = jobs.iter().map(|j| mark_for(j, t)).collect();
+    let requests: Vec<TickRequest> = marks.iter().map(|m| request(m, true)).collect();
+    let results = claims.claim_ticks(&requests).await;
+    let listed = claims.running(None).await.expect("running");
+    for (mark, result) in marks.iter().zip(results) {
+        let claim = result.expect("batched claim").expect("won");
+        assert!(claim.marked, "every claim of the batch is marked");
+        let stored: Vec<&RunningMark> = listed.iter().filter(|m| m.run == mark.run).collect();
+        assert_eq!(stored.len(), 1, "the mark of {} is listed once", mark.job);
+        assert_eq!(stored[0].fence, Some(claim.fence), "a batched mark carries its claim's fence");
+    }
+    let runs: Vec<(JobName, RunId)> = marks.iter().map(|m| (m.job.clone(), m.run.clone())).collect();
+    claims.clear_running_many(&runs).await.expect("clear");
 }
 
 /// A run-now request is claimed once per id, also under a race.
@@ -725,6 +806,8 @@ pub async fn claims_running_marks(claims: Arc<dyn Claims>) {
         worker: worker.clone(),
         scheduled_at: now,
         since: now,
+        fence: Some(Fence(3)),
+        trigger: Some(Trigger::Manual),
     };
     let (a1, a2, b1) = (mark(&a), mark(&a), mark(&b));
     for m in [&a1, &a2, &b1] {

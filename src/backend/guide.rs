@@ -109,6 +109,11 @@
 //! - `claim_tick_checked(job, tick, with_running)` is `claim_tick` plus the job's marks (when
 //!   asked) and the previously claimed tick (when known), in one round trip where the store can
 //!   (etcd: one txn). The default calls `claim_tick` then `running`.
+//! - `claim_ticks(requests)` (required) claims many ticks, each decided on its own, and writes
+//!   each won request's `mark` in the same transaction as its claim (all or nothing), under
+//!   `mark_if_idle` only when the job has no mark; `TickClaim::marked` says whether it did. A
+//!   mark written with its claim reads back with the claim's fence. A refused claim whose
+//!   request's mark is already stored answers as won (its earlier attempt committed).
 //! - `known_claim(job)` (optional) is a no-round-trip hint of the latest claimed tick (etcd: a
 //!   cache fed by a watch of `claim/`); it may lag, never lead. `watch_lost()` (optional) yields
 //!   the marks that went with an expired session, not those a worker cleared.

@@ -283,6 +283,13 @@ impl Claims for FakeClaims {
         self.failure.check("fake claims")?;
         Ok(Vec::new())
     }
+    async fn claim_ticks(
+        &self,
+        requests: &[crate::backend::TickRequest],
+    ) -> Vec<Result<Option<crate::backend::TickClaim>, BackendError>> {
+        let claim = crate::backend::TickClaim { fence: Fence(1), previous: None, running: Vec::new(), marked: false };
+        requests.iter().map(|_| self.failure.check("fake claims").map(|()| Some(claim.clone()))).collect()
+    }
 }
 
 /// Fake log store.

@@ -7,9 +7,9 @@ use chrono::Utc;
 use distcron::backend::conformance;
 use distcron::backend::etcd::{EtcdBackend, EtcdSettings};
 use distcron::backend::{
-    BackendError, Change, Claims, JobStore, Membership, Precondition, RunningMark, SessionEvent, Signal,
+    BackendError, Change, Claims, JobStore, Membership, Precondition, RunningMark, SessionEvent, Signal, TickRequest,
 };
-use distcron::domain::{Dialect, JobName, Revision, RunId, WorkerId};
+use distcron::domain::{Dialect, Fence, JobName, Revision, RunId, Trigger, WorkerId};
 use futures::StreamExt;
 
 use crate::support::etcd::EtcdServer;
@@ -175,6 +175,8 @@ async fn a_tick_claim_returns_the_previous_tick_and_the_live_runs_in_one_answer(
         worker: WorkerId("w".into()),
         scheduled_at: t,
         since: t,
+        fence: Some(first.fence),
+        trigger: None,
     };
     b.claims.mark_running(&mark).await.expect("mark");
     let next = t + chrono::Duration::seconds(1);
@@ -214,6 +216,8 @@ async fn marks_of_an_expired_session_are_reported_lost_and_cleared_marks_are_not
         worker: worker.clone(),
         scheduled_at: now,
         since: now,
+        fence: Some(Fence(1)),
+        trigger: Some(Trigger::Manual),
     };
     let (finished, running) = (mark("finished"), mark("running"));
     dying.claims.mark_running(&finished).await.expect("mark");
@@ -248,4 +252,63 @@ async fn a_revoked_session_is_reported_lost_then_renewed_with_the_worker_publish
     assert_eq!(second, SessionEvent::Renewed);
     assert!(get(&mut c, "/cron/workers/renewed").await.is_some(), "the worker is published on the new session");
     assert!(b.claims.claim_tick(&job, Utc::now()).await.expect("claim after renewal").is_some());
+}
+
+#[tokio::test]
+async fn a_worker_dying_right_after_its_claim_leaves_a_mark_reported_lost_with_the_claims_fence() {
+    let etcd = EtcdServer::start();
+    let observer = backend(&etcd, "/cron/", 10).await;
+    let mut lost = observer.claims.watch_lost().await.expect("watch lost");
+    let dying = backend(&etcd, "/cron/", 2).await;
+    let worker = WorkerId("claimer".into());
+    dying.members.join(&conformance::sample_worker(&worker)).await.expect("join");
+    let job = JobName::parse("claimed-then-dead").expect("name");
+    let tick = chrono::DateTime::from_timestamp(Utc::now().timestamp(), 0).expect("time");
+    let mark = RunningMark {
+        job: job.clone(),
+        run: RunId::generate(),
+        worker: worker.clone(),
+        scheduled_at: tick,
+        since: Utc::now(),
+        fence: None,
+        trigger: Some(Trigger::Schedule),
+    };
+    let request =
+        TickRequest { job: job.clone(), tick, with_running: true, mark: Some(mark.clone()), mark_if_idle: true };
+    let claim = dying.claims.claim_ticks(&[request]).await.pop().expect("answer").expect("claim").expect("won");
+    assert!(claim.marked, "the mark is written with the claim");
+    // The process dies between its claim and the spawn: nothing else is written.
+    drop(dying);
+    let got = tokio::time::timeout(Duration::from_secs(10), lost.next())
+        .await
+        .expect("the claimed tick is reported lost within the TTL")
+        .expect("item");
+    assert_eq!(got, RunningMark { fence: Some(claim.fence), ..mark }, "the lost mark carries the claim's fence");
+}
+
+#[test]
+fn a_session_survives_its_callers_thread_being_blocked_longer_than_the_ttl() {
+    // The actors' thread: one current-thread runtime, blocked as a saturated scheduler would be.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let etcd = EtcdServer::start();
+    let worker = WorkerId("busy".into());
+    let (b, mut events, lease) = rt.block_on(async {
+        let b = backend(&etcd, "/cron/", 2).await;
+        let events = b.members.session_events();
+        b.members.join(&conformance::sample_worker(&worker)).await.expect("join");
+        let mut c = raw(&etcd).await;
+        let lease = c.get("/cron/workers/busy", None).await.expect("get").kvs()[0].lease();
+        (b, events, lease)
+    });
+    std::thread::sleep(Duration::from_secs(5));
+    rt.block_on(async {
+        let mut c = raw(&etcd).await;
+        let resp = c.get("/cron/workers/busy", None).await.expect("get");
+        assert_eq!(resp.kvs().first().map(|kv| kv.lease()), Some(lease), "the worker key is still on its lease");
+        let ttl = c.lease_time_to_live(lease, None).await.expect("ttl");
+        assert!(ttl.ttl() > 0, "the lease was kept alive while the caller's thread was blocked");
+        let event = tokio::time::timeout(Duration::from_millis(300), events.next()).await;
+        assert!(event.is_err(), "no session event: the session was never lost ({event:?})");
+        assert!(b.claims.claim_tick(&JobName::parse("after-busy").expect("name"), Utc::now()).await.is_ok());
+    });
 }

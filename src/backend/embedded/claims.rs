@@ -6,6 +6,9 @@
 //! seeded with the wall clock in microseconds at start, so they keep increasing across
 //! restarts of the node (unless its clock steps back further than the node was down).
 //! Run-now request ids are remembered for an hour, at most 100,000 of them.
+//!
+//! A batch of tick claims ([`Claims::claim_ticks`]) is decided under one lock, each claim with
+//! its running mark (the etcd adapter's single transaction, in memory).
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Mutex, PoisonError};
@@ -14,7 +17,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::backend::claims::{Claims, RunningMark};
+use crate::backend::claims::{Claims, RunningMark, TickClaim, TickRequest};
 use crate::backend::BackendError;
 use crate::domain::{Fence, JobName, RunId};
 
@@ -77,6 +80,42 @@ impl State {
         Fence(self.fence)
     }
 
+    /// One tick claim with its mark, decided alone (see [`Claims::claim_ticks`]).
+    fn claim(&mut self, r: &TickRequest) -> Option<TickClaim> {
+        let tick_ms = r.tick.timestamp_millis();
+        let previous = self.ticks.get(&r.job).copied();
+        let others = |state: &State, except: Option<&RunId>| -> Vec<RunningMark> {
+            state.running.values().filter(|m| m.job == r.job && Some(&m.run) != except).cloned().collect()
+        };
+        let want_running = r.with_running || r.mark_if_idle;
+        if previous.is_some_and(|mark| mark >= tick_ms) {
+            // A retried claim whose first attempt won (its answer lost): its mark says so.
+            let mark = r.mark.as_ref()?;
+            let kept = self.running.get(&(mark.job.clone(), mark.run.clone()))?;
+            let fence = kept.fence?;
+            let running = if want_running { others(self, Some(&mark.run)) } else { Vec::new() };
+            return Some(TickClaim { fence, previous: None, running, marked: true });
+        }
+        self.ticks.insert(r.job.clone(), tick_ms);
+        let fence = self.next_fence();
+        let running = others(self, None);
+        let marked = match &r.mark {
+            Some(mark) if !r.mark_if_idle || running.is_empty() => {
+                let mut mark = mark.clone();
+                mark.fence = Some(fence);
+                self.running.insert((mark.job.clone(), mark.run.clone()), mark);
+                true
+            }
+            _ => false,
+        };
+        Some(TickClaim {
+            fence,
+            previous: previous.and_then(DateTime::from_timestamp_millis),
+            running: if want_running { running } else { Vec::new() },
+            marked,
+        })
+    }
+
     fn forget_old_requests(&mut self, ttl: Duration, max: usize) {
         while let Some((at, _)) = self.request_order.front() {
             if at.elapsed() < ttl && self.request_order.len() < max {
@@ -99,6 +138,20 @@ impl Claims for EmbeddedClaims {
         }
         state.ticks.insert(job.clone(), tick_ms);
         Ok(Some(state.next_fence()))
+    }
+
+    async fn claim_tick_checked(
+        &self,
+        job: &JobName,
+        tick: DateTime<Utc>,
+        with_running: bool,
+    ) -> Result<Option<TickClaim>, BackendError> {
+        Ok(self.lock().claim(&TickRequest::unmarked(job.clone(), tick, with_running)))
+    }
+
+    async fn claim_ticks(&self, requests: &[TickRequest]) -> Vec<Result<Option<TickClaim>, BackendError>> {
+        let mut state = self.lock();
+        requests.iter().map(|r| Ok(state.claim(r))).collect()
     }
 
     async fn claim_request(&self, job: &JobName, request: &str) -> Result<Option<Fence>, BackendError> {
@@ -125,7 +178,7 @@ impl Claims for EmbeddedClaims {
 
     async fn running(&self, job: Option<&JobName>) -> Result<Vec<RunningMark>, BackendError> {
         let state = self.lock();
-        Ok(state.running.values().filter(|m| job.map_or(true, |j| &m.job == j)).cloned().collect())
+        Ok(state.running.values().filter(|m| job.is_none_or(|j| &m.job == j)).cloned().collect())
     }
 }
 

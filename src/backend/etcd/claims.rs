@@ -3,8 +3,11 @@
 //!
 //! - A tick claim is one txn on `claim/<name>`: `value < T` (or, nested, key absent) → put T
 //!   (ARCHITECTURE.md "Claims, spread and failover"); the same txn returns the previous value and,
-//!   when asked, the job's running marks, so the hot path is one round trip. The fence is the
-//!   txn's revision. Claims are refused while the worker's session is lost.
+//!   when asked, the job's running marks, and puts the run's running mark on the session lease
+//!   (under `forbid` only when the job has no live run), so the hot path is one round trip and
+//!   a claimed tick is never without its mark. The fence is the txn's revision (and the mark
+//!   key's create revision). A batch is one txn of nested txns per [`CLAIMS_PER_TXN`] claims.
+//!   Claims are refused while the worker's session is lost.
 //! - A run-now request (or a lost-run record) is claimed by creating `requests/<name>/<id>` on
 //!   a shared lease of about two hours: it succeeds once per id.
 //! - Running marks are `running/<name>/<run>` on the session lease.
@@ -79,8 +82,10 @@ impl EtcdClaims {
             }
         }
         let mut client = self.ctx.client.clone();
-        let granted =
-            self.ctx.call("cannot grant the request lease", client.lease_grant(REQUEST_TTL_SECS, None)).await?;
+        let granted = self
+            .ctx
+            .call("cannot grant the request lease", async move { client.lease_grant(REQUEST_TTL_SECS, None).await })
+            .await?;
         *self.request_lease.lock().unwrap_or_else(PoisonError::into_inner) = Some((granted.id(), Instant::now()));
         Ok(granted.id())
     }
@@ -102,45 +107,92 @@ impl EtcdClaims {
         Ok(())
     }
 
-    /// The claim of one tick as a txn: `value < T` → put T (and read the live runs); on an
-    /// absent key (etcd compares a missing value as false) a nested txn does the first claim.
-    fn claim_txn(&self, job: &JobName, tick: DateTime<Utc>, with_running: bool) -> Txn {
-        let key = self.ctx.keys.key(section::CLAIM, job.as_str());
-        let value = tick_value(tick.timestamp_millis());
+    /// The claim of one tick as a txn: `value < T` → put T (and read the live runs, and put the
+    /// run's mark on the session lease); on an absent key (etcd compares a missing value as
+    /// false) a nested txn does the first claim. When the claim is refused and a mark is
+    /// given, the mark is read back: present, it proves that an earlier attempt with this mark
+    /// won (its answer lost), and the claim is answered as won.
+    ///
+    /// Nesting (etcd evaluates every compare of a txn tree before it applies any op): the mark
+    /// put is its own nested txn, guarded under `forbid` by "no key under `running/<job>/`", so
+    /// the decision to skip is taken on the same revision as the claim.
+    fn claim_txn(&self, r: &TickRequest, lease: i64) -> Result<Txn, BackendError> {
+        let key = self.ctx.keys.key(section::CLAIM, r.job.as_str());
+        let value = tick_value(r.tick.timestamp_millis());
+        let dir = self.running_dir(Some(&r.job));
+        let read_running = TxnOp::get(dir.clone(), Some(GetOptions::new().with_prefix()));
         let mut ops = vec![TxnOp::put(key.clone(), value.clone(), Some(PutOptions::new().with_prev_key()))];
-        if with_running {
-            ops.push(TxnOp::get(self.running_dir(Some(job)), Some(GetOptions::new().with_prefix())));
+        if r.with_running || r.mark_if_idle {
+            ops.push(read_running.clone());
         }
-        let first = Txn::new().when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)]).and_then(ops.clone());
-        Txn::new().when([Compare::value(key, CompareOp::Less, value)]).and_then(ops).or_else([TxnOp::txn(first)])
+        let mut refused = Vec::new();
+        if let Some(mark) = &r.mark {
+            let mark_key = format!("{dir}{}", mark.run);
+            let mut stored = mark.clone();
+            // The fence is the revision of this very txn: read back from the key's create revision.
+            stored.fence = None;
+            let json = serde_json::to_string(&stored).map_err(|e| corrupt(format!("running mark: {e}")))?;
+            let put = TxnOp::put(mark_key.clone(), json, Some(PutOptions::new().with_lease(lease)));
+            let idle: Vec<Compare> = if r.mark_if_idle {
+                vec![Compare::create_revision(dir.clone(), CompareOp::Equal, 0).with_range(super::prefix_end(&dir))]
+            } else {
+                Vec::new()
+            };
+            ops.push(TxnOp::txn(Txn::new().when(idle).and_then([put])));
+            refused.push(TxnOp::txn(Txn::new().and_then([TxnOp::get(mark_key, None), read_running])));
+        }
+        let first = Txn::new()
+            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+            .and_then(ops.clone())
+            .or_else(refused);
+        Ok(Txn::new().when([Compare::value(key, CompareOp::Less, value)]).and_then(ops).or_else([TxnOp::txn(first)]))
     }
 
     /// Reads the answer to [`Self::claim_txn`]; `revision` is the store revision of the write.
-    fn read_claim(&self, job: &JobName, tick: DateTime<Utc>, resp: &TxnResponse, revision: i64) -> Option<TickClaim> {
-        let ms = tick.timestamp_millis();
-        self.note_claim(job.as_str(), ms);
+    fn read_claim(&self, r: &TickRequest, resp: &TxnResponse, revision: i64) -> Option<TickClaim> {
+        self.note_claim(r.job.as_str(), r.tick.timestamp_millis());
         let responses = if resp.succeeded() {
             resp.op_responses()
         } else {
             match resp.op_responses().into_iter().next() {
                 Some(TxnOpResponse::Txn(inner)) if inner.succeeded() => inner.op_responses(),
+                Some(TxnOpResponse::Txn(inner)) => return self.read_refused(r, &inner),
                 _ => return None,
             }
         };
-        let mut claim = TickClaim { fence: Fence(revision), previous: None, running: Vec::new() };
+        let mut claim = TickClaim { fence: Fence(revision), previous: None, running: Vec::new(), marked: false };
         for op in responses {
             match op {
                 TxnOpResponse::Put(put) => {
                     claim.previous =
                         put.prev_key().and_then(|kv| parse_tick(kv.value())).and_then(DateTime::from_timestamp_millis);
                 }
-                TxnOpResponse::Get(get) => {
-                    claim.running = get.kvs().iter().filter_map(|kv| parse_mark(kv.value())).collect()
+                TxnOpResponse::Get(get) if r.with_running => {
+                    claim.running = get.kvs().iter().filter_map(parse_kv).collect()
                 }
+                TxnOpResponse::Txn(mark) => claim.marked = mark.succeeded(),
                 _ => {}
             }
         }
         Some(claim)
+    }
+
+    /// A refused claim with a mark: won after all when the mark is there (an earlier attempt
+    /// committed and its answer was lost).
+    fn read_refused(&self, r: &TickRequest, inner: &TxnResponse) -> Option<TickClaim> {
+        let mark = r.mark.as_ref()?;
+        let Some(TxnOpResponse::Txn(reads)) = inner.op_responses().into_iter().next() else { return None };
+        let mut answers = reads.op_responses().into_iter();
+        let Some(TxnOpResponse::Get(own)) = answers.next() else { return None };
+        let kept = own.kvs().first()?;
+        let running = match answers.next() {
+            Some(TxnOpResponse::Get(all)) if r.with_running => {
+                all.kvs().iter().filter_map(parse_kv).filter(|m| m.run != mark.run).collect()
+            }
+            _ => Vec::new(),
+        };
+        log::debug!("A claim whose answer was lost had won; its run goes on. job={} run={}", r.job, mark.run);
+        Some(TickClaim { fence: Fence(kept.create_revision()), previous: None, running, marked: true })
     }
 
     /// Up to [`CLAIMS_PER_TXN`] claims as one txn of nested txns, each decided on its own.
@@ -154,12 +206,35 @@ impl EtcdClaims {
         if let Err(e) = self.refuse_while_lost() {
             return failed(&e);
         }
-        let nested: Vec<TxnOp> =
-            chunk.iter().map(|r| TxnOp::txn(self.claim_txn(&r.job, r.tick, r.with_running))).collect();
+        // The marks go on the session lease (granted here on first use).
+        let lease = if chunk.iter().any(|r| r.mark.is_some()) {
+            match self.session.lease().await {
+                Ok(lease) => lease,
+                Err(e) => return failed(&e),
+            }
+        } else {
+            0
+        };
+        let mut nested = Vec::with_capacity(chunk.len());
+        for r in chunk {
+            match self.claim_txn(r, lease) {
+                Ok(txn) => nested.push(TxnOp::txn(txn)),
+                Err(e) => return failed(&e),
+            }
+        }
         let mut client = self.ctx.client.clone();
-        let resp = match self.ctx.call("cannot claim ticks", client.txn(Txn::new().and_then(nested))).await {
+        let resp = match self
+            .ctx
+            .call("cannot claim ticks", async move { client.txn(Txn::new().and_then(nested)).await })
+            .await
+        {
             Ok(resp) => resp,
-            Err(e) => return failed(&e),
+            Err(e) => {
+                if lease != 0 {
+                    self.session.check_lease_gone(lease, &e);
+                }
+                return failed(&e);
+            }
         };
         let revision = resp.header().map_or(0, |h| h.revision());
         let answers = resp.op_responses();
@@ -167,7 +242,7 @@ impl EtcdClaims {
             .iter()
             .enumerate()
             .map(|(i, r)| match answers.get(i) {
-                Some(TxnOpResponse::Txn(inner)) => Ok(self.read_claim(&r.job, r.tick, inner, revision)),
+                Some(TxnOpResponse::Txn(inner)) => Ok(self.read_claim(r, inner, revision)),
                 _ => Err(corrupt(format!(
                     "etcd answered a batch of {} claims with {} answers",
                     chunk.len(),
@@ -183,7 +258,7 @@ impl EtcdClaims {
         if cache.follower.is_some() {
             return;
         }
-        let handle = tokio::spawn(follow(self.ctx.clone(), Arc::downgrade(&self.cache))).abort_handle();
+        let handle = self.ctx.io.spawn(follow(self.ctx.clone(), Arc::downgrade(&self.cache))).abort_handle();
         cache.follower = Some(handle);
     }
 }
@@ -204,6 +279,14 @@ fn parse_mark(value: &[u8]) -> Option<RunningMark> {
             None
         }
     }
+}
+
+/// A mark as stored: a mark written with its claim holds no fence; its key's create revision
+/// (the claim txn's revision) is that fence.
+fn parse_kv(kv: &etcd_client::KeyValue) -> Option<RunningMark> {
+    let mut mark = parse_mark(kv.value())?;
+    mark.fence.get_or_insert(Fence(kv.create_revision()));
+    Some(mark)
 }
 
 fn parse_tick(value: &[u8]) -> Option<i64> {
@@ -229,7 +312,10 @@ async fn follow(ctx: Ctx, cache: Weak<Mutex<ClaimCache>>) {
             cache_ref.lock().unwrap_or_else(PoisonError::into_inner).ticks = ticks;
             drop(cache_ref);
             let options = WatchOptions::new().with_prefix().with_start_revision(revision + 1);
-            let mut stream = ctx.call("cannot watch the claims", client.watch(dir.clone(), Some(options))).await?;
+            let watch_dir = dir.clone();
+            let mut stream = ctx
+                .call("cannot watch the claims", async move { client.watch(watch_dir, Some(options)).await })
+                .await?;
             loop {
                 let resp = match stream.message().await {
                     Ok(Some(resp)) => resp,
@@ -284,11 +370,13 @@ impl Claims for EtcdClaims {
         with_running: bool,
     ) -> Result<Option<TickClaim>, BackendError> {
         self.refuse_while_lost()?;
-        let txn = self.claim_txn(job, tick, with_running);
+        let request = TickRequest::unmarked(job.clone(), tick, with_running);
+        let txn = self.claim_txn(&request, 0)?;
         let mut client = self.ctx.client.clone();
-        let resp = self.ctx.call(&format!("cannot claim a tick of job {job}"), client.txn(txn)).await?;
+        let resp =
+            self.ctx.call(&format!("cannot claim a tick of job {job}"), async move { client.txn(txn).await }).await?;
         let revision = resp.header().map_or(0, |h| h.revision());
-        Ok(self.read_claim(job, tick, &resp, revision))
+        Ok(self.read_claim(&request, &resp, revision))
     }
 
     async fn claim_ticks(&self, requests: &[TickRequest]) -> Vec<Result<Option<TickClaim>, BackendError>> {
@@ -312,7 +400,10 @@ impl Claims for EtcdClaims {
                 ops.push(TxnOp::put(key, json, Some(PutOptions::new().with_lease(lease))));
             }
             let mut client = self.ctx.client.clone();
-            let res = self.ctx.call("cannot publish running marks", client.txn(Txn::new().and_then(ops))).await;
+            let res = self
+                .ctx
+                .call("cannot publish running marks", async move { client.txn(Txn::new().and_then(ops)).await })
+                .await;
             if let Err(e) = &res {
                 self.session.check_lease_gone(lease, e);
             }
@@ -328,7 +419,9 @@ impl Claims for EtcdClaims {
                 .map(|(job, run)| TxnOp::delete(format!("{}{run}", self.running_dir(Some(job))), None))
                 .collect();
             let mut client = self.ctx.client.clone();
-            self.ctx.call("cannot clear running marks", client.txn(Txn::new().and_then(ops))).await?;
+            self.ctx
+                .call("cannot clear running marks", async move { client.txn(Txn::new().and_then(ops)).await })
+                .await?;
         }
         Ok(())
     }
@@ -341,7 +434,11 @@ impl Claims for EtcdClaims {
                 .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
                 .and_then([TxnOp::put(key.clone(), "", Some(PutOptions::new().with_lease(lease)))]);
             let mut client = self.ctx.client.clone();
-            match self.ctx.call(&format!("cannot claim a request of job {job}"), client.txn(txn)).await {
+            match self
+                .ctx
+                .call(&format!("cannot claim a request of job {job}"), async move { client.txn(txn).await })
+                .await
+            {
                 Ok(resp) => {
                     let revision = resp.header().map_or(0, |h| h.revision());
                     return Ok(resp.succeeded().then_some(Fence(revision)));
@@ -363,10 +460,9 @@ impl Claims for EtcdClaims {
         let mut client = self.ctx.client.clone();
         let res = self
             .ctx
-            .call(
-                &format!("cannot mark run {} running", mark.run),
-                client.put(key, json, Some(PutOptions::new().with_lease(lease))),
-            )
+            .call(&format!("cannot mark run {} running", mark.run), async move {
+                client.put(key, json, Some(PutOptions::new().with_lease(lease))).await
+            })
             .await;
         if let Err(e) = &res {
             self.session.check_lease_gone(lease, e);
@@ -377,12 +473,15 @@ impl Claims for EtcdClaims {
     async fn clear_running(&self, job: &JobName, run: &RunId) -> Result<(), BackendError> {
         let key = format!("{}{run}", self.running_dir(Some(job)));
         let mut client = self.ctx.client.clone();
-        self.ctx.call(&format!("cannot clear the mark of run {run}"), client.delete(key, None)).await.map(|_| ())
+        self.ctx
+            .call(&format!("cannot clear the mark of run {run}"), async move { client.delete(key, None).await })
+            .await
+            .map(|_| ())
     }
 
     async fn running(&self, job: Option<&JobName>) -> Result<Vec<RunningMark>, BackendError> {
         let (kvs, _) = self.ctx.range_all("cannot list running marks", &self.running_dir(job)).await?;
-        Ok(kvs.iter().filter_map(|kv| parse_mark(kv.value())).collect())
+        Ok(kvs.iter().filter_map(parse_kv).collect())
     }
 
     fn known_claim(&self, job: &JobName) -> Option<DateTime<Utc>> {
@@ -394,11 +493,12 @@ impl Claims for EtcdClaims {
     async fn watch_lost(&self) -> Result<LostStream, BackendError> {
         let state =
             LostWatch { ctx: self.ctx.clone(), next: None, stream: None, pending: VecDeque::new(), failing: false };
-        Ok(futures::stream::unfold(state, |mut st| async move {
+        let marks = futures::stream::unfold(state, |mut st| async move {
             let mark = st.next_mark().await;
             Some((mark, st))
         })
-        .boxed())
+        .boxed();
+        Ok(self.ctx.io.forward(marks))
     }
 }
 
@@ -460,17 +560,15 @@ impl LostWatch {
     }
 
     async fn open(&mut self) -> Result<etcd_client::WatchStream, BackendError> {
-        let mut client = self.ctx.client.clone();
         let from = match self.next {
             Some(rev) => rev,
             None => {
                 let options = GetOptions::new().with_count_only();
+                let mut client = self.ctx.client.clone();
+                let dir = self.ctx.keys.dir(section::RUNNING);
                 let resp = self
                     .ctx
-                    .call(
-                        "cannot read the etcd revision",
-                        client.get(self.ctx.keys.dir(section::RUNNING), Some(options)),
-                    )
+                    .call("cannot read the etcd revision", async move { client.get(dir, Some(options)).await })
                     .await?;
                 resp.header().map_or(0, |h| h.revision()) + 1
             }
@@ -480,7 +578,8 @@ impl LostWatch {
         // `running/` .. `workers/` (nothing of ours sorts between them).
         let options =
             WatchOptions::new().with_range(keys.range_end(section::WORKERS)).with_start_revision(from).with_prev_key();
-        self.ctx.call("cannot watch for lost runs", client.watch(keys.dir(section::RUNNING), Some(options))).await
+        let (mut client, dir) = (self.ctx.client.clone(), keys.dir(section::RUNNING));
+        self.ctx.call("cannot watch for lost runs", async move { client.watch(dir, Some(options)).await }).await
     }
 }
 
@@ -505,7 +604,7 @@ fn lost_marks(keys: &Keys, events: &[etcd_client::Event]) -> Vec<RunningMark> {
         if keys.name_in(section::WORKERS, key).is_some() && prev.lease() != 0 {
             entry.worker_leases.insert(prev.lease());
         } else if keys.name_in(section::RUNNING, key).is_some() && prev.lease() != 0 {
-            if let Some(mark) = parse_mark(prev.value()) {
+            if let Some(mark) = parse_kv(prev) {
                 entry.marks.push((prev.lease(), mark));
             }
         }

@@ -52,14 +52,16 @@ impl EtcdJobStore {
     pub(crate) async fn ping(&self) -> Result<(), BackendError> {
         let mut client = self.ctx.client.clone();
         let options = GetOptions::new().with_prefix().with_count_only();
-        self.ctx.call("cannot read the job count", client.get(self.ctx.keys.dir(section::JOBS), Some(options))).await?;
+        let dir = self.ctx.keys.dir(section::JOBS);
+        self.ctx.call("cannot read the job count", async move { client.get(dir, Some(options)).await }).await?;
         Ok(())
     }
 
     async fn read(&self, name: &JobName) -> Result<Option<Stored>, BackendError> {
         let mut client = self.ctx.client.clone();
         let key = self.ctx.keys.key(section::JOBS, name.as_str());
-        let resp = self.ctx.call(&format!("cannot read job {name}"), client.get(key, None)).await?;
+        let resp =
+            self.ctx.call(&format!("cannot read job {name}"), async move { client.get(key, None).await }).await?;
         Ok(resp.kvs().first().map(|kv| (parse_job(name.as_str(), kv.value()), kv.mod_revision())))
     }
 
@@ -77,10 +79,12 @@ impl EtcdJobStore {
             Some(rev) => Compare::mod_revision(key, CompareOp::Equal, rev),
         };
         let mut client = self.ctx.client.clone();
-        let resp = self
-            .ctx
-            .call(&format!("cannot write job {name}"), client.txn(Txn::new().when([cmp]).and_then(ops)))
-            .await?;
+        let resp =
+            self.ctx
+                .call(&format!("cannot write job {name}"), async move {
+                    client.txn(Txn::new().when([cmp]).and_then(ops)).await
+                })
+                .await?;
         let revision = resp.header().map_or(0, |h| h.revision());
         Ok(resp.succeeded().then_some(Revision(revision)))
     }
@@ -94,11 +98,18 @@ impl EtcdJobStore {
         extra: Vec<TxnOp>,
     ) -> Result<Revision, BackendError> {
         let mut client = self.ctx.client.clone();
-        let lease = self.ctx.call("cannot grant a signal lease", client.lease_grant(SIGNAL_TTL_SECS, None)).await?;
+        let mut granter = self.ctx.client.clone();
+        let lease = self
+            .ctx
+            .call("cannot grant a signal lease", async move { granter.lease_grant(SIGNAL_TTL_SECS, None).await })
+            .await?;
         let key = self.ctx.keys.key(section, job.as_str());
         let mut ops = vec![TxnOp::put(key, value, Some(PutOptions::new().with_lease(lease.id())))];
         ops.extend(extra);
-        let resp = self.ctx.call(&format!("cannot signal job {job}"), client.txn(Txn::new().and_then(ops))).await?;
+        let resp = self
+            .ctx
+            .call(&format!("cannot signal job {job}"), async move { client.txn(Txn::new().and_then(ops)).await })
+            .await?;
         Ok(Revision(resp.header().map_or(0, |h| h.revision())))
     }
 
@@ -373,14 +384,16 @@ impl JobStore for EtcdJobStore {
             Some(cursor) => self.ctx.keys.key(section::AUDIT, cursor).into_bytes(),
             None => self.ctx.keys.range_end(section::AUDIT).into_bytes(),
         };
-        let mut client = self.ctx.client.clone();
+        let client = self.ctx.client.clone();
         let mut found = Vec::new();
         while found.len() < want {
             let options = GetOptions::new()
                 .with_range(end.clone())
                 .with_sort(SortTarget::Key, SortOrder::Descend)
                 .with_limit(AUDIT_BATCH);
-            let resp = self.ctx.call("cannot read the audit log", client.get(start.clone(), Some(options))).await?;
+            let (mut c, from) = (client.clone(), start.clone());
+            let resp =
+                self.ctx.call("cannot read the audit log", async move { c.get(from, Some(options)).await }).await?;
             let kvs = resp.kvs();
             let Some(last) = kvs.last() else { break };
             end = last.key().to_vec();
@@ -408,7 +421,9 @@ impl JobStore for EtcdJobStore {
         let end = self.ctx.keys.key(section::AUDIT, &id_bound(cutoff));
         let resp = self
             .ctx
-            .call("cannot purge the audit log", client.delete(start, Some(DeleteOptions::new().with_range(end))))
+            .call("cannot purge the audit log", async move {
+                client.delete(start, Some(DeleteOptions::new().with_range(end))).await
+            })
             .await?;
         Ok(u64::try_from(resp.deleted()).unwrap_or(0))
     }
@@ -418,10 +433,16 @@ impl JobStore for EtcdJobStore {
         let start = from.0.max(1);
         let options = WatchOptions::new().with_range(keys.range_end(section::RUN)).with_start_revision(start);
         let mut client = self.ctx.client.clone();
-        let mut stream =
-            self.ctx.call("cannot open the job watch", client.watch(keys.dir(section::JOBS), Some(options))).await?;
+        let dir = keys.dir(section::JOBS);
         // The first answer says whether the watch exists (or why not).
-        let first = self.ctx.call("cannot open the job watch", stream.message()).await?;
+        let (stream, first) = self
+            .ctx
+            .call("cannot open the job watch", async move {
+                let mut stream = client.watch(dir, Some(options)).await?;
+                let first = stream.message().await?;
+                Ok((stream, first))
+            })
+            .await?;
         let mut pending = VecDeque::new();
         match first {
             None => return Err(unavailable_watch("etcd closed the job watch at once".into())),
@@ -479,7 +500,8 @@ impl JobStore for EtcdJobStore {
                 }
             }
         });
-        Ok(events.boxed())
+        // Polled on the etcd I/O thread; the actor reads the events from a channel.
+        Ok(self.ctx.io.forward(events.boxed()))
     }
 }
 

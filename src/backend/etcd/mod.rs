@@ -5,7 +5,9 @@
 //! [`BackendError`] and the per-request timeout. The three ports share one session (`session.rs`):
 //! a lease kept alive in the background that the worker key and the running marks are bound to,
 //! so a dead worker's registration and marks vanish together (one etcd revision), which is how
-//! lost runs are detected. What each port guarantees is in [`super::guide`].
+//! lost runs are detected. Every etcd request, the keep-alive and the watches run on the etcd
+//! I/O thread (`io.rs`), never on the actix System thread. What each port guarantees is in
+//! [`super::guide`].
 //!
 //! It also owns access to a secured etcd (issue 9, item 5): TLS with the operator's CA, a client
 //! certificate for `--client-cert-auth`, and etcd's own user auth, whose token is refreshed in
@@ -15,6 +17,7 @@
 //! answer is an outage, said once and retried, as without TLS.
 
 mod claims;
+mod io;
 mod jobs;
 mod members;
 mod session;
@@ -162,7 +165,10 @@ impl EtcdBackend {
     /// # Errors
     /// `Unavailable` when the endpoints are empty or malformed.
     pub async fn connect(settings: &EtcdSettings) -> Result<Self, BackendError> {
-        let client = connect_client(settings).await?;
+        let io = io::IoRuntime::start()?;
+        // The client is made on the I/O thread: its connection tasks run where it is made.
+        let owned = settings.clone();
+        let client = io.run(async move { connect_client(&owned).await }).await??;
         let keys = Keys::new(&settings.prefix);
         let credentials = match &settings.auth {
             Some((user, password_file)) => {
@@ -170,10 +176,11 @@ impl EtcdBackend {
             }
             None => None,
         };
-        let ctx = Ctx { client, keys, timeout: settings.request_timeout, credentials };
+        let ctx = Ctx { client, keys, timeout: settings.request_timeout, credentials, io };
         if ctx.credentials.is_some() {
             // A refused user or password stops the start; an etcd that does not answer does not.
-            match ctx.authenticate().await {
+            let auth = ctx.clone();
+            match ctx.io.run(async move { auth.authenticate().await }).await? {
                 Err(e @ BackendError::Refused { .. }) => return Err(e),
                 Err(e) => log::warn!("Cannot authenticate to etcd yet; retrying in the background. error={e}"),
                 Ok(()) => {}
@@ -402,7 +409,8 @@ async fn connect_client(settings: &EtcdSettings) -> Result<Client, BackendError>
     })
 }
 
-/// What every adapter needs: the client, the key layout and the request timeout.
+/// What every adapter needs: the client, the key layout, the request timeout and the I/O
+/// thread.
 #[derive(Clone)]
 pub(crate) struct Ctx {
     pub(crate) client: Client,
@@ -410,6 +418,8 @@ pub(crate) struct Ctx {
     pub(crate) timeout: Duration,
     /// etcd user credentials, when etcd's auth is in use.
     pub(crate) credentials: Option<Arc<Credentials>>,
+    /// The etcd I/O thread every request runs on.
+    pub(crate) io: io::IoRuntime,
 }
 
 impl Ctx {
@@ -445,7 +455,7 @@ impl Ctx {
     /// [`Ctx::call`] when etcd calls a token invalid).
     fn refresh_token_in_background(&self) {
         let ctx = self.clone();
-        tokio::spawn(async move {
+        self.io.spawn(async move {
             let mut failing = false;
             loop {
                 tokio::time::sleep(TOKEN_REFRESH).await;
@@ -467,12 +477,15 @@ impl Ctx {
 }
 
 impl Ctx {
-    /// Runs one etcd request with the timeout, mapping failures to `Unavailable` with `what`.
+    /// Runs one etcd request on the I/O thread with the timeout, mapping failures to
+    /// `Unavailable` with `what`.
     pub(crate) async fn call<T, F>(&self, what: &str, fut: F) -> Result<T, BackendError>
     where
-        F: std::future::Future<Output = Result<T, etcd_client::Error>>,
+        F: std::future::Future<Output = Result<T, etcd_client::Error>> + Send + 'static,
+        T: Send + 'static,
     {
-        match tokio::time::timeout(self.timeout, fut).await {
+        let timeout = self.timeout;
+        match self.io.run(async move { tokio::time::timeout(timeout, fut).await }).await? {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => {
                 if is_expired_token(&e) && self.credentials.is_some() {
@@ -506,7 +519,6 @@ impl Ctx {
         prefix: &str,
     ) -> Result<(Vec<etcd_client::KeyValue>, i64), BackendError> {
         let end = prefix_end(prefix);
-        let mut client = self.client.clone();
         let mut kvs = Vec::new();
         let mut from = prefix.as_bytes().to_vec();
         let mut revision = 0;
@@ -515,7 +527,9 @@ impl Ctx {
             if revision > 0 {
                 options = options.with_revision(revision);
             }
-            let mut resp = self.call(what, client.get(from.clone(), Some(options))).await?;
+            let mut client = self.client.clone();
+            let key = from.clone();
+            let mut resp = self.call(what, async move { client.get(key, Some(options)).await }).await?;
             if revision == 0 {
                 revision = resp.header().map_or(0, |h| h.revision());
             }

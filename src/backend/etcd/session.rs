@@ -84,9 +84,13 @@ impl Session {
         }
         let ttl_secs = i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX);
         let mut client = self.ctx.client.clone();
-        let granted = self.ctx.call("cannot grant the session lease", client.lease_grant(ttl_secs, None)).await?;
+        let granted = self
+            .ctx
+            .call("cannot grant the session lease", async move { client.lease_grant(ttl_secs, None).await })
+            .await?;
         let id = granted.id();
-        let keeper = tokio::spawn(keep_alive(Arc::downgrade(self), self.ctx.clone(), id, self.ttl)).abort_handle();
+        // On the etcd I/O thread: a busy actix thread never delays a keep-alive.
+        let keeper = self.ctx.io.spawn(keep_alive(Arc::downgrade(self), self.ctx.clone(), id, self.ttl)).abort_handle();
         let (renewed, joined) = {
             let mut state = self.state();
             state.lease = Some(id);
@@ -115,7 +119,9 @@ impl Session {
         let mut client = self.ctx.client.clone();
         let res = self
             .ctx
-            .call("cannot publish the worker", client.put(key, json, Some(PutOptions::new().with_lease(lease))))
+            .call("cannot publish the worker", async move {
+                client.put(key, json, Some(PutOptions::new().with_lease(lease))).await
+            })
             .await;
         if let Err(e) = &res {
             self.check_lease_gone(lease, e);
@@ -130,11 +136,39 @@ impl Session {
         }
     }
 
-    /// Registers (or refreshes) a worker on the session.
+    /// Registers (or refreshes) a worker on the session. The first time, a key of the same
+    /// worker left on another lease (a previous incarnation killed less than a TTL ago) has its
+    /// lease revoked: its running marks go with its worker key in one revision, so the runs it
+    /// claimed are recorded `lost` now, rather than vanish unnoticed when that lease expires
+    /// under a worker key this session has taken over.
     pub(crate) async fn join(self: &Arc<Self>, info: &WorkerInfo) -> Result<(), BackendError> {
-        self.state().joined.insert(info.id.clone(), info.clone());
+        let first = self.state().joined.insert(info.id.clone(), info.clone()).is_none();
         let lease = self.lease().await?;
+        if first {
+            self.revoke_previous(lease, info).await;
+        }
         self.put_worker(lease, info).await
+    }
+
+    async fn revoke_previous(self: &Arc<Self>, lease: i64, info: &WorkerInfo) {
+        let key = self.ctx.keys.key(section::WORKERS, &info.id.0);
+        let mut client = self.ctx.client.clone();
+        let old = match self.ctx.call("cannot read the worker key", async move { client.get(key, None).await }).await {
+            Ok(resp) => resp.kvs().first().map(|kv| kv.lease()).filter(|old| *old != 0 && *old != lease),
+            Err(e) => {
+                log::debug!("Cannot look for a previous session of this worker. worker={} error={e}", info.id);
+                None
+            }
+        };
+        let Some(old) = old else { return };
+        let mut client = self.ctx.client.clone();
+        match self.ctx.call("cannot revoke the previous session", async move { client.lease_revoke(old).await }).await {
+            Ok(_) => log::warn!(
+                "A previous process of this worker left its etcd session behind; revoked it, its runs are recorded lost. worker={} lease={old:x}",
+                info.id
+            ),
+            Err(e) => log::debug!("Cannot revoke a previous session of this worker. worker={} error={e}", info.id),
+        }
     }
 
     /// Deregisters a worker; the last one to leave revokes the lease, which also removes every
@@ -158,11 +192,17 @@ impl Session {
                         }
                     }
                 }
-                self.ctx.call("cannot revoke the session lease", client.lease_revoke(lease)).await.map(|_| ())
+                self.ctx
+                    .call("cannot revoke the session lease", async move { client.lease_revoke(lease).await })
+                    .await
+                    .map(|_| ())
             }
             _ => {
                 let key = self.ctx.keys.key(section::WORKERS, &id.0);
-                self.ctx.call("cannot remove the worker", client.delete(key, None)).await.map(|_| ())
+                self.ctx
+                    .call("cannot remove the worker", async move { client.delete(key, None).await })
+                    .await
+                    .map(|_| ())
             }
         }
     }
@@ -196,7 +236,7 @@ impl Session {
     fn spawn_renewal(self: &Arc<Self>) {
         // The renewal holds only a weak reference: a dropped backend stops renewing.
         let weak = Arc::downgrade(self);
-        tokio::spawn(async move {
+        self.ctx.io.spawn(async move {
             let mut backoff = Backoff::new(RENEW_BACKOFF_MIN, RENEW_BACKOFF_MAX);
             loop {
                 tokio::time::sleep(backoff.next_delay()).await;

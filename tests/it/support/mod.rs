@@ -206,9 +206,9 @@ impl Node {
         status
     }
 
-    /// Waits (up to `deadline`) for the node to exit on its own; its exit status.
+    /// Waits (up to `deadline`) for the node to exit by itself; its exit status.
     pub fn wait_exit(&mut self, deadline: Duration) -> Option<std::process::ExitStatus> {
-        let child = self.child.as_mut().expect("running");
+        let child = self.child.as_mut()?;
         let status = wait_until(deadline, || child.try_wait().ok().flatten());
         if status.is_some() {
             self.child = None;
