@@ -38,8 +38,8 @@
 //! large it is, 0 for the seed's documents, which lack it); one run's output is read by id.
 //! The newest run of many jobs is one aggregation (`$match`, `$sort` on the
 //! `{jobName, startTime}` index, `$group` with `$first`), in chunks of [`LAST_RUNS_CHUNK`]
-//! names; stats are a `$group` aggregation for the counts and last times plus one sorted,
-//! skipped `find` per percentile. Where the server does not implement an aggregation
+//! names; stats are a `$group` aggregation for the counts plus one sorted read each for the
+//! last success, the last failure and each percentile. Where the server does not implement an aggregation
 //! (older FerretDB releases), the adapter says so once and falls back to per-job queries.
 
 use std::collections::HashMap;
@@ -80,19 +80,37 @@ pub struct MongoLogStore {
     db: Database,
     coll: Collection<Document>,
     shared: Arc<Shared>,
-    /// Set once the server refused an aggregation (and that was logged): per-job fallbacks.
-    no_aggregation: Arc<std::sync::atomic::AtomicBool>,
+    /// Set once the server refused the last-runs aggregation (logged once): per-job queries.
+    no_last_runs_aggregation: Arc<std::sync::atomic::AtomicBool>,
+    /// Set once the server refused the stats aggregation (logged once): streamed stats.
+    no_stats_aggregation: Arc<std::sync::atomic::AtomicBool>,
+    /// What the server said when it refused.
+    refusal: Arc<std::sync::OnceLock<String>>,
 }
 
 impl MongoLogStore {
     pub(super) fn new(db: Database, coll: Collection<Document>, shared: Arc<Shared>) -> Self {
-        Self { db, coll, shared, no_aggregation: Arc::default() }
+        Self {
+            db,
+            coll,
+            shared,
+            no_last_runs_aggregation: Arc::default(),
+            no_stats_aggregation: Arc::default(),
+            refusal: Arc::default(),
+        }
+    }
+
+    /// What the server said, once it refused an aggregation (reads then fall back to per-job
+    /// queries).
+    pub fn aggregations_refused(&self) -> Option<&str> {
+        self.refusal.get().map(String::as_str)
     }
 
     /// Whether `e` is the server refusing an aggregation it does not implement; logs that once.
-    fn refused_aggregation(&self, e: &mongodb::error::Error, what: &str) -> bool {
+    fn refused_aggregation(&self, e: &mongodb::error::Error, what: &str, flag: &std::sync::atomic::AtomicBool) -> bool {
         let ErrorKind::Command(command) = e.kind.as_ref() else { return false };
-        if !self.no_aggregation.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        let _ = self.refusal.set(format!("{what}: code {} {}", command.code, command.message));
+        if !flag.swap(true, std::sync::atomic::Ordering::Relaxed) {
             log::warn!(
                 "MongoDB server refused an aggregation, reading per job instead. what={what} code={} error={}",
                 command.code,
@@ -314,72 +332,70 @@ impl MongoLogStore {
         Ok(groups.into_iter().filter_map(|mut g| g.remove("run").and_then(|r| r.as_document().cloned())).collect())
     }
 
-    /// `$group` of the runs matching `filter` by `key`: (key, count, newest `startTime`).
-    async fn group_counts(
-        &self,
-        filter: Document,
-        key: Bson,
-    ) -> Result<Vec<(Option<String>, u64, Option<i64>)>, mongodb::error::Error> {
-        let pipeline = vec![
-            doc! { "$match": filter },
-            doc! { "$group": { "_id": key, "n": { "$sum": 1 }, "last": { "$max": "$startTime" } } },
-        ];
+    /// Runs matching `window` per `status` (null for the seed's documents), in one `$group`.
+    async fn status_counts(&self, window: &Document) -> Result<Vec<(Option<String>, u64)>, mongodb::error::Error> {
+        let pipeline =
+            vec![doc! { "$match": window.clone() }, doc! { "$group": { "_id": "$status", "n": { "$sum": 1 } } }];
         let groups: Vec<Document> = self.coll.aggregate(pipeline).await?.try_collect().await?;
         Ok(groups
             .iter()
             .map(|g| {
-                let key = g.get_str("_id").ok().map(str::to_owned);
-                (key, int(g.get("n")).and_then(|n| u64::try_from(n).ok()).unwrap_or(0), int(g.get("last")))
+                (
+                    g.get_str("_id").ok().map(str::to_owned),
+                    int(g.get("n")).and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
+                )
             })
             .collect())
     }
 
-    /// Stats of the final runs matching `window`, aggregated in the store.
+    /// The newest `startTime` among runs matching `window` and `outcome` (one index-ordered read).
+    async fn newest_start(&self, window: &Document, outcome: Document) -> Result<Option<i64>, mongodb::error::Error> {
+        let found = self
+            .coll
+            .find_one(doc! { "$and": [window.clone(), outcome] })
+            .sort(doc! { "startTime": -1 })
+            .projection(doc! { "startTime": 1 })
+            .await?;
+        Ok(found.and_then(|d| int(d.get("startTime"))))
+    }
+
+    /// Stats of the final runs matching `window`, aggregated in the store: counts by status in
+    /// one `$group` (FerretDB 1.24 has `$sum` but not `$max`), the last success and failure and
+    /// each percentile by one sorted read.
     async fn aggregated_stats(&self, window: &Document) -> Result<JobStats, mongodb::error::Error> {
         let failures: Vec<&str> = failure_statuses().collect();
         let mut stats = JobStats::default();
-        let mut last_ok = None;
-        let mut last_failed = None;
         let mut seed_runs = 0;
-        for (status, n, last) in self.group_counts(window.clone(), Bson::String("$status".into())).await? {
+        for (status, n) in self.status_counts(window).await? {
             stats.runs += n;
             match status.as_deref() {
-                Some("succeeded") => {
-                    stats.succeeded += n;
-                    last_ok = last_ok.max(last);
-                }
-                Some(s) if failures.contains(&s) => {
-                    stats.failed += n;
-                    last_failed = last_failed.max(last);
-                }
+                Some("succeeded") => stats.succeeded += n,
+                Some(s) if failures.contains(&s) => stats.failed += n,
                 Some(_) => {}
                 // The seed's documents have no status: succeeded when `err` is "", else failed.
                 None => seed_runs += n,
             }
         }
+        let seed_ok = doc! { "status": { "$exists": false }, "err": "" };
+        let seed_failed = doc! { "status": { "$exists": false }, "err": { "$ne": "" } };
         if seed_runs > 0 {
-            for (ok, err) in [(true, Bson::String(String::new())), (false, doc! { "$ne": "" }.into())] {
-                let mut filter = window.clone();
-                filter.insert("status", doc! { "$exists": false });
-                filter.insert("err", err);
-                for (_, n, last) in self.group_counts(filter, Bson::Null).await? {
-                    if ok {
-                        stats.succeeded += n;
-                        last_ok = last_ok.max(last);
-                    } else {
-                        stats.failed += n;
-                        last_failed = last_failed.max(last);
-                    }
-                }
-            }
+            let ok = self.coll.count_documents(doc! { "$and": [window.clone(), seed_ok.clone()] }).await?;
+            stats.succeeded += ok;
+            stats.failed += seed_runs.saturating_sub(ok);
+        }
+        let success = doc! { "$or": [ { "status": "succeeded" }, seed_ok ] };
+        let failure = doc! { "$or": [ { "status": { "$in": &failures } }, seed_failed ] };
+        if stats.succeeded > 0 {
+            stats.last_success = self.newest_start(window, success).await?.and_then(DateTime::from_timestamp_millis);
+        }
+        if stats.failed > 0 {
+            stats.last_failure = self.newest_start(window, failure).await?.and_then(DateTime::from_timestamp_millis);
         }
         let mut timed_filter = window.clone();
         timed_filter.insert("durationMs", doc! { "$type": "number" });
         let timed = self.coll.count_documents(timed_filter).await?;
         stats.p50_ms = self.duration_percentile(window, timed, 50).await?;
         stats.p95_ms = self.duration_percentile(window, timed, 95).await?;
-        stats.last_success = last_ok.and_then(DateTime::from_timestamp_millis);
-        stats.last_failure = last_failed.and_then(DateTime::from_timestamp_millis);
         Ok(stats)
     }
 
@@ -715,12 +731,12 @@ impl LogStore for MongoLogStore {
     async fn last_runs(&self, jobs: &[JobName]) -> Result<HashMap<JobName, RunRecord>, BackendError> {
         let mut found = HashMap::with_capacity(jobs.len());
         for chunk in jobs.chunks(LAST_RUNS_CHUNK) {
-            let docs = if self.no_aggregation.load(std::sync::atomic::Ordering::Relaxed) {
+            let docs = if self.no_last_runs_aggregation.load(std::sync::atomic::Ordering::Relaxed) {
                 None
             } else {
                 match self.last_runs_chunk(chunk).await {
                     Ok(docs) => Some(docs),
-                    Err(e) if self.refused_aggregation(&e, "last runs") => None,
+                    Err(e) if self.refused_aggregation(&e, "last runs", &self.no_last_runs_aggregation) => None,
                     Err(e) => return Err(unavailable("cannot read the last runs", e)),
                 }
             };
@@ -750,10 +766,10 @@ impl LogStore for MongoLogStore {
     async fn stats(&self, job: &JobName, since: DateTime<Utc>) -> Result<JobStats, BackendError> {
         let window =
             doc! { "jobName": job.as_str(), "startTime": { "$gte": ms(since) }, "status": { "$ne": "running" } };
-        if !self.no_aggregation.load(std::sync::atomic::Ordering::Relaxed) {
+        if !self.no_stats_aggregation.load(std::sync::atomic::Ordering::Relaxed) {
             match self.aggregated_stats(&window).await {
                 Ok(stats) => return Ok(stats),
-                Err(e) if self.refused_aggregation(&e, "stats") => {}
+                Err(e) if self.refused_aggregation(&e, "stats", &self.no_stats_aggregation) => {}
                 Err(e) => return Err(unavailable(&format!("cannot compute stats of job {job}"), e)),
             }
         }
