@@ -260,8 +260,9 @@ pub trait LogStore: Send + Sync + 'static {
     /// bytes of output in all: outputs are filled in page order, and the first one that does
     /// not fit, and every later one, is cut to what is left (possibly nothing), followed by
     /// [`budget_marker`], with `output_truncated` set. So a reply's size is bounded by the page
-    /// size and the budget, whatever the runs printed; reading stops at the budget too (each
-    /// output is read once, at most whole).
+    /// size and the budget, whatever the runs printed; so is what is read, where the adapter
+    /// can read a size without the output (the embedded store: the budget plus at most one
+    /// whole output).
     ///
     /// # Errors
     /// `Unavailable`.

@@ -429,11 +429,18 @@ impl LogStore for SqliteLogStore {
         // SQLite values are at most 1 GiB; a larger length overflows substr.
         let max = i64::try_from(max_bytes).unwrap_or(i64::MAX).min(1 << 30);
         with_locked(&self.reader, BACKEND, move |conn| {
-            // On a BLOB, substr and length count bytes.
+            // On a BLOB, substr and length count bytes; length alone does not load the value
+            // (SQLite reads it from the record header), substr loads it whole: once the budget
+            // is spent, only the size is read.
+            let sql = if max == 0 {
+                "SELECT NULL, length(o.output) FROM runs r LEFT JOIN run_outputs o ON o.id = r.id WHERE r.id = ?1 AND ?2 = 0"
+            } else {
+                "SELECT substr(o.output, 1, ?2), length(o.output)
+                 FROM runs r LEFT JOIN run_outputs o ON o.id = r.id WHERE r.id = ?1"
+            };
             let row: Option<(Option<Vec<u8>>, Option<i64>)> = conn
                 .query_row(
-                    "SELECT substr(o.output, 1, ?2), length(o.output)
-                     FROM runs r LEFT JOIN run_outputs o ON o.id = r.id WHERE r.id = ?1",
+                    sql,
                     rusqlite::params![&id.0, max],
                     |r| Ok((r.get(0)?, r.get(1)?)),
                 )
