@@ -20,7 +20,7 @@ use futures::StreamExt;
 
 use super::claims::{Claims, RunningMark, TickRequest};
 use super::jobs::{Change, JobStore, Precondition, PutOutcome, Signal, WatchEvent, WatchStream};
-use super::logs::{JobStats, LogStore, RetentionPolicy, RunCursor, RunFilter, RunQuery};
+use super::logs::{budget_marker, summary, JobStats, LogStore, RetentionPolicy, RunCursor, RunFilter, RunQuery};
 use super::members::Membership;
 use super::BackendError;
 use crate::domain::{
@@ -846,6 +846,9 @@ pub async fn log_store_suite(logs: Arc<dyn LogStore>) {
     log_store_filters(Arc::clone(&logs)).await;
     log_store_pagination(Arc::clone(&logs)).await;
     log_store_stats(Arc::clone(&logs)).await;
+    log_store_outputs_apart(Arc::clone(&logs)).await;
+    log_store_output_budget(Arc::clone(&logs)).await;
+    log_store_last_runs(Arc::clone(&logs)).await;
     log_store_purge(Arc::clone(&logs)).await;
     log_store_retention(logs).await;
 }
@@ -857,6 +860,11 @@ fn job_filter(job: &JobName) -> RunFilter {
 /// Newest start first, then id descending: the order every page follows.
 fn page_order(records: &mut [RunRecord]) {
     records.sort_by(|x, y| y.start_time().cmp(&x.start_time()).then_with(|| y.id.cmp(&x.id)));
+}
+
+/// `runs` as listings return them (no output).
+fn summaries(runs: &[RunRecord]) -> Vec<RunRecord> {
+    runs.iter().map(summary).collect()
 }
 
 /// Appending the same batch twice stores each run once, unchanged.
@@ -945,7 +953,7 @@ pub async fn log_store_filters(logs: Arc<dyn LogStore>) {
     };
     let by_job = job_filter(&job);
     assert_eq!(count(by_job.clone()).await, 6);
-    assert_eq!(query(by_job.clone()).await, mine, "a job's runs, newest first, unchanged");
+    assert_eq!(query(by_job.clone()).await, summaries(&mine), "a job's runs, newest first, unchanged but for output");
     assert_eq!(count(job_filter(&other)).await, 2);
 
     let succeeded = RunFilter { status: Some(RunStatus::Succeeded), ..by_job.clone() };
@@ -972,9 +980,9 @@ pub async fn log_store_filters(logs: Arc<dyn LogStore>) {
         ..by_job.clone()
     };
     assert_eq!(count(combined.clone()).await, 1);
-    assert_eq!(query(combined).await, vec![mine[1].clone()]);
+    assert_eq!(query(combined).await, vec![summary(&mine[1])]);
     let running = RunFilter { status: Some(RunStatus::Running), ..by_job };
-    assert_eq!(query(running).await, vec![mine[0].clone()]);
+    assert_eq!(query(running).await, vec![summary(&mine[0])]);
 }
 
 /// Cursor pagination over 250 runs (some sharing a start time) yields each exactly once, in
@@ -996,6 +1004,7 @@ pub async fn log_store_pagination(logs: Arc<dyn LogStore>) {
         logs.append_batch(chunk).await.expect("append");
     }
     page_order(&mut records);
+    let records = summaries(&records);
     let old = RunFilter { to: Some(base + chrono::Duration::days(1)), ..job_filter(&job) };
     assert_eq!(logs.count(&old).await.expect("count"), TOTAL as u64);
 
@@ -1083,6 +1092,118 @@ pub async fn log_store_stats(logs: Arc<dyn LogStore>) {
     );
     let empty = logs.stats(&unique_job("stats-none"), base).await.expect("stats");
     assert_eq!(empty, JobStats::default(), "a job without runs has zero figures");
+}
+
+/// Outputs are stored apart: listings return every field but the output (`output_bytes` kept),
+/// `get` the whole run, `read_output` a prefix cut on a character boundary and the stored size;
+/// a final record replaces the output, a late `running` retry does not clear it.
+pub async fn log_store_outputs_apart(logs: Arc<dyn LogStore>) {
+    let job = unique_job("outputs");
+    let start = ms(Utc::now() - chrono::Duration::minutes(20));
+    let mut big = sample_run(&job, RunStatus::Running, "w", start, None);
+    big.output = String::new();
+    big.output_bytes = 0;
+    logs.append_batch(std::slice::from_ref(&big)).await.expect("append running");
+    let running = big.clone();
+    big.status = RunStatus::Succeeded;
+    big.ended_at = Some(start + chrono::Duration::seconds(1));
+    big.duration_ms = Some(1000);
+    big.exit_code = Some(0);
+    big.output = "é".repeat(100_000) + "END";
+    big.output_bytes = big.output.len() as u64;
+    let mut quiet = sample_run(&job, RunStatus::Succeeded, "w", start + chrono::Duration::seconds(5), Some(1));
+    quiet.output = String::new();
+    quiet.output_bytes = 0;
+    logs.append_batch(&[big.clone(), quiet.clone()]).await.expect("append final");
+
+    let page =
+        logs.query(&RunQuery { filter: job_filter(&job), limit: 10, ..RunQuery::default() }).await.expect("query");
+    assert_eq!(page.runs, vec![summary(&quiet), summary(&big)], "summaries: no output, output_bytes kept");
+    assert_eq!(page.runs[1].output_bytes, 200_003);
+    assert!(logs.get(&big.id).await.expect("get") == Some(big.clone()), "get returns the whole run");
+    assert_eq!(logs.get(&quiet.id).await.expect("get"), Some(quiet.clone()));
+
+    let (head, stored) = logs.read_output(&big.id, 1001).await.expect("read").expect("known run");
+    assert_eq!((head.len(), stored), (1000, 200_003), "cut back to a character boundary");
+    assert!(head.chars().all(|c| c == 'é'));
+    let (whole, _) = logs.read_output(&big.id, usize::MAX).await.expect("read").expect("known run");
+    assert!(whole == big.output, "the whole output reads back ({} of {} bytes)", whole.len(), big.output.len());
+    assert_eq!(logs.read_output(&quiet.id, 10).await.expect("read"), Some((String::new(), 0)));
+    assert_eq!(logs.read_output(&RunId(unique("missing")), 10).await.expect("read"), None);
+
+    logs.append_batch(std::slice::from_ref(&running)).await.expect("late retry of the running record");
+    assert!(logs.get(&big.id).await.expect("get") == Some(big), "the output survives a late running record");
+}
+
+/// `query_with_output` fills outputs in page order within its byte budget: the run that
+/// crosses it is cut and marked, later ones carry only the marker; all stay in the page.
+pub async fn log_store_output_budget(logs: Arc<dyn LogStore>) {
+    let job = unique_job("budget");
+    let base = ms(Utc::now() - chrono::Duration::minutes(10));
+    let mut runs: Vec<RunRecord> = (0..4)
+        .map(|i| {
+            let mut r = sample_run(&job, RunStatus::Succeeded, "w", base + chrono::Duration::seconds(i), Some(1));
+            r.output = format!("{i}").repeat(1000);
+            r.output_bytes = 1000;
+            r
+        })
+        .collect();
+    logs.append_batch(&runs).await.expect("append");
+    page_order(&mut runs);
+    let query = RunQuery { filter: job_filter(&job), limit: 10, ..RunQuery::default() };
+
+    let all = logs.query_with_output(&query, 10_000).await.expect("query with output");
+    assert_eq!(all.runs, runs, "within the budget every run is whole");
+
+    let page = logs.query_with_output(&query, 1500).await.expect("query with output");
+    assert_eq!(page.runs.len(), 4, "the budget cuts outputs, never runs");
+    assert_eq!(page.runs[0], runs[0], "the first output fits");
+    assert_eq!(page.runs[1].output, "2".repeat(500) + &budget_marker(500), "the second is cut where the budget ends");
+    assert!(page.runs[1].output_truncated);
+    for (got, want) in page.runs[2..].iter().zip(&runs[2..]) {
+        assert_eq!(got.output, budget_marker(1000), "past the budget only the marker");
+        assert!(got.output_truncated);
+        assert_eq!(RunRecord { output: want.output.clone(), output_truncated: false, ..got.clone() }, *want);
+    }
+}
+
+/// `last_runs` returns the newest run (start time, then id) of each asked job that has one,
+/// as a summary, however many jobs are asked for; jobs without runs are absent.
+pub async fn log_store_last_runs(logs: Arc<dyn LogStore>) {
+    let base = ms(Utc::now() - chrono::Duration::hours(2));
+    let jobs: Vec<JobName> = (0..30).map(|i| unique_job(&format!("last{i}"))).collect();
+    let mut newest = std::collections::HashMap::new();
+    let mut batch = Vec::new();
+    for (i, job) in jobs.iter().enumerate().skip(1) {
+        let runs: Vec<RunRecord> = (0..=(i % 4) as i64)
+            .map(|k| {
+                let status = if k % 2 == 0 { RunStatus::Succeeded } else { RunStatus::Failed };
+                sample_run(job, status, "w", base + chrono::Duration::minutes(k), Some(10))
+            })
+            .collect();
+        let mut last = runs.last().cloned().expect("at least one run");
+        if i % 5 == 0 {
+            // Same start time as the newest: the larger id wins, as in pages.
+            let mut tie = sample_run(job, RunStatus::Running, "w", last.start_time(), None);
+            tie.output = "still going".into();
+            if tie.id > last.id {
+                last = tie.clone();
+            }
+            batch.push(tie);
+        }
+        newest.insert(job.clone(), summary(&last));
+        batch.extend(runs);
+    }
+    logs.append_batch(&batch).await.expect("append");
+    let found = logs.last_runs(&jobs).await.expect("last runs");
+    assert_eq!(found.len(), jobs.len() - 1, "a job without runs is absent");
+    assert!(!found.contains_key(&jobs[0]));
+    for (job, want) in &newest {
+        assert_eq!(found.get(job), Some(want), "newest run of {job}, as a summary");
+    }
+    assert!(logs.last_runs(&[]).await.expect("no jobs").is_empty());
+    let one = logs.last_runs(&jobs[3..4]).await.expect("one job");
+    assert_eq!(one.get(&jobs[3]), newest.get(&jobs[3]));
 }
 
 /// `purge_before` deletes runs that started before the cutoff and keeps the rest.

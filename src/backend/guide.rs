@@ -132,7 +132,13 @@
 //!   worker, `from <= start < to`; `after` selects rows strictly after the cursor in that order,
 //!   then `skip`, then `limit` clamped to 1..=1000. `next_cursor` is the last row's
 //!   [`RunCursor::encode`](super::RunCursor::encode) when the page is full, else `None`; pages
-//!   stay stable while new runs arrive.
+//!   stay stable while new runs arrive. It returns summaries (`output` empty, `output_bytes`
+//!   as stored) and must not read outputs: keep them apart (a table, a projection).
+//! - `get(id)` returns the whole record; `read_output(id, max)` at most `max` bytes of its
+//!   output, cut on a character boundary, with the stored size. `query_with_output(q, budget)`
+//!   (default: `query` + `read_output`) fills outputs in page order within `budget` bytes,
+//!   marking what it cut. `last_runs(jobs)` returns each job's newest run as a summary in one
+//!   round trip where the store allows (the default asks `query` per job).
 //! - `count(filter)` counts what `query` would page through. `stats(job, since)` counts runs
 //!   with a final status started at or after `since` (succeeded; failed = failed, timeout,
 //!   error, killed, lost), nearest-rank p50/p95 of their `duration_ms`, and the start times of

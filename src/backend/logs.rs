@@ -1,7 +1,13 @@
 //! The log store port: run records, written in idempotent batches and queried by the API, and
-//! the pieces every adapter shares (retention policy, stats arithmetic).
+//! the pieces every adapter shares (retention policy, stats arithmetic, output budgets).
+//!
+//! Reads do not scale with output size: listings ([`LogStore::query`], [`LogStore::last_runs`])
+//! return *summaries* (every field but `output`, which is left empty; `output_bytes` still says
+//! how large it is), [`LogStore::stats`] aggregates in the store, and outputs are read only for
+//! one run ([`LogStore::get`]) or under a byte budget ([`LogStore::query_with_output`], the seed's
+//! `/job/log`). Owns the port and its shared arithmetic; leaves storage layouts to the adapters.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -67,7 +73,8 @@ pub struct RunQuery {
 /// A page of runs.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct RunPage {
-    /// Runs, newest start time first.
+    /// Runs, newest start time first: summaries from [`LogStore::query`] (see [`summary`]),
+    /// outputs within a budget from [`LogStore::query_with_output`].
     pub runs: Vec<RunRecord>,
     /// Cursor for the next page, when there may be one.
     pub next_cursor: Option<String>,
@@ -127,6 +134,27 @@ fn days_cutoff(days: u32, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
     (days > 0).then(|| now - chrono::Duration::days(i64::from(days)))
 }
 
+/// A run without its output, as listings return it: `output` empty, every other field
+/// (`output_bytes` and `output_truncated` included) as stored.
+pub fn summary(run: &RunRecord) -> RunRecord {
+    RunRecord { output: String::new(), ..run.clone() }
+}
+
+/// `bytes` as text, cut back to a character boundary (a byte budget may split the last
+/// character; anything else invalid is replaced).
+pub(crate) fn utf8_prefix(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => s.to_owned(),
+        Err(e) if e.error_len().is_none() => String::from_utf8_lossy(&bytes[..e.valid_up_to()]).into_owned(),
+        Err(_) => String::from_utf8_lossy(bytes).into_owned(),
+    }
+}
+
+/// The text `query_with_output` puts in place of output past its budget.
+pub fn budget_marker(cut_bytes: u64) -> String {
+    format!("\n… [{cut_bytes} bytes not shown: over this reply's output budget; the run's own page has them] …\n")
+}
+
 /// True for the final statuses counted as failures in [`JobStats`].
 pub(crate) fn is_failure(status: RunStatus) -> bool {
     matches!(status, RunStatus::Failed | RunStatus::Timeout | RunStatus::Error | RunStatus::Killed | RunStatus::Lost)
@@ -134,11 +162,22 @@ pub(crate) fn is_failure(status: RunStatus) -> bool {
 
 /// Nearest-rank percentile of ascending `sorted` values.
 pub(crate) fn percentile(sorted: &[u64], p: usize) -> Option<u64> {
-    if sorted.is_empty() {
+    sorted.get(percentile_index(sorted.len() as u64, p)?).copied()
+}
+
+/// The 0-based position of the nearest-rank `p`th percentile among `n` ascending values
+/// (`None` when there are none): stores that sort in place skip to it.
+pub(crate) fn percentile_index(n: u64, p: usize) -> Option<usize> {
+    if n == 0 {
         return None;
     }
-    let rank = (p * sorted.len()).div_ceil(100).max(1);
-    sorted.get(rank - 1).copied()
+    let rank = (p as u64 * n).div_ceil(100).max(1);
+    usize::try_from(rank - 1).ok()
+}
+
+/// The final statuses counted as failures in [`JobStats`], as their names.
+pub(crate) fn failure_statuses() -> impl Iterator<Item = &'static str> {
+    RunStatus::ALL.into_iter().filter(|s| is_failure(*s)).map(RunStatus::as_str)
 }
 
 /// Accumulates [`JobStats`] from final runs, one at a time (adapters that cannot compute
@@ -194,11 +233,79 @@ pub trait LogStore: Send + Sync + 'static {
     /// `Unavailable`.
     async fn get(&self, id: &RunId) -> Result<Option<RunRecord>, BackendError>;
 
-    /// A page of runs, newest start time first.
+    /// A page of run summaries (see [`summary`]: no output), newest start time first. Never
+    /// reads outputs, so its cost does not grow with them.
     ///
     /// # Errors
     /// `Unavailable`.
     async fn query(&self, query: &RunQuery) -> Result<RunPage, BackendError>;
+
+    /// At most `max_bytes` of one run's output (cut back to a character boundary) and the size
+    /// of the whole output as stored, in bytes; `None` when the run is unknown.
+    ///
+    /// The default reads the whole record with [`LogStore::get`]; adapters that keep outputs
+    /// apart override it.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    async fn read_output(&self, id: &RunId, max_bytes: usize) -> Result<Option<(String, u64)>, BackendError> {
+        Ok(self.get(id).await?.map(|run| {
+            let stored = run.output.len() as u64;
+            let cut = run.output.as_bytes().get(..max_bytes).unwrap_or(run.output.as_bytes());
+            (utf8_prefix(cut), stored)
+        }))
+    }
+
+    /// The page [`LogStore::query`] returns, each run with its output, at most `output_budget`
+    /// bytes of output in all: outputs are filled in page order, and the first one that does
+    /// not fit, and every later one, is cut to what is left (possibly nothing), followed by
+    /// [`budget_marker`], with `output_truncated` set. So a reply's size is bounded by the page
+    /// size and the budget, whatever the runs printed; so is what is read, where the adapter
+    /// can read a size without the output (the embedded store: the budget plus at most one
+    /// whole output).
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    async fn query_with_output(&self, query: &RunQuery, output_budget: usize) -> Result<RunPage, BackendError> {
+        let mut page = self.query(query).await?;
+        let mut left = output_budget;
+        for run in &mut page.runs {
+            // A run deleted since the page was read (retention) keeps its empty output.
+            let Some((output, stored)) = self.read_output(&run.id, left).await? else { continue };
+            left = left.saturating_sub(output.len());
+            let shown = output.len() as u64;
+            run.output = output;
+            if shown < stored {
+                run.output.push_str(&budget_marker(stored - shown));
+                run.output_truncated = true;
+            }
+        }
+        Ok(page)
+    }
+
+    /// The newest run (by start time, then id) of each of `jobs` that has one, as summaries
+    /// (see [`summary`]). One store round trip (or a few, for thousands of jobs) however
+    /// many jobs are asked for, where the store allows it.
+    ///
+    /// The default asks [`LogStore::query`] once per job; adapters override it.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    async fn last_runs(&self, jobs: &[JobName]) -> Result<HashMap<JobName, RunRecord>, BackendError> {
+        let mut found = HashMap::with_capacity(jobs.len());
+        for job in jobs {
+            let query = RunQuery {
+                filter: RunFilter { job: Some(job.clone()), ..RunFilter::default() },
+                after: None,
+                skip: 0,
+                limit: 1,
+            };
+            if let Some(run) = self.query(&query).await?.runs.into_iter().next() {
+                found.insert(job.clone(), run);
+            }
+        }
+        Ok(found)
+    }
 
     /// How many runs match.
     ///
@@ -206,7 +313,8 @@ pub trait LogStore: Send + Sync + 'static {
     /// `Unavailable`.
     async fn count(&self, filter: &RunFilter) -> Result<u64, BackendError>;
 
-    /// Figures for one job over runs started at or after `since`.
+    /// Figures for one job over runs started at or after `since`, computed in the store (no
+    /// output is read), without holding back writers.
     ///
     /// # Errors
     /// `Unavailable`.

@@ -10,18 +10,14 @@ use std::collections::HashMap;
 use actix_web::web::{Data, Json, Path, Query};
 use actix_web::{HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
 use serde::Serialize;
 
 use super::audit::context;
 use super::error::ApiError;
 use super::{number_param, param, AppState};
-use crate::backend::{BackendError, Precondition, RunFilter, RunQuery, Signal};
+use crate::backend::{BackendError, Precondition, Signal};
 use crate::config::Config;
 use crate::domain::{AuditAction, Caller, Job, JobName, JobSpec, RunId, RunRecord, RunStatus};
-
-/// Last-run look-ups the job list runs at once against the log store.
-const LAST_RUN_LOOKUPS: usize = 8;
 
 /// A job as served: the stored job plus its next fire time and the zone it is read in.
 #[derive(Serialize)]
@@ -77,17 +73,6 @@ impl From<RunRecord> for LastRun {
     }
 }
 
-/// The newest run of `job`, or `None`.
-async fn last_run(state: &AppState, job: &JobName) -> Result<Option<LastRun>, BackendError> {
-    let query = RunQuery {
-        filter: RunFilter { job: Some(job.clone()), ..RunFilter::default() },
-        after: None,
-        skip: 0,
-        limit: 1,
-    };
-    Ok(state.backends.logs.query(&query).await?.runs.into_iter().next().map(LastRun::from))
-}
-
 /// A job name from the URL (400 invalid_job, field `name`, when malformed).
 pub(crate) fn parse_name(raw: &str) -> Result<JobName, ApiError> {
     Ok(JobName::parse(raw)?)
@@ -114,21 +99,17 @@ pub(crate) async fn list(
         .map(|j| serde_json::json!({ "name": j.name, "invalid": j.reason }))
         .collect();
     jobs.sort_by(|a, b| a.name.cmp(&b.name));
-    let lookups: Vec<Result<Option<LastRun>, BackendError>> =
-        futures::stream::iter(jobs.iter().map(|j| last_run(&state, &j.name)))
-            .buffered(LAST_RUN_LOOKUPS)
-            .collect()
-            .await;
-    let mut last_run_error = None;
+    // One log store call for every job's newest run (summaries: no output is read).
+    let names: Vec<JobName> = jobs.iter().map(|j| j.name.clone()).collect();
+    let (mut last_runs, last_run_error) = match state.backends.logs.last_runs(&names).await {
+        Ok(found) => (found, None),
+        Err(e) => (HashMap::new(), Some(e.to_string())),
+    };
     let listed: Vec<ListedJob<'_>> = jobs
         .iter()
-        .zip(lookups)
-        .map(|(job, found)| {
-            let last_run = found.unwrap_or_else(|e| {
-                last_run_error.get_or_insert_with(|| e.to_string());
-                None
-            });
-            ListedJob { view: view(job, &state.config), last_run }
+        .map(|job| ListedJob {
+            view: view(job, &state.config),
+            last_run: last_runs.remove(&job.name).map(LastRun::from),
         })
         .collect();
     let mut body = serde_json::json!({ "jobs": listed, "invalid_jobs": invalid });

@@ -22,9 +22,13 @@ use crate::backend::{BackendError, Precondition, RunFilter, RunQuery, Signal};
 use crate::domain::job::validate;
 use crate::domain::{AuditAction, Caller, Dialect, Job, JobName, JobSpec, JobValidationError, RunRecord};
 
-/// Default and largest `limit` of `/job/log`.
+/// Default `limit` of `/job/log` (the seed's).
 const DEFAULT_LOG_LIMIT: u32 = 10;
-const MAX_LOG_LIMIT: u32 = 1000;
+/// Largest `limit` of `/job/log`; larger values are clamped to it.
+pub(crate) const MAX_LOG_LIMIT: u32 = 100;
+/// Output bytes one `/job/log` reply carries in all; outputs past it are cut (with a marker),
+/// so a reply stays a few MiB whatever the jobs printed.
+pub(crate) const LOG_OUTPUT_BUDGET_BYTES: usize = 4 * 1024 * 1024;
 
 /// Registers the legacy routes.
 pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
@@ -294,8 +298,11 @@ async fn kill(
     }
 }
 
-/// `GET|POST /job/log?name&skip&limit`: runs newest first. Bad numbers fall back to the
-/// defaults; an empty name lists every job's runs; a name no job can have lists nothing.
+/// `GET|POST /job/log?name&skip&limit`: runs newest first, with their outputs. Bad numbers
+/// (not a number, negative, 0) fall back to the defaults, as in the seed; a `limit` over
+/// [`MAX_LOG_LIMIT`] is a valid request for "as many as you give" and is clamped to it. Outputs
+/// share [`LOG_OUTPUT_BUDGET_BYTES`]: past it each is cut, with a marker saying how much is not
+/// shown. An empty name lists every job's runs; a name no job can have lists nothing.
 async fn log(state: Data<AppState>, req: HttpRequest, body: Result<Bytes, actix_web::Error>) -> HttpResponse {
     let params = match params(&req, body) {
         Ok(p) => p,
@@ -318,7 +325,7 @@ async fn log(state: Data<AppState>, req: HttpRequest, body: Result<Bytes, actix_
         .unwrap_or(DEFAULT_LOG_LIMIT)
         .min(MAX_LOG_LIMIT);
     let query = RunQuery { filter: RunFilter { job, ..RunFilter::default() }, after: None, skip, limit };
-    match state.backends.logs.query(&query).await {
+    match state.backends.logs.query_with_output(&query, LOG_OUTPUT_BUDGET_BYTES).await {
         Ok(page) => success(page.runs.iter().map(SeedLog::from).collect::<Vec<_>>()),
         Err(e) => backend_failure(&req, e),
     }

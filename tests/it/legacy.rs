@@ -114,3 +114,54 @@ fn admin_page_is_served_at_root() {
         page.text
     );
 }
+
+#[test]
+fn seed_job_log_caps_runs_and_output_per_reply() {
+    let node = Node::start("[executor]\nmax_output_bytes = 1048576\n");
+    // 11 jobs printing 600 KB every second: over 100 runs and far over 4 MiB of output.
+    for i in 0..11 {
+        node.create_job(json!({
+            "name": format!("big{i}"), "command": "head -c 600000 /dev/zero | tr '\\0' x",
+            "cron_expr": "* * * * * *", "concurrency": "allow",
+        }));
+    }
+    crate::support::wait_until(Duration::from_secs(60), || {
+        let runs = node.get("/api/v1/runs?status=succeeded&limit=1000");
+        (runs.body["runs"].as_array().map_or(0, Vec::len) > 100).then_some(())
+    })
+    .expect("over 100 finished runs");
+    for i in 0..11 {
+        node.post_empty(&format!("/api/v1/jobs/big{i}/disable"));
+    }
+    crate::support::wait_until(Duration::from_secs(10), || {
+        let running = node.get("/api/v1/runs?status=running");
+        running.body["runs"].as_array().is_some_and(Vec::is_empty).then_some(())
+    })
+    .expect("no run left running");
+
+    let all = node.get("/job/log?limit=1000");
+    let data = ok(&all.body).as_array().expect("array").clone();
+    assert_eq!(data.len(), 100, "a limit over 100 is clamped to 100");
+    let outputs: Vec<&str> = data.iter().map(|e| e["output"].as_str().expect("output")).collect();
+    let total: usize = outputs.iter().map(|o| o.len()).sum();
+    assert!(total <= 4 * 1024 * 1024 + 100 * 200, "outputs share a 4 MiB budget: {total} bytes");
+    let shown: usize = outputs.iter().map(|o| o.bytes().filter(|b| *b == b'x').count()).sum();
+    assert_eq!(shown, 4 * 1024 * 1024, "the budget is used up by whole outputs, newest first, then a cut one");
+    let first_cut = outputs.iter().position(|o| o.contains("bytes not shown")).expect("a cut output");
+    assert!(
+        outputs[..first_cut].iter().all(|o| o.is_empty() || o.len() == 600_000),
+        "outputs before the cut are whole"
+    );
+    assert!(outputs[first_cut + 1..].iter().all(|o| !o.contains('x')), "after the cut only markers");
+    let mut keys: Vec<&str> = data[99].as_object().expect("object").keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["command", "end_time", "err", "job_name", "output", "plan_time", "schedule_time", "start_time"]);
+
+    for bad in ["0", "-5", "abc"] {
+        let fallback = node.get(&format!("/job/log?limit={bad}"));
+        assert_eq!(ok(&fallback.body).as_array().map(Vec::len), Some(10), "limit={bad} falls back to the default");
+    }
+    let listed = node.get("/api/v1/runs?limit=1000");
+    let runs = listed.body["runs"].as_array().expect("runs");
+    assert!(runs.iter().all(|r| r.get("output").is_none() && r["output_bytes"].as_u64().is_some()));
+}

@@ -1,10 +1,20 @@
 //! Embedded log store: run records in a SQLite file (`runs.sqlite3` under `data_dir`).
 //!
-//! One row per run id with the columns queries filter and sort on (`job`, `status`, `worker`,
-//! `start_ms` = [`RunRecord::start_time`] in ms) beside the full record as JSON. Pages are
-//! ordered by (`start_ms` DESC, `id` DESC); a cursor selects rows strictly after its position
-//! in that order, so pages stay stable while new runs arrive.
+//! Owns the `runs` table (one row per run id: the columns queries filter, sort and aggregate on
+//! — `job`, `status`, `worker`, `start_ms` = [`RunRecord::start_time`] in ms, `duration_ms` —
+//! beside the record without its output as JSON) and the `run_outputs` table (the output as a
+//! BLOB, by run id, only for runs that printed something). Listings, counts, last runs and
+//! stats never touch `run_outputs`; one run's page and `/job/log` read it (the latter under a
+//! byte budget). Pages are ordered by (`start_ms` DESC, `id` DESC); a cursor selects rows
+//! strictly after its position in that order, so pages stay stable while new runs arrive.
+//!
+//! Writes go through one connection behind a mutex; reads through a second, read-only one, so
+//! a long read (stats over a year) never holds back the log writer (WAL lets readers and a
+//! writer proceed together). The schema is a list of [`MIGRATIONS`] counted by
+//! `PRAGMA user_version`, applied in order at open; a database from before the split has its
+//! outputs moved apart on first open. Leaves batching, spooling and retries to `LogBatchActor`.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -15,80 +25,120 @@ use rusqlite::{Connection, OptionalExtension};
 
 use super::{open_sqlite, sql_err, with_locked};
 use crate::backend::logs::{
-    JobStats, LogStore, RetentionPolicy, RunCursor, RunFilter, RunPage, RunQuery, StatsBuilder,
+    failure_statuses, percentile_index, summary, utf8_prefix, JobStats, LogStore, RetentionPolicy, RunCursor,
+    RunFilter, RunPage, RunQuery,
 };
 use crate::backend::BackendError;
-use crate::domain::{JobName, RunId, RunRecord, RunStatus};
+use crate::domain::{JobName, RunId, RunRecord};
 
 const BACKEND: &str = "embedded log store";
 
 /// Most runs per page.
 pub(crate) const MAX_PAGE: u32 = 1000;
 
+/// The schema, one step per entry, applied in order inside one transaction each; the database's
+/// `user_version` is the number applied. Append new steps; never edit an applied one.
+const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "runs table",
+        "CREATE TABLE IF NOT EXISTS runs (
+             id TEXT PRIMARY KEY,
+             job TEXT NOT NULL,
+             status TEXT NOT NULL,
+             worker TEXT NOT NULL,
+             start_ms INTEGER NOT NULL,
+             json TEXT NOT NULL
+         );
+         CREATE INDEX IF NOT EXISTS runs_job_start ON runs (job, start_ms DESC, id DESC);
+         CREATE INDEX IF NOT EXISTS runs_status_start ON runs (status, start_ms DESC, id DESC);
+         CREATE INDEX IF NOT EXISTS runs_start ON runs (start_ms DESC, id DESC);",
+    ),
+    (
+        "outputs apart from the runs",
+        "CREATE TABLE run_outputs (id TEXT PRIMARY KEY, output BLOB NOT NULL);
+         INSERT INTO run_outputs (id, output)
+             SELECT id, CAST(json_extract(json, '$.output') AS BLOB) FROM runs
+             WHERE json_extract(json, '$.output') != '';
+         UPDATE runs SET json = json_set(json, '$.output', '') WHERE json_extract(json, '$.output') != '';
+         CREATE TRIGGER runs_delete_output AFTER DELETE ON runs
+             BEGIN DELETE FROM run_outputs WHERE id = old.id; END;",
+    ),
+    (
+        "duration column for stats",
+        "ALTER TABLE runs ADD COLUMN duration_ms INTEGER;
+         UPDATE runs SET duration_ms = json_extract(json, '$.duration_ms');",
+    ),
+    (
+        "job version column",
+        "ALTER TABLE runs ADD COLUMN job_version INTEGER;
+         UPDATE runs SET job_version = json_extract(json, '$.job_version');",
+    ),
+    (
+        "process columns of live runs",
+        "ALTER TABLE runs ADD COLUMN pgid INTEGER;
+         ALTER TABLE runs ADD COLUMN proc_start_ticks INTEGER;",
+    ),
+];
+
+/// Applies the [`MIGRATIONS`] `conn`'s database lacks.
+fn migrate(conn: &mut Connection, path: &Path) -> Result<(), BackendError> {
+    let shown = path.display().to_string();
+    let applied: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(sql_err(format!("cannot read the schema version of {shown}")))?;
+    let existing: bool = conn
+        .query_row("SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'runs')", [], |r| {
+            r.get(0)
+        })
+        .map_err(sql_err(format!("cannot read the schema of {shown}")))?;
+    for (version, (name, sql)) in MIGRATIONS.iter().enumerate().skip(usize::try_from(applied).unwrap_or(0)) {
+        let started = std::time::Instant::now();
+        let tx = conn.transaction().map_err(sql_err(format!("cannot begin migration {name:?} of {shown}")))?;
+        tx.execute_batch(sql).map_err(sql_err(format!("cannot apply migration {name:?} to {shown}")))?;
+        tx.pragma_update(None, "user_version", version as i64 + 1)
+            .map_err(sql_err(format!("cannot record migration {name:?} of {shown}")))?;
+        tx.commit().map_err(sql_err(format!("cannot commit migration {name:?} of {shown}")))?;
+        if existing {
+            log::info!(
+                "Embedded log store migrated. path={shown} step={name:?} version={} ms={}",
+                version + 1,
+                started.elapsed().as_millis()
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Run records of a single node, in a SQLite file.
 #[derive(Debug, Clone)]
 pub struct SqliteLogStore {
+    /// The one writing connection.
     conn: Arc<Mutex<Connection>>,
+    /// A read-only connection: reads never wait for the writer's mutex.
+    reader: Arc<Mutex<Connection>>,
     path: PathBuf,
 }
 
 impl SqliteLogStore {
-    /// Opens (or creates) the store at `path`.
+    /// Opens (or creates) the store at `path`, migrating an older schema.
     ///
     /// # Errors
     /// `Io`/`Sqlite` when the file cannot be created, opened or migrated.
     pub fn open(path: &Path) -> Result<Self, BackendError> {
-        let conn = open_sqlite(path, super::Durability::Normal)?;
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS runs (
-                 id TEXT PRIMARY KEY,
-                 job TEXT NOT NULL,
-                 status TEXT NOT NULL,
-                 worker TEXT NOT NULL,
-                 start_ms INTEGER NOT NULL,
-                 json TEXT NOT NULL
-             );
-             CREATE INDEX IF NOT EXISTS runs_job_start ON runs (job, start_ms DESC, id DESC);
-             CREATE INDEX IF NOT EXISTS runs_status_start ON runs (status, start_ms DESC, id DESC);
-             CREATE INDEX IF NOT EXISTS runs_start ON runs (start_ms DESC, id DESC);",
-        )
-        .map_err(sql_err(format!("cannot create the runs table in {}", path.display())))?;
-        add_job_version_column(&conn)
-            .map_err(sql_err(format!("cannot migrate the runs table in {}", path.display())))?;
-        add_process_columns(&conn).map_err(sql_err(format!("cannot migrate the runs table in {}", path.display())))?;
+        let mut conn = open_sqlite(path, super::Durability::Normal)?;
+        migrate(&mut conn, path)?;
+        let reader = open_sqlite(path, super::Durability::Normal)?;
+        reader
+            .pragma_update(None, "query_only", "ON")
+            .map_err(sql_err(format!("cannot make the read connection of {} read-only", path.display())))?;
         log::info!("Embedded log store opened. path={}", path.display());
-        Ok(Self { conn: Arc::new(Mutex::new(conn)), path: path.to_owned() })
+        Ok(Self { conn: Arc::new(Mutex::new(conn)), reader: Arc::new(Mutex::new(reader)), path: path.to_owned() })
     }
 
     /// The file this store lives in.
     pub fn path(&self) -> &Path {
         &self.path
     }
-}
-
-/// Migration: databases made before runs recorded their job version get the column (older rows
-/// keep it NULL).
-fn add_job_version_column(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
-    let has: bool = conn.prepare("SELECT 1 FROM pragma_table_info('runs') WHERE name = 'job_version'")?.exists([])?;
-    if !has {
-        conn.execute_batch("ALTER TABLE runs ADD COLUMN job_version INTEGER")?;
-        log::info!("Embedded log store migrated: runs now record their job version.");
-    }
-    Ok(())
-}
-
-/// Migration: the live run's process group and start time as columns (`pgid`,
-/// `proc_start_ticks`, NULL when unknown), added to databases created before them.
-fn add_process_columns(conn: &Connection) -> rusqlite::Result<()> {
-    let mut stmt = conn.prepare("SELECT name FROM pragma_table_info('runs')")?;
-    let columns: Vec<String> = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
-    for column in ["pgid", "proc_start_ticks"] {
-        if !columns.iter().any(|c| c == column) {
-            conn.execute_batch(&format!("ALTER TABLE runs ADD COLUMN {column} INTEGER"))?;
-            log::info!("Embedded log store migrated: column added. column={column}");
-        }
-    }
-    Ok(())
 }
 
 fn parse_record(id: &str, json: &str) -> Result<RunRecord, BackendError> {
@@ -163,28 +213,86 @@ fn query_locked(conn: &mut Connection, query: &RunQuery) -> Result<RunPage, Back
     Ok(RunPage { runs, next_cursor })
 }
 
+/// `status IN (...)` of the statuses [`JobStats`] counts as failures.
+fn failure_sql() -> String {
+    let names: Vec<String> = failure_statuses().map(|s| format!("'{s}'")).collect();
+    format!("status IN ({})", names.join(", "))
+}
+
+/// Stats with SQL aggregates over the small `runs` rows: one pass for the counts and last
+/// times, one index-ordered step to each percentile.
 fn stats_locked(conn: &mut Connection, job: &JobName, since: DateTime<Utc>) -> Result<JobStats, BackendError> {
+    let context = || format!("cannot compute stats of job {job}");
+    let window = "job = ?1 AND start_ms >= ?2 AND status != 'running'";
+    let failed = failure_sql();
+    let sql = format!(
+        "SELECT COUNT(*), COALESCE(SUM(status = 'succeeded'), 0), COALESCE(SUM({failed}), 0),
+                MAX(CASE WHEN status = 'succeeded' THEN start_ms END), MAX(CASE WHEN {failed} THEN start_ms END),
+                COUNT(duration_ms)
+         FROM runs WHERE {window}"
+    );
+    let params = rusqlite::params![job.as_str(), since.timestamp_millis()];
+    let (runs, succeeded, failures, last_success, last_failure, timed): (i64, i64, i64, Option<i64>, Option<i64>, i64) =
+        conn.prepare_cached(&sql)
+            .and_then(|mut stmt| {
+                stmt.query_row(params, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
+            })
+            .map_err(sql_err(context()))?;
+    let timed = u64::try_from(timed).unwrap_or(0);
+    let nth = |p: usize| -> Result<Option<u64>, BackendError> {
+        let Some(offset) = percentile_index(timed, p) else { return Ok(None) };
+        let sql = format!(
+            "SELECT duration_ms FROM runs WHERE {window} AND duration_ms IS NOT NULL ORDER BY duration_ms LIMIT 1 OFFSET ?3"
+        );
+        let ms: Option<i64> = conn
+            .prepare_cached(&sql)
+            .and_then(|mut stmt| {
+                stmt.query_row(rusqlite::params![job.as_str(), since.timestamp_millis(), offset as i64], |r| r.get(0))
+                    .optional()
+            })
+            .map_err(sql_err(context()))?;
+        Ok(ms.and_then(|ms| u64::try_from(ms).ok()))
+    };
+    let time = |ms: Option<i64>| ms.and_then(DateTime::from_timestamp_millis);
+    Ok(JobStats {
+        runs: u64::try_from(runs).unwrap_or(0),
+        succeeded: u64::try_from(succeeded).unwrap_or(0),
+        failed: u64::try_from(failures).unwrap_or(0),
+        p50_ms: nth(50)?,
+        p95_ms: nth(95)?,
+        last_success: time(last_success),
+        last_failure: time(last_failure),
+    })
+}
+
+/// The newest run of each job in `jobs`: for each name, one step down the `(job, start_ms DESC,
+/// id DESC)` index (a `ROW_NUMBER() OVER (PARTITION BY job ...)` window would number every
+/// run of those jobs first; this costs one index probe per job whatever the history).
+fn last_runs_locked(conn: &mut Connection, jobs: &[JobName]) -> Result<HashMap<JobName, RunRecord>, BackendError> {
+    let names = serde_json::to_string(&jobs.iter().map(JobName::as_str).collect::<Vec<_>>())
+        .map_err(|e| BackendError::Corrupt { backend: BACKEND, message: format!("job names: {e}") })?;
     let mut stmt = conn
         .prepare_cached(
-            "SELECT status, start_ms, json_extract(json, '$.duration_ms') FROM runs
-             WHERE job = ?1 AND start_ms >= ?2 AND status != 'running'",
+            "SELECT id, json FROM runs WHERE id IN (
+                 SELECT (SELECT r.id FROM runs r WHERE r.job = j.value ORDER BY r.start_ms DESC, r.id DESC LIMIT 1)
+                 FROM json_each(?1) j)",
         )
-        .map_err(sql_err("cannot prepare run stats"))?;
-    let rows: Vec<(String, i64, Option<i64>)> = stmt
-        .query_map(rusqlite::params![job.as_str(), since.timestamp_millis()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .map_err(sql_err(format!("cannot compute stats of job {job}")))?
+        .map_err(sql_err("cannot prepare the last-runs query"))?;
+    let rows: Vec<(String, String)> = stmt
+        .query_map([names], |r| Ok((r.get(0)?, r.get(1)?)))
+        .map_err(sql_err("cannot query last runs"))?
         .collect::<Result<_, _>>()
-        .map_err(sql_err(format!("cannot compute stats of job {job}")))?;
-    let mut stats = StatsBuilder::default();
-    for (status, start_ms, duration) in rows {
-        let Some(status) = RunStatus::parse(&status) else {
-            log::warn!("Ignoring a run with an unknown status in stats. job={job} status={status}");
-            continue;
-        };
-        let Some(start) = DateTime::from_timestamp_millis(start_ms) else { continue };
-        stats.add(status, start, duration.and_then(|d| u64::try_from(d).ok()));
+        .map_err(sql_err("cannot read last runs"))?;
+    let mut found = HashMap::with_capacity(rows.len());
+    for (id, json) in rows {
+        match parse_record(&id, &json) {
+            Ok(run) => {
+                found.insert(run.job.clone(), run);
+            }
+            Err(e) => log::warn!("Skipping a stored run that does not parse. id={id} error={e}"),
+        }
     }
-    Ok(stats.finish())
+    Ok(found)
 }
 
 /// Deletes runs past `policy` at `now`, one statement per overridden job and one for the rest.
@@ -221,45 +329,89 @@ fn retention_locked(conn: &mut Connection, policy: &RetentionPolicy, now: DateTi
     Ok(deleted as u64)
 }
 
+/// One run's row: its filter columns, its summary JSON and its output.
+struct Row {
+    id: String,
+    job: String,
+    status: &'static str,
+    worker: String,
+    start_ms: i64,
+    duration_ms: Option<i64>,
+    json: String,
+    output: Vec<u8>,
+}
+
+impl Row {
+    fn of(r: &RunRecord) -> Result<Self, BackendError> {
+        let json = serde_json::to_string(&summary(r)).map_err(|e| BackendError::Corrupt {
+            backend: BACKEND,
+            message: format!("run {} cannot be serialized: {e}", r.id),
+        })?;
+        Ok(Self {
+            id: r.id.0.clone(),
+            job: r.job.as_str().to_owned(),
+            status: r.status.as_str(),
+            worker: r.worker.0.clone(),
+            start_ms: r.start_time().timestamp_millis(),
+            duration_ms: r.duration_ms.map(|d| i64::try_from(d).unwrap_or(i64::MAX)),
+            json,
+            output: r.output.as_bytes().to_vec(),
+        })
+    }
+}
+
 #[async_trait]
 impl LogStore for SqliteLogStore {
     async fn append_batch(&self, records: &[RunRecord]) -> Result<(), BackendError> {
         if records.is_empty() {
             return Ok(());
         }
-        let mut rows = Vec::with_capacity(records.len());
+        let rows = records.iter().map(Row::of).collect::<Result<Vec<_>, _>>()?;
         let processes: Vec<(String, Option<i32>, Option<i64>)> = records
             .iter()
             .filter(|r| r.pgid.is_some())
             .map(|r| (r.id.0.clone(), r.pgid, r.proc_start_ticks.and_then(|t| i64::try_from(t).ok())))
             .collect();
-        for r in records {
-            let json = serde_json::to_string(r).map_err(|e| BackendError::Corrupt {
-                backend: BACKEND,
-                message: format!("run {} cannot be serialized: {e}", r.id),
-            })?;
-            let row = (r.id.0.clone(), r.job.as_str().to_owned(), r.status.as_str(), r.worker.0.clone());
-            rows.push((row, r.start_time().timestamp_millis(), json));
-        }
         with_locked(&self.conn, BACKEND, move |conn| {
             let n = rows.len();
             let tx = conn.transaction().map_err(sql_err(format!("cannot begin a batch of {n} runs")))?;
             {
                 // A final record is never replaced by a `running` one (a late retry of the
-                // start record must not resurrect a finished run).
-                let mut stmt = tx
+                // start record must not resurrect a finished run); its output goes with it.
+                let mut upsert = tx
                     .prepare_cached(
-                        "INSERT INTO runs (id, job, status, worker, start_ms, json, job_version)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, json_extract(?6, '$.job_version'))
+                        "INSERT INTO runs (id, job, status, worker, start_ms, duration_ms, json, job_version)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, json_extract(?7, '$.job_version'))
                          ON CONFLICT(id) DO UPDATE SET job = excluded.job, status = excluded.status,
-                             worker = excluded.worker, start_ms = excluded.start_ms, json = excluded.json,
+                             worker = excluded.worker, start_ms = excluded.start_ms,
+                             duration_ms = excluded.duration_ms, json = excluded.json,
                              job_version = excluded.job_version
                          WHERE runs.status = 'running' OR excluded.status != 'running'",
                     )
                     .map_err(sql_err("cannot prepare the run upsert"))?;
-                for ((id, job, status, worker), start_ms, json) in &rows {
-                    stmt.execute(rusqlite::params![id, job, status, worker, start_ms, json])
-                        .map_err(sql_err(format!("cannot write run {id}")))?;
+                let mut put_output = tx
+                    .prepare_cached(
+                        "INSERT INTO run_outputs (id, output) VALUES (?1, ?2)
+                         ON CONFLICT(id) DO UPDATE SET output = excluded.output",
+                    )
+                    .map_err(sql_err("cannot prepare the output upsert"))?;
+                let mut drop_output = tx
+                    .prepare_cached("DELETE FROM run_outputs WHERE id = ?1")
+                    .map_err(sql_err("cannot prepare the output delete"))?;
+                for r in &rows {
+                    let changed = upsert
+                        .execute(rusqlite::params![r.id, r.job, r.status, r.worker, r.start_ms, r.duration_ms, r.json])
+                        .map_err(sql_err(format!("cannot write run {}", r.id)))?;
+                    if changed == 0 {
+                        continue;
+                    }
+                    if r.output.is_empty() {
+                        drop_output.execute([&r.id]).map_err(sql_err(format!("cannot write run {}", r.id)))?;
+                    } else {
+                        put_output
+                            .execute(rusqlite::params![r.id, r.output])
+                            .map_err(sql_err(format!("cannot write the output of run {}", r.id)))?;
+                    }
                 }
                 let mut processes_stmt = tx
                     .prepare_cached("UPDATE runs SET pgid = ?2, proc_start_ticks = ?3 WHERE id = ?1")
@@ -277,24 +429,70 @@ impl LogStore for SqliteLogStore {
 
     async fn get(&self, id: &RunId) -> Result<Option<RunRecord>, BackendError> {
         let id = id.clone();
-        with_locked(&self.conn, BACKEND, move |conn| {
-            let json: Option<String> = conn
-                .query_row("SELECT json FROM runs WHERE id = ?1", [&id.0], |r| r.get(0))
+        with_locked(&self.reader, BACKEND, move |conn| {
+            let row: Option<(String, Option<Vec<u8>>)> = conn
+                .query_row(
+                    "SELECT r.json, o.output FROM runs r LEFT JOIN run_outputs o ON o.id = r.id WHERE r.id = ?1",
+                    [&id.0],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
                 .optional()
                 .map_err(sql_err(format!("cannot read run {id}")))?;
-            json.map(|json| parse_record(&id.0, &json)).transpose()
+            let Some((json, output)) = row else { return Ok(None) };
+            let mut run = parse_record(&id.0, &json)?;
+            if let Some(output) = output {
+                run.output = utf8_prefix(&output);
+            }
+            Ok(Some(run))
+        })
+        .await
+    }
+
+    async fn read_output(&self, id: &RunId, max_bytes: usize) -> Result<Option<(String, u64)>, BackendError> {
+        let id = id.clone();
+        // SQLite values are at most 1 GiB; a larger length overflows substr.
+        let max = i64::try_from(max_bytes).unwrap_or(i64::MAX).min(1 << 30);
+        with_locked(&self.reader, BACKEND, move |conn| {
+            // On a BLOB, substr and length count bytes; length alone does not load the value
+            // (SQLite reads it from the record header), substr loads it whole: once the budget
+            // is spent, only the size is read.
+            let sql = if max == 0 {
+                "SELECT NULL, length(o.output) FROM runs r LEFT JOIN run_outputs o ON o.id = r.id WHERE r.id = ?1 AND ?2 = 0"
+            } else {
+                "SELECT substr(o.output, 1, ?2), length(o.output)
+                 FROM runs r LEFT JOIN run_outputs o ON o.id = r.id WHERE r.id = ?1"
+            };
+            let row: Option<(Option<Vec<u8>>, Option<i64>)> = conn
+                .query_row(
+                    sql,
+                    rusqlite::params![&id.0, max],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+                .map_err(sql_err(format!("cannot read the output of run {id}")))?;
+            Ok(row.map(|(head, len)| {
+                (utf8_prefix(&head.unwrap_or_default()), len.and_then(|n| u64::try_from(n).ok()).unwrap_or(0))
+            }))
         })
         .await
     }
 
     async fn query(&self, query: &RunQuery) -> Result<RunPage, BackendError> {
         let query = query.clone();
-        with_locked(&self.conn, BACKEND, move |conn| query_locked(conn, &query)).await
+        with_locked(&self.reader, BACKEND, move |conn| query_locked(conn, &query)).await
+    }
+
+    async fn last_runs(&self, jobs: &[JobName]) -> Result<HashMap<JobName, RunRecord>, BackendError> {
+        if jobs.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let jobs = jobs.to_vec();
+        with_locked(&self.reader, BACKEND, move |conn| last_runs_locked(conn, &jobs)).await
     }
 
     async fn count(&self, filter: &RunFilter) -> Result<u64, BackendError> {
         let filter = filter.clone();
-        with_locked(&self.conn, BACKEND, move |conn| {
+        with_locked(&self.reader, BACKEND, move |conn| {
             let (clause, params) = where_clause(&filter, None);
             let n: i64 = conn
                 .query_row(&format!("SELECT COUNT(*) FROM runs {clause}"), rusqlite::params_from_iter(params), |r| {
@@ -308,7 +506,7 @@ impl LogStore for SqliteLogStore {
 
     async fn stats(&self, job: &JobName, since: DateTime<Utc>) -> Result<JobStats, BackendError> {
         let job = job.clone();
-        with_locked(&self.conn, BACKEND, move |conn| stats_locked(conn, &job, since)).await
+        with_locked(&self.reader, BACKEND, move |conn| stats_locked(conn, &job, since)).await
     }
 
     async fn purge_before(&self, before: DateTime<Utc>) -> Result<u64, BackendError> {
@@ -327,7 +525,7 @@ impl LogStore for SqliteLogStore {
     }
 
     async fn ping(&self) -> Result<(), BackendError> {
-        with_locked(&self.conn, BACKEND, |conn| {
+        with_locked(&self.reader, BACKEND, |conn| {
             conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)).map_err(sql_err("ping failed"))?;
             Ok(())
         })
@@ -339,6 +537,8 @@ impl LogStore for SqliteLogStore {
 mod tests {
     use super::*;
     use crate::backend::conformance;
+    use crate::backend::logs::summary;
+    use crate::domain::RunStatus;
 
     fn store(dir: &tempfile::TempDir) -> Arc<dyn LogStore> {
         Arc::new(SqliteLogStore::open(&dir.path().join("runs.sqlite3")).expect("open"))
@@ -401,6 +601,59 @@ mod tests {
         let reopened = store(&dir);
         assert_eq!(reopened.get(&record.id).await.expect("get"), Some(record));
         reopened.ping().await.expect("ping");
+    }
+
+    #[tokio::test]
+    async fn a_database_from_before_the_split_is_migrated() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("runs.sqlite3");
+        let job = JobName::parse("old").expect("name");
+        let mut old = conformance::sample_run(&job, RunStatus::Succeeded, "w", Utc::now(), Some(7));
+        old.output = "printed before the upgrade\n".into();
+        {
+            // The schema and rows as the previous release wrote them (output inside the JSON).
+            let conn = Connection::open(&path).expect("open");
+            conn.execute_batch(MIGRATIONS[0].1).expect("old schema");
+            conn.execute(
+                "INSERT INTO runs (id, job, status, worker, start_ms, json) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                rusqlite::params![
+                    old.id.0,
+                    job.as_str(),
+                    "succeeded",
+                    "w",
+                    old.start_time().timestamp_millis(),
+                    serde_json::to_string(&old).expect("json")
+                ],
+            )
+            .expect("old row");
+        }
+        let logs = store(&dir);
+        assert_eq!(logs.get(&old.id).await.expect("get"), Some(old.clone()), "the output moved, intact");
+        let page = logs.query(&RunQuery { limit: 10, ..RunQuery::default() }).await.expect("query");
+        assert_eq!(page.runs, vec![summary(&old)]);
+        assert_eq!(logs.stats(&job, old.start_time()).await.expect("stats").p50_ms, Some(7), "durations backfilled");
+        let conn = Connection::open(&path).expect("open");
+        let json: String = conn.query_row("SELECT json FROM runs", [], |r| r.get(0)).expect("row");
+        assert!(!json.contains("printed"), "the summary row no longer carries the output");
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).expect("version");
+        assert_eq!(version, MIGRATIONS.len() as i64);
+        drop(logs);
+        store(&dir).ping().await.expect("a migrated store reopens");
+    }
+
+    #[tokio::test]
+    async fn purged_runs_take_their_outputs_along() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("runs.sqlite3");
+        let job = JobName::parse("gone").expect("name");
+        let old =
+            conformance::sample_run(&job, RunStatus::Succeeded, "w", Utc::now() - chrono::Duration::days(9), None);
+        let logs = store(&dir);
+        logs.append_batch(std::slice::from_ref(&old)).await.expect("append");
+        assert_eq!(logs.purge_before(Utc::now() - chrono::Duration::days(1)).await.expect("purge"), 1);
+        let conn = Connection::open(&path).expect("open");
+        let left: i64 = conn.query_row("SELECT COUNT(*) FROM run_outputs", [], |r| r.get(0)).expect("count");
+        assert_eq!(left, 0);
     }
 
     #[test]

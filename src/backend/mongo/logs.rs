@@ -35,7 +35,16 @@
 //! can take over 10 s on an indexed collection), hence the small commands. Per-document errors
 //! that a retry may cure fail the whole batch (retried; idempotent); others come back as
 //! [`BackendError::Rejected`].
+//!
+//! Reads: listings project `output` away (a summary's `output` is empty; `outputBytes` says how
+//! large it is, 0 for the seed's documents, which lack it); one run's output is read by id.
+//! The newest run of many jobs is one aggregation (`$match`, `$sort` on the
+//! `{jobName, startTime}` index, `$group` with `$first`), in chunks of [`LAST_RUNS_CHUNK`]
+//! names; stats are a `$group` aggregation for the counts plus one sorted read each for the
+//! last success, the last failure and each percentile. Where the server does not implement an aggregation
+//! (older FerretDB releases), the adapter says so once and falls back to per-job queries.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -48,7 +57,8 @@ use mongodb::{Collection, Database};
 
 use super::{codes, unavailable, Shared, BACKEND};
 use crate::backend::logs::{
-    JobStats, LogStore, RetentionPolicy, RunCursor, RunFilter, RunPage, RunQuery, StatsBuilder,
+    failure_statuses, percentile_index, utf8_prefix, JobStats, LogStore, RetentionPolicy, RunCursor, RunFilter,
+    RunPage, RunQuery, StatsBuilder,
 };
 use crate::backend::{BackendError, RejectedRun};
 use crate::domain::{Fence, JobName, RunId, RunRecord, RunStatus, Trigger, WorkerId};
@@ -61,6 +71,8 @@ pub const MAX_DOC_OUTPUT_BYTES: usize = 15 * 1024 * 1024;
 pub const MAX_STATEMENTS: usize = 10;
 /// `update` commands of one batch in flight at once.
 pub const UPDATES_IN_FLIGHT: usize = 4;
+/// Job names per last-runs aggregation.
+pub const LAST_RUNS_CHUNK: usize = 1000;
 /// Estimated bytes per `update` command (the server's limit is 16 MiB + 16 KiB).
 const MAX_COMMAND_BYTES: usize = 12 * 1024 * 1024;
 
@@ -70,11 +82,44 @@ pub struct MongoLogStore {
     db: Database,
     coll: Collection<Document>,
     shared: Arc<Shared>,
+    /// Set once the server refused the last-runs aggregation (logged once): per-job queries.
+    no_last_runs_aggregation: Arc<std::sync::atomic::AtomicBool>,
+    /// Set once the server refused the stats aggregation (logged once): streamed stats.
+    no_stats_aggregation: Arc<std::sync::atomic::AtomicBool>,
+    /// What the server said when it refused.
+    refusal: Arc<std::sync::OnceLock<String>>,
 }
 
 impl MongoLogStore {
     pub(super) fn new(db: Database, coll: Collection<Document>, shared: Arc<Shared>) -> Self {
-        Self { db, coll, shared }
+        Self {
+            db,
+            coll,
+            shared,
+            no_last_runs_aggregation: Arc::default(),
+            no_stats_aggregation: Arc::default(),
+            refusal: Arc::default(),
+        }
+    }
+
+    /// What the server said, once it refused an aggregation (reads then fall back to per-job
+    /// queries).
+    pub fn aggregations_refused(&self) -> Option<&str> {
+        self.refusal.get().map(String::as_str)
+    }
+
+    /// Whether `e` is the server refusing an aggregation it does not implement; logs that once.
+    fn refused_aggregation(&self, e: &mongodb::error::Error, what: &str, flag: &std::sync::atomic::AtomicBool) -> bool {
+        let ErrorKind::Command(command) = e.kind.as_ref() else { return false };
+        let _ = self.refusal.set(format!("{what}: code {} {}", command.code, command.message));
+        if !flag.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            log::warn!(
+                "MongoDB server refused an aggregation, reading per job instead. what={what} code={} error={}",
+                command.code,
+                command.message
+            );
+        }
+        true
     }
 
     pub(super) fn shared(&self) -> &Shared {
@@ -204,6 +249,7 @@ impl MongoLogStore {
             .coll
             .find(filter)
             .sort(doc! { "startTime": -1, "_id": -1 })
+            .projection(doc! { "output": 0 })
             .skip(query.skip)
             .limit(i64::from(limit))
             .await
@@ -234,6 +280,145 @@ impl MongoLogStore {
             })
             .collect();
         Ok(RunPage { runs, next_cursor })
+    }
+
+    /// Stats from the runs' fields, streamed (servers without the aggregations).
+    async fn streamed_stats(&self, job: &JobName, window: Document) -> Result<JobStats, BackendError> {
+        let projection =
+            doc! { "status": 1, "err": 1, "startTime": 1, "endTime": 1, "startedAt": 1, "durationMs": 1, "jobName": 1 };
+        let mut cursor = self
+            .coll
+            .find(window)
+            .projection(projection)
+            .await
+            .map_err(|e| unavailable(&format!("cannot compute stats of job {job}"), e))?;
+        let mut stats = StatsBuilder::default();
+        while let Some(d) =
+            cursor.try_next().await.map_err(|e| unavailable(&format!("cannot compute stats of job {job}"), e))?
+        {
+            match from_document(&d) {
+                Ok(r) => stats.add(r.status, r.start_time(), r.duration_ms),
+                Err(e) => log::warn!("Ignoring a stored run in stats. job={job} error={e}"),
+            }
+        }
+        Ok(stats.finish())
+    }
+
+    /// The newest run of each of `jobs`, one query each (servers without the aggregation).
+    async fn last_runs_per_job(&self, jobs: &[JobName]) -> Result<HashMap<JobName, RunRecord>, BackendError> {
+        let mut found = HashMap::with_capacity(jobs.len());
+        for job in jobs {
+            let query = RunQuery {
+                filter: RunFilter { job: Some(job.clone()), ..RunFilter::default() },
+                after: None,
+                skip: 0,
+                limit: 1,
+            };
+            if let Some(run) = self.find_page(&query).await?.runs.into_iter().next() {
+                found.insert(job.clone(), run);
+            }
+        }
+        Ok(found)
+    }
+
+    /// The newest run of each of `jobs` (at most [`LAST_RUNS_CHUNK`]) in one aggregation.
+    async fn last_runs_chunk(&self, jobs: &[JobName]) -> Result<Vec<Document>, mongodb::error::Error> {
+        let names: Vec<&str> = jobs.iter().map(JobName::as_str).collect();
+        let pipeline = vec![
+            doc! { "$match": { "jobName": { "$in": names } } },
+            doc! { "$project": { "output": 0 } },
+            doc! { "$sort": { "jobName": 1, "startTime": -1, "_id": -1 } },
+            doc! { "$group": { "_id": "$jobName", "run": { "$first": "$$ROOT" } } },
+        ];
+        let groups: Vec<Document> = self.coll.aggregate(pipeline).await?.try_collect().await?;
+        Ok(groups.into_iter().filter_map(|mut g| g.remove("run").and_then(|r| r.as_document().cloned())).collect())
+    }
+
+    /// Runs matching `window` per `status` (null for the seed's documents), in one `$group`.
+    async fn status_counts(&self, window: &Document) -> Result<Vec<(Option<String>, u64)>, mongodb::error::Error> {
+        let pipeline =
+            vec![doc! { "$match": window.clone() }, doc! { "$group": { "_id": "$status", "n": { "$sum": 1 } } }];
+        let groups: Vec<Document> = self.coll.aggregate(pipeline).await?.try_collect().await?;
+        Ok(groups
+            .iter()
+            .map(|g| {
+                (
+                    g.get_str("_id").ok().map(str::to_owned),
+                    int(g.get("n")).and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
+                )
+            })
+            .collect())
+    }
+
+    /// The newest `startTime` among runs matching `window` and `outcome` (one index-ordered read).
+    async fn newest_start(&self, window: &Document, outcome: Document) -> Result<Option<i64>, mongodb::error::Error> {
+        let found = self
+            .coll
+            .find_one(doc! { "$and": [window.clone(), outcome] })
+            .sort(doc! { "startTime": -1 })
+            .projection(doc! { "startTime": 1 })
+            .await?;
+        Ok(found.and_then(|d| int(d.get("startTime"))))
+    }
+
+    /// Stats of the final runs matching `window`, aggregated in the store: counts by status in
+    /// one `$group` (FerretDB 1.24 has `$sum` but not `$max`), the last success and failure and
+    /// each percentile by one sorted read.
+    async fn aggregated_stats(&self, window: &Document) -> Result<JobStats, mongodb::error::Error> {
+        let failures: Vec<&str> = failure_statuses().collect();
+        let mut stats = JobStats::default();
+        let mut seed_runs = 0;
+        for (status, n) in self.status_counts(window).await? {
+            stats.runs += n;
+            match status.as_deref() {
+                Some("succeeded") => stats.succeeded += n,
+                Some(s) if failures.contains(&s) => stats.failed += n,
+                Some(_) => {}
+                // The seed's documents have no status: succeeded when `err` is "", else failed.
+                None => seed_runs += n,
+            }
+        }
+        let seed_ok = doc! { "status": { "$exists": false }, "err": "" };
+        let seed_failed = doc! { "status": { "$exists": false }, "err": { "$ne": "" } };
+        if seed_runs > 0 {
+            let ok = self.coll.count_documents(doc! { "$and": [window.clone(), seed_ok.clone()] }).await?;
+            stats.succeeded += ok;
+            stats.failed += seed_runs.saturating_sub(ok);
+        }
+        let success = doc! { "$or": [ { "status": "succeeded" }, seed_ok ] };
+        let failure = doc! { "$or": [ { "status": { "$in": &failures } }, seed_failed ] };
+        if stats.succeeded > 0 {
+            stats.last_success = self.newest_start(window, success).await?.and_then(DateTime::from_timestamp_millis);
+        }
+        if stats.failed > 0 {
+            stats.last_failure = self.newest_start(window, failure).await?.and_then(DateTime::from_timestamp_millis);
+        }
+        let mut timed_filter = window.clone();
+        timed_filter.insert("durationMs", doc! { "$type": "number" });
+        let timed = self.coll.count_documents(timed_filter).await?;
+        stats.p50_ms = self.duration_percentile(window, timed, 50).await?;
+        stats.p95_ms = self.duration_percentile(window, timed, 95).await?;
+        Ok(stats)
+    }
+
+    /// The `p`th percentile of `durationMs` among the `timed` runs matching `window`.
+    async fn duration_percentile(
+        &self,
+        window: &Document,
+        timed: u64,
+        p: usize,
+    ) -> Result<Option<u64>, mongodb::error::Error> {
+        let Some(index) = percentile_index(timed, p) else { return Ok(None) };
+        let mut filter = window.clone();
+        filter.insert("durationMs", doc! { "$type": "number" });
+        let found = self
+            .coll
+            .find_one(filter)
+            .sort(doc! { "durationMs": 1 })
+            .skip(index as u64)
+            .projection(doc! { "durationMs": 1 })
+            .await?;
+        Ok(found.and_then(|d| int(d.get("durationMs"))).and_then(|ms| u64::try_from(ms).ok()))
     }
 }
 
@@ -542,31 +727,66 @@ impl LogStore for MongoLogStore {
         self.find_page(query).await
     }
 
+    async fn read_output(&self, id: &RunId, max_bytes: usize) -> Result<Option<(String, u64)>, BackendError> {
+        let found = self
+            .coll
+            .find_one(doc! { "_id": id_values(id) })
+            .projection(doc! { "output": 1 })
+            .await
+            .map_err(|e| unavailable(&format!("cannot read the output of run {id}"), e))?;
+        Ok(found.map(|d| {
+            let output = d.get_str("output").unwrap_or("");
+            let cut = output.as_bytes().get(..max_bytes).unwrap_or(output.as_bytes());
+            (utf8_prefix(cut), output.len() as u64)
+        }))
+    }
+
+    async fn last_runs(&self, jobs: &[JobName]) -> Result<HashMap<JobName, RunRecord>, BackendError> {
+        let mut found = HashMap::with_capacity(jobs.len());
+        for chunk in jobs.chunks(LAST_RUNS_CHUNK) {
+            let docs = if self.no_last_runs_aggregation.load(std::sync::atomic::Ordering::Relaxed) {
+                None
+            } else {
+                match self.last_runs_chunk(chunk).await {
+                    Ok(docs) => Some(docs),
+                    Err(e) if self.refused_aggregation(&e, "last runs", &self.no_last_runs_aggregation) => None,
+                    Err(e) => return Err(unavailable("cannot read the last runs", e)),
+                }
+            };
+            let Some(docs) = docs else {
+                found.extend(self.last_runs_per_job(chunk).await?);
+                continue;
+            };
+            for d in docs {
+                match from_document(&d) {
+                    Ok(run) => {
+                        found.insert(run.job.clone(), run);
+                    }
+                    Err(e) => log::warn!(
+                        "Skipping a stored run that does not read as a run. id={} error={e}",
+                        id_text(d.get("_id"))
+                    ),
+                }
+            }
+        }
+        Ok(found)
+    }
+
     async fn count(&self, filter: &RunFilter) -> Result<u64, BackendError> {
         self.coll.count_documents(filter_doc(filter, None)).await.map_err(|e| unavailable("cannot count runs", e))
     }
 
     async fn stats(&self, job: &JobName, since: DateTime<Utc>) -> Result<JobStats, BackendError> {
-        let filter =
+        let window =
             doc! { "jobName": job.as_str(), "startTime": { "$gte": ms(since) }, "status": { "$ne": "running" } };
-        let projection =
-            doc! { "status": 1, "err": 1, "startTime": 1, "endTime": 1, "startedAt": 1, "durationMs": 1, "jobName": 1 };
-        let mut cursor = self
-            .coll
-            .find(filter)
-            .projection(projection)
-            .await
-            .map_err(|e| unavailable(&format!("cannot compute stats of job {job}"), e))?;
-        let mut stats = StatsBuilder::default();
-        while let Some(d) =
-            cursor.try_next().await.map_err(|e| unavailable(&format!("cannot compute stats of job {job}"), e))?
-        {
-            match from_document(&d) {
-                Ok(r) => stats.add(r.status, r.start_time(), r.duration_ms),
-                Err(e) => log::warn!("Ignoring a stored run in stats. job={job} error={e}"),
+        if !self.no_stats_aggregation.load(std::sync::atomic::Ordering::Relaxed) {
+            match self.aggregated_stats(&window).await {
+                Ok(stats) => return Ok(stats),
+                Err(e) if self.refused_aggregation(&e, "stats", &self.no_stats_aggregation) => {}
+                Err(e) => return Err(unavailable(&format!("cannot compute stats of job {job}"), e)),
             }
         }
-        Ok(stats.finish())
+        self.streamed_stats(job, window).await
     }
 
     async fn purge_before(&self, before: DateTime<Utc>) -> Result<u64, BackendError> {
