@@ -21,6 +21,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 command -v cargo >/dev/null 2>&1 || { echo "setup: cargo not found; install Rust (rustup) first" >&2; exit 1; }
+if [ "${1:-}" = "--test" ] && ! { cargo fmt --version && cargo clippy --version; } >/dev/null 2>&1; then
+  echo "setup: installing the rustfmt and clippy components (rustup)"
+  rustup component add rustfmt clippy
+fi
 
 if [ "${1:-}" = "--test" ]; then
   gobin="$(go env GOPATH 2>/dev/null || echo "$HOME/go")/bin"

@@ -14,6 +14,10 @@ if grep -rnE '\b(etcd_client|mongodb|rusqlite)::' src/actors src/http src/domain
   echo "error: a storage crate is named outside src/backend" >&2; exit 1
 fi
 
+echo "== cargo fmt --check"
+cargo fmt --check
+echo "== cargo clippy (warnings are errors)"
+cargo clippy --locked --all-targets -- -D warnings
 echo "== cargo build"
 cargo build --locked --all-targets
 echo "== cargo test (unit + integration)"

@@ -50,6 +50,8 @@ pub enum Signal {
 }
 
 /// What changed.
+// A watch event lives only until the WatchActor has handled it: boxing the job buys nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change {
     /// Job created or replaced.

@@ -130,6 +130,10 @@ impl BackendError {
     }
 }
 
+/// The coordination ports of one configuration and the names of their adapters.
+type CoordinationPorts =
+    (Arc<dyn JobStore>, Arc<dyn Membership>, Arc<dyn Claims>, (&'static str, &'static str, &'static str));
+
 /// The four ports, as used by the actors and the HTTP layer.
 #[derive(Clone)]
 pub struct Backends {
@@ -194,28 +198,27 @@ impl Backends {
             source,
         })?;
         // Coordination: jobs, membership, claims.
-        let (jobs, members, claims, coordination): (Arc<dyn JobStore>, Arc<dyn Membership>, Arc<dyn Claims>, _) =
-            if config.uses_etcd() {
-                let etcd = etcd::EtcdBackend::connect(&config.etcd_settings()).await?;
-                if let Err(e) = etcd.check_access().await {
-                    // A refused certificate or password is a start-up error; an outage is not.
-                    if matches!(e, BackendError::Refused { .. }) {
-                        return Err(e);
-                    }
-                    log::warn!(
-                        "etcd does not answer yet; this node claims nothing until it does. endpoints={:?} error={e}",
-                        config.etcd.endpoints
-                    );
+        let (jobs, members, claims, coordination): CoordinationPorts = if config.uses_etcd() {
+            let etcd = etcd::EtcdBackend::connect(&config.etcd_settings()).await?;
+            if let Err(e) = etcd.check_access().await {
+                // A refused certificate or password is a start-up error; an outage is not.
+                if matches!(e, BackendError::Refused { .. }) {
+                    return Err(e);
                 }
-                (etcd.jobs, etcd.members, etcd.claims, ("etcd", "etcd", "etcd"))
-            } else {
-                (
-                    Arc::new(embedded::EmbeddedJobStore::open(&data_dir.join("jobs.sqlite3"))?),
-                    Arc::new(embedded::EmbeddedMembership::default()),
-                    Arc::new(embedded::EmbeddedClaims::default()),
-                    ("embedded (SQLite)", "embedded (in-process)", "embedded (in-process)"),
-                )
-            };
+                log::warn!(
+                    "etcd does not answer yet; this node claims nothing until it does. endpoints={:?} error={e}",
+                    config.etcd.endpoints
+                );
+            }
+            (etcd.jobs, etcd.members, etcd.claims, ("etcd", "etcd", "etcd"))
+        } else {
+            (
+                Arc::new(embedded::EmbeddedJobStore::open(&data_dir.join("jobs.sqlite3"))?),
+                Arc::new(embedded::EmbeddedMembership::default()),
+                Arc::new(embedded::EmbeddedClaims::default()),
+                ("embedded (SQLite)", "embedded (in-process)", "embedded (in-process)"),
+            )
+        };
         // Run logs.
         let (logs, logs_kind): (Arc<dyn LogStore>, &'static str) = if config.uses_mongo() {
             let settings = mongo::MongoSettings::from_config(config)?;

@@ -61,7 +61,9 @@ fn bad_inputs_get_documented_errors_and_change_nothing() {
     let before = node.get("/api/v1/jobs").body;
     let huge =
         format!("{{\"name\":\"big\",\"command\":\"{}\",\"cron_expr\":\"* * * * *\"}}", "x".repeat(2 * 1024 * 1024));
-    let cases: Vec<(&str, &str, String, u16, &str, Option<&str>)> = vec![
+    // (method, path, body, status, error code, field)
+    type Case<'a> = (&'a str, &'a str, String, u16, &'a str, Option<&'a str>);
+    let cases: Vec<Case> = vec![
         (
             "POST",
             "/api/v1/jobs",

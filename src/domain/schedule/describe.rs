@@ -34,7 +34,7 @@ fn shape(bits: u64, lo: u32, hi: u32) -> Shape {
         [first, second, ..] => {
             let step = second - first;
             let even = vals.windows(2).all(|w| w[1] - w[0] == step);
-            if even && *first == lo && span % step == 0 && vals.len() as u32 == span / step {
+            if even && *first == lo && span.is_multiple_of(step) && vals.len() as u32 == span / step {
                 Shape::Every(step)
             } else if even && step == 1 {
                 Shape::Range(*first, vals[vals.len() - 1])
