@@ -75,6 +75,15 @@ pub enum BackendError {
         /// What was refused and which keys to check.
         message: String,
     },
+    /// A document under a job key is not a valid job (issue 9, item 8): it is not planned and is
+    /// reported until fixed, replaced without a version check, or deleted.
+    #[error("stored job {name} is not a valid job: {reason}")]
+    InvalidStoredJob {
+        /// The job key's name.
+        name: JobName,
+        /// What is wrong, naming the field.
+        reason: String,
+    },
     /// Data in the store cannot be read back.
     #[error("corrupt data in {backend}: {message}")]
     Corrupt {

@@ -47,6 +47,8 @@ pub(crate) enum ErrorCode {
     VersionConflict,
     /// 409: kill of a run that already ended.
     RunNotRunning,
+    /// 409: the stored document of this job is not a valid job.
+    StoredJobInvalid,
     /// 413: body too large.
     PayloadTooLarge,
     /// 415: body not JSON.
@@ -74,6 +76,7 @@ impl ErrorCode {
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::JobExists => "job_exists",
+            Self::StoredJobInvalid => "stored_job_invalid",
             Self::VersionConflict => "version_conflict",
             Self::RunNotRunning => "run_not_running",
             Self::PayloadTooLarge => "payload_too_large",
@@ -94,7 +97,9 @@ impl ErrorCode {
             Self::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             Self::JobNotFound | Self::RunNotFound | Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::JobExists | Self::VersionConflict | Self::RunNotRunning => StatusCode::CONFLICT,
+            Self::JobExists | Self::VersionConflict | Self::RunNotRunning | Self::StoredJobInvalid => {
+                StatusCode::CONFLICT
+            }
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::BackendUnavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -241,6 +246,13 @@ impl From<BackendError> for ApiError {
                 ErrorCode::VersionConflict,
                 "version",
                 format!("job {name} is at version {found}, not {expected}; read it again and retry"),
+            ),
+            // Our own validation of the stored document, not a backend's text.
+            BackendError::InvalidStoredJob { name, reason } => Self::new(
+                ErrorCode::StoredJobInvalid,
+                format!(
+                    "the stored document of job {name} is not a valid job ({reason}); it is not planned: replace it with PUT without a version, or DELETE it"
+                ),
             ),
             // README "Security: responses": the backend's own text is logged, never sent.
             _ if e.is_transient() => Self {

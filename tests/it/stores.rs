@@ -184,6 +184,10 @@ fn invalid_jobs_written_into_etcd_are_not_planned_reported_and_planned_again_onc
         assert!(listed.contains(&name), "{name} missing from the job list's invalid_jobs: {}", list.text);
     }
     assert!(list.body["invalid_jobs"][0]["invalid"].is_string(), "{}", list.text);
+    // Reading one of them names the problem (409), never a 500.
+    let one = node.get("/api/v1/jobs/unknown-field");
+    assert_eq!(one.status, 409, "{}", one.text);
+    assert_eq!(one.body["error"]["code"], "stored_job_invalid", "{}", one.text);
 
     // Not planned: no run of any of them; flip's runs stop (one may be finishing).
     let stopped_at = Utc::now() + chrono::Duration::seconds(2);

@@ -139,7 +139,8 @@ fn read_revision(conn: &Connection) -> rusqlite::Result<i64> {
 fn parse_job(name: &str, json: &str) -> Result<Job, BackendError> {
     let corrupt = |message: String| BackendError::Corrupt { backend: BACKEND, message };
     let name = JobName::parse(name).map_err(|e| corrupt(format!("job key {name} is not a valid name: {e}")))?;
-    Job::from_stored(&name, json.as_bytes()).map_err(|e| corrupt(format!("job {name} is invalid: {}", e.reason)))
+    Job::from_stored(&name, json.as_bytes())
+        .map_err(|e| BackendError::InvalidStoredJob { name: e.name, reason: e.reason })
 }
 
 /// Inserts `entry` within the caller's transaction.
@@ -643,7 +644,7 @@ mod tests {
         assert_eq!(seed.dialect, crate::domain::Dialect::Seed);
         let updated = store.put(seed, Precondition::Version(0)).await.expect("update seed job");
         assert_eq!(updated.job.version, 1);
-        assert!(matches!(store.get(&job("bad").name).await, Err(BackendError::Corrupt { .. })));
+        assert!(matches!(store.get(&job("bad").name).await, Err(BackendError::InvalidStoredJob { .. })));
         assert!(matches!(store.put(job("bad"), Precondition::Absent).await, Err(BackendError::JobExists { .. })));
         let out = store.put(job("bad"), Precondition::Any).await.expect("overwrite unreadable job");
         assert_eq!(out.previous, None);

@@ -229,7 +229,7 @@ impl EtcdJobStore {
 /// Parses and validates a stored job; the key names it (a seed job's JSON name is the same).
 fn parse_job(name: &str, value: &[u8]) -> Result<Job, BackendError> {
     let name = JobName::parse(name).map_err(|e| corrupt(format!("job key {name} is not a valid name: {e}")))?;
-    Job::from_stored(&name, value).map_err(|e| corrupt(format!("job {name} is invalid: {}", e.reason)))
+    Job::from_stored(&name, value).map_err(|e| BackendError::InvalidStoredJob { name: e.name, reason: e.reason })
 }
 
 fn contention(name: &JobName) -> BackendError {
