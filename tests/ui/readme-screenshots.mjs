@@ -48,6 +48,14 @@ try {
   await page.locator("pre.output").waitFor();
   await page.mouse.move(0, 0);
   await page.screenshot({ path: join(OUT, "runs.png") });
+  // The audit log: a job edited once, then its history with the diff.
+  const current = (await node.api("GET", "/api/v1/jobs/billing-report")).body;
+  const edited = { ...JOBS[0], cron_expr: "0 6 * * 1-5", timeout_secs: 1200, version: current.version };
+  const put = await node.api("PUT", "/api/v1/jobs/billing-report", edited);
+  if (put.status !== 200) throw new Error(JSON.stringify(put.body));
+  await page.goto(`${node.base}/#/jobs/billing-report/history`);
+  await page.getByText("timeout_secs").first().waitFor();
+  await page.screenshot({ path: join(OUT, "history.png") });
   const phone = await openPage(browser, { width: 390, height: 844, token: TOKEN });
   await phone.goto(`${node.base}/#/jobs`);
   await phone.locator('#jobs tr[data-job="slow-import"]').waitFor();
