@@ -6,6 +6,10 @@
 //! [`guide`] for what each method must guarantee and how to add an adapter.
 
 pub mod claims;
+// The suite every adapter must pass: for the unit tests, and for the integration tests and benches
+// through the `conformance` feature (enabled by this package's dev-dependency on itself), so a
+// release build does not carry it.
+#[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 pub mod embedded;
 pub mod etcd;
