@@ -65,6 +65,17 @@ pub enum Change {
     Invalid(InvalidJob),
 }
 
+impl JobSnapshot {
+    /// Adds the document stored under `name`, validated exactly as API input (issue 9, item 8):
+    /// a valid job to `jobs`, anything else to `invalid` with its reason.
+    pub fn add_stored(&mut self, name: &JobName, value: &[u8]) {
+        match Job::from_stored(name, value) {
+            Ok(job) => self.jobs.push(job),
+            Err(invalid) => self.invalid.push(invalid),
+        }
+    }
+}
+
 /// A full read of the job store at one revision.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct JobSnapshot {

@@ -216,6 +216,30 @@ impl StatsBuilder {
     }
 }
 
+/// The newest run of each of `jobs`, one [`LogStore::query`] each: the port's default
+/// `last_runs`, and the fallback of adapters whose server lacks their one-query form.
+///
+/// # Errors
+/// `Unavailable`.
+pub(crate) async fn last_runs_one_query_each<S: LogStore + ?Sized>(
+    store: &S,
+    jobs: &[JobName],
+) -> Result<HashMap<JobName, RunRecord>, BackendError> {
+    let mut found = HashMap::with_capacity(jobs.len());
+    for job in jobs {
+        let query = RunQuery {
+            filter: RunFilter { job: Some(job.clone()), ..RunFilter::default() },
+            after: None,
+            skip: 0,
+            limit: 1,
+        };
+        if let Some(run) = store.query(&query).await?.runs.into_iter().next() {
+            found.insert(job.clone(), run);
+        }
+    }
+    Ok(found)
+}
+
 /// Run records.
 #[async_trait]
 pub trait LogStore: Send + Sync + 'static {
@@ -292,19 +316,7 @@ pub trait LogStore: Send + Sync + 'static {
     /// # Errors
     /// `Unavailable`.
     async fn last_runs(&self, jobs: &[JobName]) -> Result<HashMap<JobName, RunRecord>, BackendError> {
-        let mut found = HashMap::with_capacity(jobs.len());
-        for job in jobs {
-            let query = RunQuery {
-                filter: RunFilter { job: Some(job.clone()), ..RunFilter::default() },
-                after: None,
-                skip: 0,
-                limit: 1,
-            };
-            if let Some(run) = self.query(&query).await?.runs.into_iter().next() {
-                found.insert(job.clone(), run);
-            }
-        }
-        Ok(found)
+        last_runs_one_query_each(self, jobs).await
     }
 
     /// How many runs match.

@@ -340,11 +340,8 @@ impl JobStore for EmbeddedJobStore {
                     log::debug!("Ignoring a stored row that does not name a valid job. name={name:?}");
                     continue;
                 };
-                // Issue 9, item 8: validated exactly as API input; the scheduler logs it once.
-                match Job::from_stored(&name, json.as_bytes()) {
-                    Ok(job) => snapshot.jobs.push(job),
-                    Err(invalid) => snapshot.invalid.push(invalid),
-                }
+                // The scheduler logs an invalid one once.
+                snapshot.add_stored(&name, json.as_bytes());
             }
             Ok(snapshot)
         })

@@ -321,10 +321,7 @@ impl JobStore for EtcdJobStore {
                 log::debug!("Ignoring an etcd key that does not name a valid job. name={name:?}");
                 continue;
             };
-            match Job::from_stored(&name, kv.value()) {
-                Ok(job) => snapshot.jobs.push(job),
-                Err(invalid) => snapshot.invalid.push(invalid),
-            }
+            snapshot.add_stored(&name, kv.value());
         }
         Ok(snapshot)
     }

@@ -306,19 +306,7 @@ impl MongoLogStore {
 
     /// The newest run of each of `jobs`, one query each (servers without the aggregation).
     async fn last_runs_per_job(&self, jobs: &[JobName]) -> Result<HashMap<JobName, RunRecord>, BackendError> {
-        let mut found = HashMap::with_capacity(jobs.len());
-        for job in jobs {
-            let query = RunQuery {
-                filter: RunFilter { job: Some(job.clone()), ..RunFilter::default() },
-                after: None,
-                skip: 0,
-                limit: 1,
-            };
-            if let Some(run) = self.find_page(&query).await?.runs.into_iter().next() {
-                found.insert(job.clone(), run);
-            }
-        }
-        Ok(found)
+        crate::backend::logs::last_runs_one_query_each(self, jobs).await
     }
 
     /// The newest run of each of `jobs` (at most [`LAST_RUNS_CHUNK`]) in one aggregation.
