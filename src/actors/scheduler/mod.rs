@@ -36,6 +36,10 @@ use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 
+mod marks;
+mod policy;
+mod queue;
+
 use super::messages::{
     GetSchedulerStatus, JobRemoved, JobUpserted, KillReason, KillRequested, KillRun, RecordRun, Resynced, RunAdopted,
     RunFinished, RunLaunch, RunRequested, RunSpec, SchedulerStatus, Shutdown, StartRun, WatchLost,
@@ -50,6 +54,9 @@ use crate::domain::{
     Backoff, ConcurrencyPolicy, Fence, Job, JobName, Revision, RunId, RunRecord, RunStatus, Trigger, WorkerId,
     WorkerInfo,
 };
+use marks::{MarkBatch, MarkOp, MarkQueue};
+use policy::Decision;
+use queue::{JobQueue, Pending};
 
 /// Settings of the scheduler and of the runs it dispatches.
 #[derive(Debug, Clone)]
@@ -82,8 +89,6 @@ const CLAIM_RETRY_MIN: Duration = Duration::from_millis(250);
 const CLAIM_RETRY_MAX: Duration = Duration::from_secs(2);
 /// At most one "ticks missed" warning this often (the others go to debug).
 const MISSED_WARN_EVERY: Duration = Duration::from_secs(30);
-/// Most missed ticks counted one by one when a missed range is narrowed after a claim.
-const MAX_COUNTED_MISSES: u32 = 10_000;
 
 /// Ports and peers the scheduler talks to.
 pub struct SchedulerPeers {
@@ -110,30 +115,6 @@ struct LiveRun {
     trigger: Trigger,
 }
 
-/// A due tick, or a range of ticks too late to run, waiting for its claim.
-#[derive(Debug, Clone)]
-enum Pending {
-    Tick(DateTime<Utc>),
-    Missed(Missed),
-}
-
-impl Pending {
-    /// The tick to claim (for a missed range its last tick: one claim covers the range).
-    fn last(&self) -> DateTime<Utc> {
-        match self {
-            Self::Tick(t) => *t,
-            Self::Missed(m) => m.last,
-        }
-    }
-
-    fn first(&self) -> DateTime<Utc> {
-        match self {
-            Self::Tick(t) => *t,
-            Self::Missed(m) => m.first,
-        }
-    }
-}
-
 /// A claim waiting in the batch.
 #[derive(Debug)]
 struct BatchedClaim {
@@ -146,85 +127,6 @@ struct BatchedClaim {
     mark: Option<RunningMark>,
     /// Policy forbid: mark only when the job is idle everywhere.
     mark_if_idle: bool,
-}
-
-/// A change of this worker's running marks.
-#[derive(Debug, Clone)]
-enum MarkOp {
-    Put(RunningMark),
-    Clear(JobName, RunId),
-}
-
-impl MarkOp {
-    fn puts(marks: Vec<RunningMark>) -> Vec<MarkOp> {
-        marks.into_iter().map(MarkOp::Put).collect()
-    }
-
-    fn clears(runs: Vec<(JobName, RunId)>) -> Vec<MarkOp> {
-        runs.into_iter().map(|(job, run)| MarkOp::Clear(job, run)).collect()
-    }
-}
-
-/// One job's ticks waiting to be claimed, in order; one claim in flight at a time.
-#[derive(Debug, Default)]
-struct JobQueue {
-    /// Identity of this queue: timers and answers for a queue that was dropped (job deleted,
-    /// disabled) and made again do not touch the new one.
-    generation: u64,
-    items: VecDeque<Pending>,
-    /// A claim is in flight or scheduled.
-    busy: bool,
-    /// Delay before the next retry after failed claims.
-    retry: Option<Backoff>,
-    /// The mark prepared for the front tick, kept across retries of its claim (a retried claim
-    /// whose first answer was lost is recognized by it).
-    front_mark: Option<RunningMark>,
-    /// A claim with `front_mark` failed: it may have been written.
-    uncertain: bool,
-}
-
-impl JobQueue {
-    /// The mark left behind when the front tick is no longer `tick` (expired, skipped) after a
-    /// claim that may have written it: to be cleared.
-    fn stale_mark(&mut self) -> Option<RunningMark> {
-        let front = match self.items.front() {
-            Some(Pending::Tick(t)) => Some(*t),
-            _ => None,
-        };
-        if self.front_mark.as_ref().is_some_and(|m| Some(m.scheduled_at) == front) {
-            return None;
-        }
-        let mark = self.front_mark.take();
-        std::mem::take(&mut self.uncertain).then_some(mark).flatten()
-    }
-}
-
-/// Folds the leading items older than `horizon` into one missed range (a lone late tick
-/// included): ticks that can no longer run are claimed once, as a range, and recorded `missed`.
-fn fold_expired(items: &mut VecDeque<Pending>, horizon: DateTime<Utc>) {
-    let expired = items.iter().take_while(|p| p.last() < horizon).count();
-    if expired == 0 || (expired == 1 && matches!(items.front(), Some(Pending::Missed(_)))) {
-        return;
-    }
-    let mut folded: Option<Missed> = None;
-    for item in items.drain(..expired) {
-        let (count, more) = match &item {
-            Pending::Tick(_) => (1, false),
-            Pending::Missed(m) => (m.count, m.more),
-        };
-        folded = Some(match folded {
-            None => Missed { count, more, first: item.first(), last: item.last() },
-            Some(f) => Missed {
-                count: f.count.saturating_add(count),
-                more: f.more || more,
-                first: f.first.min(item.first()),
-                last: f.last.max(item.last()),
-            },
-        });
-    }
-    if let Some(m) = folded {
-        items.push_front(Pending::Missed(m));
-    }
 }
 
 /// The scheduler.
@@ -253,9 +155,7 @@ pub struct SchedulerActor {
     /// A flush of `claim_batch` is scheduled.
     claim_flush: bool,
     /// Running-mark changes not yet sent, in order (shutdown waits for them).
-    mark_ops: VecDeque<MarkOp>,
-    /// A batch of mark changes is scheduled or in flight.
-    marks_busy: bool,
+    marks: MarkQueue,
     /// Mark changes are failing (one warning per outage).
     marks_failing: bool,
     marks_retry: Option<Backoff>,
@@ -286,8 +186,7 @@ impl SchedulerActor {
             queue_generation: 0,
             claim_batch: Vec::new(),
             claim_flush: false,
-            mark_ops: VecDeque::new(),
-            marks_busy: false,
+            marks: MarkQueue::default(),
             marks_failing: false,
             marks_retry: None,
             missed_warned: None,
@@ -362,7 +261,7 @@ impl SchedulerActor {
         for Due { job, tick, missed } in self.plan.pop_due(now, grace) {
             if !self.queues.contains_key(&job) {
                 self.queue_generation += 1;
-                self.queues.insert(job.clone(), JobQueue { generation: self.queue_generation, ..JobQueue::default() });
+                self.queues.insert(job.clone(), JobQueue::new(self.queue_generation));
             }
             let Some(queue) = self.queues.get_mut(&job) else { continue };
             queue.items.extend(missed.map(Pending::Missed));
@@ -446,15 +345,14 @@ impl SchedulerActor {
         if queue.busy {
             return;
         }
-        fold_expired(&mut queue.items, now - grace);
+        queue::fold_expired(&mut queue.items, now - grace);
         let stale = queue.stale_mark();
         let Some(front) = queue.items.front() else {
             self.queues.remove(&job);
             self.clear_stale(stale, ctx);
             return;
         };
-        let delay = failover.saturating_mul(u32::try_from(rank).unwrap_or(u32::MAX));
-        let at = front.last() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+        let at = queue::claim_at(front, rank, failover);
         let wait = (at - now).to_std().unwrap_or(Duration::ZERO);
         queue.busy = true;
         let generation = queue.generation;
@@ -564,43 +462,22 @@ impl SchedulerActor {
     /// Queues a running-mark change; the changes go to the store in order, batched, one batch
     /// in flight at a time (so a mark is never cleared before it was put).
     fn queue_mark(&mut self, op: MarkOp, ctx: &mut Context<Self>) {
-        self.mark_ops.push_back(op);
-        if !self.marks_busy {
-            self.marks_busy = true;
+        if self.marks.push(op) {
             ctx.run_later(Duration::ZERO, |act, ctx| act.flush_marks(ctx));
         }
     }
 
     fn flush_marks(&mut self, ctx: &mut Context<Self>) {
-        let ops: Vec<MarkOp> = self.mark_ops.drain(..).collect();
-        if ops.is_empty() {
-            self.marks_busy = false;
+        let Some(MarkBatch { puts, clears }) = self.marks.take_batch() else {
             self.check_drained();
             return;
-        }
-        // A run that started and ended within one batch needs neither its put nor its clear.
-        let cleared: std::collections::HashSet<RunId> =
-            ops.iter().filter_map(|op| if let MarkOp::Clear(_, run) = op { Some(run.clone()) } else { None }).collect();
-        let puts: Vec<RunningMark> = ops
-            .iter()
-            .filter_map(|op| if let MarkOp::Put(m) = op { Some(m.clone()) } else { None })
-            .filter(|m| !cleared.contains(&m.run))
-            .collect();
-        let put_runs: std::collections::HashSet<RunId> =
-            ops.iter().filter_map(|op| if let MarkOp::Put(m) = op { Some(m.run.clone()) } else { None }).collect();
-        let clears: Vec<(JobName, RunId)> = ops
-            .iter()
-            .filter_map(|op| if let MarkOp::Clear(job, run) = op { Some((job.clone(), run.clone())) } else { None })
-            .filter(|(_, run)| !put_runs.contains(run))
-            .collect();
+        };
         let claims = self.peers.claims.clone();
         let fut = async move {
             if let Err(e) = claims.mark_running_many(&puts).await {
-                let mut unsent = MarkOp::puts(puts);
-                unsent.extend(MarkOp::clears(clears));
-                return Err((e, unsent));
+                return Err((e, MarkBatch { puts, clears }));
             }
-            claims.clear_running_many(&clears).await.map_err(|e| (e, MarkOp::clears(clears)))
+            claims.clear_running_many(&clears).await.map_err(|e| (e, MarkBatch { puts: Vec::new(), clears }))
         };
         ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
             match res {
@@ -617,10 +494,7 @@ impl SchedulerActor {
                         log::warn!("Cannot publish running marks; retrying (forbid on other workers may not see these runs meanwhile). error={e}");
                     }
                     act.marks_failing = true;
-                    // Unsent changes go first again, in their order.
-                    for op in unsent.into_iter().rev() {
-                        act.mark_ops.push_front(op);
-                    }
+                    act.marks.requeue(unsent);
                     let delay = act
                         .marks_retry
                         .get_or_insert_with(|| Backoff::new(CLAIM_RETRY_MIN, CLAIM_RETRY_MAX))
@@ -637,11 +511,7 @@ impl SchedulerActor {
             Ok(outcome) => {
                 self.claim_recovered();
                 if let Some(queue) = self.queue_of(&job, generation) {
-                    queue.items.pop_front();
-                    queue.busy = false;
-                    queue.retry = None;
-                    queue.front_mark = None;
-                    queue.uncertain = false;
+                    queue.front_settled();
                 }
                 if outcome.as_ref().is_some_and(|c| c.marked) {
                     crate::test_hooks::abort_after_claim();
@@ -719,25 +589,11 @@ impl SchedulerActor {
         }
     }
 
-    /// The ticks of `m` after `previous` (the job's claim before ours): those nobody claimed.
+    /// The ticks of `m` nobody claimed before us (see [`queue::unclaimed_part`]).
     fn unclaimed_part(&self, job: &JobName, m: Missed, previous: Option<DateTime<Utc>>) -> Option<Missed> {
-        let Some(prev) = previous.filter(|p| *p >= m.first) else { return Some(m) };
         let def = self.jobs.get(job)?;
         let schedule = def.schedule().ok()?;
-        let tz = def.zone(self.settings.default_tz);
-        let (mut count, mut first, mut at) = (0u32, None, prev);
-        while let Some(next) = schedule.next_after(at, tz) {
-            if next > m.last {
-                break;
-            }
-            count += 1;
-            first.get_or_insert(next);
-            at = next;
-            if count >= MAX_COUNTED_MISSES {
-                return Some(Missed { count, more: true, first: first?, last: m.last });
-            }
-        }
-        first.map(|first| Missed { count, more: false, first, last: m.last })
+        queue::unclaimed_part(&schedule, def.zone(self.settings.default_tz), m, previous)
     }
 
     fn claim_failed(&mut self, job: &JobName, tick: DateTime<Utc>, error: &crate::backend::BackendError) {
@@ -796,18 +652,14 @@ impl SchedulerActor {
             self.peers.log.do_send(RecordRun(record));
             return;
         }
-        // Live runs: ours (authoritative, includes queued ones) and marks from other workers.
-        let mut live: Vec<(RunId, Option<WorkerId>)> =
-            self.running.iter().filter(|(_, r)| r.job == job).map(|(id, _)| (id.clone(), None)).collect();
-        for mark in live_anywhere {
-            if mark.run != run && mark.worker != *self.worker() && !live.iter().any(|(id, _)| *id == mark.run) {
-                live.push((mark.run, Some(mark.worker)));
-            }
-        }
-        match def.concurrency {
-            ConcurrencyPolicy::Forbid if !live.is_empty() => {
-                let (alive, worker) = &live[0];
-                let where_ = worker.as_ref().map_or_else(|| "on this worker".to_owned(), |w| format!("on worker {w}"));
+        let local = self.running.iter().filter(|(_, r)| r.job == job).map(|(id, _)| id.clone());
+        let live = policy::live_runs(&run, self.worker(), local, live_anywhere);
+        match policy::decide(def.concurrency, live) {
+            Decision::Run => {}
+            Decision::Skip { alive, reason } => {
+                log::info!(
+                    "Tick skipped: previous run still alive (policy forbid). job={job} tick={tick} alive_run={alive}"
+                );
                 let mut record = RunRecord::not_run(
                     job.clone(),
                     def.command.clone(),
@@ -816,12 +668,9 @@ impl SchedulerActor {
                     tick,
                     self.worker().clone(),
                     fence,
-                    format!("skipped: concurrency policy forbid and run {alive} of this job is still running {where_}"),
+                    reason,
                 )
                 .with_job_version(def.version);
-                log::info!(
-                    "Tick skipped: previous run still alive (policy forbid). job={job} tick={tick} alive_run={alive}"
-                );
                 // The skipped record takes the prepared run id: a mark written anyway (the live
                 // run is only in this worker's table) is cleared, and if this worker dies first
                 // the lost-run recorder finds the record final.
@@ -832,26 +681,22 @@ impl SchedulerActor {
                 }
                 return;
             }
-            ConcurrencyPolicy::Replace => {
-                for (run, worker) in live {
+            Decision::Replace { local, remote } => {
+                for run in local {
                     log::info!("Replacing a live run (policy replace). job={job} run={run}");
-                    match worker {
-                        None => {
-                            self.peers.kill.do_send(KillRun { run, reason: KillReason::Replaced });
+                    self.peers.kill.do_send(KillRun { run, reason: KillReason::Replaced });
+                }
+                for run in remote {
+                    log::info!("Replacing a live run on another worker (policy replace). job={job} run={run}");
+                    let jobs = self.peers.jobs.clone();
+                    let signal = Signal::Kill { job: job.clone(), run: Some(run) };
+                    actix::spawn(async move {
+                        if let Err(e) = jobs.signal(signal).await {
+                            log::warn!("Cannot signal a remote run to stop (policy replace). error={e}");
                         }
-                        Some(_) => {
-                            let jobs = self.peers.jobs.clone();
-                            let signal = Signal::Kill { job: job.clone(), run: Some(run) };
-                            actix::spawn(async move {
-                                if let Err(e) = jobs.signal(signal).await {
-                                    log::warn!("Cannot signal a remote run to stop (policy replace). error={e}");
-                                }
-                            });
-                        }
-                    }
+                    });
                 }
             }
-            _ => {}
         }
         let now = Utc::now();
         let spec = RunSpec {
@@ -938,7 +783,7 @@ impl SchedulerActor {
     }
 
     fn check_drained(&mut self) {
-        if self.draining && self.running.is_empty() && self.mark_ops.is_empty() && !self.marks_busy {
+        if self.draining && self.running.is_empty() && self.marks.is_idle() {
             for tx in self.drained.drain(..) {
                 let _ = tx.send(());
             }
@@ -1204,41 +1049,4 @@ impl Handler<Shutdown> for SchedulerActor {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn at(s: i64) -> DateTime<Utc> {
-        DateTime::from_timestamp(1_800_000_000 + s, 0).expect("time")
-    }
-
-    #[test]
-    fn ticks_too_late_to_run_fold_into_one_missed_range_and_the_rest_stay() {
-        let mut items: VecDeque<Pending> = VecDeque::from(vec![
-            Pending::Missed(Missed { count: 3, more: false, first: at(0), last: at(2) }),
-            Pending::Tick(at(3)),
-            Pending::Tick(at(4)),
-            Pending::Tick(at(10)),
-        ]);
-        fold_expired(&mut items, at(5));
-        assert_eq!(items.len(), 2);
-        match &items[0] {
-            Pending::Missed(m) => assert_eq!((m.count, m.more, m.first, m.last), (5, false, at(0), at(4))),
-            other => panic!("expected a missed range, got {other:?}"),
-        }
-        assert!(matches!(items[1], Pending::Tick(t) if t == at(10)), "a tick still within the grace stays to run");
-    }
-
-    #[test]
-    fn a_lone_late_tick_becomes_missed_and_timely_ticks_are_left_alone() {
-        let mut items: VecDeque<Pending> = VecDeque::from(vec![Pending::Tick(at(1))]);
-        fold_expired(&mut items, at(5));
-        assert!(matches!(&items[0], Pending::Missed(m) if m.count == 1 && m.first == at(1)));
-        let mut timely: VecDeque<Pending> = VecDeque::from(vec![Pending::Tick(at(6)), Pending::Tick(at(7))]);
-        fold_expired(&mut timely, at(5));
-        assert!(matches!(timely[0], Pending::Tick(_)) && timely.len() == 2);
-        let mut one_range: VecDeque<Pending> =
-            VecDeque::from(vec![Pending::Missed(Missed { count: 2, more: true, first: at(0), last: at(1) })]);
-        fold_expired(&mut one_range, at(5));
-        assert!(matches!(&one_range[0], Pending::Missed(m) if m.count == 2 && m.more));
-    }
-}
+mod tests;

@@ -1,0 +1,209 @@
+//! The scheduler actor on the embedded backends (claims, membership, SQLite job store), with a
+//! recorder standing in for the executor pool and the log pipeline: what it dispatches, skips,
+//! kills and marks for real ticks of the wall clock.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix::prelude::*;
+use chrono::{DateTime, Timelike, Utc};
+
+use super::*;
+use crate::backend::embedded::{EmbeddedClaims, EmbeddedJobStore, EmbeddedMembership};
+
+/// Everything the scheduler sent to the pool and the log pipeline.
+#[derive(Default)]
+struct Seen {
+    started: Vec<RunSpec>,
+    killed: Vec<KillRun>,
+    records: Vec<RunRecord>,
+}
+
+struct Recorder(Arc<Mutex<Seen>>);
+
+impl Actor for Recorder {
+    type Context = Context<Self>;
+}
+
+impl Handler<StartRun> for Recorder {
+    type Result = ();
+    fn handle(&mut self, msg: StartRun, _: &mut Self::Context) {
+        self.0.lock().expect("seen").started.push(msg.0);
+    }
+}
+
+impl Handler<KillRun> for Recorder {
+    type Result = ();
+    fn handle(&mut self, msg: KillRun, _: &mut Self::Context) {
+        self.0.lock().expect("seen").killed.push(msg);
+    }
+}
+
+impl Handler<RecordRun> for Recorder {
+    type Result = ();
+    fn handle(&mut self, msg: RecordRun, _: &mut Self::Context) {
+        self.0.lock().expect("seen").records.push(msg.0);
+    }
+}
+
+struct Harness {
+    scheduler: Addr<SchedulerActor>,
+    claims: Arc<EmbeddedClaims>,
+    seen: Arc<Mutex<Seen>>,
+    _dir: tempfile::TempDir,
+}
+
+fn job(name: &str, cron_expr: &str, concurrency: &str) -> Job {
+    serde_json::from_value(serde_json::json!({
+        "name": name,
+        "command": "true",
+        "cron_expr": cron_expr,
+        "concurrency": concurrency,
+        "dialect": "distcron",
+        "version": 1,
+    }))
+    .expect("a valid job")
+}
+
+fn start(jobs: Vec<Job>) -> Harness {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = EmbeddedJobStore::open(&dir.path().join("jobs.sqlite3")).expect("job store");
+    let claims = Arc::new(EmbeddedClaims::default());
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let recorder = Recorder(seen.clone()).start();
+    let now = Utc::now();
+    let settings = SchedulerSettings {
+        worker: WorkerInfo {
+            id: WorkerId("w1".into()),
+            hostname: "test".into(),
+            address: String::new(),
+            version: "test".into(),
+            started_at: now,
+            running: 0,
+            capacity: 4,
+            last_heartbeat: now,
+        },
+        default_tz: chrono_tz::UTC,
+        misfire_grace: Duration::from_secs(5),
+        heartbeat: Duration::from_secs(1),
+        shell: "/bin/sh".into(),
+        kill_grace: Duration::from_secs(1),
+        max_output_bytes: 1024,
+        failover_grace: Duration::from_secs(2),
+        on_session_loss: SessionLossPolicy::Finish,
+        launch: RunLaunch::default(),
+    };
+    let peers = SchedulerPeers {
+        claims: claims.clone(),
+        members: Arc::new(EmbeddedMembership::new(Duration::from_secs(10))),
+        jobs: Arc::new(store),
+        start: recorder.clone().recipient(),
+        kill: recorder.clone().recipient(),
+        log: recorder.recipient(),
+    };
+    let scheduler = SchedulerActor::new(settings, peers).start();
+    scheduler.do_send(Resynced { jobs, revision: Revision(1) });
+    Harness { scheduler, claims, seen, _dir: dir }
+}
+
+/// Polls `what` every 20 ms until it holds or `secs` pass.
+async fn wait_until(secs: u64, mut what: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        if what() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    what()
+}
+
+fn name(s: &str) -> JobName {
+    JobName::parse(s).expect("name")
+}
+
+#[actix::test]
+async fn every_tick_is_dispatched_once_in_order_with_its_mark_and_the_mark_goes_with_the_run() {
+    let h = start(vec![job("tick", "* * * * * *", "allow")]);
+    assert!(wait_until(10, || h.seen.lock().expect("seen").started.len() >= 3).await, "three ticks dispatched");
+    let started: Vec<RunSpec> = h.seen.lock().expect("seen").started.clone();
+    let ticks: Vec<DateTime<Utc>> = started.iter().map(|s| s.scheduled_at).collect();
+    assert!(ticks.windows(2).all(|w| w[0] < w[1]), "one run per tick, in order: {ticks:?}");
+    assert!(ticks.iter().all(|t| t.nanosecond() == 0), "ticks are whole seconds: {ticks:?}");
+    assert!(started.iter().all(|s| s.trigger == Trigger::Schedule && s.attempt == 1 && s.job_version == Some(1)));
+    // The running mark went to the claims store with the claim.
+    let marks = h.claims.running(Some(&name("tick"))).await.expect("marks");
+    for spec in &started {
+        assert!(marks.iter().any(|m| m.run == spec.run), "run {} has its running mark", spec.run);
+    }
+    for spec in &started {
+        h.scheduler.do_send(RunFinished { run: spec.run.clone(), job: spec.job.clone(), status: RunStatus::Succeeded });
+    }
+    let finished: Vec<RunId> = started.iter().map(|s| s.run.clone()).collect();
+    let mut cleared = false;
+    for _ in 0..250 {
+        let marks = h.claims.running(Some(&name("tick"))).await.expect("marks");
+        if !marks.iter().any(|m| finished.contains(&m.run)) {
+            cleared = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(cleared, "the marks of finished runs are cleared");
+    assert!(h.seen.lock().expect("seen").records.is_empty(), "nothing skipped or missed");
+}
+
+#[actix::test]
+async fn forbid_skips_ticks_while_the_first_run_lives_and_records_why() {
+    let h = start(vec![job("slow", "* * * * * *", "forbid")]);
+    assert!(
+        wait_until(10, || !h.seen.lock().expect("seen").records.is_empty()).await,
+        "a later tick is recorded skipped"
+    );
+    let seen = h.seen.lock().expect("seen");
+    assert_eq!(seen.started.len(), 1, "one run only while it lives");
+    let first = &seen.started[0];
+    let skipped = &seen.records[0];
+    assert_eq!(skipped.status, RunStatus::Skipped);
+    assert!(skipped.scheduled_at > first.scheduled_at);
+    let reason = &skipped.err;
+    assert!(reason.contains(&first.run.to_string()) && reason.contains("forbid"), "{reason}");
+}
+
+#[actix::test]
+async fn replace_kills_the_live_run_before_starting_the_next() {
+    let h = start(vec![job("swap", "* * * * * *", "replace")]);
+    assert!(wait_until(10, || h.seen.lock().expect("seen").started.len() >= 2).await, "two ticks dispatched");
+    let seen = h.seen.lock().expect("seen");
+    let first = &seen.started[0];
+    assert!(
+        seen.killed.iter().any(|k| k.run == first.run && k.reason == KillReason::Replaced),
+        "the first run is killed as replaced"
+    );
+}
+
+#[actix::test]
+async fn run_now_is_claimed_once_and_dispatched_as_manual() {
+    let h = start(vec![job("manual", "0 0 1 1 *", "forbid")]);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    h.scheduler.do_send(RunRequested { job: name("manual"), request: "req-1".into() });
+    h.scheduler.do_send(RunRequested { job: name("manual"), request: "req-1".into() });
+    assert!(wait_until(5, || !h.seen.lock().expect("seen").started.is_empty()).await, "run-now dispatched");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let seen = h.seen.lock().expect("seen");
+    assert_eq!(seen.started.len(), 1, "the same request id runs once");
+    assert_eq!(seen.started[0].trigger, Trigger::Manual);
+}
+
+#[actix::test]
+async fn a_removed_job_stops_firing() {
+    let h = start(vec![job("gone", "* * * * * *", "allow")]);
+    assert!(wait_until(10, || !h.seen.lock().expect("seen").started.is_empty()).await, "the job fires");
+    h.scheduler.do_send(JobRemoved { name: name("gone"), revision: Revision(2) });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let before = h.seen.lock().expect("seen").started.len();
+    tokio::time::sleep(Duration::from_millis(2_200)).await;
+    assert_eq!(h.seen.lock().expect("seen").started.len(), before, "no tick after removal");
+    let status = h.scheduler.send(GetSchedulerStatus).await.expect("status");
+    assert_eq!(status.planned_jobs, 0);
+}
