@@ -862,7 +862,9 @@ mod tests {
         // The store refuses a document it cannot take, as MongoDB does with a validation error.
         store.fail(
             "append_batch",
-            Fault::Refuse(Arc::new(|r| (r.output == "poison").then(|| "code 121: Document failed validation".into()))),
+            Fault::Refuse(Arc::new(|r: &RunRecord| {
+                (r.output == "poison").then(|| "code 121: Document failed validation".to_owned())
+            })),
         );
         let spool = Spool::open(&dir.path().join("spool").join("runs.jsonl"), u64::MAX).expect("spool");
         let actor = LogBatchActor::new(store.clone(), handle(spool), settings()).start();

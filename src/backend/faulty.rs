@@ -492,7 +492,10 @@ mod tests {
     async fn refused_records_are_rejected_one_by_one_and_the_rest_written() {
         let dir = tempfile::tempdir().expect("tempdir");
         let b = FaultyBackends::open(dir.path()).expect("open");
-        b.logs.fail("append_batch", Fault::Refuse(Arc::new(|r| (r.output == "poison").then(|| "code 121".into()))));
+        b.logs.fail(
+            "append_batch",
+            Fault::Refuse(Arc::new(|r: &RunRecord| (r.output == "poison").then(|| "code 121".to_owned()))),
+        );
         let poison = record(2, "poison");
         match b.logs.append_batch(&[record(1, "a"), poison.clone()]).await {
             Err(BackendError::Rejected { rejected, .. }) => {
