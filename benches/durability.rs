@@ -86,6 +86,7 @@ fn bench_replay() {
         retry_max: Duration::from_secs(1),
         retention_days: 0,
         max_buffered_bytes: 64 * 1024 * 1024,
+        max_batch_bytes: distcron::config::LogBatchConfig::default().max_batch_bytes as usize,
     };
     let t = Instant::now();
     let elapsed = System::new().block_on(async {

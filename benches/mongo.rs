@@ -114,6 +114,7 @@ async fn through_actor(store: MongoLogStore, batch: usize, records: Vec<RunRecor
         retry_max: Duration::from_secs(1),
         retention_days: 0,
         max_buffered_bytes: 64 * 1024 * 1024,
+        max_batch_bytes: distcron::config::LogBatchConfig::default().max_batch_bytes as usize,
     };
     let spool = dir.join(format!("spool-{batch}-{}.jsonl", uuid::Uuid::now_v7().simple()));
     let actor = LogBatchActor::with_spool_file(Arc::new(store), &spool, u64::MAX, settings).expect("actor").start();

@@ -18,8 +18,9 @@ echo "== cargo fmt --check"
 cargo fmt --check
 echo "== cargo clippy (warnings are errors)"
 cargo clippy --locked --all-targets -- -D warnings
-echo "== cargo build"
-cargo build --locked --all-targets
+# No separate `cargo build`: `cargo test` builds the library, the binary the integration and
+# browser tests start, and the test targets; clippy --all-targets above already compiled the
+# benches (they are run in release by hand, README "Benchmarks").
 echo "== cargo test (unit + integration)"
 cargo test --locked -- --test-threads="${DISTCRON_TEST_THREADS:-4}"
 echo "== browser tests (chromium + playwright-core)"

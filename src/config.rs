@@ -315,6 +315,9 @@ pub struct LogBatchConfig {
     /// Most bytes of run records held in memory waiting for the store; past it they go to the
     /// spool, so memory stays bounded whatever the store does.
     pub max_buffered_bytes: u64,
+    /// Most bytes of run records per log-store call (and per spool chunk a replay reads): what
+    /// one stuck write can hold in memory, with its encodings.
+    pub max_batch_bytes: u64,
 }
 
 /// `[http]`.
@@ -437,6 +440,7 @@ impl Default for LogBatchConfig {
             spool_max_bytes: 1024 * 1024 * 1024,
             retention_days: 0,
             max_buffered_bytes: 16 * 1024 * 1024,
+            max_batch_bytes: 4 * 1024 * 1024,
         }
     }
 }
@@ -544,6 +548,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("log_batch.spool_max_bytes", "DISTCRON_LOG_BATCH_SPOOL_MAX_BYTES"),
     ("log_batch.retention_days", "DISTCRON_LOG_BATCH_RETENTION_DAYS"),
     ("log_batch.max_buffered_bytes", "DISTCRON_LOG_BATCH_MAX_BUFFERED_BYTES"),
+    ("log_batch.max_batch_bytes", "DISTCRON_LOG_BATCH_MAX_BATCH_BYTES"),
     ("http.max_body_bytes", "DISTCRON_HTTP_MAX_BODY_BYTES"),
     ("http.workers", "DISTCRON_HTTP_WORKERS"),
     ("etcd.endpoints", "DISTCRON_ETCD_ENDPOINTS"),
@@ -795,6 +800,7 @@ impl Config {
             ("log_batch.retry_max_ms", l.retry_max_ms, 1, DAY_MS),
             ("log_batch.spool_max_bytes", l.spool_max_bytes, 1024 * 1024, 1024 * GIB),
             ("log_batch.retention_days", u64::from(l.retention_days), 0, 36_500),
+            ("log_batch.max_batch_bytes", l.max_batch_bytes, 64 * 1024, 256 * 1024 * 1024),
             ("http.max_body_bytes", h.max_body_bytes, 1_024, GIB),
             ("http.workers", u64::from(h.workers), 0, 1_024),
             ("etcd.session_ttl_secs", d.session_ttl_secs, 2, 3_600),

@@ -12,9 +12,10 @@
 //!
 //! Memory is bounded whatever the store does: the buffer holds at most `max_buffered_bytes`
 //! (past it the buffer goes to the spool, and everything after queues behind it), one store call
-//! carries at most [`MAX_WRITE_OUTPUT_BYTES`] of output, and a replay reads the spool in chunks
-//! of the same size. Every spool and dead-letter operation runs on the spool's own thread
-//! ([`SpoolHandle`]), never on this actor's.
+//! carries at most `max_batch_bytes` of records (so a write stuck in a paused store holds that
+//! much, plus the adapter's encodings of it, until [`WRITE_TIMEOUT`]), only one store call is in
+//! flight at a time, and a replay reads the spool in chunks of the same size. Every spool and
+//! dead-letter operation runs on the spool's own thread ([`SpoolHandle`]), never on this actor's.
 //!
 //! Limit: records younger than `flush_ms` (store up) or [`OUTAGE_FLUSH`] (store failing, when
 //! every record goes to the fsynced spool) live only in memory and are lost if the process is
@@ -37,9 +38,6 @@ use crate::domain::{Backoff, RunId, RunRecord, RunStatus, WorkerId};
 /// takes ~20 ms per replacement on a few thousand documents); an unreachable server fails within
 /// the driver's 3 s server selection anyway.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
-/// Most output bytes per store call (besides `max_records`): bounds the memory a write needs
-/// (documents and the encoded command) when runs print a lot.
-pub const MAX_WRITE_OUTPUT_BYTES: usize = 16 * 1024 * 1024;
 /// How often retention runs.
 const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 /// Flush interval while the store fails: records go to the fsynced spool this soon.
@@ -64,10 +62,13 @@ pub struct LogBatchSettings {
     pub retention_days: u32,
     /// Most bytes of records buffered in memory; past it they go to the spool.
     pub max_buffered_bytes: usize,
+    /// Most bytes of records ([`record_bytes`]) per store call and per spool chunk a replay
+    /// reads; a larger record goes alone.
+    pub max_batch_bytes: usize,
 }
 
 /// Memory a buffered record holds, about.
-fn record_bytes(r: &RunRecord) -> usize {
+pub(crate) fn record_bytes(r: &RunRecord) -> usize {
     r.output.len() + r.command.len() + r.err.len() + RECORD_OVERHEAD_BYTES
 }
 
@@ -192,19 +193,20 @@ impl LogBatchActor {
         if self.busy {
             return;
         }
-        // At most `chunk` records and about MAX_WRITE_OUTPUT_BYTES of output per write; the rest
-        // follows as soon as this write is done.
+        // At most `chunk` records and `max_batch_bytes` per write (a stuck write holds no more);
+        // the rest follows as soon as this write is done.
         let mut n = 0;
         let mut bytes = 0;
         for r in self.buffer.iter().take(self.chunk) {
-            if n > 0 && bytes + r.output.len() > MAX_WRITE_OUTPUT_BYTES {
+            let size = record_bytes(r);
+            if n > 0 && bytes + size > self.settings.max_batch_bytes {
                 break;
             }
-            bytes += r.output.len();
+            bytes += size;
             n += 1;
         }
         let batch: Vec<RunRecord> = self.buffer.drain(..n).collect();
-        self.buffered_bytes = self.buffered_bytes.saturating_sub(batch.iter().map(record_bytes).sum());
+        self.buffered_bytes = self.buffered_bytes.saturating_sub(bytes);
         self.busy = true;
         let store = self.store.clone();
         let timeout = self.write_timeout;
@@ -378,7 +380,7 @@ impl LogBatchActor {
     }
 
     /// Writes the spool to the store in order, chunk by chunk (each read on the spool thread,
-    /// at most `chunk` records and [`MAX_WRITE_OUTPUT_BYTES`] of output); then drops what was
+    /// at most `chunk` records and `max_batch_bytes`); then drops what was
     /// written from the spool, keeping what was appended meanwhile.
     fn replay(&mut self, ctx: &mut Context<Self>) {
         if self.busy {
@@ -395,10 +397,11 @@ impl LogBatchActor {
         let mut chunk = self.chunk;
         let max_chunk = self.settings.max_records.max(1);
         let timeout = self.write_timeout;
+        let max_bytes = self.settings.max_batch_bytes;
         let fut = async move {
             let mut out = ReplayOutcome::default();
             loop {
-                let read = spool.call(move |s| s.read_chunk(out.offset, chunk, MAX_WRITE_OUTPUT_BYTES)).await;
+                let read = spool.call(move |s| s.read_chunk(out.offset, chunk, max_bytes)).await;
                 let part = match read {
                     Ok(Ok(part)) => part,
                     Ok(Err(e)) => {
@@ -751,64 +754,14 @@ pub(crate) async fn interrupted_runs(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-
-    use async_trait::async_trait;
-
     use super::*;
     use crate::backend::embedded::SqliteLogStore;
-    use crate::backend::{BackendError, JobStats, RejectedRun, RunPage};
+    use crate::backend::faulty::{Fault, Faulty};
     use crate::domain::{Fence, JobName, RunId, Trigger};
 
-    /// A real SQLite log store that can be switched off, and that refuses records whose
-    /// output is "poison" (as a store refuses a document it cannot take).
-    struct Flaky {
-        inner: SqliteLogStore,
-        down: AtomicBool,
-        calls: AtomicUsize,
-    }
-
-    #[async_trait]
-    impl LogStore for Flaky {
-        async fn append_batch(&self, records: &[RunRecord]) -> Result<(), BackendError> {
-            self.calls.fetch_add(1, Ordering::SeqCst);
-            if self.down.load(Ordering::SeqCst) {
-                return Err(BackendError::Unavailable { backend: "test", message: "switched off".into() });
-            }
-            let (poison, good): (Vec<RunRecord>, Vec<RunRecord>) =
-                records.iter().cloned().partition(|r| r.output == "poison");
-            self.inner.append_batch(&good).await?;
-            if poison.is_empty() {
-                return Ok(());
-            }
-            let rejected = poison
-                .iter()
-                .map(|r| RejectedRun {
-                    id: r.id.clone(),
-                    status: r.status,
-                    reason: "code 121: Document failed validation".into(),
-                })
-                .collect();
-            Err(BackendError::Rejected { backend: "test", rejected })
-        }
-        async fn get(&self, id: &RunId) -> Result<Option<RunRecord>, BackendError> {
-            self.inner.get(id).await
-        }
-        async fn query(&self, q: &RunQuery) -> Result<RunPage, BackendError> {
-            self.inner.query(q).await
-        }
-        async fn count(&self, f: &RunFilter) -> Result<u64, BackendError> {
-            self.inner.count(f).await
-        }
-        async fn stats(&self, job: &JobName, since: DateTime<Utc>) -> Result<JobStats, BackendError> {
-            self.inner.stats(job, since).await
-        }
-        async fn purge_before(&self, before: DateTime<Utc>) -> Result<u64, BackendError> {
-            self.inner.purge_before(before).await
-        }
-        async fn ping(&self) -> Result<(), BackendError> {
-            self.inner.ping().await
-        }
+    /// The real SQLite run log under `dir`, behind a fault injector.
+    fn store(dir: &std::path::Path) -> Arc<Faulty<SqliteLogStore>> {
+        Arc::new(Faulty::new(SqliteLogStore::open(&dir.join("runs.sqlite3")).expect("store"), "test run log"))
     }
 
     fn record(i: usize, status: RunStatus) -> RunRecord {
@@ -834,20 +787,12 @@ mod tests {
             retry_max: Duration::from_millis(100),
             retention_days: 0,
             max_buffered_bytes: 64 * 1024 * 1024,
+            max_batch_bytes: 16 * 1024 * 1024,
         }
     }
 
     fn handle(spool: Spool) -> SpoolHandle {
         SpoolHandle::start(spool).expect("spool thread")
-    }
-
-    /// A real SQLite store under `dir`, switched off when `down`.
-    fn flaky(dir: &std::path::Path, down: bool) -> Arc<Flaky> {
-        Arc::new(Flaky {
-            inner: SqliteLogStore::open(&dir.join("runs.sqlite3")).expect("store"),
-            down: AtomicBool::new(down),
-            calls: AtomicUsize::new(0),
-        })
     }
 
     async fn wait_for(mut probe: impl FnMut() -> bool) {
@@ -863,7 +808,8 @@ mod tests {
     #[actix::test]
     async fn records_spool_while_the_store_fails_and_replay_once_in_order() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = flaky(dir.path(), true);
+        let store = store(dir.path());
+        store.fail("append_batch", Fault::Down);
         let spool = Spool::open(&dir.path().join("spool.jsonl"), u64::MAX).expect("spool");
         let actor = LogBatchActor::new(store.clone(), handle(spool), settings()).start();
         // a running record, then its final state, then many more, all while the store is down
@@ -886,10 +832,10 @@ mod tests {
         let s = status().await;
         assert_eq!(s.spool_records, 37, "every record spooled: {s:?}");
         assert!(!s.store_ok);
-        assert_eq!(store.inner.count(&RunFilter::default()).await.expect("count"), 0);
+        assert_eq!(store.inner().count(&RunFilter::default()).await.expect("count"), 0);
 
-        store.down.store(false, Ordering::SeqCst);
-        let inner = &store.inner;
+        store.heal("append_batch");
+        let inner = store.inner();
         let mut stored = 0;
         for _ in 0..500 {
             stored = inner.count(&RunFilter::default()).await.expect("count");
@@ -912,7 +858,14 @@ mod tests {
     #[actix::test]
     async fn refused_records_are_retried_then_dead_lettered_and_the_rest_is_written() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = flaky(dir.path(), false);
+        let store = store(dir.path());
+        // The store refuses a document it cannot take, as MongoDB does with a validation error.
+        store.fail(
+            "append_batch",
+            Fault::Refuse(Arc::new(|r: &RunRecord| {
+                (r.output == "poison").then(|| "code 121: Document failed validation".to_owned())
+            })),
+        );
         let spool = Spool::open(&dir.path().join("spool").join("runs.jsonl"), u64::MAX).expect("spool");
         let actor = LogBatchActor::new(store.clone(), handle(spool), settings()).start();
         let mut poison = record(1, RunStatus::Failed);
@@ -931,8 +884,8 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert_eq!((status.dead_lettered, status.spool_records), (1, 0), "{status:?}");
-        assert_eq!(store.inner.count(&RunFilter::default()).await.expect("count"), 4, "the others are stored");
-        assert!(store.calls.load(Ordering::SeqCst) >= REJECT_ATTEMPTS as usize, "retried before giving up");
+        assert_eq!(store.inner().count(&RunFilter::default()).await.expect("count"), 4, "the others are stored");
+        assert!(store.calls("append_batch") >= REJECT_ATTEMPTS as usize, "retried before giving up");
         let text = std::fs::read_to_string(dir.path().join("spool").join("dead-letter.jsonl")).expect("dead letter");
         let line: serde_json::Value = serde_json::from_str(text.trim()).expect("one JSON line");
         assert_eq!(line["record"]["id"], poison.id.0);
@@ -943,7 +896,8 @@ mod tests {
     #[actix::test]
     async fn while_the_store_fails_records_reach_the_spool_within_the_outage_flush() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = flaky(dir.path(), true);
+        let store = store(dir.path());
+        store.fail("append_batch", Fault::Down);
         let spool = Spool::open(&dir.path().join("spool.jsonl"), u64::MAX).expect("spool");
         let slow = LogBatchSettings {
             max_records: 100,
@@ -963,39 +917,12 @@ mod tests {
         assert_eq!(actor.send(GetLogStatus).await.expect("status").spool_records, 2);
     }
 
-    /// A store that needs 2 ms per record per call.
-    struct Slow(SqliteLogStore);
-
-    #[async_trait]
-    impl LogStore for Slow {
-        async fn append_batch(&self, records: &[RunRecord]) -> Result<(), BackendError> {
-            tokio::time::sleep(Duration::from_millis(2 * records.len() as u64)).await;
-            self.0.append_batch(records).await
-        }
-        async fn get(&self, id: &RunId) -> Result<Option<RunRecord>, BackendError> {
-            self.0.get(id).await
-        }
-        async fn query(&self, q: &RunQuery) -> Result<RunPage, BackendError> {
-            self.0.query(q).await
-        }
-        async fn count(&self, f: &RunFilter) -> Result<u64, BackendError> {
-            self.0.count(f).await
-        }
-        async fn stats(&self, job: &JobName, since: DateTime<Utc>) -> Result<JobStats, BackendError> {
-            self.0.stats(job, since).await
-        }
-        async fn purge_before(&self, before: DateTime<Utc>) -> Result<u64, BackendError> {
-            self.0.purge_before(before).await
-        }
-        async fn ping(&self) -> Result<(), BackendError> {
-            self.0.ping().await
-        }
-    }
-
     #[actix::test]
     async fn a_store_too_slow_for_the_batch_gets_smaller_batches_and_everything_lands() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Arc::new(Slow(SqliteLogStore::open(&dir.path().join("runs.sqlite3")).expect("store")));
+        let store = store(dir.path());
+        // 2 ms per record per call.
+        store.fail("append_batch", Fault::DelayPerRecord(Duration::from_millis(2)));
         // A spool of 200 records left by a crash: one call of 200 needs 400 ms, over the bound.
         let mut spool = Spool::open(&dir.path().join("spool.jsonl"), u64::MAX).expect("spool");
         let left: Vec<RunRecord> = (0..200).map(|i| record(i, RunStatus::Succeeded)).collect();
@@ -1016,50 +943,15 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert!(status.spool_records == 0 && status.store_ok, "{status:?}");
-        assert_eq!(store.0.count(&RunFilter::default()).await.expect("count"), 300, "every record once");
-    }
-
-    /// A store whose writes hang (no answer, no error) while `stuck`.
-    struct Stuck {
-        inner: SqliteLogStore,
-        stuck: AtomicBool,
-    }
-
-    #[async_trait]
-    impl LogStore for Stuck {
-        async fn append_batch(&self, records: &[RunRecord]) -> Result<(), BackendError> {
-            while self.stuck.load(Ordering::SeqCst) {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            self.inner.append_batch(records).await
-        }
-        async fn get(&self, id: &RunId) -> Result<Option<RunRecord>, BackendError> {
-            self.inner.get(id).await
-        }
-        async fn query(&self, q: &RunQuery) -> Result<RunPage, BackendError> {
-            self.inner.query(q).await
-        }
-        async fn count(&self, f: &RunFilter) -> Result<u64, BackendError> {
-            self.inner.count(f).await
-        }
-        async fn stats(&self, job: &JobName, since: DateTime<Utc>) -> Result<JobStats, BackendError> {
-            self.inner.stats(job, since).await
-        }
-        async fn purge_before(&self, before: DateTime<Utc>) -> Result<u64, BackendError> {
-            self.inner.purge_before(before).await
-        }
-        async fn ping(&self) -> Result<(), BackendError> {
-            self.inner.ping().await
-        }
+        assert_eq!(store.inner().count(&RunFilter::default()).await.expect("count"), 300, "every record once");
     }
 
     #[actix::test]
     async fn past_max_buffered_bytes_records_go_to_the_spool_while_a_write_hangs() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Arc::new(Stuck {
-            inner: SqliteLogStore::open(&dir.path().join("runs.sqlite3")).expect("store"),
-            stuck: AtomicBool::new(true),
-        });
+        let store = store(dir.path());
+        // Writes hang (no answer, no error) until healed.
+        store.fail("append_batch", Fault::Hang);
         let spool = Spool::open(&dir.path().join("spool.jsonl"), u64::MAX).expect("spool");
         let bound = 200 * 1024;
         let settings = LogBatchSettings { max_records: 2, max_buffered_bytes: bound, ..settings() };
@@ -1083,16 +975,49 @@ mod tests {
         }
         assert_eq!(status.spool_records, 98, "all but the hanging batch wait on disk: {status:?}");
         // The store answers again: every record lands once, in order, and the spool empties.
-        store.stuck.store(false, Ordering::SeqCst);
+        store.heal("append_batch");
         for _ in 0..1000 {
             status = actor.send(GetLogStatus).await.expect("status");
-            if status.spool_records == 0 && store.inner.count(&RunFilter::default()).await.expect("count") == 100 {
+            if status.spool_records == 0 && store.inner().count(&RunFilter::default()).await.expect("count") == 100 {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        assert_eq!(store.inner.count(&RunFilter::default()).await.expect("count"), 100, "{status:?}");
+        assert_eq!(store.inner().count(&RunFilter::default()).await.expect("count"), 100, "{status:?}");
         assert_eq!(status.spool_records, 0, "{status:?}");
+    }
+
+    #[actix::test]
+    async fn one_store_call_carries_at_most_max_batch_bytes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = store(dir.path());
+        // The write hangs (a paused store): what it holds is what it took from the buffer.
+        store.fail("append_batch", Fault::Hang);
+        let spool = Spool::open(&dir.path().join("spool.jsonl"), u64::MAX).expect("spool");
+        let big = |i| {
+            let mut r = record(i, RunStatus::Succeeded);
+            r.output = "o".repeat(64 * 1024);
+            r
+        };
+        let settings = LogBatchSettings { max_records: 10, max_batch_bytes: 3 * record_bytes(&big(0)), ..settings() };
+        let actor = LogBatchActor::new(store.clone(), handle(spool), settings).start();
+        for i in 0..10 {
+            actor.do_send(RecordRun(big(i)));
+        }
+        let mut status = actor.send(GetLogStatus).await.expect("status");
+        for _ in 0..500 {
+            status = actor.send(GetLogStatus).await.expect("status");
+            if store.calls("append_batch") == 1 && status.buffered == 7 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!((store.calls("append_batch"), status.buffered), (1, 7), "3 records in the write: {status:?}");
+        assert_eq!(status.buffered_bytes as usize, 7 * record_bytes(&big(0)));
+        store.heal("append_batch");
+        wait_for(|| futures::executor::block_on(store.inner().count(&RunFilter::default())).is_ok_and(|n| n == 10))
+            .await;
+        assert!(store.calls("append_batch") >= 4, "10 records in writes of at most 3");
     }
 
     #[actix::test]

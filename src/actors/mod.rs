@@ -83,6 +83,7 @@ fn log_settings(config: &Config) -> LogBatchSettings {
         retry_max: Duration::from_millis(config.log_batch.retry_max_ms),
         retention_days: config.log_batch.retention_days,
         max_buffered_bytes: usize::try_from(config.log_batch.max_buffered_bytes).unwrap_or(usize::MAX),
+        max_batch_bytes: usize::try_from(config.log_batch.max_batch_bytes).unwrap_or(usize::MAX),
     }
 }
 

@@ -8,6 +8,8 @@
 //! is gone, watched by polling `/proc`; a kill through the pool terminates it, recorded `killed`).
 //! Leaves to others: which runs were left `running` (`log_batch::interrupted_runs`), the
 //! scheduler's live-run table ([`RunAdopted`], [`RunFinished`]) and writing records.
+//! [`terminate`] is also how a killed or timed-out run's processes that left its group
+//! (`setsid`) are ended (`process::run_command`).
 //!
 //! Which processes are the run's — a process is one of them when it is alive, started no
 //! earlier than the run's shell, and

@@ -13,7 +13,10 @@
 //!   or without the pipe) is sent SIGTERM, then SIGKILL after `kill_grace`, so nothing of a
 //!   finished run is left running and the reader always finishes.
 //! - Timeout and kill: SIGTERM to the group, SIGKILL to the group after `kill_grace` if the
-//!   shell is still alive; then the same leftover sweep as above.
+//!   shell is still alive; then every process carrying the run's `DISTCRON_RUN_ID` (also one
+//!   that left the group with `setsid`) is terminated as a restart does (`orphans::terminate`),
+//!   then the same leftover sweep as above. A run that ends by itself leaves processes that
+//!   left its group alone (a job may start a daemon on purpose).
 //! - Kill channel: a `oneshot::Receiver<KillReason>`; a value means "kill now", a dropped sender
 //!   means "nobody will ever ask" (never a kill).
 //! - The worker's own `DISTCRON_*` variables (config, API token) are removed from the job's
@@ -43,8 +46,8 @@ use tokio::time::Instant;
 
 use crate::actors::launch::{self, LaunchPlan};
 use crate::actors::messages::{KillReason, RunSpec};
-use crate::actors::{procfs, subreaper};
-use crate::domain::{JobLimits, RunStatus};
+use crate::actors::{orphans, procfs, subreaper};
+use crate::domain::{JobLimits, RunId, RunStatus};
 
 /// Read chunk size for the output pipe.
 const CHUNK_BYTES: usize = 64 * 1024;
@@ -511,10 +514,10 @@ pub async fn run_command_reporting(
         }
     };
     let mut guard = GroupGuard { pgid, armed: true };
+    // Read before anyone waits for the shell: until then even an exited shell is a zombie
+    // whose stat is still there.
+    let start_ticks = procfs::read_stat(pgid.as_raw()).map(|p| p.start_ticks);
     if let Some(tx) = spawned {
-        // Read before anyone waits for the shell: until then even an exited shell is a zombie
-        // whose stat is still there.
-        let start_ticks = procfs::read_stat(pgid.as_raw()).map(|p| p.start_ticks);
         let _ = tx.send(Spawned { pgid: pgid.as_raw(), start_ticks });
     }
 
@@ -536,6 +539,13 @@ pub async fn run_command_reporting(
         tokio::pin!(read);
         let mut read_done = false;
         let (status, ended_by) = wait_shell(spec, &mut child, pgid, &mut kill, &mut read, &mut read_done).await;
+        if ended_by.is_some() {
+            // Killed or timed out: what left the group (`setsid`) goes too, found by its
+            // DISTCRON_RUN_ID as after a restart; then nothing holds the pipe any more.
+            let target = orphans::RunTarget { run: RunId(spec.run_id.clone()), pgid: Some(pgid.as_raw()), start_ticks };
+            let found = orphans::terminate(&target, spec.kill_grace).await;
+            log::debug!("Swept the processes of a run that was ended. run={} processes={found}", spec.run_id);
+        }
         // ARCHITECTURE.md: a run ends when its shell exits; drain, then sweep the group.
         sweep_group(pgid, spec.kill_grace, &mut read, &mut read_done).await;
         (status, ended_by)
@@ -672,7 +682,8 @@ mod tests {
             kill_grace: Duration::from_secs(2),
             max_output_bytes: 64 * 1024,
             job: "backup".into(),
-            run_id: "run-1".into(),
+            // Unique: a kill sweeps every process carrying the run's id, and tests run at once.
+            run_id: format!("run-{}", uuid::Uuid::now_v7().simple()),
             scheduled_at: "2024-05-01T10:00:00Z".into(),
             attempt: 2,
             fence: 42,
@@ -724,10 +735,10 @@ mod tests {
 
     #[tokio::test]
     async fn run_gets_distcron_env_vars() {
-        let out = run(&spec(
-            "echo \"$DISTCRON_JOB|$DISTCRON_RUN_ID|$DISTCRON_SCHEDULED_AT|$DISTCRON_ATTEMPT|$DISTCRON_FENCE\"",
-        ))
-        .await;
+        let mut s =
+            spec("echo \"$DISTCRON_JOB|$DISTCRON_RUN_ID|$DISTCRON_SCHEDULED_AT|$DISTCRON_ATTEMPT|$DISTCRON_FENCE\"");
+        s.run_id = "run-1".into();
+        let out = run(&s).await;
         assert_eq!(out.output, "backup|run-1|2024-05-01T10:00:00Z|2|42\n");
         assert_eq!(classify(&out), (RunStatus::Succeeded, String::new()));
         assert_eq!(out.exit_code, Some(0));
@@ -814,6 +825,32 @@ mod tests {
             wait_until(Duration::from_secs(2), || !pid_alive(grandchild)).await,
             "grandchild {grandchild} survived"
         );
+    }
+
+    #[tokio::test]
+    async fn timeout_and_kill_also_end_what_left_the_group_with_setsid() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (i, by_kill) in [false, true].into_iter().enumerate() {
+            let pidfile = dir.path().join(format!("escapee-{i}.pid"));
+            let mut s = spec(&format!("setsid sleep 60 & echo $! > {}; sleep 60; wait", pidfile.display()));
+            if !by_kill {
+                s.timeout = Some(Duration::from_millis(500));
+            }
+            let (tx, rx) = oneshot::channel();
+            let task = tokio::spawn(async move { run_command(&s, rx).await });
+            let escapee = read_pid(&pidfile).await;
+            assert!(pid_alive(escapee));
+            if by_kill {
+                tx.send(KillReason::Requested).expect("runner listening");
+            }
+            let out = task.await.expect("no panic");
+            assert!(out.ended_by.is_some(), "{:?}", out.ended_by);
+            assert!(
+                wait_until(Duration::from_secs(2), || !pid_alive(escapee)).await,
+                "setsid grandchild {escapee} survived the {}",
+                if by_kill { "kill" } else { "timeout" }
+            );
+        }
     }
 
     #[tokio::test]

@@ -12,8 +12,10 @@
 //! newline, with a warning naming the bytes dropped, so the next record appended after a restart
 //! starts on a line of its own. Rewrites (trimming, dropping a replayed prefix) stream into a
 //! temporary file renamed over the spool, so a crash leaves either the old or the new file.
-//! Reads are streamed: [`Spool::read_chunk`] reads from a byte offset up to a record and byte
-//! budget, [`Spool::scan`] visits every record once; memory never scales with the file.
+//! Reads are streamed, all through one line iterator ([`Lines`]): [`Spool::read_chunk`] reads
+//! from a byte offset up to a record and byte budget, [`Spool::scan`] visits every record once;
+//! memory never scales with the file. Appends serialize each record straight into the file's
+//! buffer (sizes are counted first, not built), so an append holds no copy of its batch.
 //!
 //! Bound: beyond `max_bytes` the outputs of the OLDEST spooled records are trimmed to a short
 //! head and tail first (down to 3/4 of the bound, so rewrites are rare), then those of new
@@ -29,10 +31,14 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 
+use super::log_batch::record_bytes;
 use crate::domain::{RunId, RunRecord, RunStatus};
 
 /// Output kept per record once the spool is over its bound (head + tail), bytes.
 const TRIMMED_OUTPUT_BYTES: usize = 2048;
+/// Buffer of each read and write of the file: lines longer than this are read and written
+/// straight through, so it bounds nothing but system calls.
+const IO_BUFFER_BYTES: usize = 64 * 1024;
 
 /// The spool file and its counters.
 #[derive(Debug)]
@@ -109,19 +115,12 @@ impl Spool {
             dead: None,
             finals: HashSet::new(),
         };
-        let mut reader = BufReader::with_capacity(1 << 20, File::open(path)?);
-        let mut line = Vec::new();
-        loop {
-            line.clear();
-            if reader.read_until(b'\n', &mut line)? == 0 {
-                break;
-            }
-            if !is_blank(&line) {
-                spool.records += 1;
-                if let Ok(head) = serde_json::from_slice::<RecordHead>(&line) {
-                    if head.status.is_final() {
-                        spool.finals.insert(head.id);
-                    }
+        for line in Lines::open(path, 0)? {
+            let line = line?;
+            spool.records += 1;
+            if let Ok(head) = serde_json::from_slice::<RecordHead>(&line.bytes) {
+                if head.status.is_final() {
+                    spool.finals.insert(head.id);
                 }
             }
         }
@@ -171,39 +170,47 @@ impl Spool {
         if records.is_empty() {
             return Ok(0);
         }
-        let mut lines: Vec<(Vec<u8>, &RunRecord)> = Vec::with_capacity(records.len());
+        // Sizes are counted, not built: no serialized copy of the batch is held.
+        let mut sizes = Vec::with_capacity(records.len());
         for record in records {
-            lines.push((serde_json::to_vec(record).map_err(std::io::Error::other)?, record));
+            sizes.push(json_len(record)?);
         }
-        let incoming: u64 = lines.iter().map(|(l, _)| l.len() as u64 + 1).sum();
+        let incoming: u64 = sizes.iter().map(|n| n + 1).sum();
         let mut trimmed = 0;
         if self.bytes + incoming > self.max_bytes && self.small_prefix < self.records {
             // Oldest first: make room down to 3/4 of the bound.
             let target = (self.max_bytes / 4 * 3).saturating_sub(incoming);
             trimmed += self.trim_oldest(target)?;
         }
+        // Still over: the new records' outputs, oldest first (these lines are small).
+        let mut small: Vec<Option<Vec<u8>>> = vec![None; records.len()];
         let mut total = self.bytes + incoming;
-        for (line, record) in &mut lines {
+        for ((record, size), small) in records.iter().zip(&mut sizes).zip(&mut small) {
             if total <= self.max_bytes {
                 break;
             }
             if record.output.len() > TRIMMED_OUTPUT_BYTES {
-                let before = line.len() as u64;
-                *line = serde_json::to_vec(&trimmed_record(record)).map_err(std::io::Error::other)?;
-                total -= before.saturating_sub(line.len() as u64);
+                let line = serde_json::to_vec(&trimmed_record(record)).map_err(std::io::Error::other)?;
+                total -= size.saturating_sub(line.len() as u64);
+                *size = line.len() as u64;
+                *small = Some(line);
                 trimmed += 1;
             }
         }
         let file = OpenOptions::new().append(true).open(&self.path)?;
-        let mut out = BufWriter::with_capacity(1 << 20, &file);
+        let mut out = BufWriter::with_capacity(IO_BUFFER_BYTES, &file);
         let mut written: u64 = 0;
         let mut res = Ok(());
-        for (line, _) in &lines {
-            res = out.write_all(line).and_then(|()| out.write_all(b"\n"));
+        for ((record, size), small) in records.iter().zip(&sizes).zip(&small) {
+            res = match small {
+                Some(line) => out.write_all(line),
+                None => serde_json::to_writer(&mut out, record).map_err(std::io::Error::other),
+            }
+            .and_then(|()| out.write_all(b"\n"));
             if res.is_err() {
                 break;
             }
-            written += line.len() as u64 + 1;
+            written += size + 1;
         }
         if let Err(e) = res.and_then(|()| out.flush()).and_then(|()| file.sync_data()) {
             drop(out);
@@ -222,25 +229,14 @@ impl Spool {
     /// most `target` bytes (or nothing is left to trim), streaming. Returns how many were trimmed.
     fn trim_oldest(&mut self, target: u64) -> std::io::Result<usize> {
         let tmp = self.tmp_path();
-        let mut out = BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
-        let mut reader = BufReader::with_capacity(1 << 20, File::open(&self.path)?);
+        let mut out = BufWriter::with_capacity(IO_BUFFER_BYTES, File::create(&tmp)?);
         let mut size = self.bytes;
         let mut trimmed = 0;
         let mut index: u64 = 0;
         let mut small_prefix = self.small_prefix;
         let mut written: u64 = 0;
-        let mut line = Vec::new();
-        loop {
-            line.clear();
-            if reader.read_until(b'\n', &mut line)? == 0 {
-                break;
-            }
-            if is_blank(&line) {
-                continue;
-            }
-            if line.last() == Some(&b'\n') {
-                line.pop();
-            }
+        for line in Lines::open(&self.path, 0)? {
+            let mut line = line?.bytes;
             if index >= self.small_prefix && size > target {
                 if let Ok(record) = serde_json::from_slice::<RunRecord>(&line) {
                     if record.output.len() > TRIMMED_OUTPUT_BYTES {
@@ -294,7 +290,7 @@ impl Spool {
             return self.clear();
         }
         let tmp = self.tmp_path();
-        let mut out = BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
+        let mut out = BufWriter::with_capacity(IO_BUFFER_BYTES, File::create(&tmp)?);
         let mut written = 0;
         for r in keep {
             let line = serde_json::to_vec(r).map_err(std::io::Error::other)?;
@@ -302,85 +298,66 @@ impl Spool {
             out.write_all(b"\n")?;
             written += line.len() as u64 + 1;
         }
-        let mut reader = BufReader::with_capacity(1 << 20, File::open(&self.path)?);
-        reader.seek(SeekFrom::Start(offset))?;
         let mut records = keep.len() as u64;
-        let mut line = Vec::new();
-        loop {
-            line.clear();
-            if reader.read_until(b'\n', &mut line)? == 0 {
-                break;
-            }
-            if is_blank(&line) {
-                continue;
-            }
-            out.write_all(&line)?;
-            written += line.len() as u64;
+        for line in Lines::open(&self.path, offset)? {
+            let line = line?;
+            out.write_all(&line.bytes)?;
+            out.write_all(b"\n")?;
+            written += line.bytes.len() as u64 + 1;
             records += 1;
         }
         self.small_prefix = 0;
         self.install(out, written, records)
     }
 
-    /// Reads records from byte `offset` on, stopping after `max_records` records or once
-    /// `max_output_bytes` of output were read (at least one record per chunk).
-    pub(crate) fn read_chunk(
-        &self,
-        offset: u64,
-        max_records: usize,
-        max_output_bytes: usize,
-    ) -> std::io::Result<SpoolChunk> {
+    /// Reads records from byte `offset` on: at most `max_records` records and `max_bytes` of
+    /// them ([`record_bytes`]), but at least one record per chunk.
+    pub(crate) fn read_chunk(&self, offset: u64, max_records: usize, max_bytes: usize) -> std::io::Result<SpoolChunk> {
         let mut chunk = SpoolChunk { next_offset: offset, ..SpoolChunk::default() };
-        let mut reader = BufReader::with_capacity(1 << 20, File::open(&self.path)?);
-        reader.seek(SeekFrom::Start(offset))?;
-        let mut output = 0;
-        let mut line = Vec::new();
+        let mut bytes = 0;
+        let mut lines = Lines::open(&self.path, offset)?;
         loop {
-            if chunk.records.len() >= max_records.max(1) || (!chunk.records.is_empty() && output >= max_output_bytes) {
+            if chunk.records.len() >= max_records.max(1) {
                 return Ok(chunk);
             }
-            line.clear();
-            let n = reader.read_until(b'\n', &mut line)?;
-            if n == 0 || line.last() != Some(&b'\n') {
+            let line = match lines.next() {
+                Some(Ok(line)) if line.whole => line,
+                Some(Err(e)) => return Err(e),
                 // End of file (a line without its newline is an append not finished yet).
-                chunk.at_end = true;
-                return Ok(chunk);
-            }
-            chunk.next_offset += n as u64;
-            if is_blank(&line) {
-                continue;
-            }
-            match serde_json::from_slice::<RunRecord>(&line) {
+                _ => {
+                    chunk.at_end = true;
+                    return Ok(chunk);
+                }
+            };
+            match serde_json::from_slice::<RunRecord>(&line.bytes) {
                 Ok(r) if r.status == RunStatus::Running && self.finals.contains(&r.id) => {
                     chunk.superseded += 1;
                 }
                 Ok(r) => {
-                    output += r.output.len();
+                    let size = record_bytes(&r);
+                    if !chunk.records.is_empty() && bytes + size > max_bytes {
+                        // The next chunk starts with it.
+                        return Ok(chunk);
+                    }
+                    bytes += size;
                     chunk.records.push(r);
                 }
                 Err(_) => chunk.corrupt_lines += 1,
             }
+            chunk.next_offset = line.end;
         }
     }
 
     /// Visits every readable record in file order (streamed); returns the unreadable lines.
     pub(crate) fn scan(&self, mut visit: impl FnMut(RunRecord)) -> std::io::Result<u64> {
-        let mut reader = BufReader::with_capacity(1 << 20, File::open(&self.path)?);
         let mut corrupt = 0;
-        let mut line = Vec::new();
-        loop {
-            line.clear();
-            if reader.read_until(b'\n', &mut line)? == 0 {
-                return Ok(corrupt);
-            }
-            if is_blank(&line) {
-                continue;
-            }
-            match serde_json::from_slice::<RunRecord>(&line) {
+        for line in Lines::open(&self.path, 0)? {
+            match serde_json::from_slice::<RunRecord>(&line?.bytes) {
                 Ok(r) => visit(r),
                 Err(_) => corrupt += 1,
             }
         }
+        Ok(corrupt)
     }
 
     /// Reads every record in order (tests).
@@ -401,6 +378,76 @@ impl Spool {
         self.finals.clear();
         Ok(())
     }
+}
+
+/// One non-blank line of a spool file.
+#[derive(Debug)]
+struct Line {
+    /// Its bytes, without the newline.
+    bytes: Vec<u8>,
+    /// Byte offset just after it (and its newline).
+    end: u64,
+    /// False for a last line without its newline (an append that did not finish).
+    whole: bool,
+}
+
+/// The one line reader of the spool: every non-blank line from a byte offset on, in file
+/// order, streamed through a small buffer.
+struct Lines {
+    reader: BufReader<File>,
+    /// Byte offset just after the last line read.
+    offset: u64,
+}
+
+impl Lines {
+    /// Lines of the file at `path` from byte `offset` (a line start) on.
+    fn open(path: &Path, offset: u64) -> std::io::Result<Self> {
+        let mut reader = BufReader::with_capacity(IO_BUFFER_BYTES, File::open(path)?);
+        if offset > 0 {
+            reader.seek(SeekFrom::Start(offset))?;
+        }
+        Ok(Self { reader, offset })
+    }
+}
+
+impl Iterator for Lines {
+    type Item = std::io::Result<Line>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let mut bytes = Vec::new();
+            let n = match self.reader.read_until(b'\n', &mut bytes) {
+                Ok(0) => return None,
+                Ok(n) => n,
+                Err(e) => return Some(Err(e)),
+            };
+            self.offset += n as u64;
+            let whole = bytes.last() == Some(&b'\n');
+            if whole {
+                bytes.pop();
+            }
+            if !is_blank(&bytes) {
+                return Some(Ok(Line { bytes, end: self.offset, whole }));
+            }
+        }
+    }
+}
+
+/// Bytes of `record` as one JSON line (without its newline), counted without building it.
+fn json_len(record: &RunRecord) -> std::io::Result<u64> {
+    struct Count(u64);
+    impl Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len() as u64;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    serde_json::to_writer(&mut count, record).map_err(std::io::Error::other)?;
+    Ok(count.0)
 }
 
 /// The fields of a spooled line that [`Spool::open`] needs.
@@ -573,9 +620,7 @@ impl DeadLetter {
             std::fs::create_dir_all(dir)?;
         }
         OpenOptions::new().create(true).append(true).open(path)?;
-        let records =
-            BufReader::new(File::open(path)?).lines().map_while(Result::ok).filter(|l| !l.trim().is_empty()).count()
-                as u64;
+        let records = Lines::open(path, 0)?.map_while(Result::ok).count() as u64;
         Ok(Self { path: path.to_owned(), records })
     }
 
@@ -698,12 +743,14 @@ mod tests {
         let mut spool = Spool::open(&path, u64::MAX).expect("open");
         let batch: Vec<_> = (0..10).map(|i| record(i, &"o".repeat(100))).collect();
         spool.append(&batch).expect("append");
+        let budget = 3 * record_bytes(&batch[0]) + 1;
         let mut offset = 0;
         let mut seen = Vec::new();
         let mut chunks = 0;
         loop {
-            let chunk = spool.read_chunk(offset, 4, 250).expect("chunk");
-            assert!(chunk.records.len() <= 3, "output budget: {}", chunk.records.len());
+            let chunk = spool.read_chunk(offset, 4, budget).expect("chunk");
+            assert!(chunk.records.len() <= 3, "byte budget: {}", chunk.records.len());
+            assert!(chunk.records.iter().map(record_bytes).sum::<usize>() <= budget);
             seen.extend(chunk.records.iter().map(|r| r.fence.0));
             offset = chunk.next_offset;
             chunks += 1;

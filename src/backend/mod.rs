@@ -13,6 +13,9 @@ pub mod claims;
 pub mod conformance;
 pub mod embedded;
 pub mod etcd;
+// Fault injection over the real adapters, for the same builds as the conformance suite.
+#[cfg(any(test, feature = "conformance"))]
+pub mod faulty;
 pub mod guide;
 pub mod jobs;
 pub mod logs;

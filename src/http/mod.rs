@@ -18,8 +18,6 @@ mod jobs;
 mod legacy;
 mod runs;
 #[cfg(test)]
-mod test_support;
-#[cfg(test)]
 mod tests;
 pub mod tls;
 mod workers;

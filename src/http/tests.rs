@@ -1,4 +1,5 @@
-//! HTTP tests over the whole route table (`configure`) with in-memory fake ports: every error
+//! HTTP tests over the whole route table (`configure`) with the embedded ports (behind the fault
+//! injector where a test needs an outage or a seed-written job): every error
 //! code, the jobs/runs/workers/preview/health API, auth, the seed's golden shapes, the page and
 //! the listener.
 
@@ -13,14 +14,14 @@ use chrono::{DateTime, TimeZone, Utc};
 use futures::StreamExt;
 use serde_json::{json, Value};
 
-use super::test_support::{Fakes, Mode};
 use super::{check_listen_auth, configure, serve, AppState, NodeHandles};
 use crate::actors::messages::{
     GetLogStatus, GetPoolStatus, GetSchedulerStatus, LogStatus, PoolStatus, SchedulerStatus,
 };
+use crate::backend::faulty::{Fault, FaultyBackends, ANY};
 use crate::backend::{Change, Signal};
 use crate::config::Config;
-use crate::domain::{Fence, Job, JobName, Revision, RunId, RunRecord, RunStatus, Trigger, WorkerId, WorkerInfo};
+use crate::domain::{Fence, JobName, Revision, RunId, RunRecord, RunStatus, Trigger, WorkerId, WorkerInfo};
 
 struct Resp {
     status: u16,
@@ -48,8 +49,8 @@ impl Resp {
 
 struct Harness {
     state: Data<AppState>,
-    /// Set for harnesses over the fakes (failure injection, seed-written jobs).
-    fakes: Option<Fakes>,
+    /// Set for harnesses over the fault injector (outages, seed-written jobs).
+    faulty: Option<FaultyBackends>,
     _dir: Option<tempfile::TempDir>,
     token: Option<String>,
 }
@@ -64,17 +65,15 @@ impl Harness {
     fn with(config: Config, node: Option<NodeHandles>) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let backends = crate::backend::Backends::embedded(dir.path()).expect("embedded backends");
-        Self { state: Self::state(backends, config, node), fakes: None, _dir: Some(dir), token: None }
+        Self { state: Self::state(backends, config, node), faulty: None, _dir: Some(dir), token: None }
     }
 
-    /// Over the in-memory fakes.
-    fn fake() -> Self {
-        Self::fake_with(Config::default(), None)
-    }
-
-    fn fake_with(config: Config, node: Option<NodeHandles>) -> Self {
-        let fakes = Fakes::default();
-        Self { state: Self::state(fakes.backends(), config, node), fakes: Some(fakes), _dir: None, token: None }
+    /// Over the embedded backends in a fresh temp dir, each behind a fault injector.
+    fn faulty() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let faulty = FaultyBackends::open(dir.path()).expect("embedded backends");
+        let state = Self::state(faulty.backends(), Config::default(), None);
+        Self { state, faulty: Some(faulty), _dir: Some(dir), token: None }
     }
 
     fn state(backends: crate::backend::Backends, config: Config, node: Option<NodeHandles>) -> Data<AppState> {
@@ -89,8 +88,8 @@ impl Harness {
         })
     }
 
-    fn fakes(&self) -> &Fakes {
-        self.fakes.as_ref().expect("a harness over the fakes")
+    fn faults(&self) -> &FaultyBackends {
+        self.faulty.as_ref().expect("a harness over the fault injector")
     }
 
     fn backends(&self) -> &crate::backend::Backends {
@@ -289,14 +288,14 @@ async fn unknown_routes_are_404_and_wrong_methods_405_in_the_error_shape() {
 
 #[actix_web::test]
 async fn store_outage_is_503_and_store_corruption_is_an_opaque_500() {
-    let h = Harness::fake();
-    h.fakes().jobs.failure.set(Mode::Down);
+    let h = Harness::faulty();
+    h.faults().jobs.fail(ANY, Fault::Down);
     let r = h.get("/api/v1/jobs").await;
     assert_eq!((r.status, r.code().as_str()), (503, "backend_unavailable"));
     assert!(!r.text().contains("connection refused"), "the cause stays in the log: {}", r.text());
     let id = r.header(super::headers::X_REQUEST_ID);
     assert!(!id.is_empty() && r.json()["error"]["request_id"] == id.as_str(), "{}", r.text());
-    h.fakes().jobs.failure.set(Mode::Corrupt);
+    h.faults().jobs.fail(ANY, Fault::Corrupt);
     let r = h.get("/api/v1/jobs/x").await;
     assert_eq!((r.status, r.code().as_str()), (500, "internal"));
     assert_eq!(r.json()["error"]["message"], "internal error");
@@ -306,7 +305,7 @@ async fn store_outage_is_503_and_store_corruption_is_an_opaque_500() {
     let r = h.get("/job/list").await;
     assert_eq!(r.status, 200);
     assert_eq!(r.text(), r#"{"errno":-1,"msg":"internal error","data":null}"#);
-    h.fakes().jobs.failure.set(Mode::Ok);
+    h.faults().jobs.heal_all();
     assert_eq!(h.get("/api/v1/jobs").await.status, 200, "recovers with the store");
 }
 
@@ -556,9 +555,9 @@ async fn job_list_carries_each_jobs_newest_run() {
 
 #[actix_web::test]
 async fn job_list_is_served_without_last_runs_when_the_log_store_is_down() {
-    let h = Harness::fake();
+    let h = Harness::faulty();
     h.create(simple_job("j")).await;
-    h.fakes().logs.failure.set(Mode::Down);
+    h.faults().logs.fail(ANY, Fault::Down);
     let r = h.get("/api/v1/jobs").await;
     assert_eq!(r.status, 200, "{}", r.text());
     let body = r.json();
@@ -587,10 +586,11 @@ async fn enable_and_disable_bump_the_version_and_clear_next_run() {
 
 #[actix_web::test]
 async fn a_job_written_by_the_seed_can_be_toggled() {
-    let h = Harness::fake();
-    let seed: Job =
-        serde_json::from_value(json!({"name":"old","command":"true","cron_expr":"0 12 1 1 * 2030"})).expect("seed job");
-    h.fakes().jobs.insert_raw(seed);
+    let h = Harness::faulty();
+    // As the seed wrote it: no version, no dialect.
+    h.faults()
+        .store_raw_job("old", r#"{"name":"old","command":"true","cron_expr":"0 12 1 1 * 2030"}"#)
+        .expect("seed job");
     let r = h.post("/api/v1/jobs/old/disable").await.json();
     assert_eq!(
         (r["enabled"].clone(), r["version"].clone(), r["dialect"].clone()),
@@ -858,7 +858,7 @@ async fn preview_flags_fire_times_on_dst_days() {
 
 #[actix_web::test]
 async fn liveness_is_ok_and_readiness_reports_each_backend() {
-    let h = Harness::fake();
+    let h = Harness::faulty();
     let live = h.get("/api/v1/health/live").await;
     assert_eq!((live.status, live.json()), (200, json!({"status": "ok"})));
     let ready = h.get("/api/v1/health/ready").await;
@@ -870,7 +870,14 @@ async fn liveness_is_ok_and_readiness_reports_each_backend() {
     assert!(body["uptime_secs"].is_i64());
     for b in ["jobs", "members", "claims", "logs"] {
         assert_eq!(body["backends"][b], {
-            let mut v = json!({"kind": "fake", "ok": true});
+            let kind = &h.backends().kinds;
+            let kind = match b {
+                "jobs" => kind.jobs,
+                "members" => kind.members,
+                "claims" => kind.claims,
+                _ => kind.logs,
+            };
+            let mut v = json!({"kind": kind, "ok": true});
             if b == "logs" {
                 v["spool_bytes"] = json!(0);
                 v["spool_records"] = json!(0);
@@ -887,13 +894,13 @@ async fn liveness_is_ok_and_readiness_reports_each_backend() {
     );
     assert_eq!(h.get("/api/v1/health").await.json()["status"], "ready");
 
-    h.fakes().logs.failure.set(Mode::Down);
+    h.faults().logs.fail(ANY, Fault::Down);
     let degraded = h.get("/api/v1/health/ready").await;
     assert_eq!((degraded.status, degraded.json()["status"].clone()), (200, json!("degraded")));
     assert_eq!(degraded.json()["backends"]["logs"]["ok"], false);
     assert!(degraded.json()["backends"]["logs"]["error"].as_str().is_some_and(|e| e.contains("connection refused")));
 
-    h.fakes().jobs.failure.set(Mode::Down);
+    h.faults().jobs.fail(ANY, Fault::Down);
     let down = h.get("/api/v1/health/ready").await;
     assert_eq!((down.status, down.json()["status"].clone()), (503, json!("unavailable")));
     assert_eq!(down.json()["backends"]["jobs"]["ok"], false);
@@ -1159,9 +1166,9 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }
 
-fn state_listening_on(listen: String) -> AppState {
+fn state_listening_on(listen: String, dir: &tempfile::TempDir) -> AppState {
     AppState {
-        backends: Fakes::default().backends(),
+        backends: crate::backend::Backends::embedded(dir.path()).expect("embedded backends"),
         config: std::sync::Arc::new(Config { listen, api_token: "t".into(), ..Config::default() }),
         node: None,
         node_id: WorkerId("n".into()),
@@ -1174,7 +1181,8 @@ fn state_listening_on(listen: String) -> AppState {
 #[actix_web::test]
 async fn serve_binds_answers_over_tcp_and_refuses_a_taken_port() {
     let port = free_port();
-    let server = serve(state_listening_on(format!("127.0.0.1:{port}"))).expect("binds");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = serve(state_listening_on(format!("127.0.0.1:{port}"), &dir)).expect("binds");
     let handle = server.handle();
     actix_rt::spawn(server);
     let (live, big) = actix_rt::task::spawn_blocking(move || {
@@ -1199,12 +1207,12 @@ async fn serve_binds_answers_over_tcp_and_refuses_a_taken_port() {
 
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = taken.local_addr().expect("addr").to_string();
-    match serve(state_listening_on(addr.clone())) {
+    match serve(state_listening_on(addr.clone(), &dir)) {
         Err(crate::error::StartupError::Bind { addr: a, .. }) => assert_eq!(a, addr),
         Err(e) => panic!("unexpected error {e}"),
         Ok(_) => panic!("bound a taken port"),
     }
-    let mut no_token = state_listening_on("0.0.0.0:0".into());
+    let mut no_token = state_listening_on("0.0.0.0:0".into(), &dir);
     no_token.config = std::sync::Arc::new(Config { listen: "0.0.0.0:0".into(), ..Config::default() });
     let refused = serve(no_token);
     assert!(matches!(refused, Err(crate::error::StartupError::Role(_))), "no token, auth not off: refused");

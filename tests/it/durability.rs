@@ -145,9 +145,8 @@ fn a_paused_store_keeps_memory_bounded_and_every_run_lands_once_after_it_resumes
     // glibc keeps freed 256 KiB blocks in per-thread arenas; README "Running in production"
     // recommends MALLOC_ARENA_MAX=2 for a flat RSS, as here.
     let options = NodeOptions { env: vec![("MALLOC_ARENA_MAX".into(), "2".into())], ..NodeOptions::default() };
-    // Outputs kept at 64 KiB: FerretDB takes the replay at ~2 MiB/s on a loaded 2-core box (README
-    // "Limits": with the default 256 KiB the peak is higher, see there).
-    let node = Node::start_with(&mongo_config(&db, "[executor]\npool_size = 32\nmax_output_bytes = 65536\n"), options);
+    // The default config (pool 64, 256 KiB kept per output, 16 MiB buffered, 4 MiB per write).
+    let node = Node::start_with(&mongo_config(&db, ""), options);
     let done = node.path("done.txt");
     node.create_job(json!({
         "name": "big", "cron_expr": "0 0 1 1 *", "concurrency": "allow",

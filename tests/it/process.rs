@@ -124,8 +124,7 @@ fn sigkilled_node_terminates_leftovers_at_restart_and_forbid_then_runs_exactly_o
     assert_eq!(runs.iter().filter(|r| status_of(r) == "running").count(), 1, "{runs:?}");
     assert!(!processes_of_run(&new_id).is_empty(), "the new run's processes live");
     assert!(processes_of_run(&id).is_empty());
-    // The new run's setsid grandchild outlives a normal stop of the node (a documented limit):
-    // stop everything this test started.
+    // Stop everything this test started, whatever the node's stop does with it.
     kill_processes_of_run(&new_id);
 }
 
