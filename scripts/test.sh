@@ -20,7 +20,11 @@ echo "== cargo clippy (warnings are errors)"
 cargo clippy --locked --all-targets -- -D warnings
 echo "== cargo build"
 cargo build --locked --all-targets
-echo "== cargo test (unit + integration)"
-cargo test --locked -- --test-threads="${DISTCRON_TEST_THREADS:-4}"
+echo "== cargo test (unit + integration; every response the integration tests get is recorded)"
+recorded="$(pwd)/target/openapi/responses.jsonl"
+mkdir -p "$(dirname "$recorded")" && rm -f "$recorded"
+DISTCRON_RECORD_RESPONSES="$recorded" cargo test --locked -- --test-threads="${DISTCRON_TEST_THREADS:-4}"
+echo "== OpenAPI: the document (openapi-spec-validator) and every recorded response against it"
+"${DISTCRON_OPENAPI_VENV:-$HOME/.cache/distcron/openapi-venv}/bin/python" scripts/openapi_check.py --records "$recorded"
 echo "== browser tests (chromium + playwright-core)"
 DISTCRON_BIN="$(pwd)/target/debug/distcron" node --test tests/ui/
