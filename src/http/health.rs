@@ -99,8 +99,9 @@ struct Readiness {
     /// The executor pool's status; as `scheduler`.
     #[schema(value_type = Option<Object>)]
     executors: Value,
-    /// Stored documents that are not valid jobs (not planned); as `scheduler`.
-    #[schema(value_type = Option<Object>)]
+    /// Stored documents that are not valid jobs (not planned): an array of `{name, reason}`;
+    /// `{"error"}` when the watch did not answer; null on role master.
+    #[schema(value_type = Value)]
     invalid_jobs: Value,
     /// Each essential actor: `running` or `stopped`.
     #[schema(value_type = std::collections::HashMap<String, String>)]
