@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing distcron needs and is missing on a fresh machine:
 # protoc (protobuf-compiler, for etcd-client's build), Debian chromium and npm playwright-core
-# (browser tests), etcd-server, faketime and FerretDB (built from the Go module proxy).
+# (browser tests), etcd-server, faketime and FerretDB (built from the Go module proxy), and PyPI
+# openapi-spec-validator in a venv under ~/.cache/distcron (the OpenAPI checks of scripts/test.sh).
 # Idempotent; prints what it installs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +15,8 @@ if [ "${1:-}" = "--test" ]; then
   [ -x /usr/bin/chromium ] || missing+=(chromium)
   command -v faketime >/dev/null 2>&1 || missing+=(faketime)
   command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
+  command -v python3 >/dev/null 2>&1 || missing+=(python3)
+  python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${missing[*]}"
@@ -41,6 +44,16 @@ if [ "${1:-}" = "--test" ]; then
     mkdir -p "$gobin"
     (cd "$tmp" && GOFLAGS=-buildvcs=false go build -o "$gobin/ferretdb" ./cmd/ferretdb)
     rm -rf "$tmp"
+  fi
+fi
+
+# The OpenAPI document's independent validator (scripts/openapi_check.py), in its own venv.
+if [ "${1:-}" = "--test" ]; then
+  venv="${DISTCRON_OPENAPI_VENV:-$HOME/.cache/distcron/openapi-venv}"
+  if ! "$venv/bin/python" -c 'import openapi_spec_validator, jsonschema' >/dev/null 2>&1; then
+    echo "setup: installing PyPI openapi-spec-validator into $venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q openapi-spec-validator
   fi
 fi
 

@@ -21,7 +21,11 @@ cargo clippy --locked --all-targets -- -D warnings
 # No separate `cargo build`: `cargo test` builds the library, the binary the integration and
 # browser tests start, and the test targets; clippy --all-targets above already compiled the
 # benches (they are run in release by hand, README "Benchmarks").
-echo "== cargo test (unit + integration)"
-cargo test --locked -- --test-threads="${DISTCRON_TEST_THREADS:-4}"
+echo "== cargo test (unit + integration; every response the integration tests get is recorded)"
+recorded="$(pwd)/target/openapi/responses.jsonl"
+mkdir -p "$(dirname "$recorded")" && rm -f "$recorded"
+DISTCRON_RECORD_RESPONSES="$recorded" cargo test --locked -- --test-threads="${DISTCRON_TEST_THREADS:-4}"
+echo "== OpenAPI: the document (openapi-spec-validator) and every recorded response against it"
+"${DISTCRON_OPENAPI_VENV:-$HOME/.cache/distcron/openapi-venv}/bin/python" scripts/openapi_check.py --records "$recorded"
 echo "== browser tests (chromium + playwright-core)"
 DISTCRON_BIN="$(pwd)/target/debug/distcron" node --test tests/ui/

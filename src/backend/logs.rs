@@ -81,7 +81,7 @@ pub struct RunPage {
 }
 
 /// Per-job figures over a window.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct JobStats {
     /// Runs with a final status in the window.
     pub runs: u64,

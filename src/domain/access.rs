@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 /// What a token may do. Ordered: every role may do all that the roles below it may.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AccessRole {
     /// Read only: jobs, runs, workers, stats, audit, preview.
@@ -31,7 +31,7 @@ impl AccessRole {
 }
 
 /// The identity behind one request, as authenticated by the HTTP layer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Caller {
     /// The token's configured name; `"anonymous"` when auth is off.
     pub name: String,

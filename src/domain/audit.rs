@@ -17,7 +17,7 @@ use super::job::{Job, JobName};
 pub const MAX_AUDIT_PAGE: u32 = 500;
 
 /// What a change did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AuditAction {
     /// A new job.
@@ -118,7 +118,7 @@ impl AuditContext {
 }
 
 /// One recorded change.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditEntry {
     /// `<13-digit ms>-<uuid v7>`: unique, sorts in time order; the pagination cursor.
     pub id: String,
@@ -192,7 +192,7 @@ impl AuditQuery {
 }
 
 /// One page of entries, newest first.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditPage {
     /// The entries.
     pub entries: Vec<AuditEntry>,

@@ -36,8 +36,9 @@ pub const NICE_RANGE: std::ops::RangeInclusive<i32> = -20..=19;
 pub const MAX_ACCOUNT_NAME_LEN: usize = 32;
 
 /// A validated job name: 1–128 characters of `[A-Za-z0-9._-]`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, utoipa::ToSchema)]
 #[serde(transparent)]
+#[schema(value_type = String, pattern = "^[A-Za-z0-9._-]{1,128}$")]
 pub struct JobName(String);
 
 impl JobName {
@@ -88,7 +89,7 @@ impl std::borrow::Borrow<str> for JobName {
 }
 
 /// What to do when a tick comes while a run of the same job is still alive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ConcurrencyPolicy {
     /// Skip the tick (recorded as `skipped` with the reason). The default.
@@ -102,7 +103,7 @@ pub enum ConcurrencyPolicy {
 
 /// A job as stored and served. Unknown fields are rejected: a stored document is read exactly
 /// as strictly as one sent to the API (issue 9, item 8).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Job {
     /// Unique name; the store key.
@@ -163,7 +164,7 @@ pub struct Job {
 /// Per-job resource limits (`limits = { max_memory_bytes, max_cpu_secs, max_open_files, nice }`),
 /// applied to the run's shell before it execs and inherited by everything it starts. Every field
 /// is optional; an absent one leaves the worker's own limit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JobLimits {
     /// Address space per process (`RLIMIT_AS`), bytes: an allocation past it fails.
@@ -224,7 +225,7 @@ pub struct JobValidationError {
 }
 
 /// What a client sends to create or replace a job (`/api/v1/jobs`). Unknown fields are rejected.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JobSpec {
     /// Name; may be omitted when it is in the URL.
@@ -275,18 +276,23 @@ pub struct JobSpec {
     pub version: Option<u64>,
     /// Accepted and ignored, so a job read from the API can be sent back as is.
     #[serde(default)]
+    #[schema(value_type = Option<serde_json::Value>)]
     pub created_at: Option<serde::de::IgnoredAny>,
     /// Accepted and ignored, so a job read from the API can be sent back as is.
     #[serde(default)]
+    #[schema(value_type = Option<serde_json::Value>)]
     pub updated_at: Option<serde::de::IgnoredAny>,
     /// Accepted and ignored (computed by the server).
     #[serde(default)]
+    #[schema(value_type = Option<serde_json::Value>)]
     pub next_run_at: Option<serde::de::IgnoredAny>,
     /// Accepted and ignored (computed by the server).
     #[serde(default)]
+    #[schema(value_type = Option<serde_json::Value>)]
     pub effective_tz: Option<serde::de::IgnoredAny>,
     /// Accepted and ignored (computed by the server).
     #[serde(default)]
+    #[schema(value_type = Option<serde_json::Value>)]
     pub schedule_description: Option<serde::de::IgnoredAny>,
 }
 
@@ -485,7 +491,7 @@ pub const MAX_INVALID_REASON_BYTES: usize = 512;
 
 /// A document in the job store that is not a valid job: not planned, reported with its reason
 /// (readiness, the job list) until it is fixed or deleted.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct InvalidJob {
     /// The job's name, from its store key.
     pub name: JobName,

@@ -11,8 +11,9 @@ use super::job::JobName;
 use super::worker::WorkerId;
 
 /// Unique, time-ordered run id (UUIDv7 text).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(transparent)]
+#[schema(value_type = String)]
 pub struct RunId(pub String);
 
 impl RunId {
@@ -29,12 +30,15 @@ impl std::fmt::Display for RunId {
 }
 
 /// Fencing token of a claim (the store revision of the winning claim write).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(transparent)]
+#[schema(value_type = i64)]
 pub struct Fence(pub i64);
 
 /// Where a run is in its life, or why it never ran.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RunStatus {
     /// Started, not finished.
@@ -104,7 +108,7 @@ impl std::fmt::Display for RunStatus {
 }
 
 /// Why a run happened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Trigger {
     /// A cron tick.
@@ -114,7 +118,7 @@ pub enum Trigger {
 }
 
 /// One run's record, as stored in the log store and served by the API.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RunRecord {
     /// Unique run id; the log store key.
     pub id: RunId,

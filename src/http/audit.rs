@@ -25,6 +25,22 @@ pub(crate) fn context(req: &HttpRequest, caller: &Caller, action: AuditAction) -
 }
 
 /// `GET /api/v1/audit`: `{"entries": [...], "next_cursor": "..."|null}`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/audit",
+    tag = "audit",
+    operation_id = "list_audit",
+    params(
+        ("job" = Option<String>, Query, description = "Only this job's entries"),
+        ("actor" = Option<String>, Query, description = "Only this token name's entries"),
+        ("cursor" = Option<String>, Query, description = "A `next_cursor` from the previous page"),
+        ("limit" = Option<u32>, Query, minimum = 1, description = "Page size (default 50)"),
+    ),
+    responses(
+        (status = 200, description = "One page of entries, newest first", body = crate::domain::AuditPage),
+        (status = 400, description = "Invalid filter or cursor (`invalid_request`, `invalid_job`; `field` names it)", body = super::error::ErrorBody),
+    )
+)]
 pub(crate) async fn list(
     state: Data<AppState>,
     query: Query<HashMap<String, String>>,

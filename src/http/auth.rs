@@ -329,6 +329,13 @@ impl FromRequest for Caller {
 
 /// `GET /api/v1/whoami` → `{"name","role"}`: who the presented token is (`anonymous`/admin
 /// when auth is off).
+#[utoipa::path(
+    get,
+    path = "/api/v1/whoami",
+    tag = "auth",
+    operation_id = "whoami",
+    responses((status = 200, description = "The presented token's name and role", body = Caller))
+)]
 pub(crate) async fn whoami(caller: Caller) -> HttpResponse {
     HttpResponse::Ok().json(caller)
 }

@@ -18,7 +18,44 @@ const DEFAULT_COUNT: u32 = 5;
 /// Most fire times per preview.
 const MAX_COUNT: u32 = 100;
 
+/// `GET /api/v1/cron/preview`: how an expression reads and when it fires next.
+#[derive(Serialize, utoipa::ToSchema)]
+struct Preview<'a> {
+    /// The expression, as given.
+    expr: &'a str,
+    /// The zone the fire times are computed in.
+    tz: &'a str,
+    /// The dialect it was read in.
+    dialect: Dialect,
+    /// The next fire times (UTC); fewer than `count` when the schedule ends sooner.
+    next: Vec<DateTime<Utc>>,
+    /// Per fire time: the UTC offset change on its local day, or null.
+    dst: Vec<Option<DstChange>>,
+    /// The expression in words.
+    description: String,
+    /// The expression field by field (each field's values and reading).
+    #[schema(value_type = Object)]
+    fields: serde_json::Value,
+}
+
 /// `GET /api/v1/cron/preview?expr&tz&after&count&dialect`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/cron/preview",
+    tag = "cron",
+    operation_id = "preview_cron",
+    params(
+        ("expr" = String, Query, description = "The cron expression"),
+        ("tz" = Option<String>, Query, description = "IANA zone (default: the node's `default_tz`)"),
+        ("after" = Option<String>, Query, format = DateTime, description = "List fire times after this instant (default now)"),
+        ("count" = Option<u32>, Query, minimum = 1, maximum = 100, description = "How many fire times (default 5)"),
+        ("dialect" = Option<Dialect>, Query, description = "`distcron` (default) or `seed` (6 fields = 5 + year)"),
+    ),
+    responses(
+        (status = 200, description = "The next fire times and the expression's reading", body = Preview),
+        (status = 400, description = "Invalid expression (`invalid_cron_expr`, field `expr`) or parameter (`invalid_request`)", body = super::error::ErrorBody),
+    )
+)]
 pub(crate) async fn preview(
     state: Data<AppState>,
     query: Query<HashMap<String, String>>,
@@ -41,25 +78,27 @@ pub(crate) async fn preview(
         .map_err(|e| ApiError::with_field(ErrorCode::InvalidCronExpr, "expr", e.to_string()))?;
     let next = schedule.next_n(after, tz, count as usize);
     let dst: Vec<Option<DstChange>> = next.iter().map(|t| dst_change_on_local_day(*t, tz)).collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "expr": expr,
-        "tz": tz.name(),
-        "dialect": dialect,
-        "next": next,
-        "dst": dst,
-        "description": schedule.describe(),
-        "fields": schedule.fields(),
-    })))
+    Ok(HttpResponse::Ok().json(Preview {
+        expr,
+        tz: tz.name(),
+        dialect,
+        next,
+        dst,
+        description: schedule.describe(),
+        fields: schedule.fields(),
+    }))
 }
 
 /// A change of the zone's UTC offset (a DST transition) on the local day of a fire time.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub(crate) struct DstChange {
     /// The instant the offset changes.
     pub(crate) at: DateTime<Utc>,
     /// The wall clock just before the change (`2026-03-08T02:00:00` in New York in spring).
+    #[schema(value_type = String, example = "2026-03-08T02:00:00")]
     pub(crate) local_before: NaiveDateTime,
     /// The wall clock at the change (`2026-03-08T03:00:00`).
+    #[schema(value_type = String, example = "2026-03-08T03:00:00")]
     pub(crate) local_after: NaiveDateTime,
     /// UTC offset before, in seconds.
     pub(crate) offset_before_secs: i32,

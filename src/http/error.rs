@@ -60,6 +60,30 @@ pub(crate) enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code (the OpenAPI document lists them).
+    pub(crate) const ALL: [ErrorCode; 20] = [
+        Self::InvalidRequest,
+        Self::InvalidJob,
+        Self::InvalidCronExpr,
+        Self::Unauthorized,
+        Self::CrossOriginRefused,
+        Self::HostNotAllowed,
+        Self::Forbidden,
+        Self::TooManyRequests,
+        Self::JobNotFound,
+        Self::RunNotFound,
+        Self::NotFound,
+        Self::MethodNotAllowed,
+        Self::JobExists,
+        Self::VersionConflict,
+        Self::RunNotRunning,
+        Self::StoredJobInvalid,
+        Self::PayloadTooLarge,
+        Self::UnsupportedMediaType,
+        Self::BackendUnavailable,
+        Self::Internal,
+    ];
+
     /// The code's wire name.
     pub(crate) fn as_str(self) -> &'static str {
         match self {
@@ -201,17 +225,24 @@ impl ApiError {
     }
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
+/// The body of every `/api/v1` error: `{"error":{"code","message","field"?,"request_id"?}}`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct ErrorBody<'a> {
+    /// The error.
     error: ErrorDetail<'a>,
 }
 
-#[derive(Serialize)]
-struct ErrorDetail<'a> {
+/// What went wrong.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct ErrorDetail<'a> {
+    /// Machine-readable code; it fixes the HTTP status.
     code: &'static str,
+    /// What is wrong, for a person.
     message: &'a str,
+    /// The offending field or parameter, when known.
     #[serde(skip_serializing_if = "Option::is_none")]
     field: Option<&'a str>,
+    /// The request's id (5xx): its cause is logged under it.
     #[serde(skip_serializing_if = "Option::is_none")]
     request_id: Option<&'a str>,
 }

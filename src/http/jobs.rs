@@ -13,15 +13,16 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::audit::context;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::{number_param, param, AppState};
 use crate::backend::{BackendError, Precondition, Signal};
 use crate::config::Config;
 use crate::domain::{AuditAction, Caller, Job, JobName, JobSpec, RunId, RunRecord, RunStatus};
 
 /// A job as served: the stored job plus its next fire time and the zone it is read in.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct JobView<'a> {
+    /// The stored job.
     #[serde(flatten)]
     job: &'a Job,
     /// Next fire time; null when disabled or the schedule never fires again.
@@ -41,17 +42,65 @@ pub(crate) fn view<'a>(job: &'a Job, config: &Config) -> JobView<'a> {
 }
 
 /// A job in the list: its view plus a summary of its newest run (null when it never ran).
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct ListedJob<'a> {
+    /// The job as served.
     #[serde(flatten)]
     view: JobView<'a>,
+    /// Its newest run; null when it never ran (or the log store did not answer).
     last_run: Option<LastRun>,
 }
 
+/// A stored document that is not a valid job, as the job list shows it.
+#[derive(Serialize, utoipa::ToSchema)]
+struct ListedInvalidJob<'a> {
+    /// The job's name, from its store key.
+    name: &'a JobName,
+    /// Why it is not a valid job (it is not planned).
+    invalid: &'a str,
+}
+
+/// `GET /api/v1/jobs`.
+#[derive(Serialize, utoipa::ToSchema)]
+struct JobList<'a> {
+    /// Every valid job matching `q`, sorted by name.
+    jobs: Vec<ListedJob<'a>>,
+    /// Stored documents that are not valid jobs (not planned), with the reason.
+    invalid_jobs: Vec<ListedInvalidJob<'a>>,
+    /// Why `last_run` is null everywhere: the log store did not answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_run_error: Option<String>,
+}
+
+/// `DELETE /api/v1/jobs/{name}`.
+#[derive(Serialize, utoipa::ToSchema)]
+struct Deleted<'a> {
+    /// The job as it was.
+    deleted: JobView<'a>,
+}
+
+/// `POST /api/v1/jobs/{name}/run`: the request is signalled; one worker runs it.
+#[derive(Serialize, utoipa::ToSchema)]
+struct RunRequested {
+    /// The job.
+    job: JobName,
+    /// The request's id (the audit entry's `detail`).
+    request: String,
+}
+
+/// `POST /api/v1/jobs/{name}/kill`: the kill is signalled to every worker.
+#[derive(Serialize, utoipa::ToSchema)]
+struct KillRequested {
+    /// The job.
+    job: JobName,
+}
+
 /// The newest run of a job (by start time), as the job list shows it.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct LastRun {
+    /// Run id.
     id: RunId,
+    /// Its status.
     status: RunStatus,
     /// When it started (or was decided, for runs that never started).
     started_at: DateTime<Utc>,
@@ -78,6 +127,16 @@ pub(crate) fn parse_name(raw: &str) -> Result<JobName, ApiError> {
     Ok(JobName::parse(raw)?)
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/jobs",
+    tag = "jobs",
+    operation_id = "list_jobs",
+    params(("q" = Option<String>, Query, description = "Only jobs whose name contains this")),
+    responses(
+        (status = 200, description = "Every job, sorted by name, each with its newest run", body = JobList),
+    )
+)]
 /// `GET /api/v1/jobs[?q=substring]`: every job, sorted by name, each with its `last_run`.
 ///
 /// The jobs come from the job store; when the log store cannot answer, the list is still served
@@ -92,11 +151,11 @@ pub(crate) async fn list(
     jobs.retain(|j| q.is_none_or(|q| j.name.as_str().contains(q)));
     // Issue 9, item 8: documents in the store that are not valid jobs are listed apart, with
     // the reason they are not planned.
-    let invalid: Vec<serde_json::Value> = snapshot
+    let invalid: Vec<ListedInvalidJob<'_>> = snapshot
         .invalid
         .iter()
         .filter(|j| q.is_none_or(|q| j.name.as_str().contains(q)))
-        .map(|j| serde_json::json!({ "name": j.name, "invalid": j.reason }))
+        .map(|j| ListedInvalidJob { name: &j.name, invalid: &j.reason })
         .collect();
     jobs.sort_by(|a, b| a.name.cmp(&b.name));
     // One log store call for every job's newest run (summaries: no output is read).
@@ -112,12 +171,11 @@ pub(crate) async fn list(
             last_run: last_runs.remove(&job.name).map(LastRun::from),
         })
         .collect();
-    let mut body = serde_json::json!({ "jobs": listed, "invalid_jobs": invalid });
-    if let (Some(e), Some(obj)) = (last_run_error, body.as_object_mut()) {
+    if let Some(e) = &last_run_error {
         log::debug!("Job list served without last runs: the log store failed. error={e}");
-        obj.insert("last_run_error".into(), format!("last runs unavailable: {e}").into());
     }
-    Ok(HttpResponse::Ok().json(body))
+    let last_run_error = last_run_error.map(|e| format!("last runs unavailable: {e}"));
+    Ok(HttpResponse::Ok().json(JobList { jobs: listed, invalid_jobs: invalid, last_run_error }))
 }
 
 /// Save-time check of `run_as_user` (README "Running jobs as another user"): the user must be
@@ -129,6 +187,18 @@ pub(crate) fn may_run_as(job: &Job, config: &Config) -> Result<(), crate::domain
     crate::domain::check_run_as(job, &config.executor.allowed_users, root_or_not_needed)
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/jobs",
+    tag = "jobs",
+    operation_id = "create_job",
+    request_body = JobSpec,
+    responses(
+        (status = 201, description = "Created (version 1)", body = JobView),
+        (status = 400, description = "A field is invalid (`invalid_job`, `invalid_cron_expr`, `invalid_request`; `field` names it)", body = ErrorBody),
+        (status = 409, description = "A job of that name exists (`job_exists`)", body = ErrorBody),
+    )
+)]
 /// `POST /api/v1/jobs`: create; 409 job_exists when the name is taken.
 pub(crate) async fn create(
     state: Data<AppState>,
@@ -143,6 +213,19 @@ pub(crate) async fn create(
     Ok(HttpResponse::Created().json(view(&out.job, &state.config)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/jobs/{name}",
+    tag = "jobs",
+    operation_id = "get_job",
+    params(("name" = String, Path, description = "The job's name: 1-128 of [A-Za-z0-9._-]")),
+    responses(
+        (status = 200, description = "The job", body = JobView),
+        (status = 400, description = "Invalid job name (`invalid_job`, field `name`)", body = ErrorBody),
+        (status = 404, description = "No such job (`job_not_found`)", body = ErrorBody),
+        (status = 409, description = "The stored document is not a valid job (`stored_job_invalid`)", body = ErrorBody),
+    )
+)]
 /// `GET /api/v1/jobs/{name}`.
 pub(crate) async fn get(state: Data<AppState>, name: Path<String>) -> Result<HttpResponse, ApiError> {
     let name = parse_name(&name)?;
@@ -150,6 +233,20 @@ pub(crate) async fn get(state: Data<AppState>, name: Path<String>) -> Result<Htt
     Ok(HttpResponse::Ok().json(view(&job, &state.config)))
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/v1/jobs/{name}",
+    tag = "jobs",
+    operation_id = "replace_job",
+    params(("name" = String, Path, description = "The job's name: 1-128 of [A-Za-z0-9._-]")),
+    request_body = JobSpec,
+    responses(
+        (status = 200, description = "Stored (created when absent and no version was given)", body = JobView),
+        (status = 400, description = "A field is invalid, or the body's name is not the URL's (`invalid_job`, `invalid_cron_expr`, `invalid_request`)", body = ErrorBody),
+        (status = 404, description = "A version was given and the job does not exist (`job_not_found`)", body = ErrorBody),
+        (status = 409, description = "The job is at another version (`version_conflict`, field `version`)", body = ErrorBody),
+    )
+)]
 /// `PUT /api/v1/jobs/{name}`: with `version`, replace only that version; without, create or replace.
 pub(crate) async fn replace(
     state: Data<AppState>,
@@ -168,6 +265,19 @@ pub(crate) async fn replace(
     Ok(HttpResponse::Ok().json(view(&out.job, &state.config)))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/jobs/{name}",
+    tag = "jobs",
+    operation_id = "delete_job",
+    params(("name" = String, Path, description = "The job's name: 1-128 of [A-Za-z0-9._-]"), ("version" = Option<u64>, Query, description = "Delete only this version")),
+    responses(
+        (status = 200, description = "Deleted; the job as it was", body = Deleted),
+        (status = 400, description = "Invalid name or version (`invalid_job`, `invalid_request`)", body = ErrorBody),
+        (status = 404, description = "No such job (`job_not_found`)", body = ErrorBody),
+        (status = 409, description = "The job is at another version (`version_conflict`)", body = ErrorBody),
+    )
+)]
 /// `DELETE /api/v1/jobs/{name}[?version=N]`.
 pub(crate) async fn remove(
     state: Data<AppState>,
@@ -185,9 +295,22 @@ pub(crate) async fn remove(
         .delete_audited(&name, version, audit)
         .await?
         .ok_or_else(|| ApiError::job_not_found(name.as_str()))?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "deleted": view(&job, &state.config) })))
+    Ok(HttpResponse::Ok().json(Deleted { deleted: view(&job, &state.config) }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/jobs/{name}/enable",
+    tag = "jobs",
+    operation_id = "enable_job",
+    params(("name" = String, Path, description = "The job's name: 1-128 of [A-Za-z0-9._-]")),
+    responses(
+        (status = 200, description = "Enabled (a new version)", body = JobView),
+        (status = 400, description = "Invalid job name (`invalid_job`, field `name`)", body = ErrorBody),
+        (status = 404, description = "No such job (`job_not_found`)", body = ErrorBody),
+        (status = 409, description = "Changed concurrently twice (`version_conflict`)", body = ErrorBody),
+    )
+)]
 /// `POST /api/v1/jobs/{name}/enable`.
 pub(crate) async fn enable(
     state: Data<AppState>,
@@ -198,6 +321,19 @@ pub(crate) async fn enable(
     set_enabled(&state, &name, true, context(&req, &caller, AuditAction::Enable)).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/jobs/{name}/disable",
+    tag = "jobs",
+    operation_id = "disable_job",
+    params(("name" = String, Path, description = "The job's name: 1-128 of [A-Za-z0-9._-]")),
+    responses(
+        (status = 200, description = "Disabled (a new version)", body = JobView),
+        (status = 400, description = "Invalid job name (`invalid_job`, field `name`)", body = ErrorBody),
+        (status = 404, description = "No such job (`job_not_found`)", body = ErrorBody),
+        (status = 409, description = "Changed concurrently twice (`version_conflict`)", body = ErrorBody),
+    )
+)]
 /// `POST /api/v1/jobs/{name}/disable`.
 pub(crate) async fn disable(
     state: Data<AppState>,
@@ -229,6 +365,18 @@ async fn set_enabled(
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/jobs/{name}/run",
+    tag = "jobs",
+    operation_id = "run_job_now",
+    params(("name" = String, Path, description = "The job's name: 1-128 of [A-Za-z0-9._-]")),
+    responses(
+        (status = 202, description = "Signalled: one worker runs it once (trigger `manual`)", body = RunRequested),
+        (status = 400, description = "Invalid job name (`invalid_job`, field `name`)", body = ErrorBody),
+        (status = 404, description = "No such job (`job_not_found`)", body = ErrorBody),
+    )
+)]
 /// `POST /api/v1/jobs/{name}/run`: run once now (even when disabled), on one worker.
 pub(crate) async fn run_now(
     state: Data<AppState>,
@@ -244,9 +392,20 @@ pub(crate) async fn run_now(
     let audit = context(&req, &caller, AuditAction::Run).with_detail(request.clone());
     let signal = Signal::RunNow { job: name.clone(), request: request.clone() };
     state.backends.jobs.signal_audited(signal, Some(job), audit).await?;
-    Ok(HttpResponse::Accepted().json(serde_json::json!({ "job": name, "request": request })))
+    Ok(HttpResponse::Accepted().json(RunRequested { job: name, request }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/jobs/{name}/kill",
+    tag = "jobs",
+    operation_id = "kill_job",
+    params(("name" = String, Path, description = "The job's name: 1-128 of [A-Za-z0-9._-]")),
+    responses(
+        (status = 202, description = "Signalled: every live run of the job is killed, wherever it runs", body = KillRequested),
+        (status = 400, description = "Invalid job name (`invalid_job`, field `name`)", body = ErrorBody),
+    )
+)]
 /// `POST /api/v1/jobs/{name}/kill`: kill every live run of the job, wherever it runs. The job
 /// need not exist any more: runs of a deleted job can still be killed.
 pub(crate) async fn kill(
@@ -259,5 +418,5 @@ pub(crate) async fn kill(
     let current = state.backends.jobs.get(&name).await?;
     let audit = context(&req, &caller, AuditAction::Kill);
     state.backends.jobs.signal_audited(Signal::Kill { job: name.clone(), run: None }, current, audit).await?;
-    Ok(HttpResponse::Accepted().json(serde_json::json!({ "job": name })))
+    Ok(HttpResponse::Accepted().json(KillRequested { job: name }))
 }

@@ -30,19 +30,9 @@ pub(crate) const MAX_LOG_LIMIT: u32 = 100;
 /// so a reply stays a few MiB whatever the jobs printed.
 pub(crate) const LOG_OUTPUT_BUDGET_BYTES: usize = 4 * 1024 * 1024;
 
-/// Registers the legacy routes.
-pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
-    let post_only = |path: &str| web::resource(path).default_service(web::to(method_not_allowed));
-    cfg.service(post_only("/job/save").route(web::post().to(save)))
-        .service(post_only("/job/delete").route(web::post().to(delete)))
-        .service(post_only("/job/kill").route(web::post().to(kill)))
-        .route("/job/list", web::route().to(list))
-        .route("/job/log", web::route().to(log))
-        .route("/worker/list", web::route().to(workers));
-}
-
-/// 405 in the seed's shape for a write route called with another method than POST.
-async fn method_not_allowed() -> HttpResponse {
+/// 405 in the seed's shape for a write route called with another method than POST (the routes
+/// are registered by `routes.rs`).
+pub(crate) async fn method_not_allowed() -> HttpResponse {
     HttpResponse::MethodNotAllowed().insert_header((header::ALLOW, "POST")).json(Reply {
         errno: -1,
         msg: "method not allowed: this route changes state and answers POST only",
@@ -56,11 +46,56 @@ pub(crate) fn is_legacy_path(path: &str) -> bool {
 }
 
 /// The seed's reply envelope, fields in the seed's order.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct Reply<'a, T: Serialize> {
+    /// 0 on success, -1 on failure.
     errno: i32,
+    /// `success`, or what went wrong.
     msg: &'a str,
+    /// The route's data on success; null on failure.
+    #[schema(nullable)]
     data: T,
+}
+
+/// A failure in the seed's shape: `{"errno":-1,"msg":"...","data":null}` (HTTP 200 from the
+/// handlers, 401/403/429 from the middleware), as [`failure`] writes it.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct SeedFailure<'a> {
+    /// Always -1.
+    errno: i32,
+    /// What went wrong.
+    msg: &'a str,
+    /// Always null.
+    #[schema(value_type = Option<String>)]
+    data: (),
+}
+
+/// The form of `/job/save`.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct SaveForm {
+    /// The job as the seed's JSON: `{"name","command","cron_expr"}` (other fields ignored).
+    job: String,
+}
+
+/// The form of `/job/delete` and `/job/kill`.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct NameForm {
+    /// The job's name.
+    name: String,
+}
+
+/// The parameters of `/job/log` (query string or form body).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct LogForm {
+    /// Only this job's runs; empty or absent = every job's.
+    name: Option<String>,
+    /// Runs to skip, newest first (default 0).
+    skip: Option<u64>,
+    /// Runs to return (default 10, at most 100).
+    limit: Option<u32>,
 }
 
 fn success<T: Serialize>(data: T) -> HttpResponse {
@@ -68,7 +103,7 @@ fn success<T: Serialize>(data: T) -> HttpResponse {
 }
 
 fn failure(msg: &str) -> HttpResponse {
-    HttpResponse::Ok().json(Reply { errno: -1, msg, data: () })
+    HttpResponse::Ok().json(SeedFailure { errno: -1, msg, data: () })
 }
 
 /// 401 in the seed's shape.
@@ -105,7 +140,7 @@ fn backend_failure(req: &HttpRequest, e: BackendError) -> HttpResponse {
 }
 
 /// A job in the seed's shape.
-#[derive(Debug, Serialize, PartialEq)]
+#[derive(Debug, Serialize, PartialEq, utoipa::ToSchema)]
 struct SeedJob<'a> {
     name: &'a str,
     command: &'a str,
@@ -119,7 +154,7 @@ impl<'a> From<&'a Job> for SeedJob<'a> {
 }
 
 /// A run in the seed's `/job/log` shape (ms since the epoch).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct SeedLog<'a> {
     job_name: &'a str,
     command: &'a str,
@@ -195,7 +230,15 @@ fn parse_seed_job(raw: &str) -> Result<(String, String, String), String> {
 }
 
 /// `POST /job/save` (form `job=<json>`): data = the previous job, or null when new.
-async fn save(
+#[utoipa::path(
+    post,
+    path = "/job/save",
+    tag = "legacy",
+    operation_id = "legacy_job_save",
+    request_body(content = SaveForm, content_type = "application/x-www-form-urlencoded", description = "Form body (or the same fields in the query string; the body wins)"),
+    responses((status = 200, description = "errno 0: data is the previous job (null when new); errno -1: msg says why nothing was saved", body = Reply<Option<SeedJob>>))
+)]
+pub(crate) async fn save(
     state: Data<AppState>,
     req: HttpRequest,
     caller: Caller,
@@ -248,7 +291,15 @@ fn name_param(params: &HashMap<String, String>) -> Result<JobName, String> {
 }
 
 /// `POST /job/delete` (form `name`): data = the deleted job, or null when absent.
-async fn delete(
+#[utoipa::path(
+    post,
+    path = "/job/delete",
+    tag = "legacy",
+    operation_id = "legacy_job_delete",
+    request_body(content = NameForm, content_type = "application/x-www-form-urlencoded", description = "Form body (or the same fields in the query string; the body wins)"),
+    responses((status = 200, description = "errno 0: data is the deleted job (null when there was none); errno -1: msg says why", body = Reply<Option<SeedJob>>))
+)]
+pub(crate) async fn delete(
     state: Data<AppState>,
     req: HttpRequest,
     caller: Caller,
@@ -266,7 +317,14 @@ async fn delete(
 }
 
 /// `GET /job/list`: every job in the seed's shape, sorted by name (`[]` when none).
-async fn list(state: Data<AppState>, req: HttpRequest) -> HttpResponse {
+#[utoipa::path(
+    method(get, post),
+    path = "/job/list",
+    tag = "legacy",
+    operation_id = "legacy_job_list",
+    responses((status = 200, description = "errno 0: every job, sorted by name; errno -1 (data null): the store failed", body = Reply<Vec<SeedJob>>))
+)]
+pub(crate) async fn list(state: Data<AppState>, req: HttpRequest) -> HttpResponse {
     match state.backends.jobs.snapshot().await {
         Ok((mut jobs, _)) => {
             jobs.sort_by(|a, b| a.name.cmp(&b.name));
@@ -277,7 +335,15 @@ async fn list(state: Data<AppState>, req: HttpRequest) -> HttpResponse {
 }
 
 /// `POST /job/kill` (form `name`): data = the name.
-async fn kill(
+#[utoipa::path(
+    post,
+    path = "/job/kill",
+    tag = "legacy",
+    operation_id = "legacy_job_kill",
+    request_body(content = NameForm, content_type = "application/x-www-form-urlencoded", description = "Form body (or the same fields in the query string; the body wins)"),
+    responses((status = 200, description = "errno 0: data is the name (every live run of the job is killed); errno -1: msg says why", body = Reply<String>))
+)]
+pub(crate) async fn kill(
     state: Data<AppState>,
     req: HttpRequest,
     caller: Caller,
@@ -303,7 +369,24 @@ async fn kill(
 /// [`MAX_LOG_LIMIT`] is a valid request for "as many as you give" and is clamped to it. Outputs
 /// share [`LOG_OUTPUT_BUDGET_BYTES`]: past it each is cut, with a marker saying how much is not
 /// shown. An empty name lists every job's runs; a name no job can have lists nothing.
-async fn log(state: Data<AppState>, req: HttpRequest, body: Result<Bytes, actix_web::Error>) -> HttpResponse {
+#[utoipa::path(
+    method(get, post),
+    path = "/job/log",
+    tag = "legacy",
+    operation_id = "legacy_job_log",
+    params(
+        ("name" = Option<String>, Query, description = "Only this job's runs; empty = every job's"),
+        ("skip" = Option<u64>, Query, description = "Runs to skip, newest first (default 0)"),
+        ("limit" = Option<u32>, Query, description = "Runs to return (default 10, at most 100)"),
+    ),
+    request_body(content = LogForm, content_type = "application/x-www-form-urlencoded", description = "Form body (or the same fields in the query string; the body wins)"),
+    responses((status = 200, description = "errno 0: runs newest first with their outputs (ms since the epoch); errno -1 (data null): the store failed", body = Reply<Vec<SeedLog>>))
+)]
+pub(crate) async fn log(
+    state: Data<AppState>,
+    req: HttpRequest,
+    body: Result<Bytes, actix_web::Error>,
+) -> HttpResponse {
     let params = match params(&req, body) {
         Ok(p) => p,
         Err(msg) => return failure(&msg),
@@ -332,7 +415,14 @@ async fn log(state: Data<AppState>, req: HttpRequest, body: Result<Bytes, actix_
 }
 
 /// `GET /worker/list`: live workers' addresses.
-async fn workers(state: Data<AppState>, req: HttpRequest) -> HttpResponse {
+#[utoipa::path(
+    method(get, post),
+    path = "/worker/list",
+    tag = "legacy",
+    operation_id = "legacy_worker_list",
+    responses((status = 200, description = "errno 0: the live workers' addresses; errno -1 (data null): the store failed", body = Reply<Vec<String>>))
+)]
+pub(crate) async fn workers(state: Data<AppState>, req: HttpRequest) -> HttpResponse {
     match state.backends.members.live().await {
         Ok(live) => success(live.into_iter().map(|w| w.address).collect::<Vec<_>>()),
         Err(e) => backend_failure(&req, e),

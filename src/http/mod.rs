@@ -16,6 +16,8 @@ mod headers;
 mod health;
 mod jobs;
 mod legacy;
+mod openapi;
+mod routes;
 mod runs;
 #[cfg(test)]
 mod tests;
@@ -28,7 +30,6 @@ use std::time::Instant;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
-use actix_web::http::header;
 use actix_web::middleware::{from_fn, Next};
 use actix_web::web::{self, Data};
 use actix_web::{App, HttpResponse, HttpServer, ResponseError};
@@ -87,7 +88,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: Data<AppState>) {
                 .wrap(from_fn(headers::secure_responses))
                 .wrap(from_fn(log_request))
                 .service(api_scope())
-                .configure(legacy::routes)
+                .configure(|cfg| routes::register(cfg, &[routes::Family::Legacy], ""))
                 .configure(assets::routes)
                 .default_service(web::to(|| async {
                     HttpResponse::NotFound().content_type("text/plain").body("not found\n")
@@ -97,16 +98,13 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: Data<AppState>) {
 
 /// Registers only the health routes (role worker: its listener serves probes, nothing else).
 pub fn configure_health(cfg: &mut web::ServiceConfig, state: Data<AppState>) {
-    use actix_web::web::get;
     cfg.app_data(state).service(
         web::scope("")
             .wrap(from_fn(auth::require_token))
             .wrap(from_fn(guard::perimeter))
             .wrap(from_fn(headers::secure_responses))
             .wrap(from_fn(log_request))
-            .service(resource("/api/v1/health", "GET").route(get().to(health::ready)))
-            .service(resource("/api/v1/health/ready", "GET").route(get().to(health::ready)))
-            .service(resource("/api/v1/health/live", "GET").route(get().to(health::live)))
+            .configure(|cfg| routes::register(cfg, &[routes::Family::Health], ""))
             .default_service(web::to(|| async {
                 ApiError::new(ErrorCode::NotFound, "this node is a worker: its listener serves /api/v1/health only")
                     .error_response()
@@ -114,45 +112,13 @@ pub fn configure_health(cfg: &mut web::ServiceConfig, state: Data<AppState>) {
     );
 }
 
-/// The `/api/v1` routes.
+/// The `/api/v1` routes (the route table's API and health families, `routes.rs`).
 fn api_scope() -> actix_web::Scope {
-    use actix_web::web::{delete, get, post, put};
-    web::scope("/api/v1")
-        .service(resource("/jobs", "GET, POST").route(get().to(jobs::list)).route(post().to(jobs::create)))
-        .service(
-            resource("/jobs/{name}", "GET, PUT, DELETE")
-                .route(get().to(jobs::get))
-                .route(put().to(jobs::replace))
-                .route(delete().to(jobs::remove)),
-        )
-        .service(resource("/jobs/{name}/enable", "POST").route(post().to(jobs::enable)))
-        .service(resource("/jobs/{name}/disable", "POST").route(post().to(jobs::disable)))
-        .service(resource("/jobs/{name}/run", "POST").route(post().to(jobs::run_now)))
-        .service(resource("/jobs/{name}/kill", "POST").route(post().to(jobs::kill)))
-        .service(resource("/jobs/{name}/stats", "GET").route(get().to(runs::stats)))
-        .service(resource("/runs", "GET").route(get().to(runs::list)))
-        .service(resource("/runs/{id}", "GET").route(get().to(runs::get)))
-        .service(resource("/runs/{id}/kill", "POST").route(post().to(runs::kill)))
-        .service(resource("/workers", "GET").route(get().to(workers::list)))
-        .service(resource("/cron/preview", "GET").route(get().to(cron::preview)))
-        .service(resource("/health", "GET").route(get().to(health::ready)))
-        .service(resource("/health/ready", "GET").route(get().to(health::ready)))
-        .service(resource("/health/live", "GET").route(get().to(health::live)))
-        .service(resource("/whoami", "GET").route(get().to(auth::whoami)))
-        .service(resource("/audit", "GET").route(get().to(audit::list)))
+    web::scope(routes::API_PREFIX)
+        .configure(|cfg| routes::register(cfg, &[routes::Family::Api, routes::Family::Health], routes::API_PREFIX))
         .default_service(web::to(|| async {
             ApiError::new(ErrorCode::NotFound, "no such route under /api/v1").error_response()
         }))
-}
-
-/// A resource answering other methods with 405 in the API error shape and an `Allow` header.
-fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
-    web::resource(path).default_service(web::to(move || async move {
-        let mut res = ApiError::new(ErrorCode::MethodNotAllowed, format!("method not allowed; allowed: {allow}"))
-            .error_response();
-        res.headers_mut().insert(header::ALLOW, header::HeaderValue::from_static(allow));
-        res
-    }))
 }
 
 /// Logs one debug line per request (method, path, status, time; never bodies, query strings or

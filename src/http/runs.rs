@@ -9,10 +9,48 @@ use std::collections::HashMap;
 use actix_web::web::{Data, Path, Query};
 use actix_web::HttpResponse;
 
-use super::error::{ApiError, ErrorCode};
+use serde::Serialize;
+
+use super::error::{ApiError, ErrorBody, ErrorCode};
 use super::{number_param, param, time_param, AppState};
-use crate::backend::{RunCursor, RunFilter, RunQuery, Signal};
+use crate::backend::{JobStats, RunCursor, RunFilter, RunQuery, Signal};
 use crate::domain::{JobName, RunId, RunRecord, RunStatus, WorkerId};
+
+/// `GET /api/v1/runs`: one page, newest first.
+#[derive(Serialize, utoipa::ToSchema)]
+struct RunList {
+    /// The runs, without `output` (read one run for it).
+    #[schema(value_type = Vec<RunRecord>)]
+    runs: Vec<serde_json::Value>,
+    /// Pass as `cursor` for the next (older) page; null on the last page.
+    next_cursor: Option<String>,
+}
+
+/// `POST /api/v1/runs/{id}/kill`: the kill is signalled to the worker running it.
+#[derive(Serialize, utoipa::ToSchema)]
+struct RunKillRequested {
+    /// The run.
+    run: RunId,
+    /// Its job.
+    job: JobName,
+}
+
+/// `GET /api/v1/jobs/{name}/stats`: a job's figures over a window.
+#[derive(Serialize, utoipa::ToSchema)]
+struct StatsView {
+    /// The figures.
+    #[serde(flatten)]
+    stats: JobStats,
+    /// The job.
+    job: String,
+    /// The window asked for (`24h`).
+    window: String,
+    /// Start of the window (RFC 3339, UTC, ms).
+    #[schema(format = DateTime)]
+    since: String,
+    /// succeeded / (succeeded + failed); null when neither.
+    success_rate: Option<f64>,
+}
 
 /// Default page size.
 const DEFAULT_LIMIT: u32 = 50;
@@ -54,6 +92,25 @@ fn summary(run: &RunRecord) -> Result<serde_json::Value, ApiError> {
     Ok(v)
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/runs",
+    tag = "runs",
+    operation_id = "list_runs",
+    params(
+        ("job" = Option<String>, Query, description = "Only this job's runs"),
+        ("status" = Option<RunStatus>, Query, description = "Only runs with this status"),
+        ("worker" = Option<String>, Query, description = "Only runs of this worker"),
+        ("from" = Option<String>, Query, format = DateTime, description = "Started at or after (RFC 3339)"),
+        ("to" = Option<String>, Query, format = DateTime, description = "Started before (RFC 3339)"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Page size (default 50)"),
+        ("cursor" = Option<String>, Query, description = "A `next_cursor` from the previous page"),
+    ),
+    responses(
+        (status = 200, description = "One page of runs, newest first, without their output", body = RunList),
+        (status = 400, description = "A filter is invalid (`invalid_request`, `field` names it)", body = ErrorBody),
+    )
+)]
 /// `GET /api/v1/runs?job&status&worker&from&to&limit&cursor`: newest first.
 pub(crate) async fn list(
     state: Data<AppState>,
@@ -76,7 +133,7 @@ pub(crate) async fn list(
         None
     };
     let runs = runs.iter().map(summary).collect::<Result<Vec<_>, _>>()?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "runs": runs, "next_cursor": next_cursor })))
+    Ok(HttpResponse::Ok().json(RunList { runs, next_cursor }))
 }
 
 /// Looks a run up (404 run_not_found when unknown).
@@ -89,12 +146,35 @@ async fn find(state: &AppState, id: &str) -> Result<RunRecord, ApiError> {
         .ok_or_else(|| ApiError::new(ErrorCode::RunNotFound, format!("run {id} not found")))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/runs/{id}",
+    tag = "runs",
+    operation_id = "get_run",
+    params(("id" = String, Path, description = "The run's id")),
+    responses(
+        (status = 200, description = "The run's record, output (head and tail) included", body = RunRecord),
+        (status = 404, description = "No such run (`run_not_found`)", body = ErrorBody),
+    )
+)]
 /// `GET /api/v1/runs/{id}`: the full record, output included.
 pub(crate) async fn get(state: Data<AppState>, id: Path<String>) -> Result<HttpResponse, ApiError> {
     let run = find(&state, &id).await?;
     Ok(HttpResponse::Ok().json(run))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/runs/{id}/kill",
+    tag = "runs",
+    operation_id = "kill_run",
+    params(("id" = String, Path, description = "The run's id")),
+    responses(
+        (status = 202, description = "Signalled: the run is killed where it runs (status `killed`)", body = RunKillRequested),
+        (status = 404, description = "No such run (`run_not_found`)", body = ErrorBody),
+        (status = 409, description = "The run has ended (`run_not_running`)", body = ErrorBody),
+    )
+)]
 /// `POST /api/v1/runs/{id}/kill`: kill one live run (409 run_not_running when it has ended).
 pub(crate) async fn kill(
     state: Data<AppState>,
@@ -113,7 +193,7 @@ pub(crate) async fn kill(
     let audit = super::audit::context(&req, &caller, crate::domain::AuditAction::Kill).with_detail(run.id.0.clone());
     let signal = Signal::Kill { job: run.job.clone(), run: Some(run.id.clone()) };
     state.backends.jobs.signal_audited(signal, current, audit).await?;
-    Ok(HttpResponse::Accepted().json(serde_json::json!({ "run": run.id, "job": run.job })))
+    Ok(HttpResponse::Accepted().json(RunKillRequested { run: run.id, job: run.job }))
 }
 
 /// Longest stats window: a year.
@@ -141,6 +221,20 @@ fn parse_window(raw: &str) -> Result<chrono::Duration, ApiError> {
     Ok(chrono::Duration::minutes(minutes))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/jobs/{name}/stats",
+    tag = "jobs",
+    operation_id = "job_stats",
+    params(
+        ("name" = String, Path, description = "The job's name (deleted jobs too: their runs remain)"),
+        ("window" = Option<String>, Query, description = "`<n>m`, `<n>h` or `<n>d`, at most 365d (default 24h)"),
+    ),
+    responses(
+        (status = 200, description = "The job's run figures over the window", body = StatsView),
+        (status = 400, description = "Invalid name or window (`invalid_request`)", body = ErrorBody),
+    )
+)]
 /// `GET /api/v1/jobs/{name}/stats?window=24h`: runs with a final status started in the window,
 /// how many succeeded and failed, the success rate (succeeded / (succeeded + failed)), p50/p95
 /// duration and the last success and failure. Works for deleted jobs too (their runs remain).
@@ -155,14 +249,13 @@ pub(crate) async fn stats(
     let stats = state.backends.logs.stats(&job, since).await?;
     let decided = stats.succeeded + stats.failed;
     let success_rate = (decided > 0).then(|| stats.succeeded as f64 / decided as f64);
-    let mut body = serde_json::to_value(&stats).map_err(ApiError::internal)?;
-    if let Some(obj) = body.as_object_mut() {
-        obj.insert("job".into(), job.as_str().into());
-        obj.insert("window".into(), window_text.into());
-        obj.insert("since".into(), since.to_rfc3339_opts(chrono::SecondsFormat::Millis, true).into());
-        obj.insert("success_rate".into(), success_rate.into());
-    }
-    Ok(HttpResponse::Ok().json(body))
+    Ok(HttpResponse::Ok().json(StatsView {
+        stats,
+        job: job.as_str().to_owned(),
+        window: window_text,
+        since: since.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        success_rate,
+    }))
 }
 
 #[cfg(test)]

@@ -3,21 +3,40 @@
 use actix_web::web::Data;
 use actix_web::HttpResponse;
 
+use serde::Serialize;
+
 use super::error::ApiError;
 use super::AppState;
+use crate::domain::WorkerInfo;
+
+/// A live worker as served.
+#[derive(Serialize, utoipa::ToSchema)]
+struct WorkerView {
+    /// What the worker publishes through membership.
+    #[serde(flatten)]
+    info: WorkerInfo,
+    /// Always `alive`: only live workers are listed.
+    #[schema(value_type = String, example = "alive")]
+    state: &'static str,
+}
+
+/// `GET /api/v1/workers`.
+#[derive(Serialize, utoipa::ToSchema)]
+struct WorkerList {
+    /// Every live worker.
+    workers: Vec<WorkerView>,
+}
 
 /// `GET /api/v1/workers`: every live worker with `"state":"alive"`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/workers",
+    tag = "workers",
+    operation_id = "list_workers",
+    responses((status = 200, description = "Every live worker", body = WorkerList))
+)]
 pub(crate) async fn list(state: Data<AppState>) -> Result<HttpResponse, ApiError> {
     let live = state.backends.members.live().await?;
-    let workers = live
-        .iter()
-        .map(|w| {
-            let mut v = serde_json::to_value(w).map_err(ApiError::internal)?;
-            if let Some(obj) = v.as_object_mut() {
-                obj.insert("state".into(), "alive".into());
-            }
-            Ok(v)
-        })
-        .collect::<Result<Vec<_>, ApiError>>()?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "workers": workers })))
+    let workers = live.into_iter().map(|info| WorkerView { info, state: "alive" }).collect();
+    Ok(HttpResponse::Ok().json(WorkerList { workers }))
 }

@@ -12,6 +12,7 @@ mod cluster;
 mod durability;
 mod engine;
 mod legacy;
+mod openapi;
 mod process;
 mod security;
 mod stores;

@@ -24,7 +24,7 @@ use calendar::CronSpec;
 use parse::Parsed;
 
 /// How a 6-field expression is read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Dialect {
     /// distcron: 5 fields = standard crontab, 6 = seconds first, 7 = seconds first + year.

@@ -98,6 +98,9 @@ pub struct Node {
     extra_config: String,
     options: NodeOptions,
     agent: ureq::Agent,
+    /// Where this node's responses are recorded besides `DISTCRON_RECORD_RESPONSES` (see
+    /// [`Node::record_into`]).
+    recorder: Option<PathBuf>,
 }
 
 impl Node {
@@ -120,6 +123,7 @@ impl Node {
             token: None,
             extra_config: extra_config.to_owned(),
             options,
+            recorder: None,
         };
         node.spawn();
         node
@@ -251,10 +255,12 @@ impl Node {
 
     fn send(&self, req: ureq::Request, body: Option<&str>) -> Resp {
         let req = self.authorized(req);
-        read_response(match body {
+        let (method, url) = (req.method().to_owned(), req.url().to_owned());
+        let resp = read_response(match body {
             Some(b) => req.set("Content-Type", "application/json").send_string(b),
             None => req.call(),
-        })
+        });
+        self.record(&method, &url, resp)
     }
 
     pub fn get(&self, path: &str) -> Resp {
@@ -280,7 +286,8 @@ impl Node {
     /// A raw request with a content type of the caller's choice.
     pub fn raw(&self, method: &str, path: &str, content_type: &str, body: &[u8]) -> Resp {
         let req = self.authorized(self.agent.request(method, &self.url(path)).set("Content-Type", content_type));
-        read_response(req.send_bytes(body))
+        let resp = read_response(req.send_bytes(body));
+        self.record(method, &self.url(path), resp)
     }
 
     /// A request with extra headers (e.g. `Origin`, `Host`, `Sec-Fetch-Site`), with the node's
@@ -300,15 +307,36 @@ impl Node {
         for (name, value) in headers {
             req = req.set(name, value);
         }
-        read_response(match body {
+        let resp = read_response(match body {
             Some((content_type, bytes)) => req.set("Content-Type", content_type).send_bytes(bytes),
             None => req.call(),
-        })
+        });
+        self.record(method, &self.url(path), resp)
     }
 
     /// A form POST (the seed's routes).
     pub fn post_form(&self, path: &str, fields: &[(&str, &str)]) -> Resp {
-        read_response(self.authorized(self.agent.post(&self.url(path))).send_form(fields))
+        let resp = read_response(self.authorized(self.agent.post(&self.url(path))).send_form(fields));
+        self.record("POST", &self.url(path), resp)
+    }
+
+    /// Also records this node's responses into `path` (JSON lines, see [`record_response`]).
+    #[allow(dead_code)]
+    pub fn record_into(&mut self, path: &Path) {
+        self.recorder = Some(path.to_owned());
+    }
+
+    /// Records `resp` to `DISTCRON_RECORD_RESPONSES` and to this node's own recorder, if set.
+    fn record(&self, method: &str, url: &str, resp: Resp) -> Resp {
+        if let Ok(file) = std::env::var(RECORD_ENV) {
+            if !file.is_empty() {
+                record_response(Path::new(&file), method, url, &resp);
+            }
+        }
+        if let Some(file) = &self.recorder {
+            record_response(file, method, url, &resp);
+        }
+        resp
     }
 
     /// Creates a job, asserting 201.
@@ -358,6 +386,41 @@ impl Drop for Node {
                 log.lines().rev().take(200).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
             eprintln!("---- distcron log (last 200 lines) ----\n{tail}\n----");
         }
+    }
+}
+
+/// The variable naming the file every `Node` request's response is appended to (scripts/test.sh
+/// sets it; `scripts/openapi_check.py` validates the file against the OpenAPI document).
+pub const RECORD_ENV: &str = "DISTCRON_RECORD_RESPONSES";
+
+/// Appends one response as a JSON line `{"method","path","query","status","content_type",
+/// "json","body"}` to `file` (`path` without the query string; `body` null unless JSON).
+pub fn record_response(file: &Path, method: &str, url: &str, resp: &Resp) {
+    use std::io::Write;
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    if resp.status == 0 {
+        return; // no response (connection refused, ...)
+    }
+    let after_host = url.splitn(4, '/').nth(3).unwrap_or("");
+    let (path, query) = after_host.split_once('?').unwrap_or((after_host, ""));
+    let is_json = serde_json::from_str::<Value>(&resp.text).is_ok();
+    let line = serde_json::json!({
+        "method": method.to_ascii_uppercase(),
+        "path": format!("/{path}"),
+        "query": query,
+        "status": resp.status,
+        "content_type": resp.header("content-type").unwrap_or(""),
+        "json": is_json,
+        "body": if is_json { resp.body.clone() } else { Value::Null },
+    });
+    let _guard = LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let written = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(file)
+        .and_then(|mut f| f.write_all(format!("{line}\n").as_bytes()));
+    if let Err(e) = written {
+        panic!("cannot record a response into {}: {e}", file.display());
     }
 }
 
