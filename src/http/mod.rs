@@ -127,6 +127,7 @@ fn api_scope() -> actix_web::Scope {
                 .route(put().to(jobs::replace))
                 .route(delete().to(jobs::remove)),
         )
+        .service(resource("/jobs:plan", "POST").route(post().to(jobs::plan)))
         .service(resource("/jobs/{name}/enable", "POST").route(post().to(jobs::enable)))
         .service(resource("/jobs/{name}/disable", "POST").route(post().to(jobs::disable)))
         .service(resource("/jobs/{name}/run", "POST").route(post().to(jobs::run_now)))
