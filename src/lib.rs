@@ -8,6 +8,7 @@
 pub mod actors;
 pub mod api_token;
 pub mod backend;
+pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod error;

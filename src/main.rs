@@ -1,12 +1,20 @@
-//! The `distcron` binary: parse the command line, load the config, start logging, run.
+//! The `distcron` binary: parse the command line; a client command (`jobs`, `runs`, `preview`,
+//! `apply`, `export`) runs and exits with its code, anything else (no command, or `serve`) loads
+//! the config, starts logging and runs the server.
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use distcron::config::{Cli, Config};
+use distcron::cli::{Command, Main};
+use distcron::config::Config;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let main = Main::parse();
+    let cli = match main.command {
+        None => main.server,
+        Some(Command::Serve(serve)) => serve.cli,
+        Some(command) => return distcron::cli::run(command),
+    };
     let config = match Config::load(&cli) {
         Ok(c) => c,
         Err(e) => {

@@ -333,6 +333,8 @@ export function mountEditor(root, ctx, name) {
       // "any" = create or replace whatever is there.
       const version = overwriteVersion === null ? original?.version : overwriteVersion;
       if (typeof version === "number") body.version = version;
+      // Jobs as code: a hand edit keeps the job's owner label, so the next plan shows it as a diff.
+      if (original?.managed_by) body.managed_by = original.managed_by;
     }
     saveButton.disabled = true;
     saveButton.textContent = "Saving…";

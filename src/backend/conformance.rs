@@ -69,6 +69,7 @@ pub fn sample_job(name: &JobName) -> Job {
         limits: None,
         run_as_user: None,
         run_as_group: None,
+        managed_by: None,
     }
 }
 

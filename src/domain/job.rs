@@ -159,6 +159,10 @@ pub struct Job {
     /// Primary group for `run_as_user`; `None` = that user's own primary group.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_as_group: Option<String>,
+    /// The jobs-as-code owner (`managed_by` of the file `distcron apply` read, README "Jobs as
+    /// code"): `apply --prune` deletes only jobs carrying its own label; `None` = hand-made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed_by: Option<String>,
 }
 
 /// Per-job resource limits (`limits = { max_memory_bytes, max_cpu_secs, max_open_files, nice }`),
@@ -271,6 +275,9 @@ pub struct JobSpec {
     /// Group to run as; omitted = the user's primary group.
     #[serde(default)]
     pub run_as_group: Option<String>,
+    /// Jobs-as-code owner label; omitted = none.
+    #[serde(default)]
+    pub managed_by: Option<String>,
     /// Expected current version on replace; a stale one is a conflict. Ignored on create.
     #[serde(default)]
     pub version: Option<u64>,
@@ -334,6 +341,7 @@ impl JobSpec {
             limits: self.limits.filter(|l| !l.is_empty()),
             run_as_user: self.run_as_user.filter(|u| !u.is_empty()),
             run_as_group: self.run_as_group.filter(|g| !g.is_empty()),
+            managed_by: self.managed_by.filter(|m| !m.is_empty()),
         };
         validate(&job)?;
         Ok(job)
@@ -417,7 +425,30 @@ pub fn validate(job: &Job) -> Result<(), JobValidationError> {
     if job.run_as_group.is_some() && job.run_as_user.is_none() {
         return err("run_as_group", "run_as_group needs run_as_user".into());
     }
+    if let Some(label) = &job.managed_by {
+        validate_managed_by(label).map_err(|message| JobValidationError { field: "managed_by", message })?;
+    }
     Ok(())
+}
+
+/// Longest accepted `managed_by` label.
+pub const MAX_MANAGED_BY_LEN: usize = 128;
+
+/// A `managed_by` label: 1–128 characters of letters, digits and `. _ - : / @`.
+///
+/// # Errors
+/// What is wrong, in one line.
+pub fn validate_managed_by(label: &str) -> Result<(), String> {
+    let ok = !label.is_empty()
+        && label.len() <= MAX_MANAGED_BY_LEN
+        && label.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':' | '/' | '@'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "managed_by {label:?} is not a label (1-{MAX_MANAGED_BY_LEN} letters, digits, '.', '_', '-', ':', '/', '@')"
+        ))
+    }
 }
 
 fn validate_limits(limits: &JobLimits) -> Result<(), JobValidationError> {

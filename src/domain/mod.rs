@@ -7,6 +7,7 @@ pub mod access;
 pub mod audit;
 pub mod backoff;
 pub mod job;
+pub mod jobs_as_code;
 pub mod run;
 pub mod schedule;
 pub mod worker;

@@ -420,3 +420,88 @@ pub(crate) async fn kill(
     state.backends.jobs.signal_audited(Signal::Kill { job: name.clone(), run: None }, current, audit).await?;
     Ok(HttpResponse::Accepted().json(KillRequested { job: name }))
 }
+
+/// Fire times listed per created or updated job in a plan.
+const PLAN_FIRE_TIMES: usize = 3;
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/jobs:plan",
+    tag = "jobs",
+    operation_id = "plan_jobs",
+    request_body = crate::domain::jobs_as_code::PlanRequest,
+    responses(
+        (status = 200, description = "The plan: `changes` (create, update with a field diff, delete), each with its next fire times, DST changes and warnings; `unchanged`; `summary`; the store `revision` it was computed at", body = Object),
+        (status = 400, description = "The file is invalid (`invalid_job`, `invalid_cron_expr`, `invalid_request`; `field` names it, e.g. `jobs[2].cron_expr`)", body = ErrorBody),
+    )
+)]
+/// `POST /api/v1/jobs:plan` (operator+): what applying a jobs file would change (README "Jobs as
+/// code"). Reads the store once and changes nothing; each create and update carries its next
+/// fire times, the DST change of each one's local day (as the preview shows them) and the DST
+/// warnings of the coming year.
+pub(crate) async fn plan(
+    state: Data<AppState>,
+    request: Json<crate::domain::jobs_as_code::PlanRequest>,
+) -> Result<HttpResponse, ApiError> {
+    use crate::domain::jobs_as_code::{self, Action, DstAdvisor};
+    let request = request.into_inner();
+    let desired = jobs_as_code::desired_jobs(&request).map_err(|e| {
+        let code = match (e.cron, e.field.starts_with("jobs[")) {
+            (true, _) => super::error::ErrorCode::InvalidCronExpr,
+            (false, true) => super::error::ErrorCode::InvalidJob,
+            (false, false) => super::error::ErrorCode::InvalidRequest,
+        };
+        ApiError::with_field(code, e.field, e.message)
+    })?;
+    for (i, job) in desired.iter().enumerate() {
+        may_run_as(job, &state.config).map_err(|e| {
+            ApiError::with_field(super::error::ErrorCode::InvalidJob, format!("jobs[{i}].{}", e.field), e.message)
+        })?;
+    }
+    let by_name: HashMap<JobName, Job> = desired.iter().map(|j| (j.name.clone(), j.clone())).collect();
+    let snapshot = state.backends.jobs.snapshot_checked().await?;
+    let plan =
+        jobs_as_code::plan(desired, &snapshot.jobs, &snapshot.invalid, request.managed_by.as_deref(), request.prune);
+    let now = Utc::now();
+    let mut advisor = DstAdvisor::new(now);
+    let default_tz = state.config.default_zone();
+    let mut changes = Vec::with_capacity(plan.changes.len());
+    for change in &plan.changes {
+        let mut value = serde_json::to_value(change).map_err(ApiError::internal)?;
+        if let (Some(job), Some(obj)) = (by_name.get(&change.name), value.as_object_mut()) {
+            let tz = job.zone(default_tz);
+            let schedule = job.schedule().ok();
+            let next = match (&schedule, job.enabled) {
+                (Some(s), true) => s.next_n(now, tz, PLAN_FIRE_TIMES),
+                _ => Vec::new(),
+            };
+            let dst: Vec<_> = next.iter().map(|t| super::cron::dst_change_on_local_day(*t, tz)).collect();
+            let mut warnings = change.warnings.clone();
+            if let Some(s) = &schedule {
+                warnings.extend(advisor.warnings(s, tz));
+            }
+            if !job.enabled {
+                warnings.push("disabled: it keeps its definition and never fires".into());
+            }
+            obj.insert("effective_tz".into(), tz.name().into());
+            obj.insert("schedule_description".into(), schedule.map(|s| s.describe()).into());
+            obj.insert("next".into(), serde_json::to_value(next).map_err(ApiError::internal)?);
+            obj.insert("dst".into(), serde_json::to_value(dst).map_err(ApiError::internal)?);
+            obj.insert("warnings".into(), warnings.into());
+        }
+        changes.push(value);
+    }
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "managed_by": plan.managed_by,
+        "prune": plan.prune,
+        "revision": snapshot.revision,
+        "changes": changes,
+        "unchanged": plan.unchanged,
+        "summary": {
+            "create": plan.count(Action::Create),
+            "update": plan.count(Action::Update),
+            "delete": plan.count(Action::Delete),
+            "unchanged": plan.unchanged.len(),
+        },
+    })))
+}

@@ -107,6 +107,7 @@ macro_rules! route_table {
 route_table! {
     Api    Get    "/api/v1/jobs"                => jobs::list;
     Api    Post   "/api/v1/jobs"                => jobs::create;
+    Api    Post   "/api/v1/jobs:plan"           => jobs::plan;
     Api    Get    "/api/v1/jobs/{name}"         => jobs::get;
     Api    Put    "/api/v1/jobs/{name}"         => jobs::replace;
     Api    Delete "/api/v1/jobs/{name}"         => jobs::remove;

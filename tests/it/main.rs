@@ -8,6 +8,7 @@ mod api;
 mod backends_etcd;
 mod backends_mongo;
 mod claims;
+mod cli;
 mod cluster;
 mod durability;
 mod engine;

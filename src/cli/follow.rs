@@ -1,0 +1,227 @@
+//! `distcron runs tail [--follow]`: a run's output, and with `--follow` the output as it grows
+//! until the run ends.
+//!
+//! Owns: the [`OutputSource`] seam (events with byte offsets, then the end) and its polling
+//! implementation over `GET /api/v1/runs/{id}`. The live-output stream
+//! (`GET /api/v1/runs/{id}/output?follow=1`, server-sent events with byte offsets) plugs in as
+//! another [`OutputSource`] without touching the printing. Leaves to others: the run record
+//! (the log store) and the HTTP calls (`client`).
+
+use std::io::Write;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::client::{segment, Client};
+use super::{CliError, ClientArgs, TailArgs};
+
+/// What a followed run produced next.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum OutputEvent {
+    /// Output bytes starting at `offset` in the run's output.
+    Chunk {
+        /// Byte offset of `text` in the run's output.
+        offset: u64,
+        /// The bytes (lossily decoded).
+        text: String,
+    },
+    /// Output was left out between what was printed and what follows (the stored output keeps
+    /// only head and tail).
+    Gap {
+        /// How many bytes the run printed in all.
+        total_bytes: u64,
+    },
+    /// The run ended (or, without follow, this is where it stands).
+    End {
+        /// The run as last read.
+        run: Value,
+    },
+}
+
+/// A run's output as a sequence of events; `next` blocks until there is one.
+pub(crate) trait OutputSource {
+    /// The next event; after [`OutputEvent::End`] the source is finished.
+    ///
+    /// # Errors
+    /// The server's or the connection's error.
+    fn next_event(&mut self) -> Result<OutputEvent, CliError>;
+}
+
+/// Polls `GET /api/v1/runs/{id}` and turns what is new in `output` into events.
+pub(crate) struct PollingSource<'a> {
+    client: &'a Client,
+    id: String,
+    follow: bool,
+    every: Duration,
+    tracker: Tracker,
+    pending: std::collections::VecDeque<OutputEvent>,
+    ended: bool,
+}
+
+impl<'a> PollingSource<'a> {
+    pub(crate) fn new(client: &'a Client, id: String, follow: bool, every: Duration) -> Self {
+        Self { client, id, follow, every, tracker: Tracker::default(), pending: Default::default(), ended: false }
+    }
+}
+
+impl OutputSource for PollingSource<'_> {
+    fn next_event(&mut self) -> Result<OutputEvent, CliError> {
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                return Ok(event);
+            }
+            if self.ended {
+                return Err(CliError::Failed("the run's output was already read to its end".into()));
+            }
+            let run = self.client.get(&format!("/api/v1/runs/{}", segment(&self.id)), &[])?;
+            let done = !self.follow || run["status"].as_str() != Some("running");
+            self.pending.extend(self.tracker.advance(&run));
+            if done {
+                self.ended = true;
+                self.pending.push_back(OutputEvent::End { run });
+            } else if self.pending.is_empty() {
+                std::thread::sleep(self.every);
+            }
+        }
+    }
+}
+
+/// What part of a run's stored output was already emitted (pure: turns one read into events).
+#[derive(Debug, Default)]
+pub(crate) struct Tracker {
+    /// The output emitted so far.
+    seen: String,
+}
+
+impl Tracker {
+    /// Events for what `run` (a run record) holds beyond what was emitted.
+    pub(crate) fn advance(&mut self, run: &Value) -> Vec<OutputEvent> {
+        let output = run["output"].as_str().unwrap_or("");
+        let total = run["output_bytes"].as_u64().unwrap_or(output.len() as u64);
+        let mut events = Vec::new();
+        if let Some(rest) = output.strip_prefix(self.seen.as_str()) {
+            if !rest.is_empty() {
+                events.push(OutputEvent::Chunk { offset: self.seen.len() as u64, text: rest.to_owned() });
+            }
+        } else {
+            // The stored output is no longer an extension of what was printed: it now keeps only
+            // head and tail (with its own "[N bytes truncated]" line). Print what follows the
+            // printed head.
+            let common = common_prefix(&self.seen, output);
+            events.push(OutputEvent::Gap { total_bytes: total });
+            let rest = &output[common..];
+            if !rest.is_empty() {
+                let offset = total.saturating_sub(rest.len() as u64);
+                events.push(OutputEvent::Chunk { offset, text: rest.to_owned() });
+            }
+        }
+        self.seen = output.to_owned();
+        events
+    }
+}
+
+/// Length of the longest common prefix of `a` and `b`, on a character boundary.
+fn common_prefix(a: &str, b: &str) -> usize {
+    a.char_indices().zip(b.chars()).take_while(|((_, x), y)| x == y).last().map_or(0, |((i, c), _)| i + c.len_utf8())
+}
+
+/// `distcron runs tail`.
+pub(crate) fn tail(client: &Client, args: &ClientArgs, tail: &TailArgs) -> Result<(), CliError> {
+    let id = match (&tail.id, &tail.job) {
+        (Some(id), _) => id.clone(),
+        (None, Some(job)) => {
+            let page = client.get("/api/v1/runs", &[("job", job.clone()), ("limit", "1".into())])?;
+            let newest = page["runs"].as_array().and_then(|r| r.first()).and_then(|r| r["id"].as_str());
+            newest.map(str::to_owned).ok_or_else(|| CliError::NotFound(format!("job {job} has no runs")))?
+        }
+        (None, None) => return Err(CliError::Usage("runs tail needs a run id or --job".into())),
+    };
+    let mut source = PollingSource::new(client, id.clone(), tail.follow, Duration::from_millis(tail.poll_ms));
+    let mut stdout = std::io::stdout().lock();
+    loop {
+        match source.next_event()? {
+            OutputEvent::Chunk { offset, text } => {
+                if args.json {
+                    let line = serde_json::json!({ "offset": offset, "text": text });
+                    let _ = writeln!(stdout, "{line}");
+                } else {
+                    let _ = stdout.write_all(text.as_bytes());
+                }
+                let _ = stdout.flush();
+            }
+            OutputEvent::Gap { total_bytes } => {
+                if args.json {
+                    let _ = writeln!(stdout, "{}", serde_json::json!({ "gap": true, "total_bytes": total_bytes }));
+                } else {
+                    let _ = writeln!(
+                        stdout,
+                        "\n[... output cut: the run printed {total_bytes} bytes; head and tail kept ...]"
+                    );
+                }
+            }
+            OutputEvent::End { run } => {
+                let status = run["status"].as_str().unwrap_or("unknown").to_owned();
+                if args.json {
+                    let _ = writeln!(
+                        stdout,
+                        "{}",
+                        serde_json::json!({ "end": true, "status": status, "exit_code": run["exit_code"] })
+                    );
+                } else {
+                    eprintln!("Run {id} of job {}: {status}{}", super::output::text(&run["job"]), exit_note(&run));
+                }
+                let _ = stdout.flush();
+                // Following to the end answers "did it succeed?" for scripts.
+                if tail.follow && status != "succeeded" {
+                    return Err(CliError::Failed(format!("run {id} ended {status}{}", exit_note(&run))));
+                }
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// ` (exit 3)` / ` (signal 9)` / ``.
+fn exit_note(run: &Value) -> String {
+    match (run["exit_code"].as_i64(), run["signal"].as_i64(), run["err"].as_str().filter(|e| !e.is_empty())) {
+        (Some(code), _, _) => format!(" (exit {code})"),
+        (None, Some(sig), _) => format!(" (signal {sig})"),
+        (None, None, Some(err)) => format!(" ({})", super::output::one_line(err)),
+        _ => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(output: &str, truncated: bool, total: u64) -> Value {
+        // `output_truncated` is informative only: the stored output carries its own marker.
+        serde_json::json!({ "output": output, "output_truncated": truncated, "output_bytes": total })
+    }
+
+    #[test]
+    fn growing_output_comes_out_once_with_offsets() {
+        let mut t = Tracker::default();
+        assert_eq!(t.advance(&run("", false, 0)), []);
+        assert_eq!(t.advance(&run("a\n", false, 2)), [OutputEvent::Chunk { offset: 0, text: "a\n".into() }]);
+        assert_eq!(t.advance(&run("a\n", false, 2)), []);
+        assert_eq!(t.advance(&run("a\nbé\n", false, 6)), [OutputEvent::Chunk { offset: 2, text: "bé\n".into() }]);
+    }
+
+    #[test]
+    fn output_cut_to_head_and_tail_is_marked_as_a_gap() {
+        let mut t = Tracker::default();
+        t.advance(&run("head more", false, 9));
+        let events = t.advance(&run("head [cut] tail", true, 1000));
+        assert_eq!(
+            events,
+            [OutputEvent::Gap { total_bytes: 1000 }, OutputEvent::Chunk { offset: 990, text: "[cut] tail".into() }]
+        );
+        let mut fresh = Tracker::default();
+        assert_eq!(
+            fresh.advance(&run("h [cut] t", true, 100)),
+            [OutputEvent::Chunk { offset: 0, text: "h [cut] t".into() }]
+        );
+    }
+}
