@@ -145,6 +145,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// The audit log.
     pub audit: AuditConfig,
+    /// Alerts: channels, default rules, evaluation (README "Alerts").
+    pub alerts: crate::alerting::AlertsConfig,
 }
 
 /// `[auth]`.
@@ -396,6 +398,7 @@ impl Default for Config {
             api_token_file: PathBuf::new(),
             auth: AuthConfig::default(),
             audit: AuditConfig::default(),
+            alerts: crate::alerting::AlertsConfig::default(),
         }
     }
 }
@@ -567,6 +570,11 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("etcd.user", "DISTCRON_ETCD_USER"),
     ("etcd.password_file", "DISTCRON_ETCD_PASSWORD_FILE"),
     ("mongo.uri_file", "DISTCRON_MONGO_URI_FILE"),
+    ("alerts.poll_ms", "DISTCRON_ALERTS_POLL_MS"),
+    ("alerts.evaluators_per_job", "DISTCRON_ALERTS_EVALUATORS_PER_JOB"),
+    ("alerts.lookback_secs", "DISTCRON_ALERTS_LOOKBACK_SECS"),
+    ("alerts.history_runs", "DISTCRON_ALERTS_HISTORY_RUNS"),
+    ("alerts.retention_days", "DISTCRON_ALERTS_RETENTION_DAYS"),
 ];
 
 impl Config {
@@ -729,6 +737,9 @@ impl Config {
         if self.audit.retention_days == 0 || self.audit.retention_days > 36_500 {
             return bad("audit.retention_days", format!("{} is outside 1..=36500", self.audit.retention_days));
         }
+        if let Err((key, message)) = self.alerts.validate() {
+            return bad(key, message);
+        }
         self.validate_perimeter()
     }
 
@@ -801,6 +812,9 @@ impl Config {
             ("etcd.request_timeout_ms", d.request_timeout_ms, 100, 600_000),
             ("etcd.connect_timeout_ms", d.connect_timeout_ms, 100, 600_000),
         ]
+        .into_iter()
+        .chain(self.alerts.ranges())
+        .collect()
     }
 
     fn check_ranges(&self) -> Result<(), ConfigError> {

@@ -158,6 +158,9 @@ pub struct Job {
     /// Primary group for `run_as_user`; `None` = that user's own primary group.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_as_group: Option<String>,
+    /// Alert rules (README "Alerts"); `None` = the defaults of `alerts.rules`, `[]` = none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alerts: Option<Vec<super::alert::AlertRule>>,
 }
 
 /// Per-job resource limits (`limits = { max_memory_bytes, max_cpu_secs, max_open_files, nice }`),
@@ -273,6 +276,9 @@ pub struct JobSpec {
     /// Expected current version on replace; a stale one is a conflict. Ignored on create.
     #[serde(default)]
     pub version: Option<u64>,
+    /// Alert rules; omitted = the defaults of `alerts.rules`, `[]` = no alerts.
+    #[serde(default)]
+    pub alerts: Option<Vec<super::alert::AlertRule>>,
     /// Accepted and ignored, so a job read from the API can be sent back as is.
     #[serde(default)]
     pub created_at: Option<serde::de::IgnoredAny>,
@@ -328,6 +334,7 @@ impl JobSpec {
             limits: self.limits.filter(|l| !l.is_empty()),
             run_as_user: self.run_as_user.filter(|u| !u.is_empty()),
             run_as_group: self.run_as_group.filter(|g| !g.is_empty()),
+            alerts: self.alerts,
         };
         validate(&job)?;
         Ok(job)
@@ -410,6 +417,9 @@ pub fn validate(job: &Job) -> Result<(), JobValidationError> {
     }
     if job.run_as_group.is_some() && job.run_as_user.is_none() {
         return err("run_as_group", "run_as_group needs run_as_user".into());
+    }
+    if let Some(rules) = &job.alerts {
+        super::alert::validate_rules(rules, None)?;
     }
     Ok(())
 }

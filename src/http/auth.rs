@@ -200,6 +200,7 @@ const RULES: &[Rule] = &[
     rule(Some(Method::POST), "/api/v1/jobs/{}/run", AccessRole::Operator),
     rule(Some(Method::POST), "/api/v1/jobs/{}/kill", AccessRole::Operator),
     rule(Some(Method::POST), "/api/v1/runs/{}/kill", AccessRole::Operator),
+    rule(Some(Method::POST), "/api/v1/alert-channels/{}/test", AccessRole::Operator),
     // The seed's write routes, whatever the method.
     rule(None, "/job/save", AccessRole::Admin),
     rule(None, "/job/delete", AccessRole::Admin),

@@ -6,6 +6,7 @@
 //! one port call, respond. They write to the backends only; the actors learn every change through
 //! the job store's watch. The only actor traffic is reading status for the readiness probe.
 
+mod alerts;
 mod assets;
 mod audit;
 mod auth;
@@ -57,6 +58,8 @@ pub struct AppState {
     pub auth: AuthState,
     /// The essential actors of this process (readiness is 503 when one is not running).
     pub essentials: crate::actors::essential::Essentials,
+    /// The configured alert channels (test sends, the channel list).
+    pub alert_channels: Arc<crate::alerting::Channels>,
 }
 
 /// Read-only status queries to the local actors, for the readiness probe.
@@ -142,6 +145,10 @@ fn api_scope() -> actix_web::Scope {
         .service(resource("/health/live", "GET").route(get().to(health::live)))
         .service(resource("/whoami", "GET").route(get().to(auth::whoami)))
         .service(resource("/audit", "GET").route(get().to(audit::list)))
+        .service(resource("/alerts", "GET").route(get().to(alerts::list)))
+        .service(resource("/alert-channels", "GET").route(get().to(alerts::channels)))
+        .service(resource("/alert-channels/{name}/test", "POST").route(post().to(alerts::test)))
+        .service(resource("/jobs/{name}/alerts", "GET").route(get().to(alerts::job_alerts)))
         .default_service(web::to(|| async {
             ApiError::new(ErrorCode::NotFound, "no such route under /api/v1").error_response()
         }))
