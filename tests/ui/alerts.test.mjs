@@ -80,6 +80,19 @@ test("the alerts view shows a job's alert state and history, and sends a test al
     assert.deepEqual(page.errors, [], "no script errors on the page");
     await page.closeAll();
   }
+  // The job editor shows the job's rules and keeps them on save.
+  const page = await openPage(browser, { token: node.token });
+  await page.goto(`${node.base}/#/jobs/broken/edit`);
+  await page.locator("#f-alerts").waitFor({ state: "visible" });
+  assert.deepEqual(JSON.parse(await page.inputValue("#f-alerts")), [{ on: ["failed", "recovered"], after_consecutive: 1, channels: ["hook"] }]);
+  await page.fill("#f-alerts", "[{\"on\": [\"failed\"], \"channels\": [\"pager\"]}]");
+  await page.click("#save");
+  await waitUntil(5000, async () => (await page.textContent("#err-alerts")).includes("pager"), "the unknown channel named next to the field");
+  await page.fill("#f-alerts", "[{\"on\": [\"failed\", \"recovered\"], \"after_consecutive\": 3, \"channels\": [\"hook\"]}]");
+  await page.click("#save");
+  await waitUntil(5000, async () => (await node.api("GET", "/api/v1/jobs/broken")).body.alerts?.[0]?.after_consecutive === 3, "the saved rules");
+  assert.deepEqual(page.errors, [], "no script errors on the page");
+  await page.closeAll();
   // Exactly one failed alert for the whole streak.
   assert.equal(received.filter((r) => r.json.kind === "failed").length, 1);
 });
