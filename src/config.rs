@@ -145,6 +145,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// The audit log.
     pub audit: AuditConfig,
+    /// Alerts: channels, default rules, evaluation (README "Alerts").
+    pub alerts: crate::alerting::AlertsConfig,
 }
 
 /// `[auth]`.
@@ -399,6 +401,7 @@ impl Default for Config {
             api_token_file: PathBuf::new(),
             auth: AuthConfig::default(),
             audit: AuditConfig::default(),
+            alerts: crate::alerting::AlertsConfig::default(),
         }
     }
 }
@@ -572,6 +575,11 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("etcd.user", "DISTCRON_ETCD_USER"),
     ("etcd.password_file", "DISTCRON_ETCD_PASSWORD_FILE"),
     ("mongo.uri_file", "DISTCRON_MONGO_URI_FILE"),
+    ("alerts.poll_ms", "DISTCRON_ALERTS_POLL_MS"),
+    ("alerts.evaluators_per_job", "DISTCRON_ALERTS_EVALUATORS_PER_JOB"),
+    ("alerts.lookback_secs", "DISTCRON_ALERTS_LOOKBACK_SECS"),
+    ("alerts.history_runs", "DISTCRON_ALERTS_HISTORY_RUNS"),
+    ("alerts.retention_days", "DISTCRON_ALERTS_RETENTION_DAYS"),
 ];
 
 impl Config {
@@ -734,6 +742,9 @@ impl Config {
         if self.audit.retention_days == 0 || self.audit.retention_days > 36_500 {
             return bad("audit.retention_days", format!("{} is outside 1..=36500", self.audit.retention_days));
         }
+        if let Err((key, message)) = self.alerts.validate() {
+            return bad(key, message);
+        }
         self.validate_perimeter()
     }
 
@@ -807,6 +818,9 @@ impl Config {
             ("etcd.request_timeout_ms", d.request_timeout_ms, 100, 600_000),
             ("etcd.connect_timeout_ms", d.connect_timeout_ms, 100, 600_000),
         ]
+        .into_iter()
+        .chain(self.alerts.ranges())
+        .collect()
     }
 
     fn check_ranges(&self) -> Result<(), ConfigError> {
@@ -1004,7 +1018,9 @@ mod tests {
                 None => keys.push(k.clone()),
             }
         }
-        for k in keys {
+        // Structured keys (tables of rules and channels) are set in the file only.
+        const FILE_ONLY: &[&str] = &["alerts.rules", "alerts.channels"];
+        for k in keys.into_iter().filter(|k| !FILE_ONLY.contains(&k.as_str())) {
             let (_, var) = ENV_KEYS.iter().find(|(ek, _)| *ek == k).unwrap_or_else(|| panic!("no env var for {k}"));
             assert_eq!(*var, format!("DISTCRON_{}", k.replace('.', "_").to_uppercase()));
         }

@@ -6,6 +6,7 @@
 //! JSON API, the seed's legacy routes and the admin page; [`run`] wires them per role.
 
 pub mod actors;
+pub mod alerting;
 pub mod api_token;
 pub mod backend;
 pub mod cli;
@@ -138,6 +139,7 @@ async fn serve(
             Engine::Worker(handles) => handles.essentials.clone(),
             Engine::Master(handles) => handles.essentials.clone(),
         },
+        alert_channels: Arc::new(alerting::Channels::from_config(&config.alerts, &config.executor.shell)?),
     };
     // A worker's listener serves health only.
     let server = match config.role {

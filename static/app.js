@@ -10,6 +10,7 @@ import { mountEditor } from "./editor.js";
 import { mountRuns, mountRun } from "./runs.js";
 import { mountWorkers } from "./workers.js";
 import { mountHistory } from "./history.js";
+import { mountAlerts } from "./alerts.js";
 
 // ---- notices ----------------------------------------------------------------------------------
 const errors = new Map();
@@ -106,6 +107,7 @@ function route(focus = false) {
   else if (view === "runs" && !arg) unmount = mountRuns(root, ctx, params);
   else if (view === "runs") unmount = mountRun(root, ctx, arg);
   else if (view === "workers") unmount = mountWorkers(root, ctx);
+  else if (view === "alerts") unmount = mountAlerts(root, ctx);
   else {
     replace(root, h("h1", { tabindex: "-1" }, "Not found"),
       h("div", { class: "empty" }, h("p", {}, "This page does not exist."), h("a", { href: "#/jobs", class: "button" }, "Go to the jobs")));

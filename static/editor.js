@@ -8,7 +8,7 @@ import { fmtTime, fmtOffset, fmtWallClock, viewerZone } from "./format.js";
 
 /** Fields the API can name in an error, in form order. */
 const FIELDS = ["name", "command", "cron_expr", "tz", "dialect", "enabled", "concurrency", "timeout_secs",
-  "description", "env", "working_dir", "limits", "run_as_user", "run_as_group"];
+  "description", "env", "working_dir", "limits", "run_as_user", "run_as_group", "alerts"];
 
 /** The job's `limits` keys, their labels and input bounds (README "Resource limits"). */
 const LIMITS = [
@@ -22,7 +22,7 @@ const LABELS = {
   name: "name", command: "command", cron_expr: "cron expression", tz: "time zone", dialect: "dialect",
   enabled: "enabled", concurrency: "concurrency", timeout_secs: "timeout", description: "description",
   env: "environment", working_dir: "working directory", limits: "limits", run_as_user: "run as user",
-  run_as_group: "run as group",
+  run_as_group: "run as group", alerts: "alert rules",
 };
 
 let zones = null;
@@ -65,6 +65,7 @@ export function mountEditor(root, ctx, name) {
     working_dir: h("input", { id: "f-working_dir", type: "text", spellcheck: "false", placeholder: "the worker's", class: "mono" }),
     run_as_user: h("input", { id: "f-run_as_user", type: "text", autocomplete: "off", spellcheck: "false", placeholder: "the worker's user", class: "mono" }),
     run_as_group: h("input", { id: "f-run_as_group", type: "text", autocomplete: "off", spellcheck: "false", placeholder: "the user's group", class: "mono" }),
+    alerts: h("textarea", { id: "f-alerts", rows: "3", spellcheck: "false", class: "mono", placeholder: "the defaults of alerts.rules" }),
   };
   const limitInputs = Object.fromEntries(LIMITS.map(([key, , min]) => [key,
     h("input", { id: `f-limit-${key}`, type: "number", step: "1", min, inputmode: "numeric", placeholder: "no limit" })]));
@@ -112,6 +113,7 @@ export function mountEditor(root, ctx, name) {
           h("div", { class: "row2" },
             LIMITS.map(([key, label]) => h("div", { class: "field" }, h("label", { for: `f-limit-${key}` }, label), limitInputs[key]))),
           errors.limits),
+        field("alerts", "Alert rules (JSON)", c.alerts, "A list of rules, e.g. [{\"on\": [\"failed\", \"recovered\"], \"after_consecutive\": 2, \"channels\": [\"ops\"]}]; empty = the defaults of alerts.rules, [] = no alerts. See the Alerts view for the channels."),
         h("div", { class: "field switch-field", dataset: { field: "enabled" } },
           h("label", { class: "switch", for: "f-enabled" }, c.enabled, h("span", { class: "switch-track", "aria-hidden": "true" }), h("span", {}, "Enabled (fires on its schedule)")),
           errors.enabled))),
@@ -203,6 +205,7 @@ export function mountEditor(root, ctx, name) {
     c.run_as_user.value = job.run_as_user || "";
     c.run_as_group.value = job.run_as_group || "";
     for (const [key] of LIMITS) limitInputs[key].value = job.limits?.[key] ?? "";
+    c.alerts.value = job.alerts ? JSON.stringify(job.alerts) : "";
     envRows.replaceChildren();
     for (const [k, v] of Object.entries(job.env || {})) addEnvRow(k, v, false);
     if (!envRows.children.length) addEnvRow("", "", false);
@@ -238,6 +241,14 @@ export function mountEditor(root, ctx, name) {
       limits[key] = Number(v);
     }
     if (Object.keys(limits).length) body.limits = limits;
+    const rules = c.alerts.value.trim();
+    if (rules) {
+      try {
+        body.alerts = JSON.parse(rules);
+      } catch (_) {
+        throw fieldError("alerts", "Alert rules are a JSON list of rules, or empty for the defaults.");
+      }
+    }
     return body;
   }
 

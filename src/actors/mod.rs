@@ -9,10 +9,12 @@
 //!           ▼
 //!       log store
 //! ```
-//! Beside them, the LostRunsActor ([`reaper`]) records the runs of vanished workers as `lost`.
+//! Beside them, the LostRunsActor ([`reaper`]) records the runs of vanished workers as `lost`,
+//! and the AlertActor ([`alerts`]) raises and delivers alerts from the run log.
 //! [`start`] wires a worker's actors, [`start_master`] a master's, in one place each, passing
 //! addresses explicitly.
 
+pub mod alerts;
 pub mod essential;
 pub mod executor;
 pub mod launch;
@@ -62,6 +64,8 @@ pub struct Handles {
     pub reaper: Addr<LostRunsActor>,
     /// The essential actors above, for readiness.
     pub essentials: Essentials,
+    /// Alert evaluation and delivery, when channels are configured.
+    pub alerts: Option<Addr<alerts::AlertActor>>,
 }
 
 /// Addresses of what a master runs besides HTTP: the recorder of lost runs and its log pipeline.
@@ -190,6 +194,7 @@ pub async fn start(
         log.clone().recipient(),
     );
     let worker_id = worker.id.clone();
+    let worker_id_for_alerts = worker.id.clone();
     let settings = SchedulerSettings {
         worker,
         default_tz: config.default_zone(),
@@ -252,10 +257,22 @@ pub async fn start(
         Some(worker_id),
     )
     .start();
+    // 5. Alerts, read from the run log beside the scheduling path (README "Alerts").
+    let channels = crate::alerting::Channels::from_config(&config.alerts, &config.executor.shell)?;
+    let alerts = (!channels.is_empty()).then(|| {
+        let peers = alerts::AlertPeers {
+            claims: backends.claims.clone(),
+            logs: backends.logs.clone(),
+            jobs: backends.jobs.clone(),
+            members: backends.members.clone(),
+        };
+        let settings = alerts::AlertSettings::from_config(&config.alerts);
+        alerts::AlertActor::new(settings, peers, Arc::new(channels), worker_id_for_alerts).start()
+    });
     let mut essentials = Essentials::default();
     essentials.add("scheduler", &scheduler);
     essentials.add("watch", &watch);
     essentials.add("log_batch", &log);
     essentials.add("lost_runs", &reaper);
-    Ok(Handles { scheduler, pool, log, watch, reaper, essentials })
+    Ok(Handles { scheduler, pool, log, watch, reaper, essentials, alerts })
 }

@@ -7,6 +7,13 @@
 //! `lost` (every claimed tick ends in one run, or one `lost`/`missed`/`skipped` record).
 //! Leaves to others: the store (adapters in `etcd/` and `embedded/`), the policy decision
 //! (the scheduler), recording lost runs (`actors/reaper.rs`).
+//!
+//! Alerts are claimed here too (issue 11, item 3): an alert's record is created once per
+//! (job, alert id) cluster-wide ([`Claims::claim_alert`], etcd: a txn on
+//! `<prefix>alerts/<job>/<id>` that puts only when the key is absent), and its owner records
+//! each delivery attempt with a compare-and-set on the record's revision
+//! ([`Claims::update_alert`]), so a node taking over an abandoned delivery and the old owner
+//! never both write.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -15,7 +22,7 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use super::BackendError;
-use crate::domain::{Fence, JobName, RunId, Trigger, WorkerId};
+use crate::domain::{AlertRecord, Fence, JobName, RunId, Trigger, WorkerId};
 
 /// A live run, visible cluster-wide (`/cron/running/<name>/<run id>` in etcd).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,6 +87,21 @@ impl TickRequest {
     pub fn unmarked(job: JobName, tick: DateTime<Utc>, with_running: bool) -> Self {
         Self { job, tick, with_running, mark: None, mark_if_idle: false }
     }
+}
+
+/// An alert record with the store revision it was read or written at: the token of
+/// [`Claims::update_alert`]'s compare-and-set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredAlert {
+    /// The record.
+    pub record: AlertRecord,
+    /// Its revision (etcd: the key's mod revision; embedded: a per-record counter).
+    pub revision: i64,
+}
+
+/// The error of an adapter that does not keep alert records.
+pub fn alerts_unsupported(backend: &'static str) -> BackendError {
+    BackendError::Unavailable { backend, message: "this claims adapter keeps no alert records".into() }
 }
 
 /// Runs whose worker vanished while they ran (its session expired), each yielded once per
@@ -185,5 +207,56 @@ pub trait Claims: Send + Sync + 'static {
     /// `Unavailable` when the watch cannot be set up.
     async fn watch_lost(&self) -> Result<LostStream, BackendError> {
         Ok(futures::stream::pending().boxed())
+    }
+
+    /// Claims an alert: creates `record` under (its job segment, its alert id) unless a record
+    /// with that key exists. `Some(revision)`: this caller created it and delivers it; `None`:
+    /// someone did before (whatever the clocks), so exactly one caller delivers each alert.
+    ///
+    /// # Errors
+    /// `Unavailable`: nothing was written, or (answer lost) the record was created; a retry then
+    /// answers `None` and the record's owner field says whose it is.
+    async fn claim_alert(&self, record: &AlertRecord) -> Result<Option<i64>, BackendError> {
+        let _ = record;
+        Err(alerts_unsupported("claims"))
+    }
+
+    /// Replaces the stored record of `record`'s key with `record` only when its revision is
+    /// still `revision` (compare-and-set); `Some(new revision)` on success, `None` when the
+    /// record changed (another node took the delivery over) or is gone.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    async fn update_alert(&self, record: &AlertRecord, revision: i64) -> Result<Option<i64>, BackendError> {
+        let _ = (record, revision);
+        Err(alerts_unsupported("claims"))
+    }
+
+    /// One alert record by job segment ([`AlertRecord::job_segment`]) and alert id.
+    ///
+    /// # Errors
+    /// `Unavailable`; `Corrupt` when the stored value is not a record.
+    async fn get_alert(&self, job: &str, id: &str) -> Result<Option<StoredAlert>, BackendError> {
+        let _ = (job, id);
+        Err(alerts_unsupported("claims"))
+    }
+
+    /// Every alert record of one job segment (of all when `None`), newest `raised_at` first.
+    /// Values that are not records are skipped with a warning.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    async fn alerts(&self, job: Option<&str>) -> Result<Vec<StoredAlert>, BackendError> {
+        let _ = job;
+        Err(alerts_unsupported("claims"))
+    }
+
+    /// Deletes alert records last changed before `before`; returns how many.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    async fn purge_alerts_before(&self, before: DateTime<Utc>) -> Result<u64, BackendError> {
+        let _ = before;
+        Err(alerts_unsupported("claims"))
     }
 }

@@ -70,6 +70,7 @@ pub fn sample_job(name: &JobName) -> Job {
         run_as_user: None,
         run_as_group: None,
         managed_by: None,
+        alerts: None,
     }
 }
 
@@ -557,7 +558,88 @@ pub async fn claims_suite(claims: Arc<dyn Claims>) {
     claims_tick_checked(Arc::clone(&claims)).await;
     claims_batches(Arc::clone(&claims)).await;
     claims_marks_with_claims(Arc::clone(&claims)).await;
-    claims_running_marks(claims).await;
+    claims_running_marks(Arc::clone(&claims)).await;
+    claims_alert_once(Arc::clone(&claims)).await;
+    claims_alert_updates(claims).await;
+}
+
+/// A pending alert record of a fresh job, raised at `raised_at`.
+pub fn sample_alert(job: &JobName, id: &str, raised_at: DateTime<Utc>) -> crate::domain::AlertRecord {
+    let alert = crate::domain::Alert {
+        id: id.to_owned(),
+        job: Some(job.clone()),
+        kind: crate::domain::AlertKind::Failed,
+        message: format!("Job {job} failed."),
+        raised_at,
+        rule: Some(0),
+        run: None,
+        run_status: Some(RunStatus::Failed),
+        scheduled_at: None,
+        worker: None,
+        consecutive: Some(1),
+        last_success_at: None,
+        channels: vec!["ops".into(), "pager".into()],
+    };
+    crate::domain::AlertRecord::new(alert, WorkerId(unique("alert-owner")))
+}
+
+/// Many tasks claiming the same alert: exactly one creates it; the record reads back as
+/// written; other ids and jobs are independent.
+pub async fn claims_alert_once(claims: Arc<dyn Claims>) {
+    let job = unique_job("alert");
+    let record = sample_alert(&job, "f0-none", ms(Utc::now()));
+    let tasks: Vec<_> = (0..RACERS)
+        .map(|i| {
+            let claims = Arc::clone(&claims);
+            let mut mine = record.clone();
+            mine.owner = WorkerId(format!("racer-{i}"));
+            tokio::spawn(async move { claims.claim_alert(&mine).await.map(|won| won.map(|_| mine.owner)) })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for task in tasks {
+        if let Some(owner) = task.await.expect("racer task").expect("claim alert") {
+            winners.push(owner);
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one of {RACERS} concurrent claims of one alert wins");
+    let stored = claims.get_alert(job.as_str(), "f0-none").await.expect("get").expect("claimed alert is stored");
+    assert_eq!(stored.record.owner, winners[0], "the stored record is the winner's");
+    assert_eq!(stored.record.alert, record.alert);
+    assert_eq!(claims.claim_alert(&record).await.expect("claim again"), None, "an alert is claimed once");
+    assert!(claims.get_alert(job.as_str(), "f0-other").await.expect("get").is_none());
+    let other = unique_job("alert-other");
+    assert!(claims.claim_alert(&sample_alert(&other, "f0-none", ms(Utc::now()))).await.expect("claim").is_some());
+    assert!(claims.claim_alert(&sample_alert(&job, "r0-none", ms(Utc::now()))).await.expect("claim").is_some());
+}
+
+/// Delivery records are compare-and-set on the revision; listing is per job and newest first;
+/// purging removes records last changed before the cutoff only.
+pub async fn claims_alert_updates(claims: Arc<dyn Claims>) {
+    let job = unique_job("alert-upd");
+    let t0 = ms(Utc::now()) - chrono::Duration::hours(2);
+    let mut record = sample_alert(&job, "f0-a", t0);
+    let rev = claims.claim_alert(&record).await.expect("claim").expect("won");
+    record.deliveries[0].state = crate::domain::DeliveryState::Delivered;
+    record.updated_at = t0 + chrono::Duration::seconds(1);
+    let rev2 = claims.update_alert(&record, rev).await.expect("update").expect("current revision updates");
+    assert_ne!(rev2, rev);
+    assert_eq!(claims.update_alert(&record, rev).await.expect("update"), None, "a stale revision is refused");
+    let stored = claims.get_alert(job.as_str(), "f0-a").await.expect("get").expect("stored");
+    assert_eq!((stored.record.clone(), stored.revision), (record.clone(), rev2));
+    let newer = sample_alert(&job, "l0-b", t0 + chrono::Duration::minutes(1));
+    claims.claim_alert(&newer).await.expect("claim").expect("won");
+    let listed: Vec<String> =
+        claims.alerts(Some(job.as_str())).await.expect("list").into_iter().map(|a| a.record.alert.id).collect();
+    assert_eq!(listed, ["l0-b", "f0-a"], "one job's alerts, newest first");
+    let all = claims.alerts(None).await.expect("list all");
+    assert!(all.iter().any(|a| a.record.alert.id == "f0-a" && a.record.alert.job.as_ref() == Some(&job)));
+    assert!(all.windows(2).all(|w| w[0].record.alert.raised_at >= w[1].record.alert.raised_at), "newest first");
+    let purged = claims.purge_alerts_before(t0 + chrono::Duration::seconds(30)).await.expect("purge");
+    assert!(purged >= 1, "the old record is purged");
+    let left: Vec<String> =
+        claims.alerts(Some(job.as_str())).await.expect("list").into_iter().map(|a| a.record.alert.id).collect();
+    assert_eq!(left, ["l0-b"], "newer records stay");
 }
 
 fn whole_second(t: DateTime<Utc>) -> DateTime<Utc> {

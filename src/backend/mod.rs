@@ -25,7 +25,7 @@ pub mod mongo;
 use std::path::Path;
 use std::sync::Arc;
 
-pub use claims::{Claims, LostStream, RunningMark, TickClaim, TickRequest};
+pub use claims::{Claims, LostStream, RunningMark, StoredAlert, TickClaim, TickRequest};
 pub use jobs::{Change, JobSnapshot, JobStore, Precondition, PutOutcome, Signal, WatchEvent, WatchStream};
 pub use logs::{JobStats, LogStore, RetentionPolicy, RunCursor, RunFilter, RunPage, RunQuery};
 pub use members::{Membership, SessionEvent};
@@ -191,7 +191,7 @@ impl Backends {
         Ok(Self {
             jobs: Arc::new(embedded::EmbeddedJobStore::open(&data_dir.join("jobs.sqlite3"))?),
             members: Arc::new(embedded::EmbeddedMembership::default()),
-            claims: Arc::new(embedded::EmbeddedClaims::default()),
+            claims: Arc::new(embedded::EmbeddedClaims::with_alert_file(&data_dir.join("alerts.sqlite3"))?),
             logs: Arc::new(embedded::SqliteLogStore::open(&data_dir.join("runs.sqlite3"))?),
             kinds: BackendKinds {
                 jobs: "embedded (SQLite)",
@@ -231,7 +231,7 @@ impl Backends {
             (
                 Arc::new(embedded::EmbeddedJobStore::open(&data_dir.join("jobs.sqlite3"))?),
                 Arc::new(embedded::EmbeddedMembership::default()),
-                Arc::new(embedded::EmbeddedClaims::default()),
+                Arc::new(embedded::EmbeddedClaims::with_alert_file(&data_dir.join("alerts.sqlite3"))?),
                 ("embedded (SQLite)", "embedded (in-process)", "embedded (in-process)"),
             )
         };

@@ -163,6 +163,9 @@ pub struct Job {
     /// code"): `apply --prune` deletes only jobs carrying its own label; `None` = hand-made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub managed_by: Option<String>,
+    /// Alert rules (README "Alerts"); `None` = the defaults of `alerts.rules`, `[]` = none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alerts: Option<Vec<super::alert::AlertRule>>,
 }
 
 /// Per-job resource limits (`limits = { max_memory_bytes, max_cpu_secs, max_open_files, nice }`),
@@ -281,6 +284,9 @@ pub struct JobSpec {
     /// Expected current version on replace; a stale one is a conflict. Ignored on create.
     #[serde(default)]
     pub version: Option<u64>,
+    /// Alert rules; omitted = the defaults of `alerts.rules`, `[]` = no alerts.
+    #[serde(default)]
+    pub alerts: Option<Vec<super::alert::AlertRule>>,
     /// Accepted and ignored, so a job read from the API can be sent back as is.
     #[serde(default)]
     #[schema(value_type = Option<serde_json::Value>)]
@@ -342,6 +348,7 @@ impl JobSpec {
             run_as_user: self.run_as_user.filter(|u| !u.is_empty()),
             run_as_group: self.run_as_group.filter(|g| !g.is_empty()),
             managed_by: self.managed_by.filter(|m| !m.is_empty()),
+            alerts: self.alerts,
         };
         validate(&job)?;
         Ok(job)
@@ -427,6 +434,9 @@ pub fn validate(job: &Job) -> Result<(), JobValidationError> {
     }
     if let Some(label) = &job.managed_by {
         validate_managed_by(label).map_err(|message| JobValidationError { field: "managed_by", message })?;
+    }
+    if let Some(rules) = &job.alerts {
+        super::alert::validate_rules(rules, None)?;
     }
     Ok(())
 }

@@ -4,6 +4,7 @@
 //! the backends all speak these types.
 
 pub mod access;
+pub mod alert;
 pub mod audit;
 pub mod backoff;
 pub mod job;
@@ -13,6 +14,7 @@ pub mod schedule;
 pub mod worker;
 
 pub use access::{AccessRole, Caller};
+pub use alert::{Alert, AlertKind, AlertRecord, AlertRule, DeliveryState};
 pub use audit::{AuditAction, AuditContext, AuditEntry, AuditPage, AuditQuery};
 pub use backoff::Backoff;
 pub use job::{check_run_as, ConcurrencyPolicy, InvalidJob, Job, JobLimits, JobName, JobSpec, JobValidationError};

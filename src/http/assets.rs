@@ -47,6 +47,7 @@ const ASSETS: &[Asset] = &[
     module!("runs.js"),
     module!("workers.js"),
     module!("history.js"),
+    module!("alerts.js"),
     Asset {
         paths: &["/app.css", "/static/app.css"],
         content_type: "text/css; charset=utf-8",

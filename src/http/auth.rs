@@ -202,6 +202,7 @@ const RULES: &[Rule] = &[
     rule(Some(Method::POST), "/api/v1/runs/{}/kill", AccessRole::Operator),
     // Jobs as code: a plan reads and changes nothing, but shows every job definition.
     rule(Some(Method::POST), "/api/v1/jobs:plan", AccessRole::Operator),
+    rule(Some(Method::POST), "/api/v1/alert-channels/{}/test", AccessRole::Operator),
     // The seed's write routes, whatever the method.
     rule(None, "/job/save", AccessRole::Admin),
     rule(None, "/job/delete", AccessRole::Admin),

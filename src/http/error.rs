@@ -39,6 +39,8 @@ pub(crate) enum ErrorCode {
     RunNotFound,
     /// 404: unknown route.
     NotFound,
+    /// 404: no alert channel of that name is configured.
+    AlertChannelNotFound,
     /// 405: route exists, method does not.
     MethodNotAllowed,
     /// 409: create of an existing job.
@@ -98,6 +100,7 @@ impl ErrorCode {
             Self::JobNotFound => "job_not_found",
             Self::RunNotFound => "run_not_found",
             Self::NotFound => "not_found",
+            Self::AlertChannelNotFound => "alert_channel_not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::JobExists => "job_exists",
             Self::StoredJobInvalid => "stored_job_invalid",
@@ -119,7 +122,9 @@ impl ErrorCode {
             Self::HostNotAllowed => StatusCode::MISDIRECTED_REQUEST,
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
-            Self::JobNotFound | Self::RunNotFound | Self::NotFound => StatusCode::NOT_FOUND,
+            Self::JobNotFound | Self::RunNotFound | Self::NotFound | Self::AlertChannelNotFound => {
+                StatusCode::NOT_FOUND
+            }
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::JobExists | Self::VersionConflict | Self::RunNotRunning | Self::StoredJobInvalid => {
                 StatusCode::CONFLICT

@@ -208,6 +208,7 @@ pub(crate) async fn create(
 ) -> Result<HttpResponse, ApiError> {
     let job = spec.into_inner().into_job(None)?;
     may_run_as(&job, &state.config)?;
+    super::alerts::check_job_channels(&job, &state.config)?;
     let audit = context(&req, &caller, AuditAction::Create);
     let out = state.backends.jobs.put_audited(job, Precondition::Absent, audit).await?;
     Ok(HttpResponse::Created().json(view(&out.job, &state.config)))
@@ -259,6 +260,7 @@ pub(crate) async fn replace(
     let precondition = spec.version.map_or(Precondition::Any, Precondition::Version);
     let job = spec.into_job(Some(name.as_str()))?;
     may_run_as(&job, &state.config)?;
+    super::alerts::check_job_channels(&job, &state.config)?;
     // A replace that finds no job is recorded as a create.
     let audit = context(&req, &caller, AuditAction::Replace);
     let out = state.backends.jobs.put_audited(job, precondition, audit).await?;

@@ -6,6 +6,7 @@
 //! one port call, respond. They write to the backends only; the actors learn every change through
 //! the job store's watch. The only actor traffic is reading status for the readiness probe.
 
+mod alerts;
 mod assets;
 mod audit;
 mod auth;
@@ -56,6 +57,8 @@ pub struct AppState {
     pub auth: AuthState,
     /// The essential actors of this process (readiness is 503 when one is not running).
     pub essentials: crate::actors::essential::Essentials,
+    /// The configured alert channels (test sends, the channel list).
+    pub alert_channels: Arc<crate::alerting::Channels>,
 }
 
 /// Read-only status queries to the local actors, for the readiness probe.

@@ -19,7 +19,7 @@ use actix_web::web::{self, ServiceConfig};
 use actix_web::{HttpResponse, ResponseError};
 
 use super::error::{ApiError, ErrorCode};
-use super::{audit, auth, cron, health, jobs, legacy, openapi, runs, workers};
+use super::{alerts, audit, auth, cron, health, jobs, legacy, openapi, runs, workers};
 
 /// Which listener serves a route and in which shape its 405 is answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,6 +126,10 @@ route_table! {
     Health Get    "/api/v1/health/live"         => health::live;
     Api    Get    "/api/v1/whoami"              => auth::whoami;
     Api    Get    "/api/v1/audit"               => audit::list;
+    Api    Get    "/api/v1/alerts"              => alerts::list;
+    Api    Get    "/api/v1/alert-channels"      => alerts::channels;
+    Api    Post   "/api/v1/alert-channels/{name}/test" => alerts::test;
+    Api    Get    "/api/v1/jobs/{name}/alerts"  => alerts::job_alerts;
     Api    Get    "/api/v1/openapi.json"        => openapi::document;
     Legacy Post   "/job/save"                   => legacy::save;
     Legacy Post   "/job/delete"                 => legacy::delete;

@@ -85,6 +85,7 @@ impl Harness {
             started_at: Utc::now(),
             auth: Default::default(),
             essentials: Default::default(),
+            alert_channels: Default::default(),
         })
     }
 
@@ -1175,6 +1176,7 @@ fn state_listening_on(listen: String, dir: &tempfile::TempDir) -> AppState {
         started_at: Utc::now(),
         auth: Default::default(),
         essentials: Default::default(),
+        alert_channels: Default::default(),
     }
 }
 

@@ -4,6 +4,7 @@
 #![allow(unreachable_pub, missing_docs, clippy::unwrap_used)]
 
 mod access;
+mod alerts;
 mod api;
 mod backends_etcd;
 mod backends_mongo;

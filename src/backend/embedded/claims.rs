@@ -9,6 +9,9 @@
 //!
 //! A batch of tick claims ([`Claims::claim_ticks`]) is decided under one lock, each claim with
 //! its running mark (the etcd adapter's single transaction, in memory).
+//!
+//! Alert claims and records are kept in SQLite ([`super::alerts`]): `alerts.sqlite3` under
+//! `data_dir` ([`EmbeddedClaims::with_alert_file`]), in memory otherwise.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Mutex, PoisonError};
@@ -17,9 +20,10 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::backend::claims::{Claims, RunningMark, TickClaim, TickRequest};
+use super::alerts::AlertTable;
+use crate::backend::claims::{Claims, RunningMark, StoredAlert, TickClaim, TickRequest};
 use crate::backend::BackendError;
-use crate::domain::{Fence, JobName, RunId};
+use crate::domain::{AlertRecord, Fence, JobName, RunId};
 
 /// How long a claimed run-now request id is remembered.
 pub(crate) const DEFAULT_REQUEST_TTL: Duration = Duration::from_secs(3600);
@@ -32,6 +36,7 @@ pub struct EmbeddedClaims {
     request_ttl: Duration,
     max_requests: usize,
     state: Mutex<State>,
+    alerts: AlertTable,
 }
 
 #[derive(Debug)]
@@ -66,7 +71,17 @@ impl EmbeddedClaims {
                 request_order: VecDeque::new(),
                 running: BTreeMap::new(),
             }),
+            alerts: AlertTable::in_memory().expect("an in-memory SQLite database always opens"),
         }
+    }
+
+    /// Default claims whose alert records live in the SQLite file at `path` (kept across
+    /// restarts of the node).
+    ///
+    /// # Errors
+    /// When the file cannot be opened.
+    pub fn with_alert_file(path: &std::path::Path) -> Result<Self, BackendError> {
+        Ok(Self { alerts: AlertTable::open(path)?, ..Self::default() })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -179,6 +194,26 @@ impl Claims for EmbeddedClaims {
     async fn running(&self, job: Option<&JobName>) -> Result<Vec<RunningMark>, BackendError> {
         let state = self.lock();
         Ok(state.running.values().filter(|m| job.is_none_or(|j| &m.job == j)).cloned().collect())
+    }
+
+    async fn claim_alert(&self, record: &AlertRecord) -> Result<Option<i64>, BackendError> {
+        self.alerts.claim(record).await
+    }
+
+    async fn update_alert(&self, record: &AlertRecord, revision: i64) -> Result<Option<i64>, BackendError> {
+        self.alerts.update(record, revision).await
+    }
+
+    async fn get_alert(&self, job: &str, id: &str) -> Result<Option<StoredAlert>, BackendError> {
+        self.alerts.get(job, id).await
+    }
+
+    async fn alerts(&self, job: Option<&str>) -> Result<Vec<StoredAlert>, BackendError> {
+        self.alerts.list(job).await
+    }
+
+    async fn purge_alerts_before(&self, before: DateTime<Utc>) -> Result<u64, BackendError> {
+        self.alerts.purge_before(before).await
     }
 }
 

@@ -7,6 +7,7 @@
 //! is held across an `.await`. What every adapter must guarantee is in [`super::guide`]; the
 //! tests here run [`super::conformance`] against each adapter.
 
+mod alerts;
 mod claims;
 mod jobs;
 mod logs;

@@ -16,6 +16,9 @@
 //! - [`EtcdClaims::watch_lost`] watches `running/` and `workers/` with previous values: marks
 //!   deleted in the same revision as a worker key on the same lease went with an expired (or
 //!   revoked) session, not with a finished run.
+//! - An alert is claimed by creating `alerts/<job>/<alert id>` (no lease: the record is the
+//!   alert's history, purged by age); its deliveries are recorded with a txn comparing the
+//!   key's mod revision.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
@@ -30,9 +33,9 @@ use futures::StreamExt;
 
 use super::session::Session;
 use super::{corrupt, section, tick_value, Ctx, Keys};
-use crate::backend::claims::{Claims, LostStream, RunningMark, TickClaim, TickRequest};
+use crate::backend::claims::{Claims, LostStream, RunningMark, StoredAlert, TickClaim, TickRequest};
 use crate::backend::BackendError;
-use crate::domain::{Fence, JobName, RunId};
+use crate::domain::{AlertRecord, Fence, JobName, RunId};
 
 /// Lease of claimed request ids, seconds; a new lease is granted every half of it.
 const REQUEST_TTL_SECS: i64 = 2 * 3600;
@@ -95,6 +98,15 @@ impl EtcdClaims {
             Some(job) => format!("{}{}/", self.ctx.keys.dir(section::RUNNING), job.as_str()),
             None => self.ctx.keys.dir(section::RUNNING),
         }
+    }
+
+    fn alert_key(&self, job: &str, id: &str) -> String {
+        format!("{}{job}/{id}", self.ctx.keys.dir(section::ALERTS))
+    }
+
+    fn alert_json(record: &AlertRecord) -> Result<String, BackendError> {
+        serde_json::to_string(record)
+            .map_err(|e| corrupt(format!("alert record {} cannot be serialized: {e}", record.alert.id)))
     }
 
     fn refuse_while_lost(&self) -> Result<(), BackendError> {
@@ -451,6 +463,92 @@ impl Claims for EtcdClaims {
             }
         }
         Err(corrupt("unreachable: the request claim loop ended".into()))
+    }
+
+    async fn claim_alert(&self, record: &AlertRecord) -> Result<Option<i64>, BackendError> {
+        let key = self.alert_key(record.job_segment(), &record.alert.id);
+        let json = Self::alert_json(record)?;
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(key, json, None)]);
+        let mut client = self.ctx.client.clone();
+        let resp = self
+            .ctx
+            .call(&format!("cannot claim alert {}", record.alert.id), async move { client.txn(txn).await })
+            .await?;
+        Ok(resp.succeeded().then(|| resp.header().map_or(0, |h| h.revision())))
+    }
+
+    async fn update_alert(&self, record: &AlertRecord, revision: i64) -> Result<Option<i64>, BackendError> {
+        let key = self.alert_key(record.job_segment(), &record.alert.id);
+        let json = Self::alert_json(record)?;
+        let txn = Txn::new()
+            .when([Compare::mod_revision(key.clone(), CompareOp::Equal, revision)])
+            .and_then([TxnOp::put(key, json, None)]);
+        let mut client = self.ctx.client.clone();
+        let resp =
+            self.ctx
+                .call(&format!("cannot record a delivery of alert {}", record.alert.id), async move {
+                    client.txn(txn).await
+                })
+                .await?;
+        Ok(resp.succeeded().then(|| resp.header().map_or(0, |h| h.revision())))
+    }
+
+    async fn get_alert(&self, job: &str, id: &str) -> Result<Option<StoredAlert>, BackendError> {
+        let key = self.alert_key(job, id);
+        let mut client = self.ctx.client.clone();
+        let mut resp =
+            self.ctx.call(&format!("cannot read alert {id}"), async move { client.get(key, None).await }).await?;
+        let Some(kv) = resp.take_kvs().into_iter().next() else { return Ok(None) };
+        let record = serde_json::from_slice(kv.value()).map_err(|e| corrupt(format!("alert record {id}: {e}")))?;
+        Ok(Some(StoredAlert { record, revision: kv.mod_revision() }))
+    }
+
+    async fn alerts(&self, job: Option<&str>) -> Result<Vec<StoredAlert>, BackendError> {
+        let dir = match job {
+            Some(job) => format!("{}{job}/", self.ctx.keys.dir(section::ALERTS)),
+            None => self.ctx.keys.dir(section::ALERTS),
+        };
+        let (kvs, _) = self.ctx.range_all("cannot list alerts", &dir).await?;
+        let mut out: Vec<StoredAlert> = kvs
+            .iter()
+            .filter_map(|kv| match serde_json::from_slice::<AlertRecord>(kv.value()) {
+                Ok(record) => Some(StoredAlert { record, revision: kv.mod_revision() }),
+                Err(e) => {
+                    log::warn!(
+                        "Skipping an unreadable alert record. key={} error={e}",
+                        String::from_utf8_lossy(kv.key())
+                    );
+                    None
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            (b.record.alert.raised_at, &b.record.alert.id).cmp(&(a.record.alert.raised_at, &a.record.alert.id))
+        });
+        Ok(out)
+    }
+
+    async fn purge_alerts_before(&self, before: DateTime<Utc>) -> Result<u64, BackendError> {
+        let dir = self.ctx.keys.dir(section::ALERTS);
+        let (kvs, _) = self.ctx.range_all("cannot list alerts to purge", &dir).await?;
+        // Compare each key's revision so a record updated since the read is kept.
+        let old: Vec<(Vec<u8>, i64)> = kvs
+            .iter()
+            .filter(|kv| serde_json::from_slice::<AlertRecord>(kv.value()).map_or(true, |r| r.updated_at < before))
+            .map(|kv| (kv.key().to_vec(), kv.mod_revision()))
+            .collect();
+        let mut deleted = 0;
+        for (key, revision) in old {
+            let txn = Txn::new()
+                .when([Compare::mod_revision(key.clone(), CompareOp::Equal, revision)])
+                .and_then([TxnOp::delete(key, None)]);
+            let mut client = self.ctx.client.clone();
+            let resp = self.ctx.call("cannot purge alerts", async move { client.txn(txn).await }).await?;
+            deleted += u64::from(resp.succeeded());
+        }
+        Ok(deleted)
     }
 
     async fn mark_running(&self, mark: &RunningMark) -> Result<(), BackendError> {

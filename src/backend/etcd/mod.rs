@@ -143,6 +143,8 @@ pub(crate) mod section {
     pub(crate) const REQUESTS: &str = "requests";
     /// Audit entries, `<13-digit ms>-<uuid>` (outside the job watch's range).
     pub(crate) const AUDIT: &str = "audit";
+    /// Alert claims and delivery records, `<job>/<alert id>` (outside the job watch's range).
+    pub(crate) const ALERTS: &str = "alerts";
 }
 
 /// The three etcd-backed ports, sharing one client and one session.
