@@ -69,6 +69,7 @@ pub fn sample_job(name: &JobName) -> Job {
         limits: None,
         run_as_user: None,
         run_as_group: None,
+        jitter_secs: 0,
     }
 }
 
@@ -128,6 +129,7 @@ pub fn sample_run(
         job_version: Some(3),
         pgid: None,
         proc_start_ticks: None,
+        fire_at: None,
     }
 }
 

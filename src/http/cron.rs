@@ -1,6 +1,7 @@
 //! `GET /api/v1/cron/preview`: validate a cron expression and list its next fire times in a zone,
-//! each with the DST change of its local day if it has one (README "API"). The dialect itself
-//! is `domain::schedule`'s.
+//! each with the DST change of its local day if it has one (README "API"); with `name` and
+//! `jitter_secs`, also the jittered times the ticks really fire at. The dialect itself is
+//! `domain::schedule`'s, the jitter offset `domain::job`'s.
 
 use std::collections::HashMap;
 
@@ -11,14 +12,14 @@ use serde::Serialize;
 
 use super::error::{ApiError, ErrorCode};
 use super::{number_param, param, time_param, AppState};
-use crate::domain::{Dialect, Schedule};
+use crate::domain::{jitter_offset, Dialect, JobName, Schedule, MAX_JITTER_SECS};
 
 /// Default number of fire times.
 const DEFAULT_COUNT: u32 = 5;
 /// Most fire times per preview.
 const MAX_COUNT: u32 = 100;
 
-/// `GET /api/v1/cron/preview?expr&tz&after&count&dialect`.
+/// `GET /api/v1/cron/preview?expr&tz&after&count&dialect&name&jitter_secs`.
 pub(crate) async fn preview(
     state: Data<AppState>,
     query: Query<HashMap<String, String>>,
@@ -39,9 +40,26 @@ pub(crate) async fn preview(
     };
     let schedule = Schedule::parse(expr, dialect)
         .map_err(|e| ApiError::with_field(ErrorCode::InvalidCronExpr, "expr", e.to_string()))?;
-    let next = schedule.next_n(after, tz, count as usize);
+    let jitter_secs = number_param(&query, "jitter_secs", 0..=MAX_JITTER_SECS)?.unwrap_or(0);
+    let offset = match (jitter_secs, param(&query, "name")) {
+        (0, _) => 0,
+        (secs, Some(name)) => {
+            let name = JobName::parse(name).map_err(|e| ApiError::bad_param("name", e.message))?;
+            jitter_offset(name.as_str(), secs)
+        }
+        (_, None) => {
+            return Err(ApiError::bad_param("name", "name is required with jitter_secs: the offset is a hash of it"))
+        }
+    };
+    let shift = chrono::Duration::seconds(i64::from(offset));
+    // The ticks whose fire time (tick + offset) is after `after`.
+    let next = schedule.next_n(after - shift, tz, count as usize);
     let dst: Vec<Option<DstChange>> = next.iter().map(|t| dst_change_on_local_day(*t, tz)).collect();
+    let fire_at: Vec<DateTime<Utc>> = next.iter().map(|t| *t + shift).collect();
     Ok(HttpResponse::Ok().json(serde_json::json!({
+        "jitter_secs": jitter_secs,
+        "jitter_offset_secs": offset,
+        "fire_at": fire_at,
         "expr": expr,
         "tz": tz.name(),
         "dialect": dialect,

@@ -178,6 +178,7 @@ fn run(id: &str, job: &str, status: RunStatus, start: i64, started: bool) -> Run
         job_version: None,
         pgid: None,
         proc_start_ticks: None,
+        fire_at: None,
     }
 }
 

@@ -11,6 +11,7 @@ mod claims;
 mod cluster;
 mod durability;
 mod engine;
+mod jitter;
 mod legacy;
 mod process;
 mod security;
