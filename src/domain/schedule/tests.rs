@@ -337,9 +337,9 @@ fn invalid_expressions_are_rejected_naming_the_field() {
         ("* 5-3 * * *", D, Some("hours")),
         ("* * 0 * *", D, Some("day-of-month")),
         ("* * 32 * *", D, Some("day-of-month")),
-        ("* * L * *", D, Some("day-of-month")),
-        ("* * 15W * *", D, Some("day-of-month")),
-        ("* * LW * *", D, Some("day-of-month")),
+        ("* * L-40 * *", D, Some("day-of-month")),
+        ("* * 32W * *", D, Some("day-of-month")),
+        ("* * LW-1 * *", D, Some("day-of-month")),
         ("* * ?/2 * *", D, Some("day-of-month")),
         ("* * 1,? * *", D, Some("day-of-month")),
         ("* * * 0 *", D, Some("month")),
@@ -349,8 +349,8 @@ fn invalid_expressions_are_rejected_naming_the_field() {
         ("* * * January *", D, Some("month")),
         ("* * * * 8", D, Some("day-of-week")),
         ("* * * * FRI-MON", D, Some("day-of-week")),
-        ("* * * * 5#3", D, Some("day-of-week")),
-        ("* * * * 5L", D, Some("day-of-week")),
+        ("* * * * 0#1", D, Some("day-of-week")),
+        ("* * * * 5#6", D, Some("day-of-week")),
         ("* * * * MONDAY", D, Some("day-of-week")),
         ("0 0 0 1 1 * 1969", D, Some("year")),
         ("0 0 0 1 1 * 10000", D, Some("year")),
@@ -375,8 +375,8 @@ fn error_messages_say_the_value_and_the_allowed_range() {
     assert!(err("* * * DEC-JAN *", Dialect::Distcron).message.contains("DEC-JAN is reversed"));
     assert!(err("* * * FOO *", Dialect::Distcron).message.contains("1-12 or JAN-DEC"));
     assert!(err("*/0 * * * *", Dialect::Distcron).message.contains("at least 1"));
-    assert!(err("* * L * *", Dialect::Distcron).message.contains("not supported"));
-    assert!(err("* * * * 2#1", Dialect::Distcron).message.contains("not supported"));
+    assert!(err("* * L-40 * *", Dialect::Distcron).message.contains("out of range 0-30"));
+    assert!(err("* * * * 2#9", Dialect::Distcron).message.contains("must be 1-5"));
     let count = err("* * * *", Dialect::Distcron);
     assert_eq!(count.message, "expected 5, 6 or 7 fields, found 4");
     assert_eq!(count.to_string(), "expected 5, 6 or 7 fields, found 4");
