@@ -666,7 +666,9 @@ impl SchedulerActor {
                         }
                     }
                     (Some(claim), Pending::Tick(tick)) => {
-                        let late = Utc::now() - tick;
+                        // Jitter: lateness counts from the fire time, tick + offset.
+                        let offset = self.jobs.get(&job).map_or_else(chrono::Duration::zero, Job::jitter_offset);
+                        let late = Utc::now() - tick - offset;
                         if late
                             > chrono::Duration::from_std(self.settings.misfire_grace).unwrap_or(chrono::Duration::MAX)
                         {
