@@ -8,7 +8,7 @@ import { fmtTime, fmtOffset, fmtWallClock, viewerZone } from "./format.js";
 
 /** Fields the API can name in an error, in form order. */
 const FIELDS = ["name", "command", "cron_expr", "tz", "dialect", "enabled", "concurrency", "timeout_secs",
-  "description", "env", "working_dir", "limits", "run_as_user", "run_as_group", "alerts"];
+  "description", "env", "working_dir", "limits", "run_as_user", "run_as_group", "jitter_secs", "alerts"];
 
 /** The job's `limits` keys, their labels and input bounds (README "Resource limits"). */
 const LIMITS = [
@@ -22,7 +22,7 @@ const LABELS = {
   name: "name", command: "command", cron_expr: "cron expression", tz: "time zone", dialect: "dialect",
   enabled: "enabled", concurrency: "concurrency", timeout_secs: "timeout", description: "description",
   env: "environment", working_dir: "working directory", limits: "limits", run_as_user: "run as user",
-  run_as_group: "run as group", alerts: "alert rules",
+  run_as_group: "run as group", jitter_secs: "jitter", alerts: "alert rules",
 };
 
 let zones = null;
@@ -61,6 +61,7 @@ export function mountEditor(root, ctx, name) {
       h("option", { value: "allow" }, "allow: run both"),
       h("option", { value: "replace" }, "replace: kill the old run")),
     timeout_secs: h("input", { id: "f-timeout_secs", type: "number", min: "0", step: "1", inputmode: "numeric", value: "0" }),
+    jitter_secs: h("input", { id: "f-jitter_secs", type: "number", min: "0", max: "3600", step: "1", inputmode: "numeric", value: "0" }),
     description: h("textarea", { id: "f-description", rows: "2" }),
     working_dir: h("input", { id: "f-working_dir", type: "text", spellcheck: "false", placeholder: "the worker's", class: "mono" }),
     run_as_user: h("input", { id: "f-run_as_user", type: "text", autocomplete: "off", spellcheck: "false", placeholder: "the worker's user", class: "mono" }),
@@ -94,6 +95,7 @@ export function mountEditor(root, ctx, name) {
         h("div", { class: "row2" },
           field("tz", "Time zone", c.tz, "IANA name, e.g. Europe/Berlin. Empty: the server's default_tz."),
           field("dialect", "Dialect", c.dialect, "distcron: 5 fields, 6 with seconds first, 7 with years. seed: 6 fields are 5 + year.")),
+        field("jitter_secs", "Jitter (seconds)", c.jitter_secs, "Each tick fires a stable 0 to N-1 s late (a hash of the name), the same on every worker; 0 = on the tick. Below the schedule's interval, at most 3600."),
         preview,
         h("div", { class: "row2" },
           field("concurrency", "When the previous run is still running", c.concurrency, "forbid records the tick as skipped; replace kills the running run and starts the new one."),
@@ -200,6 +202,7 @@ export function mountEditor(root, ctx, name) {
     c.enabled.checked = job.enabled !== false;
     c.concurrency.value = job.concurrency || "forbid";
     c.timeout_secs.value = String(job.timeout_secs ?? 0);
+    c.jitter_secs.value = String(job.jitter_secs ?? 0);
     c.description.value = job.description || "";
     c.working_dir.value = job.working_dir || "";
     c.run_as_user.value = job.run_as_user || "";
@@ -249,6 +252,9 @@ export function mountEditor(root, ctx, name) {
         throw fieldError("alerts", "Alert rules are a JSON list of rules, or empty for the defaults.");
       }
     }
+    const jitter = c.jitter_secs.value.trim();
+    if (jitter !== "" && !/^\d+$/.test(jitter)) throw fieldError("jitter_secs", "Jitter is a whole number of seconds (0 = none).");
+    if (jitter !== "" && jitter !== "0") body.jitter_secs = Number(jitter);
     return body;
   }
 
@@ -263,6 +269,12 @@ export function mountEditor(root, ctx, name) {
     }
     const q = new URLSearchParams({ expr, count: "5", dialect: c.dialect.value });
     if (c.tz.value.trim()) q.set("tz", c.tz.value.trim());
+    // Jitter: the preview lists the real fire times (tick + the name's offset).
+    const jitter = c.jitter_secs.value.trim();
+    if (/^\d+$/.test(jitter) && jitter !== "0" && c.name.value.trim()) {
+      q.set("jitter_secs", jitter);
+      q.set("name", c.name.value.trim());
+    }
     preview.setAttribute("aria-busy", "true");
     try {
       const p = await api("GET", `/cron/preview?${q}`);
@@ -272,7 +284,7 @@ export function mountEditor(root, ctx, name) {
       renderPreview(p);
     } catch (e) {
       if (!alive || seq !== previewSeq || e instanceof Unauthorized) return;
-      const field = e.field === "expr" ? "cron_expr" : e.field;
+      const field = e.field === "expr" ? "cron_expr" : e.field === "name" ? "jitter_secs" : e.field;
       if (field === "cron_expr" || field === "tz") {
         setError(field, e.message);
         if (field === "cron_expr") setError("tz", "");
@@ -288,7 +300,8 @@ export function mountEditor(root, ctx, name) {
 
   function renderPreview(p) {
     const tz = p.tz;
-    const next = p.next || [];
+    // With jitter, the times the ticks really fire at.
+    const next = (p.jitter_offset_secs ? p.fire_at : p.next) || [];
     const dst = p.dst || [];
     const zoneNote = c.tz.value.trim() ? tz : `${tz} (server default)`;
     const anyDst = dst.some(Boolean);
@@ -298,7 +311,8 @@ export function mountEditor(root, ctx, name) {
       next.length === 0
         ? h("p", { class: "warning" }, "This schedule never fires again.")
         : [
-          h("p", { class: "muted" }, `Next ${next.length} in ${zoneNote}`, tz === viewerZone ? "" : `, and in your zone (${viewerZone})`, ":"),
+          h("p", { class: "muted" }, `Next ${next.length} in ${zoneNote}`, tz === viewerZone ? "" : `, and in your zone (${viewerZone})`,
+            p.jitter_offset_secs ? h("span", { id: "jitter-note" }, `, each ${p.jitter_offset_secs} s after its tick (jitter)`) : "", ":"),
           h("ol", { class: "fire-times", id: "fire-times" }, next.map((t, i) => h("li", { class: dst[i] ? "dst-day" : null },
             h("time", { datetime: t }, fmtTime(t, tz)),
             tz === viewerZone ? null : h("span", { class: "muted" }, ` — yours: ${fmtTime(t, viewerZone)}`),
@@ -319,7 +333,7 @@ export function mountEditor(root, ctx, name) {
       + ` (to ${fmtWallClock(change.local_after)}; ${fmtOffset(change.offset_before_secs)} → ${fmtOffset(change.offset_after_secs)}).`;
   }
 
-  for (const key of ["cron_expr", "tz"]) c[key].addEventListener("input", () => { setError(key, ""); schedulePreview(); });
+  for (const key of ["cron_expr", "tz", "jitter_secs"]) c[key].addEventListener("input", () => { setError(key, ""); schedulePreview(); });
   c.dialect.addEventListener("change", () => runPreview());
   for (const key of FIELDS) {
     const ctl = c[key];

@@ -118,6 +118,7 @@ fn base_record(spec: &RunSpec, worker: &WorkerId, status: RunStatus, started_at:
         job_version: spec.job_version,
         pgid: None,
         proc_start_ticks: None,
+        fire_at: spec.fire_at,
     }
 }
 
@@ -527,6 +528,7 @@ mod tests {
             attempt: 1,
             fence: Fence(7),
             launch: RunLaunch::default(),
+            fire_at: None,
         }
     }
 

@@ -151,6 +151,8 @@ pub struct RunSpec {
     pub fence: Fence,
     /// How the shell is launched: limits, account, death signal.
     pub launch: RunLaunch,
+    /// When a jittered tick fired (`scheduled_at` + the job's offset); `None` without jitter.
+    pub fire_at: Option<DateTime<Utc>>,
 }
 
 /// How a run's shell is launched: the job's part (limits, account) and the node's (which

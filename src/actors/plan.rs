@@ -4,6 +4,10 @@
 //! Pure data structure: no actix, no clock (callers pass `now`). Updates use lazy deletion: a
 //! heap entry carries its job's generation and is ignored when the job has moved on; the heap
 //! is rebuilt when stale entries outnumber live ones.
+//!
+//! Jitter (`jitter_secs`): a job planned with an offset sits in the heap at `tick + offset`, its
+//! fire time, while [`Due::tick`] stays the tick (claims and `scheduled_at` are keyed by it).
+//! Lateness (the misfire grace) is measured from the fire time.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -20,7 +24,10 @@ const MAX_COUNTED_MISSES: u32 = 10_000;
 struct Entry {
     schedule: Schedule,
     tz: Tz,
+    /// The next tick (not offset).
     next: DateTime<Utc>,
+    /// Jitter: the tick fires this long after it.
+    offset: chrono::Duration,
     generation: u64,
 }
 
@@ -60,14 +67,28 @@ impl Plan {
     /// Plans `job` from its first fire time after `now` (replacing any previous plan for it).
     /// Returns that time, or `None` (and no plan) when the schedule never fires again.
     pub fn upsert(&mut self, job: JobName, schedule: Schedule, tz: Tz, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        let Some(next) = schedule.next_after(now, tz) else {
+        self.upsert_jittered(job, schedule, tz, chrono::Duration::zero(), now)
+    }
+
+    /// [`Self::upsert`] for a job whose ticks fire `offset` late (its jitter): plans the first
+    /// tick whose fire time is after `now` (so a tick already passed but not yet fired still
+    /// fires) and returns that tick.
+    pub fn upsert_jittered(
+        &mut self,
+        job: JobName,
+        schedule: Schedule,
+        tz: Tz,
+        offset: chrono::Duration,
+        now: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
+        let Some(next) = schedule.next_after(now - offset, tz) else {
             self.remove(&job);
             return None;
         };
         self.generation += 1;
         let generation = self.generation;
-        self.heap.push(Reverse((next, generation, job.clone())));
-        self.entries.insert(job, Entry { schedule, tz, next, generation });
+        self.heap.push(Reverse((next + offset, generation, job.clone())));
+        self.entries.insert(job, Entry { schedule, tz, next, offset, generation });
         self.compact_if_needed();
         Some(next)
     }
@@ -88,9 +109,14 @@ impl Plan {
         self.entries.contains_key(job)
     }
 
-    /// The planned next fire time of `job`.
+    /// The planned next tick of `job` (it fires at [`Self::fire_of`]).
     pub fn next_of(&self, job: &JobName) -> Option<DateTime<Utc>> {
         self.entries.get(job).map(|e| e.next)
+    }
+
+    /// The planned next fire time of `job`: its next tick plus its jitter offset.
+    pub fn fire_of(&self, job: &JobName) -> Option<DateTime<Utc>> {
+        self.entries.get(job).map(|e| e.next + e.offset)
     }
 
     /// Number of planned jobs.
@@ -98,7 +124,7 @@ impl Plan {
         self.entries.len()
     }
 
-    /// Earliest planned fire time.
+    /// Earliest planned fire time (jitter included).
     pub fn peek(&mut self) -> Option<DateTime<Utc>> {
         self.drop_stale_top();
         self.heap.peek().map(|Reverse((t, _, _))| *t)
@@ -115,8 +141,11 @@ impl Plan {
             if *t > now {
                 break;
             }
-            let Some(Reverse((tick, _, job))) = self.heap.pop() else { break };
+            let Some(Reverse((fire, _, job))) = self.heap.pop() else { break };
             let Some(entry) = self.entries.get_mut(&job) else { continue };
+            // Ticks, not fire times, from here on: shift `now` and the horizon by the offset.
+            let (offset, tick) = (entry.offset, fire - entry.offset);
+            let (now, horizon) = (now - offset, horizon - offset);
             let mut missed: Option<Missed> = None;
             let mut current = Some(tick);
             while let Some(t) = current.filter(|t| *t < horizon) {
@@ -139,7 +168,7 @@ impl Plan {
                     self.generation += 1;
                     entry.next = next;
                     entry.generation = self.generation;
-                    self.heap.push(Reverse((next, self.generation, job.clone())));
+                    self.heap.push(Reverse((next + offset, self.generation, job.clone())));
                 }
                 None => {
                     self.entries.remove(&job);
@@ -163,7 +192,8 @@ impl Plan {
 
     fn compact_if_needed(&mut self) {
         if self.heap.len() > 2 * self.entries.len() + 1024 {
-            self.heap = self.entries.iter().map(|(job, e)| Reverse((e.next, e.generation, job.clone()))).collect();
+            self.heap =
+                self.entries.iter().map(|(job, e)| Reverse((e.next + e.offset, e.generation, job.clone()))).collect();
         }
     }
 }
@@ -244,6 +274,32 @@ mod tests {
             due[0].tick.is_some_and(|tick| tick >= now - GRACE && tick <= now),
             "the first tick within the grace runs"
         );
+    }
+
+    #[test]
+    fn jittered_ticks_fire_at_tick_plus_offset_and_keep_the_tick() {
+        let mut plan = Plan::default();
+        let offset = chrono::Duration::seconds(1234);
+        let tick = plan.upsert_jittered(name("j"), sched("0 * * * *"), chrono_tz::UTC, offset, t(0, 10, 0));
+        // 00:00 fires at 00:20:34, still ahead at 00:10: it is the planned tick.
+        assert_eq!(tick, Some(t(0, 0, 0)));
+        assert_eq!(plan.peek(), Some(t(0, 20, 34)));
+        assert_eq!(plan.fire_of(&name("j")), Some(t(0, 20, 34)));
+        assert!(plan.pop_due(t(0, 20, 33), GRACE).is_empty());
+        let due = plan.pop_due(t(0, 20, 34), GRACE);
+        assert_eq!(due, vec![Due { job: name("j"), tick: Some(t(0, 0, 0)), missed: None }]);
+        assert_eq!(plan.next_of(&name("j")), Some(t(1, 0, 0)));
+        assert_eq!(plan.peek(), Some(t(1, 20, 34)));
+        // Lateness counts from the fire time: 30 s after it the tick still runs, 2 h later
+        // both ticks in between are missed and 02:00 runs.
+        assert_eq!(plan.pop_due(t(1, 21, 4), GRACE)[0].tick, Some(t(1, 0, 0)));
+        let due = plan.pop_due(t(4, 20, 50), GRACE);
+        assert_eq!(due[0].tick, Some(t(4, 0, 0)));
+        let m = due[0].missed.as_ref().expect("missed");
+        assert_eq!((m.count, m.first, m.last), (2, t(2, 0, 0), t(3, 0, 0)));
+        // Past its fire time the tick is not planned again (upsert after it fired).
+        let tick = plan.upsert_jittered(name("j"), sched("0 * * * *"), chrono_tz::UTC, offset, t(4, 30, 0));
+        assert_eq!(tick, Some(t(5, 0, 0)));
     }
 
     #[test]

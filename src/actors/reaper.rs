@@ -202,6 +202,7 @@ async fn record_lost(
         job_version: known.as_ref().and_then(|r| r.job_version),
         pgid: known.as_ref().and_then(|r| r.pgid),
         proc_start_ticks: known.as_ref().and_then(|r| r.proc_start_ticks),
+        fire_at: known.as_ref().and_then(|r| r.fire_at),
     };
     log.do_send(RecordRun(record));
     true

@@ -71,6 +71,7 @@ pub fn sample_job(name: &JobName) -> Job {
         run_as_group: None,
         managed_by: None,
         alerts: None,
+        jitter_secs: 0,
     }
 }
 
@@ -130,6 +131,7 @@ pub fn sample_run(
         job_version: Some(3),
         pgid: None,
         proc_start_ticks: None,
+        fire_at: None,
     }
 }
 

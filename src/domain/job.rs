@@ -32,6 +32,8 @@ pub const CPU_LIMIT_RANGE: std::ops::RangeInclusive<u64> = 1..=MAX_TIMEOUT_SECS;
 pub const OPEN_FILES_RANGE: std::ops::RangeInclusive<u64> = 16..=1_048_576;
 /// Accepted range of `limits.nice` (negative values need a root worker).
 pub const NICE_RANGE: std::ops::RangeInclusive<i32> = -20..=19;
+/// Largest `jitter_secs`: one hour.
+pub const MAX_JITTER_SECS: u32 = 3600;
 /// Longest accepted user or group name for `run_as_user` / `run_as_group`.
 pub const MAX_ACCOUNT_NAME_LEN: usize = 32;
 
@@ -166,6 +168,26 @@ pub struct Job {
     /// Alert rules (README "Alerts"); `None` = the defaults of `alerts.rules`, `[]` = none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alerts: Option<Vec<super::alert::AlertRule>>,
+    /// Spread: each tick fires [`jitter_offset`] seconds late, a stable per-job offset in
+    /// `[0, jitter_secs)`; 0 = none. Claims and `scheduled_at` stay keyed by the tick.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub jitter_secs: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// The stable fire offset of job `name` with `jitter_secs` of jitter, in whole seconds in
+/// `[0, jitter_secs)`: FNV-1a (64-bit) of the name's bytes modulo `jitter_secs`. Every worker
+/// and every restart computes the same value (no per-process random seed, unlike std's hasher).
+pub fn jitter_offset(name: &str, jitter_secs: u32) -> u32 {
+    if jitter_secs == 0 {
+        return 0;
+    }
+    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    // The remainder is below `jitter_secs`, a u32.
+    u32::try_from(hash % u64::from(jitter_secs)).unwrap_or(0)
 }
 
 /// Per-job resource limits (`limits = { max_memory_bytes, max_cpu_secs, max_open_files, nice }`),
@@ -213,6 +235,11 @@ impl Job {
     /// written straight into etcd by another tool may not have been).
     pub fn schedule(&self) -> Result<Schedule, super::CronError> {
         Schedule::parse(&self.cron_expr, self.dialect)
+    }
+
+    /// This job's fire offset: [`jitter_offset`] of its name and `jitter_secs`.
+    pub fn jitter_offset(&self) -> chrono::Duration {
+        chrono::Duration::seconds(i64::from(jitter_offset(self.name.as_str(), self.jitter_secs)))
     }
 
     /// The job's time zone, falling back to `default_tz`.
@@ -281,6 +308,13 @@ pub struct JobSpec {
     /// Jobs-as-code owner label; omitted = none.
     #[serde(default)]
     pub managed_by: Option<String>,
+    /// Fire-time spread in seconds (0..=3600, below the schedule's shortest interval); omitted = 0.
+    #[serde(default)]
+    pub jitter_secs: Option<u32>,
+    /// Accepted and ignored (computed by the server from the name and `jitter_secs`).
+    #[serde(default)]
+    #[schema(value_type = Option<serde_json::Value>)]
+    pub jitter_offset_secs: Option<serde::de::IgnoredAny>,
     /// Expected current version on replace; a stale one is a conflict. Ignored on create.
     #[serde(default)]
     pub version: Option<u64>,
@@ -349,6 +383,7 @@ impl JobSpec {
             run_as_group: self.run_as_group.filter(|g| !g.is_empty()),
             managed_by: self.managed_by.filter(|m| !m.is_empty()),
             alerts: self.alerts,
+            jitter_secs: self.jitter_secs.unwrap_or(0),
         };
         validate(&job)?;
         Ok(job)
@@ -370,8 +405,24 @@ pub fn validate(job: &Job) -> Result<(), JobValidationError> {
     if job.command.contains('\0') {
         return err("command", "command must not contain NUL bytes".into());
     }
-    if let Err(e) = Schedule::parse(&job.cron_expr, job.dialect) {
-        return err("cron_expr", e.to_string());
+    let schedule = match Schedule::parse(&job.cron_expr, job.dialect) {
+        Ok(schedule) => schedule,
+        Err(e) => return err("cron_expr", e.to_string()),
+    };
+    if job.jitter_secs > MAX_JITTER_SECS {
+        return err("jitter_secs", format!("jitter_secs is {}; the limit is {MAX_JITTER_SECS}", job.jitter_secs));
+    }
+    if job.jitter_secs > 0 {
+        if let Some(shortest) = schedule.shortest_interval_secs().filter(|s| u64::from(job.jitter_secs) >= *s) {
+            return err(
+                "jitter_secs",
+                format!(
+                    "jitter_secs is {}; it must be below the schedule's shortest interval, {shortest} s, so a \
+                     tick always fires before the next one",
+                    job.jitter_secs
+                ),
+            );
+        }
     }
     if let Some(tz) = &job.tz {
         if tz.parse::<chrono_tz::Tz>().is_err() {
@@ -670,6 +721,55 @@ mod tests {
         let job = spec.into_job(None).expect("valid");
         assert_eq!(job.limits, None);
         assert!(serde_json::to_value(&job).expect("ser").get("limits").is_none(), "seed-shaped JSON stays lean");
+    }
+
+    #[test]
+    fn jitter_offset_is_stable_in_range_and_spread() {
+        // Pinned values: the same on every worker, build and restart (FNV-1a, not std's hasher).
+        assert_eq!(jitter_offset("nightly-backup", 3600), jitter_offset("nightly-backup", 3600));
+        assert_eq!(jitter_offset("a", 0), 0);
+        assert_eq!(jitter_offset("a", 1), 0);
+        // FNV-1a 64 of "a" is 0xaf63dc4c8601ec8c.
+        assert_eq!(jitter_offset("a", 3600), (0xaf63_dc4c_8601_ec8c_u64 % 3600) as u32);
+        let mut buckets = [0u32; 10];
+        for i in 0..10_000 {
+            let offset = jitter_offset(&format!("job-{i}"), 600);
+            assert!(offset < 600);
+            buckets[(offset / 60) as usize] += 1;
+        }
+        // 10,000 names over ten 60-second buckets: each gets roughly a tenth.
+        assert!(buckets.iter().all(|&n| (800..=1200).contains(&n)), "{buckets:?}");
+        let job: Job = serde_json::from_str(r#"{"name":"a","command":"x","cron_expr":"0 * * * *","jitter_secs":3600}"#)
+            .expect("job");
+        assert_eq!(job.jitter_offset(), chrono::Duration::seconds(i64::from(jitter_offset("a", 3600))));
+    }
+
+    #[test]
+    fn jitter_secs_is_validated_against_its_limit_and_the_schedule() {
+        let spec = |body: &str| serde_json::from_str::<JobSpec>(body).expect("spec").into_job(None);
+        let ok = spec(r#"{"name":"a","command":"x","cron_expr":"0 * * * *","jitter_secs":600}"#).expect("valid");
+        assert_eq!(ok.jitter_secs, 600);
+        assert_eq!(serde_json::to_value(&ok).expect("ser")["jitter_secs"], 600);
+        let none = spec(r#"{"name":"a","command":"x","cron_expr":"0 * * * *"}"#).expect("valid");
+        assert!(serde_json::to_value(&none).expect("ser").get("jitter_secs").is_none(), "seed-shaped JSON stays lean");
+        for (body, needle) in [
+            (r#"{"name":"a","command":"x","cron_expr":"0 0 * * *","jitter_secs":3601}"#, "the limit is 3600"),
+            (r#"{"name":"a","command":"x","cron_expr":"* * * * *","jitter_secs":60}"#, "shortest interval, 60 s"),
+            (r#"{"name":"a","command":"x","cron_expr":"@every 30s","jitter_secs":30}"#, "shortest interval, 30 s"),
+            (
+                r#"{"name":"a","command":"x","cron_expr":"0 9,10 * * *","jitter_secs":3600}"#,
+                "shortest interval, 3600 s",
+            ),
+        ] {
+            let e = spec(body).expect_err(body);
+            assert_eq!(e.field, "jitter_secs", "{body}");
+            assert!(e.message.contains(needle), "{body}: {}", e.message);
+        }
+        spec(r#"{"name":"a","command":"x","cron_expr":"* * * * *","jitter_secs":59}"#).expect("below the interval");
+        assert!(serde_json::from_str::<JobSpec>(
+            r#"{"name":"a","command":"x","cron_expr":"* * * * *","jitter_secs":-1}"#
+        )
+        .is_err());
     }
 
     #[test]

@@ -17,7 +17,10 @@ pub use access::{AccessRole, Caller};
 pub use alert::{Alert, AlertKind, AlertRecord, AlertRule, DeliveryState};
 pub use audit::{AuditAction, AuditContext, AuditEntry, AuditPage, AuditQuery};
 pub use backoff::Backoff;
-pub use job::{check_run_as, ConcurrencyPolicy, InvalidJob, Job, JobLimits, JobName, JobSpec, JobValidationError};
+pub use job::{
+    check_run_as, jitter_offset, ConcurrencyPolicy, InvalidJob, Job, JobLimits, JobName, JobSpec, JobValidationError,
+    MAX_JITTER_SECS,
+};
 pub use run::{Fence, RunId, RunRecord, RunStatus, Trigger};
 pub use schedule::{CronError, Dialect, Schedule};
 pub use worker::{WorkerId, WorkerInfo};

@@ -180,6 +180,10 @@ pub struct RunRecord {
     /// Start time of the run's shell in clock ticks since boot (field 22 of `/proc/<pid>/stat`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proc_start_ticks: Option<u64>,
+    /// When the tick actually fired: `scheduled_at` plus the job's jitter offset (`jitter_secs`);
+    /// `None` for runs without jitter and for manual runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fire_at: Option<DateTime<Utc>>,
 }
 
 fn one() -> u32 {
@@ -236,6 +240,7 @@ impl RunRecord {
             fence,
             pgid: None,
             proc_start_ticks: None,
+            fire_at: None,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! `GET /api/v1/cron/preview`: validate a cron expression and list its next fire times in a zone,
-//! each with the DST change of its local day if it has one (README "API"). The dialect itself
-//! is `domain::schedule`'s.
+//! each with the DST change of its local day if it has one (README "API"); with `name` and
+//! `jitter_secs`, also the jittered times the ticks really fire at. The dialect itself is
+//! `domain::schedule`'s, the jitter offset `domain::job`'s.
 
 use std::collections::HashMap;
 
@@ -11,7 +12,7 @@ use serde::Serialize;
 
 use super::error::{ApiError, ErrorCode};
 use super::{number_param, param, time_param, AppState};
-use crate::domain::{Dialect, Schedule};
+use crate::domain::{jitter_offset, Dialect, JobName, Schedule, MAX_JITTER_SECS};
 
 /// Default number of fire times.
 const DEFAULT_COUNT: u32 = 5;
@@ -36,9 +37,15 @@ struct Preview<'a> {
     /// The expression field by field (each field's values and reading).
     #[schema(value_type = Object)]
     fields: serde_json::Value,
+    /// The jitter asked for (0 = none).
+    jitter_secs: u32,
+    /// The job's stable offset in `[0, jitter_secs)` (a hash of `name`).
+    jitter_offset_secs: u32,
+    /// The real fire times: each tick of `next` plus the offset.
+    fire_at: Vec<DateTime<Utc>>,
 }
 
-/// `GET /api/v1/cron/preview?expr&tz&after&count&dialect`.
+/// `GET /api/v1/cron/preview?expr&tz&after&count&dialect&name&jitter_secs`.
 #[utoipa::path(
     get,
     path = "/api/v1/cron/preview",
@@ -50,6 +57,8 @@ struct Preview<'a> {
         ("after" = Option<String>, Query, format = DateTime, description = "List fire times after this instant (default now)"),
         ("count" = Option<u32>, Query, minimum = 1, maximum = 100, description = "How many fire times (default 5)"),
         ("dialect" = Option<Dialect>, Query, description = "`distcron` (default) or `seed` (6 fields = 5 + year)"),
+        ("name" = Option<String>, Query, description = "The job's name: required with `jitter_secs` (the offset is a hash of it)"),
+        ("jitter_secs" = Option<u32>, Query, minimum = 0, maximum = 3600, description = "Jitter of the job (default 0): `fire_at` lists the real fire times"),
     ),
     responses(
         (status = 200, description = "The next fire times and the expression's reading", body = Preview),
@@ -76,8 +85,22 @@ pub(crate) async fn preview(
     };
     let schedule = Schedule::parse(expr, dialect)
         .map_err(|e| ApiError::with_field(ErrorCode::InvalidCronExpr, "expr", e.to_string()))?;
-    let next = schedule.next_n(after, tz, count as usize);
+    let jitter_secs = number_param(&query, "jitter_secs", 0..=MAX_JITTER_SECS)?.unwrap_or(0);
+    let offset = match (jitter_secs, param(&query, "name")) {
+        (0, _) => 0,
+        (secs, Some(name)) => {
+            let name = JobName::parse(name).map_err(|e| ApiError::bad_param("name", e.message))?;
+            jitter_offset(name.as_str(), secs)
+        }
+        (_, None) => {
+            return Err(ApiError::bad_param("name", "name is required with jitter_secs: the offset is a hash of it"))
+        }
+    };
+    let shift = chrono::Duration::seconds(i64::from(offset));
+    // The ticks whose fire time (tick + offset) is after `after`.
+    let next = schedule.next_n(after - shift, tz, count as usize);
     let dst: Vec<Option<DstChange>> = next.iter().map(|t| dst_change_on_local_day(*t, tz)).collect();
+    let fire_at: Vec<DateTime<Utc>> = next.iter().map(|t| *t + shift).collect();
     Ok(HttpResponse::Ok().json(Preview {
         expr,
         tz: tz.name(),
@@ -86,6 +109,9 @@ pub(crate) async fn preview(
         dst,
         description: schedule.describe(),
         fields: schedule.fields(),
+        jitter_secs,
+        jitter_offset_secs: offset,
+        fire_at,
     }))
 }
 

@@ -17,7 +17,7 @@ use super::error::{ApiError, ErrorBody};
 use super::{number_param, param, AppState};
 use crate::backend::{BackendError, Precondition, Signal};
 use crate::config::Config;
-use crate::domain::{AuditAction, Caller, Job, JobName, JobSpec, RunId, RunRecord, RunStatus};
+use crate::domain::{jitter_offset, AuditAction, Caller, Job, JobName, JobSpec, RunId, RunRecord, RunStatus};
 
 /// A job as served: the stored job plus its next fire time and the zone it is read in.
 #[derive(Serialize, utoipa::ToSchema)]
@@ -25,8 +25,12 @@ pub(crate) struct JobView<'a> {
     /// The stored job.
     #[serde(flatten)]
     job: &'a Job,
-    /// Next fire time; null when disabled or the schedule never fires again.
+    /// Next fire time (jitter included); null when disabled or the schedule never fires again.
     next_run_at: Option<DateTime<Utc>>,
+    /// The job's stable jitter offset in seconds (`jitter_secs` > 0 only): each tick fires this
+    /// long after it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    jitter_offset_secs: Option<u32>,
     /// The zone the expression is read in (the job's, or the node default).
     effective_tz: &'static str,
     /// How the expression reads in words ("every 5 minutes, Monday to Friday").
@@ -37,8 +41,16 @@ pub(crate) struct JobView<'a> {
 pub(crate) fn view<'a>(job: &'a Job, config: &Config) -> JobView<'a> {
     let tz = job.zone(config.default_zone());
     let schedule = job.schedule().ok();
-    let next_run_at = if job.enabled { schedule.as_ref().and_then(|s| s.next_after(Utc::now(), tz)) } else { None };
-    JobView { job, next_run_at, effective_tz: tz.name(), schedule_description: schedule.map(|s| s.describe()) }
+    let offset = job.jitter_offset();
+    let next_run_at =
+        if job.enabled { schedule.as_ref().and_then(|s| s.next_after(Utc::now() - offset, tz)) } else { None };
+    JobView {
+        job,
+        next_run_at: next_run_at.map(|tick| tick + offset),
+        jitter_offset_secs: (job.jitter_secs > 0).then(|| jitter_offset(job.name.as_str(), job.jitter_secs)),
+        effective_tz: tz.name(),
+        schedule_description: schedule.map(|s| s.describe()),
+    }
 }
 
 /// A job in the list: its view plus a summary of its newest run (null when it never ran).

@@ -178,6 +178,7 @@ fn run(id: &str, job: &str, status: RunStatus, start: i64, started: bool) -> Run
         job_version: None,
         pgid: None,
         proc_start_ticks: None,
+        fire_at: None,
     }
 }
 
@@ -855,6 +856,65 @@ async fn preview_flags_fire_times_on_dst_days() {
     assert_eq!(body["dst"][2], Value::Null);
     let utc = h.get("/api/v1/cron/preview?expr=30%202%20*%20*%20*&tz=UTC&count=4").await.json();
     assert_eq!(utc["dst"], json!([null, null, null, null]));
+}
+
+#[actix_web::test]
+async fn preview_reads_day_tokens_and_rejects_bad_ones_with_400() {
+    let h = Harness::new();
+    let r = h
+        .get("/api/v1/cron/preview?expr=0%2018%20*%20*%205L&tz=Europe/Berlin&after=2026-03-01T00:00:00Z&count=2")
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let body = r.json();
+    assert_eq!(body["next"], json!(["2026-03-27T17:00:00Z", "2026-04-24T16:00:00Z"]));
+    assert_eq!(body["description"], "at 18:00 on the last Friday of the month");
+    assert_eq!(body["fields"]["day_of_week_special"], json!(["5L"]));
+    for expr in ["0%200%20*%20*%200%231", "0%200%2032W%20*%20*", "0%200%20L-40%20*%20*"] {
+        let bad = h.get(&format!("/api/v1/cron/preview?expr={expr}")).await;
+        assert_eq!((bad.status, bad.code().as_str(), bad.field()), (400, "invalid_cron_expr", json!("expr")), "{expr}");
+    }
+    let bad =
+        h.send_json(Method::POST, "/api/v1/jobs", &json!({"name":"j","command":"x","cron_expr":"0 0 L-40 * *"})).await;
+    assert_eq!((bad.status, bad.field()), (400, json!("cron_expr")), "{}", bad.text());
+    assert!(bad.text().contains("out of range 0-30"), "{}", bad.text());
+}
+
+#[actix_web::test]
+async fn jitter_shows_in_the_job_and_the_preview_and_is_validated() {
+    let h = Harness::new();
+    let offset = i64::from(crate::domain::jitter_offset("spread", 600));
+    let job = h.create(json!({"name":"spread","command":"x","cron_expr":"0 * * * *","jitter_secs":600})).await;
+    assert_eq!((job["jitter_secs"].clone(), job["jitter_offset_secs"].clone()), (json!(600), json!(offset)));
+    let next: DateTime<Utc> = job["next_run_at"].as_str().expect("next_run_at").parse().expect("RFC 3339");
+    assert_eq!(next.timestamp().rem_euclid(3600), offset, "{job}");
+    let r = h.get("/api/v1/cron/preview?expr=0%20*%20*%20*%20*&after=2026-01-01T00:00:00Z&count=2&name=spread&jitter_secs=600").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let body = r.json();
+    assert_eq!(body["next"], json!(["2026-01-01T01:00:00Z", "2026-01-01T02:00:00Z"]));
+    let first: DateTime<Utc> = "2026-01-01T01:00:00Z".parse().expect("RFC 3339");
+    let want: Vec<String> = [0, 1]
+        .iter()
+        .map(|h| first + chrono::Duration::seconds(h * 3600 + offset))
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .collect();
+    assert_eq!(body["fire_at"], json!(want));
+    assert_eq!(body["jitter_offset_secs"], offset);
+    for (q, field) in [
+        ("expr=0%20*%20*%20*%20*&jitter_secs=60", "name"),
+        ("expr=0%20*%20*%20*%20*&jitter_secs=3601&name=a", "jitter_secs"),
+        ("expr=0%20*%20*%20*%20*&jitter_secs=60&name=a%20b", "name"),
+    ] {
+        let r = h.get(&format!("/api/v1/cron/preview?{q}")).await;
+        assert_eq!((r.status, r.field()), (400, json!(field)), "{q}: {}", r.text());
+    }
+    let bad = h
+        .send_json(
+            Method::POST,
+            "/api/v1/jobs",
+            &json!({"name":"b","command":"x","cron_expr":"* * * * *","jitter_secs":60}),
+        )
+        .await;
+    assert_eq!((bad.status, bad.field()), (400, json!("jitter_secs")), "{}", bad.text());
 }
 
 #[actix_web::test]

@@ -13,6 +13,7 @@ mod cli;
 mod cluster;
 mod durability;
 mod engine;
+mod jitter;
 mod legacy;
 mod openapi;
 mod process;

@@ -212,7 +212,9 @@ impl SchedulerActor {
                 match job.schedule() {
                     Ok(schedule) => {
                         let tz = job.zone(self.settings.default_tz);
-                        if self.plan.upsert(name.clone(), schedule, tz, now).is_none() {
+                        // Jitter: the tick fires at tick + offset; claims stay keyed by the tick.
+                        let offset = job.jitter_offset();
+                        if self.plan.upsert_jittered(name.clone(), schedule, tz, offset, now).is_none() {
                             log::info!("Job has no future fire time; not planned. job={name}");
                         }
                     }
@@ -341,18 +343,20 @@ impl SchedulerActor {
         let grace = chrono::Duration::from_std(self.settings.misfire_grace).unwrap_or(chrono::Duration::MAX);
         let rank = self.rank(&job);
         let failover = self.settings.failover_grace;
+        // Jitter: a tick is due (and late) from its fire time, tick + offset.
+        let offset = self.jobs.get(&job).map_or_else(chrono::Duration::zero, Job::jitter_offset);
         let Some(queue) = self.queues.get_mut(&job) else { return };
         if queue.busy {
             return;
         }
-        queue::fold_expired(&mut queue.items, now - grace);
+        queue::fold_expired(&mut queue.items, now - grace - offset);
         let stale = queue.stale_mark();
         let Some(front) = queue.items.front() else {
             self.queues.remove(&job);
             self.clear_stale(stale, ctx);
             return;
         };
-        let at = queue::claim_at(front, rank, failover);
+        let at = queue::claim_at(front, rank, failover).checked_add_signed(offset).unwrap_or(DateTime::<Utc>::MAX_UTC);
         let wait = (at - now).to_std().unwrap_or(Duration::ZERO);
         queue.busy = true;
         let generation = queue.generation;
@@ -532,7 +536,9 @@ impl SchedulerActor {
                         }
                     }
                     (Some(claim), Pending::Tick(tick)) => {
-                        let late = Utc::now() - tick;
+                        // Jitter: lateness counts from the fire time, tick + offset.
+                        let offset = self.jobs.get(&job).map_or_else(chrono::Duration::zero, Job::jitter_offset);
+                        let late = Utc::now() - tick - offset;
                         if late
                             > chrono::Duration::from_std(self.settings.misfire_grace).unwrap_or(chrono::Duration::MAX)
                         {
@@ -721,6 +727,7 @@ impl SchedulerActor {
                 run_as_group: def.run_as_group.clone(),
                 ..self.settings.launch.clone()
             },
+            fire_at: (trigger == Trigger::Schedule && def.jitter_secs > 0).then(|| tick + def.jitter_offset()),
         };
         self.running.insert(run.clone(), LiveRun { job: job.clone(), scheduled_at: tick, since, fence, trigger });
         if !marked {

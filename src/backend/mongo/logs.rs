@@ -556,6 +556,10 @@ pub fn to_document(r: &RunRecord, expire_at: Option<DateTime<Utc>>) -> Document 
     if let Some(ticks) = r.proc_start_ticks {
         d.insert("procStartTicks", i64::try_from(ticks).unwrap_or(i64::MAX));
     }
+    // Jittered runs only: an extra field, the seed's document shape stays as it is.
+    if let Some(t) = r.fire_at {
+        d.insert("fireAt", ms(t));
+    }
     if let Some(t) = expire_at {
         d.insert("expireAt", mongodb::bson::DateTime::from_millis(ms(t)));
     }
@@ -628,6 +632,7 @@ pub fn from_document(d: &Document) -> Result<RunRecord, String> {
         job_version: int(d.get("jobVersion")).and_then(|v| u64::try_from(v).ok()),
         pgid: int(d.get("pgid")).and_then(|v| i32::try_from(v).ok()),
         proc_start_ticks: int(d.get("procStartTicks")).and_then(|v| u64::try_from(v).ok()),
+        fire_at: time("fireAt"),
     })
 }
 

@@ -4,6 +4,11 @@
 //! Times here are "naive seconds": seconds since 1970-01-01T00:00:00 of a wall clock, with no
 //! time zone. Mapping them to UTC instants (and the DST rule) is `tz.rs`'s job; parsing text into
 //! these sets is `parse.rs`'s.
+//!
+//! The Quartz/croner day tokens (`L`, `L-n`, `nW`, `LW`, `n#k`, `nL`) are [`DomRule`]s and
+//! [`DowRule`]s: each names at most one day of a month, found from the month's length and the
+//! weekday of its 1st alone. So a month's matching days stay a function of (length, weekday of
+//! the 1st), and the per-year-type month table below still lets the search skip in O(1).
 
 use std::fmt;
 
@@ -99,6 +104,105 @@ impl fmt::Debug for YearSet {
     }
 }
 
+/// Where a day-of-month token counts from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(super) enum DayBase {
+    /// Day `n` of the month (1..=31).
+    Day(u32),
+    /// `n` days before the last day of the month (`L` is 0, `L-3` is 3; 0..=30).
+    FromEnd(u32),
+}
+
+/// A day-of-month token whose day depends on the month: `L`, `L-n`, `nW`, `LW`, `L-nW`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(super) struct DomRule {
+    pub(super) base: DayBase,
+    /// `W`: the weekday (Monday to Friday) nearest the base day, never leaving the month
+    /// (Quartz): a Saturday moves to the Friday before, or to Monday the 3rd when it is the
+    /// 1st; a Sunday moves to the Monday after, or to the Friday before when it is the last day.
+    pub(super) nearest_weekday: bool,
+}
+
+impl DomRule {
+    /// The day of a month with `dim` days whose 1st falls on `weekday1` (0 = Sunday), if any:
+    /// `31W` has none in a 30-day month (like a plain `31`), `L-30` only in 31-day months.
+    pub(super) fn day(self, dim: u32, weekday1: u32) -> Option<u32> {
+        let day = match self.base {
+            DayBase::Day(n) => n,
+            DayBase::FromEnd(n) => dim.checked_sub(n)?,
+        };
+        if day == 0 || day > dim {
+            return None;
+        }
+        if !self.nearest_weekday {
+            return Some(day);
+        }
+        Some(match (weekday1 + day - 1) % 7 {
+            6 if day == 1 => 3,
+            6 => day - 1,
+            0 if day == dim => day - 2,
+            0 => day + 1,
+            _ => day,
+        })
+    }
+}
+
+impl fmt::Display for DomRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.base {
+            DayBase::Day(n) => write!(f, "{n}")?,
+            DayBase::FromEnd(0) => f.write_str("L")?,
+            DayBase::FromEnd(n) => write!(f, "L-{n}")?,
+        }
+        if self.nearest_weekday {
+            f.write_str("W")?;
+        }
+        Ok(())
+    }
+}
+
+/// A day-of-week token whose day depends on the month: `n#k` (the k-th such weekday, 1..=5)
+/// and `nL` (the last such weekday). Weekdays are 0..=6, 0 = Sunday.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(super) enum DowRule {
+    Nth { weekday: u32, nth: u32 },
+    Last { weekday: u32 },
+}
+
+impl DowRule {
+    /// The day of a month with `dim` days whose 1st falls on `weekday1`, if any (`1#5` has
+    /// none in a month with four Mondays).
+    pub(super) fn day(self, dim: u32, weekday1: u32) -> Option<u32> {
+        match self {
+            Self::Nth { weekday, nth } => {
+                let day = 1 + (weekday + 7 - weekday1) % 7 + 7 * (nth - 1);
+                (day <= dim).then_some(day)
+            }
+            Self::Last { weekday } => {
+                let last = (weekday1 + dim - 1) % 7;
+                Some(dim - (last + 7 - weekday) % 7)
+            }
+        }
+    }
+
+    pub(super) fn weekday(self) -> u32 {
+        match self {
+            Self::Nth { weekday, .. } | Self::Last { weekday } => weekday,
+        }
+    }
+}
+
+impl fmt::Display for DowRule {
+    /// Canonical spelling, valid in both dialects: Sunday is written 7.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let day = if self.weekday() == 0 { 7 } else { self.weekday() };
+        match self {
+            Self::Nth { nth, .. } => write!(f, "{day}#{nth}"),
+            Self::Last { .. } => write!(f, "{day}L"),
+        }
+    }
+}
+
 /// A parsed cron expression: one bitset per field plus the flags the day and DST rules need.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct CronSpec {
@@ -114,6 +218,10 @@ pub(super) struct CronSpec {
     pub(super) months: u64,
     /// Bits 0..=6, 0 = Sunday (a `7` in the text is folded onto 0).
     pub(super) dow: u64,
+    /// Day-of-month tokens beyond `dom` (`L`, `15W`, ...), sorted, no duplicates.
+    pub(super) dom_rules: Vec<DomRule>,
+    /// Day-of-week tokens beyond `dow` (`5#3`, `5L`), sorted, no duplicates.
+    pub(super) dow_rules: Vec<DowRule>,
     /// `None` when there is no year field (or it is `*`): every year.
     pub(super) years: Option<YearSet>,
     /// Day-of-month field begins with `*` or `?` (Vixie's DOM_STAR).
@@ -135,6 +243,8 @@ pub(super) struct SpecParts {
     pub(super) dom: u64,
     pub(super) months: u64,
     pub(super) dow: u64,
+    pub(super) dom_rules: Vec<DomRule>,
+    pub(super) dow_rules: Vec<DowRule>,
     pub(super) years: Option<YearSet>,
     pub(super) dom_star: bool,
     pub(super) dow_star: bool,
@@ -150,6 +260,8 @@ impl CronSpec {
             dom: p.dom,
             months: p.months,
             dow: p.dow,
+            dom_rules: sorted(p.dom_rules),
+            dow_rules: sorted(p.dow_rules),
             years: p.years.filter(|y| !y.is_full()),
             dom_star: p.dom_star,
             dow_star: p.dow_star,
@@ -176,7 +288,8 @@ impl CronSpec {
     /// Days (bits 1..=dim) of a month with `dim` days whose 1st falls on `weekday1` (0 = Sunday)
     /// that match the day fields. ARCHITECTURE.md / Vixie cron: when both day fields are
     /// restricted a day matches if either does; when one begins with `*` both sets must match
-    /// (so `*` alone means "the other field decides").
+    /// (so `*` alone means "the other field decides"). The `L`/`W`/`#` tokens add their day to
+    /// their own field's set before the rule is applied, so they combine like any other value.
     fn day_mask(&self, dim: u32, weekday1: u32) -> u64 {
         let mut week = 0u64;
         for k in 0..7 {
@@ -187,8 +300,14 @@ impl CronSpec {
         // Bit k of `repeated` is day k + 1 of the month; five weeks cover 31 days.
         let repeated = week | week << 7 | week << 14 | week << 21 | week << 28;
         let valid = (1u64 << (dim + 1)) - 2;
-        let by_dow = (repeated << 1) & valid;
-        let by_dom = self.dom & valid;
+        let mut by_dow = (repeated << 1) & valid;
+        let mut by_dom = self.dom & valid;
+        for rule in &self.dom_rules {
+            by_dom |= rule.day(dim, weekday1).map_or(0, |d| 1 << d);
+        }
+        for rule in &self.dow_rules {
+            by_dow |= rule.day(dim, weekday1).map_or(0, |d| 1 << d);
+        }
         if self.dom_star || self.dow_star {
             by_dom & by_dow
         } else {
@@ -304,6 +423,12 @@ impl CronSpec {
             return Some(days_from_civil(y, mo, d) * SECS_PER_DAY + secs_of_day);
         }
     }
+}
+
+fn sorted<T: Ord>(mut rules: Vec<T>) -> Vec<T> {
+    rules.sort_unstable();
+    rules.dedup();
+    rules
 }
 
 /// The lowest set bit of `bits` at position `>= from`.

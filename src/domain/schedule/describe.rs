@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use super::calendar::{CronSpec, YearSet};
+use super::calendar::{CronSpec, DayBase, DomRule, DowRule, YearSet};
 use super::parse::{join, month_name, set_bits};
 
 const DAY_NAMES: [&str; 7] = ["Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"];
@@ -167,19 +167,32 @@ fn hour_phrase(shape: &Shape) -> Option<String> {
     }
 }
 
-/// "on day 1 of the month", "Monday to Friday", "on day 1 of the month or on Monday"; empty
-/// when every day matches.
+/// "on day 1 of the month", "Monday to Friday", "on day 1 of the month or on Monday", "on the
+/// last Friday of the month"; empty when every day matches.
 fn day_phrase(spec: &CronSpec) -> String {
-    let dom = match shape(spec.dom, 1, 31) {
-        Shape::Full => None,
-        Shape::One(d) => Some(format!("on day {d} of the month")),
-        Shape::Range(a, b) => Some(format!("on days {a} to {b} of the month")),
+    let plain_dom = match shape(spec.dom, 1, 31) {
+        Shape::Full => Some(None),
+        Shape::List(v) if v.is_empty() => None,
+        Shape::One(d) => Some(Some(format!("on day {d} of the month"))),
+        Shape::Range(a, b) => Some(Some(format!("on days {a} to {b} of the month"))),
         Shape::Every(_) | Shape::List(_) if is_step_from_one(spec.dom) => {
-            Some(format!("on every {} day of the month", ordinal(step_of(spec.dom))))
+            Some(Some(format!("on every {} day of the month", ordinal(step_of(spec.dom)))))
         }
-        Shape::Every(_) | Shape::List(_) => Some(format!("on days {} of the month", numbers(&values(spec.dom, 1, 31)))),
+        Shape::Every(_) | Shape::List(_) => {
+            Some(Some(format!("on days {} of the month", numbers(&values(spec.dom, 1, 31)))))
+        }
     };
-    let dow = weekday_phrase(spec.dow);
+    // `None` = every day of the month; the special tokens add to the plain days.
+    let dom = match plain_dom {
+        Some(None) => None,
+        plain => with_rules(plain.flatten(), spec.dom_rules.iter().map(|r| dom_rule_phrase(*r))),
+    };
+    let plain_dow = values(spec.dow, 0, 6);
+    let dow = if plain_dow.len() == 7 {
+        None
+    } else {
+        with_rules(weekday_phrase(spec.dow), spec.dow_rules.iter().map(|r| dow_rule_phrase(*r)))
+    };
     let and_rule = spec.dom_star || spec.dow_star;
     match (dom, dow) {
         (None, None) => String::new(),
@@ -189,6 +202,39 @@ fn day_phrase(spec: &CronSpec) -> String {
         (None, Some(w)) => w,
         (Some(d), Some(w)) if and_rule => format!("{d}, if it falls {w}"),
         (Some(d), Some(w)) => format!("{d} or {w}"),
+    }
+}
+
+/// The plain phrase and the special tokens' phrases, joined with "or"; `None` when both are empty.
+fn with_rules(plain: Option<String>, rules: impl Iterator<Item = String>) -> Option<String> {
+    let parts: Vec<String> = plain.into_iter().chain(rules).collect();
+    (!parts.is_empty()).then(|| join(&parts, "or"))
+}
+
+/// "on the last day of the month", "on the weekday nearest day 15 of the month".
+fn dom_rule_phrase(rule: DomRule) -> String {
+    let base = match rule.base {
+        DayBase::Day(n) => format!("day {n} of the month"),
+        DayBase::FromEnd(0) => "the last day of the month".to_owned(),
+        DayBase::FromEnd(1) => "the last day of the month minus 1 day".to_owned(),
+        DayBase::FromEnd(n) => format!("the last day of the month minus {n} days"),
+    };
+    match (rule.nearest_weekday, rule.base) {
+        (false, _) => format!("on {base}"),
+        (true, DayBase::FromEnd(0)) => "on the last weekday of the month".to_owned(),
+        (true, _) => format!("on the weekday nearest {base}"),
+    }
+}
+
+/// "on the third Friday of the month", "on the last Friday of the month".
+fn dow_rule_phrase(rule: DowRule) -> String {
+    let day = DAY_NAMES[rule.weekday() as usize % 7];
+    match rule {
+        DowRule::Nth { nth, .. } => {
+            let which = ["first", "second", "third", "fourth", "fifth"].get(nth as usize - 1).copied().unwrap_or("nth");
+            format!("on the {which} {day} of the month")
+        }
+        DowRule::Last { .. } => format!("on the last {day} of the month"),
     }
 }
 
@@ -256,7 +302,8 @@ fn month_phrase(months: u64) -> String {
 /// "on January 1" when the schedule names one day of one month and no weekday.
 fn single_date(spec: &CronSpec) -> Option<String> {
     let (Shape::One(d), Shape::One(m)) = (shape(spec.dom, 1, 31), shape(spec.months, 1, 12)) else { return None };
-    (spec.dow == 0x7f && spec.dow_star).then(|| format!("on {} {d}", month_name(m)))
+    let plain = spec.dom_rules.is_empty() && spec.dow_rules.is_empty();
+    (plain && spec.dow == 0x7f && spec.dow_star).then(|| format!("on {} {d}", month_name(m)))
 }
 
 fn year_phrase(years: Option<&YearSet>) -> String {
@@ -292,6 +339,8 @@ pub(super) fn cron_fields(spec: &CronSpec, expr: &str, description: &str) -> Val
         "month": field_json(spec.months, 1, 12),
         "day_of_week": field_json(spec.dow, 0, 6),
         "year": "*",
+        "day_of_month_special": spec.dom_rules.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "day_of_week_special": spec.dow_rules.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "day_rule": if spec.dom_star || spec.dow_star { "and" } else { "or" },
         "wildcard": spec.wildcard,
         "description": description,

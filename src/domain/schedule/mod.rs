@@ -103,6 +103,18 @@ impl Schedule {
         out
     }
 
+    /// The shortest time between consecutive fire times, in seconds, measured over the first
+    /// 1,000 fire times after 2026-01-01T00:00:00Z in UTC (for `@every`, the interval); `None`
+    /// when it fires at most once. A bound for `jitter_secs`: a tick must fire before the next.
+    pub fn shortest_interval_secs(&self) -> Option<u64> {
+        if let Kind::Every(secs) = self.kind {
+            return Some(secs);
+        }
+        let start = DateTime::from_timestamp(1_767_225_600, 0)?;
+        let times = self.next_n(start, chrono_tz::UTC, 1000);
+        times.windows(2).filter_map(|w| u64::try_from((w[1] - w[0]).num_seconds()).ok()).min()
+    }
+
     /// Whether DST treats this as a wildcard job (ARCHITECTURE.md): its seconds, minute or hour
     /// field begins with `*`, so it skips wall-clock times lost in a spring-forward gap and
     /// fires in both passes of a fall-back overlap. `@every` counts as wildcard: it ignores the

@@ -1,9 +1,10 @@
 //! Parsing the dialect's text: macros, `@every <duration>`, the 5/6/7-field forms and each
 //! field's `*`, `?`, numbers, names, ranges, steps and lists (ARCHITECTURE.md "Scheduling
-//! semantics"). Produces a [`CronSpec`] or an interval; computing fire times is left to
-//! `calendar.rs` and `tz.rs`.
+//! semantics"), and the Quartz/croner day tokens: `L`, `L-n`, `nW`, `LW` in day-of-month,
+//! `n#k` and `nL` in day-of-week. Produces a [`CronSpec`] or an interval; computing fire times
+//! is left to `calendar.rs` and `tz.rs`.
 
-use super::calendar::{CronSpec, SpecParts, YearSet, MAX_YEAR, MIN_YEAR};
+use super::calendar::{CronSpec, DayBase, DomRule, DowRule, SpecParts, YearSet, MAX_YEAR, MIN_YEAR};
 use super::{CronError, Dialect};
 
 /// Longest accepted expression, in bytes; longer input is rejected before any other work.
@@ -31,7 +32,7 @@ struct FieldDef {
     /// Three-letter names, case-insensitive; the first is worth `name_base`.
     names: &'static [&'static str],
     name_base: u32,
-    /// Day fields accept `?` and get a clear message for `L`, `W` and `#`.
+    /// Day fields accept `?` (as `*`).
     day_field: bool,
 }
 
@@ -77,11 +78,11 @@ pub(super) fn parse(expr: &str, dialect: Dialect) -> Result<Parsed, CronError> {
         return parse_macro(&tokens);
     }
     let texts = match (tokens.len(), dialect) {
-        (5, _) => FieldTexts { seconds: "0", rest: &tokens[0..5], year: None },
-        (6, Dialect::Distcron) => FieldTexts { seconds: tokens[0], rest: &tokens[1..6], year: None },
+        (5, _) => FieldTexts { seconds: "0", rest: &tokens[0..5], year: None, dialect },
+        (6, Dialect::Distcron) => FieldTexts { seconds: tokens[0], rest: &tokens[1..6], year: None, dialect },
         // gorhill/cronexpr: six fields are the five standard ones plus a year.
-        (6, Dialect::Seed) => FieldTexts { seconds: "0", rest: &tokens[0..5], year: Some(tokens[5]) },
-        (7, _) => FieldTexts { seconds: tokens[0], rest: &tokens[1..6], year: Some(tokens[6]) },
+        (6, Dialect::Seed) => FieldTexts { seconds: "0", rest: &tokens[0..5], year: Some(tokens[5]), dialect },
+        (7, _) => FieldTexts { seconds: tokens[0], rest: &tokens[1..6], year: Some(tokens[6]), dialect },
         (n, _) => return Err(whole(format!("expected 5, 6 or 7 fields, found {n}"))),
     };
     texts.parse().map(Parsed::Cron)
@@ -116,7 +117,9 @@ fn parse_macro(tokens: &[&str]) -> Result<Parsed, CronError> {
     if let Some(extra) = tokens.get(1) {
         return Err(whole(format!("{} takes no fields; found extra field {extra:?}", tokens[0])));
     }
-    FieldTexts { seconds: fields[0], rest: &fields[1..6], year: None }.parse().map(Parsed::Cron)
+    FieldTexts { seconds: fields[0], rest: &fields[1..6], year: None, dialect: Dialect::Distcron }
+        .parse()
+        .map(Parsed::Cron)
 }
 
 /// Go-style duration with whole numbers and units `s`, `m`, `h`, `d`, combined (`1h30m`).
@@ -163,6 +166,8 @@ struct FieldTexts<'a> {
     /// minute, hour, day-of-month, month, day-of-week
     rest: &'a [&'a str],
     year: Option<&'a str>,
+    /// The seed also reads weekday 0 before `#` and `L` (gorhill/cronexpr).
+    dialect: Dialect,
 }
 
 impl FieldTexts<'_> {
@@ -173,9 +178,9 @@ impl FieldTexts<'_> {
         let seconds = bits(self.seconds, &SECONDS)?;
         let minutes = bits(minute, &MINUTES)?;
         let hours = bits(hour, &HOURS)?;
-        let dom_bits = bits(dom, &DAY_OF_MONTH)?;
+        let (dom_bits, dom_rules) = day_of_month(dom)?;
         let months = bits(month, &MONTH)?;
-        let mut dow_bits = bits(dow, &DAY_OF_WEEK)?;
+        let (mut dow_bits, dow_rules) = day_of_week(dow, self.dialect)?;
         if dow_bits >> 7 & 1 == 1 {
             // 7 is Sunday, like 0.
             dow_bits = (dow_bits & !(1 << 7)) | 1;
@@ -189,6 +194,8 @@ impl FieldTexts<'_> {
             dom: dom_bits,
             months,
             dow: dow_bits,
+            dom_rules,
+            dow_rules,
             years,
             dom_star: star(dom),
             dow_star: star(dow),
@@ -208,7 +215,7 @@ fn never_fires(spec: &CronSpec) -> CronError {
         let hint = if spec.fires_only_in_leap_years() { " (its only days are February 29, in leap years)" } else { "" };
         return whole(format!("never fires: no year in the year field has a matching day{hint}"));
     }
-    if spec.dow_star && spec.dow == 0x7f {
+    if spec.dow_star && spec.dow == 0x7f && spec.dom_rules.is_empty() {
         let months: Vec<String> = set_bits(spec.months).map(|m| month_name(m).to_owned()).collect();
         let days: Vec<String> = set_bits(spec.dom).map(|d| d.to_string()).collect();
         let verb = if months.len() == 1 { "has" } else { "have" };
@@ -294,11 +301,6 @@ fn items(text: &str, def: &FieldDef) -> Result<Vec<(u32, u32, u32)>, CronError> 
         if item.is_empty() {
             return Err(field_err(def, format!("empty list item in {text:?}")));
         }
-        if def.day_field {
-            if let Some(message) = unsupported(item) {
-                return Err(field_err(def, message));
-            }
-        }
         let (base, step) = match item.split_once('/') {
             Some((base, step)) => (base, Some(parse_step(step, item, def)?)),
             None => (item, None),
@@ -361,19 +363,148 @@ fn value(token: &str, item: &str, def: &FieldDef) -> Result<u32, CronError> {
     Err(field_err(def, format!("{token:?} is not a valid {} ({min}-{max}{names})", def.what)))
 }
 
-/// Quartz-style `L`, `W` and `#` are not part of the dialect; say so instead of "not a number".
-fn unsupported(item: &str) -> Option<String> {
+/// The items of a day field other than `?`: each either plain (numbers, ranges, steps, names,
+/// handled by `bits`) or one of the field's special tokens (`special` returns it).
+fn split_day_field<'a, R>(
+    text: &'a str,
+    def: &FieldDef,
+    special: impl Fn(&str) -> Result<Option<R>, CronError>,
+) -> Result<(u64, Vec<R>), CronError> {
+    if text.contains('?') {
+        return Ok((bits(text, def)?, Vec::new()));
+    }
+    let (mut plain, mut rules) = (Vec::<&'a str>::new(), Vec::new());
+    for item in text.split(',') {
+        if item.is_empty() {
+            return Err(field_err(def, format!("empty list item in {text:?}")));
+        }
+        match special(item)? {
+            Some(rule) => rules.push(rule),
+            None => plain.push(item),
+        }
+    }
+    let bits = if plain.is_empty() { 0 } else { bits(&plain.join(","), def)? };
+    Ok((bits, rules))
+}
+
+/// The day-of-month field: plain days and `L`, `L-n` (0..=30), `nW`, `LW`, `L-nW`.
+fn day_of_month(text: &str) -> Result<(u64, Vec<DomRule>), CronError> {
+    split_day_field(text, &DAY_OF_MONTH, dom_rule)
+}
+
+fn dom_rule(item: &str) -> Result<Option<DomRule>, CronError> {
+    let def = &DAY_OF_MONTH;
     let up = item.to_ascii_uppercase();
-    let digits_before = |suffix: char| {
-        up.strip_suffix(suffix).is_some_and(|stem| !stem.is_empty() && stem.bytes().all(|b| b.is_ascii_digit()))
-    };
     if up.contains('#') {
-        Some(format!("{item:?}: the # (nth weekday of the month) form is not supported"))
-    } else if up == "L" || up == "LW" || up.starts_with("L-") || digits_before('L') {
-        Some(format!("{item:?}: L (last day) is not supported"))
-    } else if digits_before('W') {
-        Some(format!("{item:?}: W (nearest weekday) is not supported"))
+        return Err(field_err(
+            def,
+            format!("{item:?}: # (nth weekday) belongs in the day-of-week field, such as 5#3 for the third Friday"),
+        ));
+    }
+    if !up.contains(['L', 'W']) {
+        return Ok(None);
+    }
+    let shape = || {
+        field_err(
+            def,
+            format!(
+                "{item:?} is not a valid day of the month; the L and W forms are L (last day), L-n \
+                 (n days before it, n 0-30), nW (weekday nearest day n), LW (last weekday) and L-nW, \
+                 each on its own between commas"
+            ),
+        )
+    };
+    let (stem, nearest_weekday) = match up.strip_suffix('W') {
+        Some(stem) => (stem, true),
+        None => (up.as_str(), false),
+    };
+    let base = if stem == "L" {
+        DayBase::FromEnd(0)
+    } else if let Some(offset) = stem.strip_prefix("L-") {
+        if offset.is_empty() || !offset.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(shape());
+        }
+        let n = number(offset);
+        if n > 30 {
+            return Err(field_err(def, format!("{item:?}: the offset after L- is {n}, out of range 0-30")));
+        }
+        DayBase::FromEnd(n)
+    } else if nearest_weekday && !stem.is_empty() && stem.bytes().all(|b| b.is_ascii_digit()) {
+        let n = number(stem);
+        if !(1..=31).contains(&n) {
+            return Err(field_err(def, format!("{item:?}: day {stem} is out of range 1-31")));
+        }
+        DayBase::Day(n)
     } else {
-        None
+        return Err(shape());
+    };
+    Ok(Some(DomRule { base, nearest_weekday }))
+}
+
+/// The day-of-week field: plain weekdays and `n#k` (k 1-5, or `L` as croner writes it), `nL`.
+fn day_of_week(text: &str, dialect: Dialect) -> Result<(u64, Vec<DowRule>), CronError> {
+    split_day_field(text, &DAY_OF_WEEK, |item| dow_rule(item, dialect))
+}
+
+fn dow_rule(item: &str, dialect: Dialect) -> Result<Option<DowRule>, CronError> {
+    let def = &DAY_OF_WEEK;
+    let up = item.to_ascii_uppercase();
+    if let Some((day, nth)) = up.split_once('#') {
+        let weekday = rule_weekday(day, item, dialect)?;
+        if nth == "L" {
+            return Ok(Some(DowRule::Last { weekday }));
+        }
+        if nth.is_empty() || !nth.bytes().all(|b| b.is_ascii_digit()) || !(1..=5).contains(&number(nth)) {
+            return Err(field_err(
+                def,
+                format!("{item:?}: the occurrence after # must be 1-5 (5#3 is the third Friday of the month) or L"),
+            ));
+        }
+        return Ok(Some(DowRule::Nth { weekday, nth: number(nth) }));
+    }
+    if up == "L" {
+        return Err(field_err(
+            def,
+            "\"L\" alone is not a day of the week; write 5L for the last Friday of the month, or L in the \
+             day-of-month field for the last day of the month"
+                .to_owned(),
+        ));
+    }
+    if up.contains('W') && !up.contains("WED") {
+        return Err(field_err(def, format!("{item:?}: W (nearest weekday) belongs in the day-of-month field")));
+    }
+    match up.strip_suffix('L') {
+        Some(day) => Ok(Some(DowRule::Last { weekday: rule_weekday(day, item, dialect)? })),
+        None => Ok(None),
+    }
+}
+
+/// The weekday before `#` or `L`: one number or name, 7 (or, in the seed dialect, 0) = Sunday.
+fn rule_weekday(day: &str, item: &str, dialect: Dialect) -> Result<u32, CronError> {
+    let def = &DAY_OF_WEEK;
+    if day.is_empty() || day.contains(['-', '/', '*', ',']) {
+        return Err(field_err(
+            def,
+            format!("{item:?}: one weekday goes before # or L (1-7 or MON-SUN, such as 5#3 or FRI#3, 5L or FRIL)"),
+        ));
+    }
+    let weekday = value(day, item, def)?;
+    if weekday == 0 && dialect == Dialect::Distcron && day.bytes().all(|b| b.is_ascii_digit()) {
+        // Quartz, where these forms come from, has no weekday 0; one spelling of Sunday here.
+        return Err(field_err(
+            def,
+            format!("{item:?}: write Sunday as 7 or SUN before # or L (7#1 or SUN#1 is the first Sunday of the month)"),
+        ));
+    }
+    Ok(weekday % 7)
+}
+
+/// A run of at most a few ASCII digits (checked by the caller) as a number; longer runs are
+/// out of every range.
+fn number(digits: &str) -> u32 {
+    if digits.len() > 9 {
+        u32::MAX
+    } else {
+        digits.parse().unwrap_or(u32::MAX)
     }
 }

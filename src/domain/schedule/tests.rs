@@ -337,9 +337,9 @@ fn invalid_expressions_are_rejected_naming_the_field() {
         ("* 5-3 * * *", D, Some("hours")),
         ("* * 0 * *", D, Some("day-of-month")),
         ("* * 32 * *", D, Some("day-of-month")),
-        ("* * L * *", D, Some("day-of-month")),
-        ("* * 15W * *", D, Some("day-of-month")),
-        ("* * LW * *", D, Some("day-of-month")),
+        ("* * L-40 * *", D, Some("day-of-month")),
+        ("* * 32W * *", D, Some("day-of-month")),
+        ("* * LW-1 * *", D, Some("day-of-month")),
         ("* * ?/2 * *", D, Some("day-of-month")),
         ("* * 1,? * *", D, Some("day-of-month")),
         ("* * * 0 *", D, Some("month")),
@@ -349,8 +349,8 @@ fn invalid_expressions_are_rejected_naming_the_field() {
         ("* * * January *", D, Some("month")),
         ("* * * * 8", D, Some("day-of-week")),
         ("* * * * FRI-MON", D, Some("day-of-week")),
-        ("* * * * 5#3", D, Some("day-of-week")),
-        ("* * * * 5L", D, Some("day-of-week")),
+        ("* * * * 0#1", D, Some("day-of-week")),
+        ("* * * * 5#6", D, Some("day-of-week")),
         ("* * * * MONDAY", D, Some("day-of-week")),
         ("0 0 0 1 1 * 1969", D, Some("year")),
         ("0 0 0 1 1 * 10000", D, Some("year")),
@@ -375,8 +375,8 @@ fn error_messages_say_the_value_and_the_allowed_range() {
     assert!(err("* * * DEC-JAN *", Dialect::Distcron).message.contains("DEC-JAN is reversed"));
     assert!(err("* * * FOO *", Dialect::Distcron).message.contains("1-12 or JAN-DEC"));
     assert!(err("*/0 * * * *", Dialect::Distcron).message.contains("at least 1"));
-    assert!(err("* * L * *", Dialect::Distcron).message.contains("not supported"));
-    assert!(err("* * * * 2#1", Dialect::Distcron).message.contains("not supported"));
+    assert!(err("* * L-40 * *", Dialect::Distcron).message.contains("out of range 0-30"));
+    assert!(err("* * * * 2#9", Dialect::Distcron).message.contains("must be 1-5"));
     let count = err("* * * *", Dialect::Distcron);
     assert_eq!(count.message, "expected 5, 6 or 7 fields, found 4");
     assert_eq!(count.to_string(), "expected 5, 6 or 7 fields, found 4");
@@ -804,4 +804,366 @@ fn schedule_is_send_sync_clone_and_debug() {
     assert_eq!(s.clone(), s);
     assert_eq!(serde_json::to_string(&Dialect::Seed).expect("serializes"), "\"seed\"");
     assert_eq!(serde_json::from_str::<Dialect>("\"distcron\"").expect("parses"), Dialect::Distcron);
+}
+
+// ---- Quartz/croner day tokens: L, W, #, ? -------------------------------------------------
+//
+// Vectors written from the documented semantics (Quartz CronTrigger, croner's pattern docs,
+// gorhill/cronexpr): `L` = last day of the month, `L-n` = n days before it, `nW` = the weekday
+// (Mon-Fri) nearest day n without leaving the month, `LW` = the last weekday of the month,
+// `n#k` = the k-th weekday n of the month, `nL` = the last weekday n of the month, `?` = `*`.
+// Weekdays are numbered as elsewhere in the dialect (1 = Monday, 5 = Friday, 7 or SUN = Sunday).
+
+const BERLIN: Tz = chrono_tz::Europe::Berlin;
+
+fn midnights(dates: &[&str]) -> Vec<String> {
+    dates.iter().map(|d| format!("{d}T00:00:00Z")).collect()
+}
+
+#[test]
+fn last_day_of_month_covers_28_29_30_and_31_day_months() {
+    assert_eq!(
+        fires("0 0 L * *", "2023-12-30T12:00:00Z", UTC, 15),
+        midnights(&[
+            "2023-12-31",
+            "2024-01-31",
+            "2024-02-29",
+            "2024-03-31",
+            "2024-04-30",
+            "2024-05-31",
+            "2024-06-30",
+            "2024-07-31",
+            "2024-08-31",
+            "2024-09-30",
+            "2024-10-31",
+            "2024-11-30",
+            "2024-12-31",
+            "2025-01-31",
+            "2025-02-28"
+        ])
+    );
+    // February of a century year: 2100 is not a leap year, 2000 and 2400 are.
+    assert_eq!(fires("0 0 L 2 *", "2099-12-31T00:00:00Z", UTC, 1), midnights(&["2100-02-28"]));
+    assert_eq!(fires("0 0 L 2 *", "2399-12-31T00:00:00Z", UTC, 1), midnights(&["2400-02-29"]));
+    // `L-n`: n days before the last day.
+    assert_eq!(
+        fires("0 0 L-3 * *", "2024-01-01T00:00:00Z", UTC, 4),
+        midnights(&["2024-01-28", "2024-02-26", "2024-03-28", "2024-04-27"])
+    );
+    assert_eq!(fires("0 0 L-3 2 *", "2025-01-01T00:00:00Z", UTC, 1), midnights(&["2025-02-25"]));
+    // L-0 is L; L-30 exists only in 31-day months (day 1).
+    assert_eq!(fires("0 0 L-0 * *", "2024-02-01T00:00:00Z", UTC, 1), midnights(&["2024-02-29"]));
+    assert_eq!(
+        fires("0 0 L-30 * *", "2024-01-15T00:00:00Z", UTC, 3),
+        midnights(&["2024-03-01", "2024-05-01", "2024-07-01"])
+    );
+    // In a list with plain days.
+    assert_eq!(
+        fires("0 0 1,15,L * *", "2024-02-01T00:00:00Z", UTC, 4),
+        midnights(&["2024-02-15", "2024-02-29", "2024-03-01", "2024-03-15"])
+    );
+}
+
+#[test]
+fn nearest_weekday_moves_weekends_without_leaving_the_month() {
+    // 2026-02-15 and 2026-03-15 are Sundays -> Monday 16th; 2026-08-15 is a Saturday -> Friday 14th.
+    assert_eq!(
+        fires("0 0 15W * *", "2026-01-20T00:00:00Z", UTC, 7),
+        midnights(&["2026-02-16", "2026-03-16", "2026-04-15", "2026-05-15", "2026-06-15", "2026-07-15", "2026-08-14"])
+    );
+    // 2026-08-01 is a Saturday: 1W is Monday the 3rd, not Friday July 31.
+    assert_eq!(fires("0 0 1W 8 *", "2026-01-01T00:00:00Z", UTC, 1), midnights(&["2026-08-03"]));
+    // 2026-05-31 is a Sunday: 31W is Friday the 29th, not Monday June 1; no day 31 in June.
+    assert_eq!(fires("0 0 31W 5,6 *", "2026-05-01T00:00:00Z", UTC, 2), midnights(&["2026-05-29", "2027-05-31"]));
+    // LW: the last weekday. 2027-01-31 and 2027-02-28 are Sundays, 2027-07-31 a Saturday.
+    assert_eq!(
+        fires("0 0 LW * *", "2027-01-01T00:00:00Z", UTC, 3),
+        midnights(&["2027-01-29", "2027-02-26", "2027-03-31"])
+    );
+    assert_eq!(fires("0 0 LW 7 *", "2027-01-01T00:00:00Z", UTC, 1), midnights(&["2027-07-30"]));
+    // 2024-02-29 (leap day) is a Thursday.
+    assert_eq!(fires("0 0 LW 2 *", "2024-01-01T00:00:00Z", UTC, 1), midnights(&["2024-02-29"]));
+    // L-nW: the weekday nearest the last day minus n. 2026-05-31 - 1 = Saturday 30th -> 29th.
+    assert_eq!(fires("0 0 L-1W 5 *", "2026-01-01T00:00:00Z", UTC, 1), midnights(&["2026-05-29"]));
+}
+
+#[test]
+fn nth_weekday_fires_on_the_first_monday_of_every_month_across_a_year() {
+    assert_eq!(
+        fires("0 0 * * 1#1", "2025-12-31T00:00:00Z", UTC, 12),
+        midnights(&[
+            "2026-01-05",
+            "2026-02-02",
+            "2026-03-02",
+            "2026-04-06",
+            "2026-05-04",
+            "2026-06-01",
+            "2026-07-06",
+            "2026-08-03",
+            "2026-09-07",
+            "2026-10-05",
+            "2026-11-02",
+            "2026-12-07"
+        ])
+    );
+    // Names and Sunday as 7 or SUN; `#L` is croner's spelling of the last one.
+    let by_number = fires("0 0 * * 5#3", "2026-01-01T00:00:00Z", UTC, 6);
+    assert_eq!(by_number, fires("0 0 * * fri#3", "2026-01-01T00:00:00Z", UTC, 6));
+    assert_eq!(by_number[..3], midnights(&["2026-01-16", "2026-02-20", "2026-03-20"]));
+    assert_eq!(
+        fires("0 0 * * 7#1", "2026-01-01T00:00:00Z", UTC, 12),
+        fires("0 0 * * SUN#1", "2026-01-01T00:00:00Z", UTC, 12)
+    );
+    assert_eq!(fires("0 0 * * 7#1", "2026-01-01T00:00:00Z", UTC, 2), midnights(&["2026-01-04", "2026-02-01"]));
+    assert_eq!(
+        fires("0 0 * * 5#L", "2026-01-01T00:00:00Z", UTC, 12),
+        fires("0 0 * * 5L", "2026-01-01T00:00:00Z", UTC, 12)
+    );
+    // A fifth Friday only in months that have one; a fifth Thursday of February only in a leap
+    // year whose February starts on a Thursday.
+    assert_eq!(
+        fires("0 0 * * 5#5", "2026-01-01T00:00:00Z", UTC, 4),
+        midnights(&["2026-01-30", "2026-05-29", "2026-07-31", "2026-10-30"])
+    );
+    assert_eq!(fires("0 0 * 2 4#5", "2020-01-01T00:00:00Z", UTC, 2), midnights(&["2024-02-29", "2052-02-29"]));
+    // A list mixes plain weekdays and tokens.
+    assert_eq!(
+        fires("0 0 * * 1#1,5L", "2026-01-01T00:00:00Z", UTC, 4),
+        midnights(&["2026-01-05", "2026-01-30", "2026-02-02", "2026-02-27"])
+    );
+}
+
+#[test]
+fn last_friday_at_18_in_berlin_follows_the_local_clock_through_the_year() {
+    // 18:00 CET is 17:00Z, 18:00 CEST is 16:00Z; DST runs from March 29 to October 25, 2026.
+    assert_eq!(
+        fires("0 18 * * 5L", "2026-01-01T00:00:00Z", BERLIN, 12),
+        [
+            "2026-01-30T17:00:00Z",
+            "2026-02-27T17:00:00Z",
+            "2026-03-27T17:00:00Z",
+            "2026-04-24T16:00:00Z",
+            "2026-05-29T16:00:00Z",
+            "2026-06-26T16:00:00Z",
+            "2026-07-31T16:00:00Z",
+            "2026-08-28T16:00:00Z",
+            "2026-09-25T16:00:00Z",
+            "2026-10-30T17:00:00Z",
+            "2026-11-27T17:00:00Z",
+            "2026-12-25T17:00:00Z"
+        ]
+    );
+}
+
+#[test]
+fn day_tokens_on_dst_days_follow_the_dst_rule() {
+    // The last Sunday of March and October is Berlin's DST day. A fixed-time job at 02:30 runs
+    // at the gap's end (03:00 CEST = 01:00Z) in March and once, at the first 02:30, in October.
+    assert_eq!(
+        fires("30 2 * * 7L", "2026-03-01T00:00:00Z", BERLIN, 2),
+        ["2026-03-29T01:00:00Z", "2026-04-26T00:30:00Z"]
+    );
+    assert_eq!(fires("30 2 * * SUNL", "2026-10-01T00:00:00Z", BERLIN, 1), ["2026-10-25T00:30:00Z"]);
+    // A wildcard job skips the lost hour in March and runs in both passes in October.
+    assert_eq!(
+        fires("*/30 2 * * 7L", "2026-03-01T00:00:00Z", BERLIN, 2),
+        ["2026-04-26T00:00:00Z", "2026-04-26T00:30:00Z"]
+    );
+    assert_eq!(
+        fires("*/30 2 * * 7L", "2026-10-01T00:00:00Z", BERLIN, 4),
+        ["2026-10-25T00:00:00Z", "2026-10-25T00:30:00Z", "2026-10-25T01:00:00Z", "2026-10-25T01:30:00Z"]
+    );
+    // New York: 2026-03-08 (spring forward) is the second Sunday of March, 2026-11-01 the first
+    // of November.
+    assert_eq!(fires("30 2 * 3 7#2", "2026-01-01T00:00:00Z", NEW_YORK, 1), ["2026-03-08T07:00:00Z"]);
+    assert_eq!(fires("30 1 * 11 SUN#1", "2026-01-01T00:00:00Z", NEW_YORK, 1), ["2026-11-01T05:30:00Z"]);
+    // L on a DST day in the southern hemisphere: Lord Howe moves 30 min at 02:00 on
+    // 2026-10-04 (first Sunday of October) - not the last day; L-27 is October 4.
+    assert_eq!(fires("15 2 L-27 10 *", "2026-01-01T00:00:00Z", LORD_HOWE, 1), ["2026-10-03T15:30:00Z"]);
+}
+
+#[test]
+fn question_mark_is_star_in_day_fields() {
+    let after = "2026-01-01T00:00:00Z";
+    assert_eq!(fires("0 0 ? * 5L", after, UTC, 6), fires("0 0 * * 5L", after, UTC, 6));
+    assert_eq!(fires("0 0 L * ?", after, UTC, 6), fires("0 0 L * *", after, UTC, 6));
+    assert_eq!(fires("0 0 0 15W * ? 2026", after, UTC, 6), fires("0 0 15W * *", after, UTC, 6));
+    assert_eq!(parse_in("0 0 ? * MON", Dialect::Distcron).fields()["day_rule"], "and");
+}
+
+#[test]
+fn day_tokens_combine_with_the_or_rule_like_plain_values() {
+    // Both day fields restricted: a day matches if either does (Vixie/croner), tokens included.
+    // January 2026: Fridays 2, 9, 16, 23, 30; last day Saturday 31.
+    assert_eq!(
+        fires("0 0 L * 5", "2026-01-20T00:00:00Z", UTC, 4),
+        midnights(&["2026-01-23", "2026-01-30", "2026-01-31", "2026-02-06"])
+    );
+    assert_eq!(
+        fires("0 0 1 * 1#1", "2026-01-01T00:00:00Z", UTC, 4),
+        midnights(&["2026-01-05", "2026-02-01", "2026-02-02", "2026-03-01"])
+    );
+    // One field `*` or `?`: the other decides.
+    assert_eq!(fires("0 0 L * *", "2026-01-20T00:00:00Z", UTC, 1), midnights(&["2026-01-31"]));
+    // `*/1` in day-of-week allows every day, and as it begins with `*` the AND rule holds.
+    assert_eq!(fires("0 0 L * */1", "2026-01-01T00:00:00Z", UTC, 1), midnights(&["2026-01-31"]));
+    assert_eq!(fires("0 0 L * *", "2026-01-01T00:00:00Z", UTC, 1), midnights(&["2026-01-31"]));
+}
+
+/// Days in `[from, to)` matching a day-of-month token, computed from the documented semantics
+/// with chrono's calendar (independent of the bitset code).
+fn oracle_days(token: &str, from: i32, to: i32) -> Vec<String> {
+    use chrono::{NaiveDate, Weekday};
+    let mut out = Vec::new();
+    for year in from..to {
+        for month in 1..=12u32 {
+            let first = NaiveDate::from_ymd_opt(year, month, 1).expect("valid");
+            let next = if month == 12 {
+                NaiveDate::from_ymd_opt(year + 1, 1, 1)
+            } else {
+                NaiveDate::from_ymd_opt(year, month + 1, 1)
+            }
+            .expect("valid");
+            let last = next.pred_opt().expect("valid");
+            let dim = last.day();
+            let nearest = |d: NaiveDate| match d.weekday() {
+                Weekday::Sat if d.day() == 1 => d + chrono::Duration::days(2),
+                Weekday::Sat => d - chrono::Duration::days(1),
+                Weekday::Sun if d.day() == dim => d - chrono::Duration::days(2),
+                Weekday::Sun => d + chrono::Duration::days(1),
+                _ => d,
+            };
+            let days: Vec<NaiveDate> = match token {
+                "L" => vec![last],
+                "LW" => vec![nearest(last)],
+                t if t.starts_with("L-") => {
+                    let n: u32 = t[2..].parse().expect("offset");
+                    (n < dim).then(|| last - chrono::Duration::days(i64::from(n))).into_iter().collect()
+                }
+                t if t.ends_with('W') => {
+                    let n: u32 = t[..t.len() - 1].parse().expect("day");
+                    NaiveDate::from_ymd_opt(year, month, n).map(nearest).into_iter().collect()
+                }
+                t if t.ends_with('L') => {
+                    let wd: u32 = t[..t.len() - 1].parse().expect("weekday");
+                    (1..=dim)
+                        .rev()
+                        .filter_map(|d| NaiveDate::from_ymd_opt(year, month, d))
+                        .find(|d| d.weekday().num_days_from_sunday() == wd % 7)
+                        .into_iter()
+                        .collect()
+                }
+                t => {
+                    let (wd, nth) = t.split_once('#').expect("n#k");
+                    let (wd, nth): (u32, usize) = (wd.parse().expect("weekday"), nth.parse().expect("nth"));
+                    (1..=dim)
+                        .filter_map(|d| NaiveDate::from_ymd_opt(year, month, d))
+                        .filter(|d| d.weekday().num_days_from_sunday() == wd % 7)
+                        .nth(nth - 1)
+                        .into_iter()
+                        .collect()
+                }
+            };
+            out.extend(days.into_iter().filter(|d| *d >= first).map(|d| format!("{d}T00:00:00Z")));
+        }
+    }
+    out
+}
+
+#[test]
+fn day_tokens_match_a_calendar_oracle_over_thirty_years() {
+    let dom = ["L", "L-1", "L-2", "L-15", "L-28", "L-29", "L-30", "LW", "1W", "2W", "15W", "28W", "29W", "30W", "31W"];
+    let dow = ["1#1", "5#3", "7#2", "6#4", "3#5", "1L", "5L", "6L", "7L"];
+    for token in dom.iter().chain(dow.iter()) {
+        let want = oracle_days(token, 2020, 2050);
+        let expr = if dom.contains(token) { format!("0 0 {token} * *") } else { format!("0 0 * * {token}") };
+        let got = fires(&expr, "2019-12-31T12:00:00Z", UTC, want.len() + 1);
+        assert_eq!(got[..want.len()], want[..], "{expr}");
+        assert!(got.get(want.len()).is_none_or(|t| t.as_str() >= "2050-01-01"), "{expr}");
+    }
+}
+
+#[test]
+fn seed_dialect_reads_the_day_tokens_of_gorhill_cronexpr() {
+    // gorhill/cronexpr numbers weekdays 0-6 and accepts 0 before # and L.
+    let seed = seed_fires("0 0 * * 0#1", "2026-01-01T00:00:00Z", 3);
+    assert_eq!(seed, fires("0 0 * * 7#1", "2026-01-01T00:00:00Z", UTC, 3));
+    assert_eq!(seed_fires("0 0 * * 0L", "2026-01-01T00:00:00Z", 1), midnights(&["2026-01-25"]));
+    // Six seed fields are five plus a year.
+    assert_eq!(seed_fires("0 0 L * * 2027", "2026-01-01T00:00:00Z", 2), midnights(&["2027-01-31", "2027-02-28"]));
+    assert_eq!(seed_fires("0 0 LW * * 2027", "2026-01-01T00:00:00Z", 1), midnights(&["2027-01-29"]));
+    assert_eq!(seed_fires("0 0 15W * *", "2026-02-01T00:00:00Z", 1), midnights(&["2026-02-16"]));
+}
+
+#[test]
+fn invalid_day_tokens_are_rejected_with_a_clear_message() {
+    use Dialect::{Distcron as D, Seed as S};
+    let cases: &[(&str, Dialect, &str, &str)] = &[
+        ("0 0 * * 0#1", D, "day-of-week", "write Sunday as 7 or SUN"),
+        ("0 0 * * 0L", D, "day-of-week", "write Sunday as 7 or SUN"),
+        ("0 0 32W * *", D, "day-of-month", "day 32 is out of range 1-31"),
+        ("0 0 0W * *", D, "day-of-month", "out of range 1-31"),
+        ("0 0 L-40 * *", D, "day-of-month", "offset after L- is 40, out of range 0-30"),
+        ("0 0 L-31 * *", D, "day-of-month", "out of range 0-30"),
+        ("0 0 L- * *", D, "day-of-month", "not a valid day of the month"),
+        ("0 0 L-x * *", D, "day-of-month", "not a valid day of the month"),
+        ("0 0 W * *", D, "day-of-month", "not a valid day of the month"),
+        ("0 0 L/2 * *", D, "day-of-month", "not a valid day of the month"),
+        ("0 0 1-L * *", D, "day-of-month", "not a valid day of the month"),
+        ("0 0 15W-20 * *", D, "day-of-month", "not a valid day of the month"),
+        ("0 0 5#3 * *", D, "day-of-month", "belongs in the day-of-week field"),
+        ("0 0 * * 1#0", D, "day-of-week", "must be 1-5"),
+        ("0 0 * * 1#6", D, "day-of-week", "must be 1-5"),
+        ("0 0 * * 1#", D, "day-of-week", "must be 1-5"),
+        ("0 0 * * 8#1", D, "day-of-week", "8 is out of range 0-7"),
+        ("0 0 * * MON-FRI#2", D, "day-of-week", "one weekday goes before # or L"),
+        ("0 0 * * #1", D, "day-of-week", "one weekday goes before # or L"),
+        ("0 0 * * L", D, "day-of-week", "alone is not a day of the week"),
+        ("0 0 * * 15W", D, "day-of-week", "belongs in the day-of-month field"),
+        ("0 0 * * FOOL", D, "day-of-week", "not a valid day of the week"),
+        ("0 0 L * 1#0", S, "day-of-week", "must be 1-5"),
+        ("0 0 L,, * *", D, "day-of-month", "empty list item"),
+        ("0 L * * *", D, "hours", "not a valid hour"),
+        ("0 0 * L *", D, "month", "not a valid month"),
+    ];
+    for (expr, dialect, field, needle) in cases {
+        let e = err(expr, *dialect);
+        assert_eq!(e.field, Some(*field), "{expr:?} -> {e}");
+        assert!(e.message.contains(needle), "{expr:?}: {e} should say {needle:?}");
+    }
+    // Tokens that can never match with the given months.
+    let e = err("0 0 31W 2 *", Dialect::Distcron);
+    assert!(e.message.starts_with("never fires"), "{e}");
+    let e = err("0 0 * 2 1#5 2027", Dialect::Seed);
+    assert!(e.message.starts_with("never fires"), "{e}");
+}
+
+#[test]
+fn describe_reads_day_tokens_in_plain_language() {
+    let cases = [
+        ("0 0 L * *", "at 00:00 on the last day of the month"),
+        ("0 0 L-3 * *", "at 00:00 on the last day of the month minus 3 days"),
+        ("0 0 15W * *", "at 00:00 on the weekday nearest day 15 of the month"),
+        ("0 0 LW * *", "at 00:00 on the last weekday of the month"),
+        ("0 18 * * 5L", "at 18:00 on the last Friday of the month"),
+        ("0 0 * * 1#1", "at 00:00 on the first Monday of the month"),
+        ("0 9 ? * 5#3", "at 09:00 on the third Friday of the month"),
+        ("0 0 1,L * *", "at 00:00 on day 1 of the month or on the last day of the month"),
+        ("0 0 * * MON,5L", "at 00:00 on Monday or on the last Friday of the month"),
+        ("0 0 L * 5", "at 00:00 on the last day of the month or on Friday"),
+        ("0 0 L 2 *", "at 00:00 on the last day of the month in February"),
+        ("*/15 * L * *", "every 15 minutes, on the last day of the month"),
+    ];
+    for (expr, want) in cases {
+        assert_eq!(parse_in(expr, Dialect::Distcron).describe(), want, "{expr}");
+    }
+    let f = parse_in("0 0 1,LW,L-2 * 1#1,fri#L", Dialect::Distcron).fields();
+    assert_eq!(f["day_of_month"], serde_json::json!([1]));
+    assert_eq!(f["day_of_month_special"], serde_json::json!(["LW", "L-2"]));
+    assert_eq!(f["day_of_week"], serde_json::json!([]));
+    assert_eq!(f["day_of_week_special"], serde_json::json!(["1#1", "5L"]));
+    assert_eq!(
+        parse_in("0 0 * * SUN#2", Dialect::Distcron).fields()["day_of_week_special"],
+        serde_json::json!(["7#2"])
+    );
 }
