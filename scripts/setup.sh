@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing distcron needs and is missing on a fresh machine:
 # protoc (protobuf-compiler, for etcd-client's build), Debian chromium and npm playwright-core
-# (browser tests), etcd-server, faketime and FerretDB (built from the Go module proxy).
+# (browser tests), etcd-server, faketime, prometheus (promtool, for the /metrics tests) and FerretDB
+# (built from the Go module proxy).
 # Idempotent; prints what it installs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +15,8 @@ if [ "${1:-}" = "--test" ]; then
   [ -x /usr/bin/chromium ] || missing+=(chromium)
   command -v faketime >/dev/null 2>&1 || missing+=(faketime)
   command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
+  # promtool (check metrics, check rules) for the /metrics tests.
+  command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${missing[*]}"

@@ -145,6 +145,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// The audit log.
     pub audit: AuditConfig,
+    /// The Prometheus `/metrics` endpoint.
+    pub metrics: MetricsConfig,
 }
 
 /// `[auth]`.
@@ -214,6 +216,14 @@ impl Default for AuthConfig {
     fn default() -> Self {
         Self { failed_per_sec: 10, tokens: Vec::new() }
     }
+}
+
+/// `[metrics]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Serve `/metrics` without a token (default: the API's auth, role viewer).
+    pub public: bool,
 }
 
 impl Default for AuditConfig {
@@ -396,6 +406,7 @@ impl Default for Config {
             api_token_file: PathBuf::new(),
             auth: AuthConfig::default(),
             audit: AuditConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -567,6 +578,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("etcd.user", "DISTCRON_ETCD_USER"),
     ("etcd.password_file", "DISTCRON_ETCD_PASSWORD_FILE"),
     ("mongo.uri_file", "DISTCRON_MONGO_URI_FILE"),
+    ("metrics.public", "DISTCRON_METRICS_PUBLIC"),
 ];
 
 impl Config {

@@ -16,6 +16,7 @@ mod headers;
 mod health;
 mod jobs;
 mod legacy;
+mod metrics;
 mod runs;
 #[cfg(test)]
 mod test_support;
@@ -57,6 +58,8 @@ pub struct AppState {
     pub auth: AuthState,
     /// The essential actors of this process (readiness is 503 when one is not running).
     pub essentials: crate::actors::essential::Essentials,
+    /// This process's Prometheus metrics (`GET /metrics`, request counts).
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// Read-only status queries to the local actors, for the readiness probe.
@@ -88,6 +91,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: Data<AppState>) {
                 .wrap(from_fn(guard::perimeter))
                 .wrap(from_fn(headers::secure_responses))
                 .wrap(from_fn(log_request))
+                .wrap(from_fn(metrics::count_request))
+                .service(resource("/metrics", "GET").route(web::get().to(metrics::scrape)))
                 .service(api_scope())
                 .configure(legacy::routes)
                 .configure(assets::routes)
@@ -106,12 +111,17 @@ pub fn configure_health(cfg: &mut web::ServiceConfig, state: Data<AppState>) {
             .wrap(from_fn(guard::perimeter))
             .wrap(from_fn(headers::secure_responses))
             .wrap(from_fn(log_request))
+            .wrap(from_fn(metrics::count_request))
+            .service(resource("/metrics", "GET").route(get().to(metrics::scrape)))
             .service(resource("/api/v1/health", "GET").route(get().to(health::ready)))
             .service(resource("/api/v1/health/ready", "GET").route(get().to(health::ready)))
             .service(resource("/api/v1/health/live", "GET").route(get().to(health::live)))
             .default_service(web::to(|| async {
-                ApiError::new(ErrorCode::NotFound, "this node is a worker: its listener serves /api/v1/health only")
-                    .error_response()
+                ApiError::new(
+                    ErrorCode::NotFound,
+                    "this node is a worker: its listener serves /api/v1/health and /metrics only",
+                )
+                .error_response()
             })),
     );
 }

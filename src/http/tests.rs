@@ -86,6 +86,7 @@ impl Harness {
             started_at: Utc::now(),
             auth: Default::default(),
             essentials: Default::default(),
+            metrics: Default::default(),
         })
     }
 
@@ -1168,6 +1169,7 @@ fn state_listening_on(listen: String) -> AppState {
         started_at: Utc::now(),
         auth: Default::default(),
         essentials: Default::default(),
+        metrics: Default::default(),
     }
 }
 

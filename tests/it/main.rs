@@ -12,6 +12,7 @@ mod cluster;
 mod durability;
 mod engine;
 mod legacy;
+mod metrics;
 mod process;
 mod security;
 mod stores;
