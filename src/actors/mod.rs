@@ -222,6 +222,8 @@ pub async fn start(
         start: pool.clone().recipient(),
         kill: pool.clone().recipient(),
         log: log.clone().recipient(),
+        metrics: metrics.clone(),
+        claims_kind: backends.kinds.claims,
     };
     let scheduler = sched_ctx.run(SchedulerActor::new(settings, peers));
     // Adopted runs are live before the first tick is planned (the watcher starts below).

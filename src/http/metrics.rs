@@ -34,6 +34,7 @@ pub(crate) async fn scrape(state: Data<AppState>, req: HttpRequest) -> HttpRespo
         let mut levels = EngineLevels::default();
         if let Some(Ok(s)) = scheduler {
             levels.planned_jobs = s.planned_jobs as u64;
+            levels.due_ticks = s.due_ticks as u64;
         }
         if let Some(Ok(p)) = pool {
             levels.executors_busy = p.busy as u64;

@@ -88,6 +88,10 @@ fn expected_from_api(node: &Node, jobs: &[&str]) -> (HashMap<String, f64>, f64) 
             if status == "lost" {
                 *want.entry(format!("distcron_lost_runs_total{{job=\"{job}\"}}")).or_insert(0.0) += 1.0;
             }
+            if status == "missed" {
+                let ticks = missed_count(run).unwrap_or(0) as f64;
+                *want.entry(format!("distcron_missed_ticks_total{{job=\"{job}\"}}")).or_insert(0.0) += ticks;
+            }
             if run["trigger"] == "schedule" && !run["started_at"].is_null() {
                 lag_count += 1.0;
             }
@@ -191,15 +195,14 @@ fn after_a_scripted_set_of_runs_every_counter_and_timestamp_equals_the_runs_api(
 
 /// Ticks of `job` recorded missed, from the runs API (each missed record says how many).
 fn missed_in_api(node: &Node, job: &str) -> u64 {
-    node.runs(job)
-        .iter()
-        .filter(|r| r["status"] == "missed")
-        .filter_map(|r| {
-            let err = r["err"].as_str()?;
-            let digits: String = err.strip_prefix("missed ")?.chars().take_while(char::is_ascii_digit).collect();
-            digits.parse::<u64>().ok()
-        })
-        .sum()
+    node.runs(job).iter().filter(|r| r["status"] == "missed").filter_map(missed_count).sum()
+}
+
+/// How many ticks one `missed` record stands for (its `err` starts `missed N tick(s)`).
+fn missed_count(run: &Value) -> Option<u64> {
+    let err = run["err"].as_str()?;
+    let digits: String = err.strip_prefix("missed ")?.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
 }
 
 fn missed_metric(node: &Node, job: &str) -> u64 {
