@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what building and testing distcron needs and is missing on a fresh machine:
 # protoc (protobuf-compiler, for etcd-client's build), Debian chromium and npm playwright-core
-# (browser tests), etcd-server, faketime and FerretDB (built from the Go module proxy), and PyPI
-# openapi-spec-validator in a venv under ~/.cache/distcron (the OpenAPI checks of scripts/test.sh).
+# (browser tests), etcd-server, faketime, prometheus (promtool, for the /metrics tests) and FerretDB
+# (built from the Go module proxy), and PyPI openapi-spec-validator in a venv under ~/.cache/distcron
+# (the OpenAPI checks of scripts/test.sh).
 # Idempotent; prints what it installs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +18,8 @@ if [ "${1:-}" = "--test" ]; then
   command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
   command -v python3 >/dev/null 2>&1 || missing+=(python3)
   python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
+  # promtool (check metrics, check rules) for the /metrics tests.
+  command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${missing[*]}"

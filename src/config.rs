@@ -147,6 +147,8 @@ pub struct Config {
     pub audit: AuditConfig,
     /// Alerts: channels, default rules, evaluation (README "Alerts").
     pub alerts: crate::alerting::AlertsConfig,
+    /// The Prometheus `/metrics` endpoint.
+    pub metrics: MetricsConfig,
 }
 
 /// `[auth]`.
@@ -216,6 +218,14 @@ impl Default for AuthConfig {
     fn default() -> Self {
         Self { failed_per_sec: 10, tokens: Vec::new() }
     }
+}
+
+/// `[metrics]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Serve `/metrics` without a token (default: the API's auth, role viewer).
+    pub public: bool,
 }
 
 impl Default for AuditConfig {
@@ -402,6 +412,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             audit: AuditConfig::default(),
             alerts: crate::alerting::AlertsConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -580,6 +591,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("alerts.lookback_secs", "DISTCRON_ALERTS_LOOKBACK_SECS"),
     ("alerts.history_runs", "DISTCRON_ALERTS_HISTORY_RUNS"),
     ("alerts.retention_days", "DISTCRON_ALERTS_RETENTION_DAYS"),
+    ("metrics.public", "DISTCRON_METRICS_PUBLIC"),
 ];
 
 impl Config {

@@ -15,6 +15,7 @@ pub mod domain;
 pub mod error;
 pub mod host;
 pub mod http;
+pub mod metrics;
 pub mod test_hooks;
 
 use std::path::Path;
@@ -101,8 +102,14 @@ async fn serve(
 ) -> Result<(), StartupError> {
     let config = Arc::new(config);
     let started_at = Utc::now();
+    // README "Metrics": a master reports HTTP, its log pipeline and lost runs; a worker also
+    // its scheduler, executors and session.
+    let metrics = metrics::Metrics::new(match config.role {
+        Role::Master => metrics::MetricsScope::Master,
+        Role::All | Role::Worker => metrics::MetricsScope::Worker,
+    });
     let engine = match config.role {
-        Role::Master => Engine::Master(actors::start_master(&config, &backends).await?),
+        Role::Master => Engine::Master(actors::start_master(&config, &backends, &metrics).await?),
         Role::All | Role::Worker => {
             let worker = WorkerInfo {
                 id: node_id.clone(),
@@ -115,7 +122,7 @@ async fn serve(
                 capacity: config.executor.pool_size,
                 last_heartbeat: started_at,
             };
-            Engine::Worker(actors::start(&config, &backends, worker, started_at).await?)
+            Engine::Worker(actors::start(&config, &backends, worker, started_at, &metrics).await?)
         }
     };
     let node = match &engine {
@@ -140,8 +147,9 @@ async fn serve(
             Engine::Master(handles) => handles.essentials.clone(),
         },
         alert_channels: Arc::new(alerting::Channels::from_config(&config.alerts, &config.executor.shell)?),
+        metrics,
     };
-    // A worker's listener serves health only.
+    // A worker's listener serves health and /metrics only.
     let server = match config.role {
         Role::Worker => http::serve_health_tls_on(state, listener, tls)?,
         Role::All | Role::Master => http::serve_tls_on(state, listener, tls)?,

@@ -103,6 +103,8 @@ pub struct LogBatchActor {
     idle_waiters: Vec<tokio::sync::oneshot::Sender<()>>,
     /// Exits the process if this actor panics (issue 10: essential actors never die silently).
     _guard: super::essential::PanicGuard,
+    /// Counts every record handed over and every failed write (README "Metrics").
+    metrics: crate::metrics::Metrics,
 }
 
 impl LogBatchActor {
@@ -130,7 +132,15 @@ impl LogBatchActor {
             write_timeout: WRITE_TIMEOUT,
             idle_waiters: Vec::new(),
             _guard: super::essential::PanicGuard::new("log_batch"),
+            metrics: crate::metrics::Metrics::default(),
         }
+    }
+
+    /// Reports to `metrics` (the process's): the records handed over, failed writes, the spool.
+    pub fn with_metrics(mut self, metrics: crate::metrics::Metrics) -> Self {
+        metrics.set_spool_source(self.spool.levels());
+        self.metrics = metrics;
+        self
     }
 
     /// An actor writing to `store` and spooling to the file at `spool_path` (bounded by
@@ -279,6 +289,7 @@ impl LogBatchActor {
         }
         self.store_ok = false;
         self.last_error = Some(error);
+        self.metrics.log_write_failed();
         self.spool_batch(batch, ctx);
         self.schedule_retry(ctx);
     }
@@ -488,6 +499,7 @@ impl LogBatchActor {
                         log::debug!("Log spool replay failed; will retry. written={written} error={error}");
                         act.store_ok = false;
                         act.last_error = Some(error);
+                        act.metrics.log_write_failed();
                         act.flush(ctx);
                         act.schedule_retry(ctx);
                     }
@@ -578,6 +590,8 @@ impl Handler<RecordRun> for LogBatchActor {
     type Result = ();
 
     fn handle(&mut self, msg: RecordRun, ctx: &mut Self::Context) {
+        // README "Metrics": every record this process produces passes here, once.
+        self.metrics.record_run(&msg.0);
         self.buffered_bytes += record_bytes(&msg.0);
         self.buffer.push(msg.0);
         if self.buffered_bytes > self.settings.max_buffered_bytes {

@@ -106,6 +106,8 @@ pub struct SchedulerStatus {
     pub next_fire_at: Option<DateTime<Utc>>,
     /// True after `Shutdown`.
     pub draining: bool,
+    /// Ticks due and waiting for their claim or their run, over every job (the due queue).
+    pub due_ticks: usize,
 }
 
 /// WatchActor -> SchedulerActor: the watch broke; the plan is kept but may be stale.

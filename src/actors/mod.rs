@@ -41,6 +41,7 @@ use crate::backend::Backends;
 use crate::config::{Config, RestartPolicy};
 use crate::domain::WorkerInfo;
 use crate::error::StartupError;
+use crate::metrics::Metrics;
 use essential::Essentials;
 use executor::ExecutorPool;
 use log_batch::{LogBatchActor, LogBatchSettings};
@@ -117,9 +118,14 @@ async fn open_spool(config: &Config) -> Result<spool::SpoolHandle, StartupError>
 ///
 /// # Errors
 /// When the spool file under `data_dir` cannot be opened.
-pub async fn start_master(config: &Config, backends: &Backends) -> Result<MasterHandles, StartupError> {
+pub async fn start_master(
+    config: &Config,
+    backends: &Backends,
+    metrics: &Metrics,
+) -> Result<MasterHandles, StartupError> {
     let spool = open_spool(config).await?;
-    let log = LogBatchActor::new(backends.logs.clone(), spool, log_settings(config)).start();
+    let log =
+        LogBatchActor::new(backends.logs.clone(), spool, log_settings(config)).with_metrics(metrics.clone()).start();
     let reaper = LostRunsActor::new(
         backends.claims.clone(),
         backends.logs.clone(),
@@ -127,6 +133,7 @@ pub async fn start_master(config: &Config, backends: &Backends) -> Result<Master
         log.clone().recipient(),
         None,
     )
+    .with_metrics(metrics.clone(), backends.kinds.claims)
     .start();
     let mut essentials = Essentials::default();
     essentials.add("log_batch", &log);
@@ -146,6 +153,7 @@ pub async fn start(
     backends: &Backends,
     worker: WorkerInfo,
     started_at: DateTime<Utc>,
+    metrics: &Metrics,
 ) -> Result<Handles, StartupError> {
     // 0. Processes a run leaves behind are re-parented to this node and reaped here.
     subreaper::become_subreaper();
@@ -171,6 +179,7 @@ pub async fn start(
     };
     let log = LogBatchActor::new(backends.logs.clone(), spool, log_settings(config))
         .with_jobs(Arc::clone(&backends.jobs))
+        .with_metrics(metrics.clone())
         .start();
     // Their processes, if any still live: terminated (or adopted) before anything new runs,
     // so a `forbid` job never has two copies alive.
@@ -219,6 +228,8 @@ pub async fn start(
         start: pool.clone().recipient(),
         kill: pool.clone().recipient(),
         log: log.clone().recipient(),
+        metrics: metrics.clone(),
+        claims_kind: backends.kinds.claims,
     };
     let scheduler = sched_ctx.run(SchedulerActor::new(settings, peers));
     // Adopted runs are live before the first tick is planned (the watcher starts below).
@@ -256,6 +267,7 @@ pub async fn start(
         log.clone().recipient(),
         Some(worker_id),
     )
+    .with_metrics(metrics.clone(), backends.kinds.claims)
     .start();
     // 5. Alerts, read from the run log beside the scheduling path (README "Alerts").
     let channels = crate::alerting::Channels::from_config(&config.alerts, &config.executor.shell)?;
@@ -269,10 +281,23 @@ pub async fn start(
         let settings = alerts::AlertSettings::from_config(&config.alerts);
         alerts::AlertActor::new(settings, peers, Arc::new(channels), worker_id_for_alerts).start()
     });
+    // 5. The membership session's state, for `distcron_session_up`.
+    actix::spawn(follow_session(backends.members.session_events(), metrics.clone()));
     let mut essentials = Essentials::default();
     essentials.add("scheduler", &scheduler);
     essentials.add("watch", &watch);
     essentials.add("log_batch", &log);
     essentials.add("lost_runs", &reaper);
     Ok(Handles { scheduler, pool, log, watch, reaper, essentials, alerts })
+}
+
+/// Mirrors this worker's membership session into the metrics until the stream ends.
+async fn follow_session(
+    mut events: futures::stream::BoxStream<'static, crate::backend::SessionEvent>,
+    metrics: Metrics,
+) {
+    use futures::StreamExt;
+    while let Some(event) = events.next().await {
+        metrics.set_session_up(matches!(event, crate::backend::SessionEvent::Renewed));
+    }
 }

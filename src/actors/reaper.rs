@@ -40,6 +40,8 @@ pub struct LostRunsActor {
     unwarned: u64,
     /// Exits the process if this actor panics.
     _guard: super::essential::PanicGuard,
+    /// Where its claims are timed, with the claims store's kind (README "Metrics").
+    meter: Option<(crate::metrics::Metrics, &'static str)>,
 }
 
 /// At most one "run lost" warning this often.
@@ -64,7 +66,14 @@ impl LostRunsActor {
             warned: None,
             unwarned: 0,
             _guard: super::essential::PanicGuard::new("lost_runs"),
+            meter: None,
         }
+    }
+
+    /// Times its claims in `metrics`, labelled with the claims store's kind `store`.
+    pub fn with_metrics(mut self, metrics: crate::metrics::Metrics, store: &'static str) -> Self {
+        self.meter = Some((metrics, store));
+        self
     }
 
     fn follow(&mut self, ctx: &mut Context<Self>) {
@@ -100,7 +109,8 @@ impl StreamHandler<RunningMark> for LostRunsActor {
         }
         let (claims, logs, jobs, log) = (self.claims.clone(), self.logs.clone(), self.jobs.clone(), self.log.clone());
         let (job, run, worker) = (mark.job.clone(), mark.run.clone(), mark.worker.clone());
-        ctx.spawn(record_lost(mark, claims, logs, jobs, log).into_actor(self).map(move |recorded, act, _| {
+        let meter = self.meter.clone();
+        ctx.spawn(record_lost(mark, claims, logs, jobs, log, meter).into_actor(self).map(move |recorded, act, _| {
             if !recorded {
                 return;
             }
@@ -133,12 +143,18 @@ async fn record_lost(
     logs: Arc<dyn LogStore>,
     jobs: Arc<dyn JobStore>,
     log: Recipient<RecordRun>,
+    meter: Option<(crate::metrics::Metrics, &'static str)>,
 ) -> bool {
     let request = format!("lost-{}", mark.run);
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     let mut claimed = None;
     for attempt in 1..=RECORD_ATTEMPTS {
-        match claims.claim_request(&mark.job, &request).await {
+        let asked = std::time::Instant::now();
+        let outcome = claims.claim_request(&mark.job, &request).await;
+        if let Some((metrics, store)) = &meter {
+            metrics.claim(store, asked.elapsed(), usize::from(outcome.is_err()));
+        }
+        match outcome {
             Ok(outcome) => {
                 claimed = Some(outcome);
                 break;

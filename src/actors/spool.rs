@@ -590,6 +590,17 @@ impl SpoolHandle {
         self.counters.dead_lettered.load(Ordering::SeqCst)
     }
 
+    /// A reader of the counters alone, for the metrics; unlike a handle it does not keep the
+    /// spool thread alive.
+    pub(crate) fn levels(&self) -> impl Fn() -> crate::metrics::SpoolLevels + Send + Sync + 'static {
+        let counters = Arc::clone(&self.counters);
+        move || crate::metrics::SpoolLevels {
+            bytes: counters.bytes.load(Ordering::SeqCst),
+            records: counters.records.load(Ordering::SeqCst) + counters.pending_records.load(Ordering::SeqCst),
+            dead_lettered: counters.dead_lettered.load(Ordering::SeqCst),
+        }
+    }
+
     /// True when nothing is spooled or being spooled.
     pub(crate) fn is_empty(&self) -> bool {
         self.records() == 0

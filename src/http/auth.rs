@@ -245,7 +245,9 @@ pub(crate) async fn require_token(
         return next.call(req).await.map(ServiceResponse::map_into_boxed_body);
     };
     let tokens = state.auth.tokens(&state.config);
-    if tokens.is_empty() || is_public(req.path()) {
+    // README "Metrics": /metrics takes the API's auth unless metrics.public.
+    let public_metrics = state.config.metrics.public && req.path() == "/metrics";
+    if tokens.is_empty() || is_public(req.path()) || public_metrics {
         return next.call(req).await.map(ServiceResponse::map_into_boxed_body);
     }
     let rate = state.config.auth.failed_per_sec;

@@ -130,7 +130,7 @@ async fn probe<T>(fut: impl Future<Output = Result<T, BackendError>>) -> Result<
 }
 
 /// Asks a local actor with the timeout; the error as text.
-async fn ask<M>(to: Option<&Recipient<M>>, msg: M) -> Option<Result<M::Result, String>>
+pub(super) async fn ask<M>(to: Option<&Recipient<M>>, msg: M) -> Option<Result<M::Result, String>>
 where
     M: Message + Send + 'static,
     M::Result: Send,

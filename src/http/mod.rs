@@ -17,6 +17,7 @@ mod headers;
 mod health;
 mod jobs;
 mod legacy;
+mod metrics;
 mod openapi;
 mod routes;
 mod runs;
@@ -59,6 +60,8 @@ pub struct AppState {
     pub essentials: crate::actors::essential::Essentials,
     /// The configured alert channels (test sends, the channel list).
     pub alert_channels: Arc<crate::alerting::Channels>,
+    /// This process's Prometheus metrics (`GET /metrics`, request counts).
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// Read-only status queries to the local actors, for the readiness probe.
@@ -90,6 +93,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: Data<AppState>) {
                 .wrap(from_fn(guard::perimeter))
                 .wrap(from_fn(headers::secure_responses))
                 .wrap(from_fn(log_request))
+                .wrap(from_fn(metrics::count_request))
+                .configure(|cfg| routes::register(cfg, &[routes::Family::Metrics], ""))
                 .service(api_scope())
                 .configure(|cfg| routes::register(cfg, &[routes::Family::Legacy], ""))
                 .configure(assets::routes)
@@ -107,10 +112,14 @@ pub fn configure_health(cfg: &mut web::ServiceConfig, state: Data<AppState>) {
             .wrap(from_fn(guard::perimeter))
             .wrap(from_fn(headers::secure_responses))
             .wrap(from_fn(log_request))
-            .configure(|cfg| routes::register(cfg, &[routes::Family::Health], ""))
+            .wrap(from_fn(metrics::count_request))
+            .configure(|cfg| routes::register(cfg, &[routes::Family::Metrics, routes::Family::Health], ""))
             .default_service(web::to(|| async {
-                ApiError::new(ErrorCode::NotFound, "this node is a worker: its listener serves /api/v1/health only")
-                    .error_response()
+                ApiError::new(
+                    ErrorCode::NotFound,
+                    "this node is a worker: its listener serves /api/v1/health and /metrics only",
+                )
+                .error_response()
             })),
     );
 }

@@ -45,6 +45,7 @@ const BEARER: &str = "bearer";
         (name = "health", description = "Liveness and readiness probes (also on a worker's health listener)"),
         (name = "auth", description = "The caller's identity"),
         (name = "audit", description = "Who changed which job when"),
+        (name = "metrics", description = "Prometheus metrics (also on a worker's health listener)"),
         (name = "alerts", description = "Alert records, per-job alert state, channels and test alerts"),
         (name = "meta", description = "This document"),
         (name = "legacy", description = "The seed's (cloud-org/crontab) routes, same shapes"),

@@ -19,7 +19,7 @@ use actix_web::web::{self, ServiceConfig};
 use actix_web::{HttpResponse, ResponseError};
 
 use super::error::{ApiError, ErrorCode};
-use super::{alerts, audit, auth, cron, health, jobs, legacy, openapi, runs, workers};
+use super::{alerts, audit, auth, cron, health, jobs, legacy, metrics, openapi, runs, workers};
 
 /// Which listener serves a route and in which shape its 405 is answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +30,8 @@ pub(crate) enum Family {
     Health,
     /// The seed's routes (`{"errno","msg","data"}`), on the API listener.
     Legacy,
+    /// Prometheus `/metrics`: on the API listener and on a worker's health listener.
+    Metrics,
 }
 
 /// The method a route answers.
@@ -105,6 +107,7 @@ macro_rules! route_table {
 }
 
 route_table! {
+    Metrics Get   "/metrics"                    => metrics::scrape;
     Api    Get    "/api/v1/jobs"                => jobs::list;
     Api    Post   "/api/v1/jobs"                => jobs::create;
     Api    Post   "/api/v1/jobs:plan"           => jobs::plan;
@@ -160,7 +163,7 @@ pub(crate) fn register(cfg: &mut ServiceConfig, families: &[Family], strip: &str
             let allow = allow_header(&same_path);
             match route.family {
                 Family::Legacy => web::resource(local).default_service(web::to(legacy::method_not_allowed)),
-                Family::Api | Family::Health => web::resource(local).default_service(web::to(move || {
+                Family::Api | Family::Health | Family::Metrics => web::resource(local).default_service(web::to(move || {
                     let allow = allow.clone();
                     async move { method_not_allowed(&allow) }
                 })),
@@ -205,6 +208,7 @@ mod tests {
             match a.family {
                 Family::Api | Family::Health => assert!(a.path.starts_with(API_PREFIX), "{}", a.path),
                 Family::Legacy => assert!(legacy::is_legacy_path(a.path), "{}", a.path),
+                Family::Metrics => assert_eq!(a.path, "/metrics"),
             }
         }
     }

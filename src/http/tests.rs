@@ -86,6 +86,7 @@ impl Harness {
             auth: Default::default(),
             essentials: Default::default(),
             alert_channels: Default::default(),
+            metrics: Default::default(),
         })
     }
 
@@ -1237,6 +1238,7 @@ fn state_listening_on(listen: String, dir: &tempfile::TempDir) -> AppState {
         auth: Default::default(),
         essentials: Default::default(),
         alert_channels: Default::default(),
+        metrics: Default::default(),
     }
 }
 

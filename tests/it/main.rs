@@ -16,6 +16,7 @@ mod engine;
 mod jitter;
 mod legacy;
 mod openapi;
+mod metrics;
 mod process;
 mod security;
 mod stores;

@@ -104,6 +104,10 @@ pub struct SchedulerPeers {
     pub kill: Recipient<KillRun>,
     /// Log batching.
     pub log: Recipient<RecordRun>,
+    /// This process's metrics: missed ticks and claim round trips (README "Metrics").
+    pub metrics: crate::metrics::Metrics,
+    /// The claims adapter's kind (`etcd`, `embedded`), the claim metrics' `store` label.
+    pub claims_kind: &'static str,
 }
 
 #[derive(Debug, Clone)]
@@ -297,6 +301,7 @@ impl SchedulerActor {
 
     fn record_missed_as(&mut self, job: &JobName, m: &Missed, fence: Fence, why: &str, run: Option<RunId>) {
         let Some(def) = self.jobs.get(job) else { return };
+        self.peers.metrics.missed_ticks(job, m.count);
         let err = format!(
             "missed {}{} tick(s) from {} to {}: {why}",
             m.count,
@@ -452,7 +457,14 @@ impl SchedulerActor {
             })
             .collect();
         let claims = self.peers.claims.clone();
-        ctx.spawn(async move { claims.claim_ticks(&requests).await }.into_actor(self).map(move |results, act, ctx| {
+        let (metrics, store) = (self.peers.metrics.clone(), self.peers.claims_kind);
+        let claimed = async move {
+            let asked = std::time::Instant::now();
+            let results = claims.claim_ticks(&requests).await;
+            metrics.claim(store, asked.elapsed(), results.iter().filter(|r| r.is_err()).count());
+            results
+        };
+        ctx.spawn(claimed.into_actor(self).map(move |results, act, ctx| {
             let mut results = results.into_iter();
             for c in batch {
                 let result = results.next().unwrap_or_else(|| {
@@ -941,8 +953,12 @@ impl Handler<RunRequested> for SchedulerActor {
         let policy = self.jobs.get(&msg.job).map(|j| j.concurrency).unwrap_or_default();
         let job = msg.job.clone();
         let request = msg.request.clone();
+        let (metrics, store) = (self.peers.metrics.clone(), self.peers.claims_kind);
         let fut = async move {
-            let fence = claims.claim_request(&job, &request).await?;
+            let asked = std::time::Instant::now();
+            let fence = claims.claim_request(&job, &request).await;
+            metrics.claim(store, asked.elapsed(), usize::from(fence.is_err()));
+            let fence = fence?;
             let live = match (fence, policy) {
                 (Some(_), ConcurrencyPolicy::Forbid | ConcurrencyPolicy::Replace) => claims.running(Some(&job)).await?,
                 _ => Vec::new(),
@@ -1017,6 +1033,7 @@ impl Handler<GetSchedulerStatus> for SchedulerActor {
             synced: self.synced,
             next_fire_at: self.plan.peek(),
             draining: self.draining,
+            due_ticks: self.queues.values().map(|q| q.items.len()).sum(),
         })
     }
 }
