@@ -144,7 +144,7 @@ pub(crate) async fn channels(state: Data<AppState>) -> Result<HttpResponse, ApiE
     params(("name" = String, Path, description = "The channel's name in `alerts.channels`")),
     responses(
         (status = 200, description = "The test alert's record, with the delivery attempt", body = AlertRecord),
-        (status = 404, description = "No such channel (`not_found`)", body = super::error::ErrorBody),
+        (status = 404, description = "No such channel (`alert_channel_not_found`)", body = super::error::ErrorBody),
     )
 )]
 /// `POST /api/v1/alert-channels/{name}/test`: sends a test alert once (no retries, so the

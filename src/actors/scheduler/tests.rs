@@ -100,6 +100,8 @@ fn start(jobs: Vec<Job>) -> Harness {
         start: recorder.clone().recipient(),
         kill: recorder.clone().recipient(),
         log: recorder.recipient(),
+        metrics: crate::metrics::Metrics::default(),
+        claims_kind: "embedded",
     };
     let scheduler = SchedulerActor::new(settings, peers).start();
     scheduler.do_send(Resynced { jobs, revision: Revision(1) });
