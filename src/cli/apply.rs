@@ -22,7 +22,7 @@ use super::{ApplyArgs, CliError, ExportArgs};
 const FILE_KEYS: [&str; 2] = ["managed_by", "jobs"];
 
 /// What the server computes per job and `export` leaves out (the store's fields and the views).
-const COMPUTED_KEYS: [&str; 8] = [
+const COMPUTED_KEYS: [&str; 9] = [
     "version",
     "created_at",
     "updated_at",
@@ -31,6 +31,7 @@ const COMPUTED_KEYS: [&str; 8] = [
     "schedule_description",
     "last_run",
     "invalid",
+    "jitter_offset_secs",
 ];
 
 /// Job keys written first by `export`, in this order; the rest follow alphabetically.
