@@ -163,10 +163,12 @@ pub(crate) fn register(cfg: &mut ServiceConfig, families: &[Family], strip: &str
             let allow = allow_header(&same_path);
             match route.family {
                 Family::Legacy => web::resource(local).default_service(web::to(legacy::method_not_allowed)),
-                Family::Api | Family::Health | Family::Metrics => web::resource(local).default_service(web::to(move || {
-                    let allow = allow.clone();
-                    async move { method_not_allowed(&allow) }
-                })),
+                Family::Api | Family::Health | Family::Metrics => {
+                    web::resource(local).default_service(web::to(move || {
+                        let allow = allow.clone();
+                        async move { method_not_allowed(&allow) }
+                    }))
+                }
             }
         };
         for r in same_path {
