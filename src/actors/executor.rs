@@ -118,6 +118,7 @@ fn base_record(spec: &RunSpec, worker: &WorkerId, status: RunStatus, started_at:
         job_version: spec.job_version,
         pgid: None,
         proc_start_ticks: None,
+        params: (!spec.params.is_empty()).then(|| spec.params.clone()),
     }
 }
 
@@ -527,6 +528,7 @@ mod tests {
             attempt: 1,
             fence: Fence(7),
             launch: RunLaunch::default(),
+            params: BTreeMap::new(),
         }
     }
 

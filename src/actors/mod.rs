@@ -24,6 +24,7 @@ pub mod process;
 pub mod procfs;
 pub mod rank;
 pub mod reaper;
+pub(crate) mod retry;
 pub mod scheduler;
 pub(crate) mod spool;
 pub mod subreaper;
@@ -122,6 +123,7 @@ pub async fn start_master(config: &Config, backends: &Backends) -> Result<Master
         log.clone().recipient(),
         None,
     )
+    .with_default_tz(config.default_zone())
     .start();
     let mut essentials = Essentials::default();
     essentials.add("log_batch", &log);
@@ -250,6 +252,7 @@ pub async fn start(
         log.clone().recipient(),
         Some(worker_id),
     )
+    .with_default_tz(config.default_zone())
     .start();
     let mut essentials = Essentials::default();
     essentials.add("scheduler", &scheduler);

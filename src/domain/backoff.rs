@@ -33,6 +33,12 @@ impl Backoff {
         self
     }
 
+    /// The same schedule growing by `factor` (at least 1) instead of doubling.
+    pub fn with_factor(mut self, factor: u32) -> Self {
+        self.factor = factor.max(1);
+        self
+    }
+
     /// The delay before the next attempt; grows the following one.
     pub fn next_delay(&mut self) -> Duration {
         let base = self.current;
@@ -53,6 +59,17 @@ impl Backoff {
     pub fn is_reset(&self) -> bool {
         self.current == self.initial
     }
+}
+
+/// A delay drawn uniformly from [d, 1.5 d]: jitter that never shortens a promised delay (job
+/// retries: "at least 1 s apart" stays true).
+pub fn spread_above(d: Duration) -> Duration {
+    let span = u64::try_from((d / 2).as_nanos()).unwrap_or(u64::MAX);
+    if span == 0 {
+        return d;
+    }
+    let r = RandomState::new().build_hasher().finish();
+    d + Duration::from_nanos(r % (span + 1))
 }
 
 /// A delay drawn uniformly from [d/2, d].

@@ -158,6 +158,9 @@ pub struct Job {
     /// Primary group for `run_as_user`; `None` = that user's own primary group.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_as_group: Option<String>,
+    /// Retries of a failed tick; `None` = a failed tick stays failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<super::retry::RetryPolicy>,
 }
 
 /// Per-job resource limits (`limits = { max_memory_bytes, max_cpu_secs, max_open_files, nice }`),
@@ -270,6 +273,9 @@ pub struct JobSpec {
     /// Group to run as; omitted = the user's primary group.
     #[serde(default)]
     pub run_as_group: Option<String>,
+    /// Retries of a failed tick; omitted = none.
+    #[serde(default)]
+    pub retry: Option<super::retry::RetryPolicy>,
     /// Expected current version on replace; a stale one is a conflict. Ignored on create.
     #[serde(default)]
     pub version: Option<u64>,
@@ -328,6 +334,7 @@ impl JobSpec {
             limits: self.limits.filter(|l| !l.is_empty()),
             run_as_user: self.run_as_user.filter(|u| !u.is_empty()),
             run_as_group: self.run_as_group.filter(|g| !g.is_empty()),
+            retry: self.retry,
         };
         validate(&job)?;
         Ok(job)
@@ -376,18 +383,7 @@ pub fn validate(job: &Job) -> Result<(), JobValidationError> {
         return err("env", format!("{} variables; the limit is {MAX_ENV_VARS}", job.env.len()));
     }
     for (k, v) in &job.env {
-        let valid = !k.is_empty()
-            && k.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !valid {
-            return err("env", format!("variable name {k:?} is not a valid environment variable name"));
-        }
-        if k.starts_with("DISTCRON_") {
-            return err("env", format!("variable {k:?} is reserved: DISTCRON_* are set by distcron for every run"));
-        }
-        if v.contains('\0') || v.len() > MAX_COMMAND_BYTES {
-            return err("env", format!("value of {k:?} contains NUL or is longer than {MAX_COMMAND_BYTES} bytes"));
-        }
+        validate_env_entry(k, v, MAX_COMMAND_BYTES)?;
     }
     if let Some(dir) = &job.working_dir {
         if !dir.starts_with('/') || dir.contains('\0') {
@@ -410,6 +406,31 @@ pub fn validate(job: &Job) -> Result<(), JobValidationError> {
     }
     if job.run_as_group.is_some() && job.run_as_user.is_none() {
         return err("run_as_group", "run_as_group needs run_as_user".into());
+    }
+    if let Some(retry) = &job.retry {
+        retry.validate()?;
+    }
+    Ok(())
+}
+
+/// Checks one environment variable (a job's `env`, or a run parameter): a valid, unreserved
+/// name; a value without NUL of at most `max_value_bytes`.
+///
+/// # Errors
+/// What is wrong, in field `env`.
+pub(crate) fn validate_env_entry(k: &str, v: &str, max_value_bytes: usize) -> Result<(), JobValidationError> {
+    let err = |message: String| Err(JobValidationError { field: "env", message });
+    let valid = !k.is_empty()
+        && k.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !valid {
+        return err(format!("variable name {k:?} is not a valid environment variable name"));
+    }
+    if k.starts_with("DISTCRON_") {
+        return err(format!("variable {k:?} is reserved: DISTCRON_* are set by distcron for every run"));
+    }
+    if v.contains('\0') || v.len() > max_value_bytes {
+        return err(format!("value of {k:?} contains NUL or is longer than {max_value_bytes} bytes"));
     }
     Ok(())
 }

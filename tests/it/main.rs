@@ -13,6 +13,7 @@ mod durability;
 mod engine;
 mod legacy;
 mod process;
+mod retries;
 mod security;
 mod stores;
 mod support;

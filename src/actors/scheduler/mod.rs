@@ -28,7 +28,7 @@
 //!   `scheduler.on_session_loss`; on a new session the marks of runs still going are published
 //!   again.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,6 +50,7 @@ use crate::backend::{
     BackendError, Claims, JobStore, Membership, RunningMark, SessionEvent, Signal, TickClaim, TickRequest,
 };
 use crate::config::SessionLossPolicy;
+use crate::domain::retry;
 use crate::domain::{
     Backoff, ConcurrencyPolicy, Fence, Job, JobName, Revision, RunId, RunRecord, RunStatus, Trigger, WorkerId,
     WorkerInfo,
@@ -113,6 +114,24 @@ struct LiveRun {
     since: DateTime<Utc>,
     fence: Fence,
     trigger: Trigger,
+    /// Attempt of its tick (job `retry`), from 1.
+    attempt: u32,
+    /// Run parameters (run now with `env`), carried to its retries.
+    params: BTreeMap<String, String>,
+}
+
+/// What a dispatched run carries besides its tick: its attempt and its parameters.
+#[derive(Debug, Clone)]
+struct RunExtra {
+    attempt: u32,
+    params: BTreeMap<String, String>,
+}
+
+impl RunExtra {
+    /// A first attempt without parameters (a scheduled tick).
+    fn first() -> Self {
+        Self { attempt: 1, params: BTreeMap::new() }
+    }
 }
 
 /// A claim waiting in the batch.
@@ -555,6 +574,7 @@ impl SchedulerActor {
                                 Trigger::Schedule,
                                 claim.running,
                                 prepared,
+                                RunExtra::first(),
                                 ctx,
                             );
                         }
@@ -621,6 +641,7 @@ impl SchedulerActor {
         trigger: Trigger,
         live_anywhere: Vec<RunningMark>,
         prepared: Option<(RunningMark, bool)>,
+        extra: RunExtra,
         ctx: &mut Context<Self>,
     ) {
         // The run id chosen before the claim (scheduled ticks), and whether its mark is written.
@@ -649,6 +670,7 @@ impl SchedulerActor {
             )
             .with_job_version(def.version);
             record.id = run;
+            record.attempt = extra.attempt;
             self.peers.log.do_send(RecordRun(record));
             return;
         }
@@ -675,6 +697,8 @@ impl SchedulerActor {
                 // run is only in this worker's table) is cleared, and if this worker dies first
                 // the lost-run recorder finds the record final.
                 record.id = run.clone();
+                record.attempt = extra.attempt;
+                record.params = (!extra.params.is_empty()).then(|| extra.params.clone());
                 self.peers.log.do_send(RecordRun(record));
                 if marked {
                     self.queue_mark(MarkOp::Clear(job, run), ctx);
@@ -705,7 +729,8 @@ impl SchedulerActor {
             job: job.clone(),
             command: def.command.clone(),
             shell: self.settings.shell.clone(),
-            env: def.env.clone(),
+            // Run parameters on top of the job's env (a parameter wins over the job's value).
+            env: def.env.iter().chain(&extra.params).map(|(k, v)| (k.clone(), v.clone())).collect(),
             working_dir: def.working_dir.clone(),
             timeout: (def.timeout_secs > 0).then(|| Duration::from_secs(def.timeout_secs)),
             kill_grace: self.settings.kill_grace,
@@ -713,7 +738,7 @@ impl SchedulerActor {
             scheduled_at: tick,
             dispatched_at: now,
             trigger,
-            attempt: 1,
+            attempt: extra.attempt,
             fence,
             launch: RunLaunch {
                 limits: def.limits,
@@ -721,8 +746,20 @@ impl SchedulerActor {
                 run_as_group: def.run_as_group.clone(),
                 ..self.settings.launch.clone()
             },
+            params: extra.params.clone(),
         };
-        self.running.insert(run.clone(), LiveRun { job: job.clone(), scheduled_at: tick, since, fence, trigger });
+        self.running.insert(
+            run.clone(),
+            LiveRun {
+                job: job.clone(),
+                scheduled_at: tick,
+                since,
+                fence,
+                trigger,
+                attempt: extra.attempt,
+                params: extra.params,
+            },
+        );
         if !marked {
             // Run-now requests, and a claim that found only stale marks of this worker under
             // `forbid`: the mark follows the claim.
@@ -737,7 +774,7 @@ impl SchedulerActor {
             };
             self.queue_mark(MarkOp::Put(mark), ctx);
         }
-        log::debug!("Dispatching run. job={job} run={run} tick={tick} trigger={trigger:?}");
+        log::debug!("Dispatching run. job={job} run={run} tick={tick} trigger={trigger:?} attempt={}", spec.attempt);
         // do_send ignores mailbox bounds: the pool's own queue is the bound that records overflow.
         self.peers.start.do_send(StartRun(spec));
     }
@@ -930,24 +967,104 @@ impl Handler<RunRequested> for SchedulerActor {
         if self.draining {
             return;
         }
+        // A retry waits until it is due on every worker; the first to claim it runs it.
+        let wait = msg.retry.as_ref().and_then(|r| (r.due_at - Utc::now()).to_std().ok()).unwrap_or_default();
+        if wait.is_zero() {
+            self.claim_run_request(msg, ctx);
+        } else {
+            ctx.run_later(wait, move |act, ctx| act.claim_run_request(msg, ctx));
+        }
+    }
+}
+
+impl SchedulerActor {
+    /// Claims a run-now request (or a due retry attempt) and dispatches it when won.
+    fn claim_run_request(&mut self, msg: RunRequested, ctx: &mut Context<Self>) {
+        if self.draining {
+            return;
+        }
+        if msg.retry.is_some() && !self.jobs.contains_key(&msg.job) {
+            log::debug!("Retry of a job deleted meanwhile; dropped. job={}", msg.job);
+            return;
+        }
         let claims = self.peers.claims.clone();
         let policy = self.jobs.get(&msg.job).map(|j| j.concurrency).unwrap_or_default();
         let job = msg.job.clone();
         let request = msg.request.clone();
+        let retry = msg.retry.clone();
         let fut = async move {
-            let fence = claims.claim_request(&job, &request).await?;
+            let fence = match &retry {
+                Some(r) => claims.claim_attempt(&job, r.scheduled_at, r.attempt).await?,
+                None => claims.claim_request(&job, &request).await?,
+            };
             let live = match (fence, policy) {
                 (Some(_), ConcurrencyPolicy::Forbid | ConcurrencyPolicy::Replace) => claims.running(Some(&job)).await?,
                 _ => Vec::new(),
             };
             Ok::<_, crate::backend::BackendError>((fence, live))
         };
-        let job = msg.job;
+        let RunRequested { job, env, retry, .. } = msg;
         ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| match res {
-            Ok((Some(fence), live)) => act.dispatch(job, Utc::now(), fence, Trigger::Manual, live, None, ctx),
+            Ok((Some(fence), live)) => {
+                let (tick, trigger, attempt) = match &retry {
+                    Some(r) => (r.scheduled_at, Trigger::Retry, r.attempt),
+                    None => (Utc::now(), Trigger::Manual, 1),
+                };
+                if retry.is_some() && act.jobs.get(&job).is_some_and(|j| !j.enabled) {
+                    act.record_retry_skipped(&job, tick, attempt, fence, env);
+                    return;
+                }
+                act.dispatch(job, tick, fence, trigger, live, None, RunExtra { attempt, params: env }, ctx);
+            }
             Ok((None, _)) => log::debug!("Run-now request claimed by another worker. job={job}"),
             Err(e) => log::warn!("Cannot claim a run-now request; it will not run. job={job} error={e}"),
         }));
+    }
+
+    /// Records a claimed retry of a job disabled since its attempt failed: `skipped`.
+    fn record_retry_skipped(
+        &mut self,
+        job: &JobName,
+        tick: DateTime<Utc>,
+        attempt: u32,
+        fence: Fence,
+        params: BTreeMap<String, String>,
+    ) {
+        let Some(def) = self.jobs.get(job) else { return };
+        log::info!("Retry skipped: the job was disabled. job={job} tick={tick} attempt={attempt}");
+        let mut record = RunRecord::not_run(
+            job.clone(),
+            def.command.clone(),
+            RunStatus::Skipped,
+            Trigger::Retry,
+            tick,
+            self.worker().clone(),
+            fence,
+            "skipped: the job was disabled before this retry was due".into(),
+        )
+        .with_job_version(def.version);
+        record.attempt = attempt;
+        record.params = (!params.is_empty()).then_some(params);
+        self.peers.log.do_send(RecordRun(record));
+    }
+
+    /// Schedules the next attempt of a run that ended (job `retry`), or records it superseded.
+    fn after_attempt(&mut self, live: LiveRun, status: RunStatus, ctx: &mut Context<Self>) {
+        let Some(def) = self.jobs.get(&live.job).cloned() else { return };
+        let next =
+            retry::next_attempt(&def, status, live.attempt, live.scheduled_at, Utc::now(), self.settings.default_tz);
+        if next == retry::NextAttempt::None {
+            return;
+        }
+        let fut = super::retry::follow_up(
+            next,
+            def,
+            live.params,
+            self.worker().clone(),
+            self.peers.jobs.clone(),
+            self.peers.log.clone(),
+        );
+        ctx.spawn(fut.into_actor(self));
     }
 }
 
@@ -955,8 +1072,9 @@ impl Handler<RunFinished> for SchedulerActor {
     type Result = ();
 
     fn handle(&mut self, msg: RunFinished, ctx: &mut Self::Context) {
-        if self.running.remove(&msg.run).is_some() {
+        if let Some(live) = self.running.remove(&msg.run) {
             self.queue_mark(MarkOp::Clear(msg.job.clone(), msg.run.clone()), ctx);
+            self.after_attempt(live, msg.status, ctx);
         }
         log::debug!("Run finished. job={} run={} status={}", msg.job, msg.run, msg.status);
         self.check_drained();
@@ -976,6 +1094,8 @@ impl Handler<RunAdopted> for SchedulerActor {
                 since: msg.since,
                 fence: msg.fence,
                 trigger: msg.trigger,
+                attempt: 1,
+                params: BTreeMap::new(),
             },
         );
         let mark = RunningMark {
