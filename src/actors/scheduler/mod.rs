@@ -1010,42 +1010,11 @@ impl SchedulerActor {
                     Some(r) => (r.scheduled_at, Trigger::Retry, r.attempt),
                     None => (Utc::now(), Trigger::Manual, 1),
                 };
-                if retry.is_some() && act.jobs.get(&job).is_some_and(|j| !j.enabled) {
-                    act.record_retry_skipped(&job, tick, attempt, fence, env);
-                    return;
-                }
                 act.dispatch(job, tick, fence, trigger, live, None, RunExtra { attempt, params: env }, ctx);
             }
             Ok((None, _)) => log::debug!("Run-now request claimed by another worker. job={job}"),
             Err(e) => log::warn!("Cannot claim a run-now request; it will not run. job={job} error={e}"),
         }));
-    }
-
-    /// Records a claimed retry of a job disabled since its attempt failed: `skipped`.
-    fn record_retry_skipped(
-        &mut self,
-        job: &JobName,
-        tick: DateTime<Utc>,
-        attempt: u32,
-        fence: Fence,
-        params: BTreeMap<String, String>,
-    ) {
-        let Some(def) = self.jobs.get(job) else { return };
-        log::info!("Retry skipped: the job was disabled. job={job} tick={tick} attempt={attempt}");
-        let mut record = RunRecord::not_run(
-            job.clone(),
-            def.command.clone(),
-            RunStatus::Skipped,
-            Trigger::Retry,
-            tick,
-            self.worker().clone(),
-            fence,
-            "skipped: the job was disabled before this retry was due".into(),
-        )
-        .with_job_version(def.version);
-        record.attempt = attempt;
-        record.params = (!params.is_empty()).then_some(params);
-        self.peers.log.do_send(RecordRun(record));
     }
 
     /// Schedules the next attempt of a run that ended (job `retry`), or records it superseded.
