@@ -28,7 +28,7 @@
 //!   `scheduler.on_session_loss`; on a new session the marks of runs still going are published
 //!   again.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
