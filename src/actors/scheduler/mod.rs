@@ -120,6 +120,21 @@ struct LiveRun {
     params: BTreeMap<String, String>,
 }
 
+impl LiveRun {
+    /// The running mark of this run (`run`) on `worker`.
+    fn mark(&self, run: RunId, worker: WorkerId) -> RunningMark {
+        RunningMark {
+            job: self.job.clone(),
+            run,
+            worker,
+            scheduled_at: self.scheduled_at,
+            since: self.since,
+            fence: Some(self.fence),
+            trigger: Some(self.trigger),
+        }
+    }
+}
+
 /// What a dispatched run carries besides its tick: its attempt and its parameters.
 #[derive(Debug, Clone)]
 struct RunExtra {
@@ -748,30 +763,20 @@ impl SchedulerActor {
             },
             params: extra.params.clone(),
         };
-        self.running.insert(
-            run.clone(),
-            LiveRun {
-                job: job.clone(),
-                scheduled_at: tick,
-                since,
-                fence,
-                trigger,
-                attempt: extra.attempt,
-                params: extra.params,
-            },
-        );
-        if !marked {
-            // Run-now requests, and a claim that found only stale marks of this worker under
-            // `forbid`: the mark follows the claim.
-            let mark = RunningMark {
-                job: job.clone(),
-                run: run.clone(),
-                worker: self.worker().clone(),
-                scheduled_at: tick,
-                since,
-                fence: Some(fence),
-                trigger: Some(trigger),
-            };
+        let live = LiveRun {
+            job: job.clone(),
+            scheduled_at: tick,
+            since,
+            fence,
+            trigger,
+            attempt: extra.attempt,
+            params: extra.params,
+        };
+        // Run-now requests, and a claim that found only stale marks of this worker under
+        // `forbid`: the mark follows the claim.
+        let mark = (!marked).then(|| live.mark(run.clone(), self.worker().clone()));
+        self.running.insert(run.clone(), live);
+        if let Some(mark) = mark {
             self.queue_mark(MarkOp::Put(mark), ctx);
         }
         log::debug!("Dispatching run. job={job} run={run} tick={tick} trigger={trigger:?} attempt={}", spec.attempt);
@@ -865,19 +870,8 @@ impl StreamHandler<SessionEvent> for SchedulerActor {
                 self.session_lost = false;
                 if self.settings.on_session_loss == SessionLossPolicy::Finish {
                     // The old session's marks are gone; runs still going are visible again.
-                    let marks: Vec<RunningMark> = self
-                        .running
-                        .iter()
-                        .map(|(run, live)| RunningMark {
-                            job: live.job.clone(),
-                            run: run.clone(),
-                            worker: self.worker().clone(),
-                            scheduled_at: live.scheduled_at,
-                            since: live.since,
-                            fence: Some(live.fence),
-                            trigger: Some(live.trigger),
-                        })
-                        .collect();
+                    let marks: Vec<RunningMark> =
+                        self.running.iter().map(|(run, live)| live.mark(run.clone(), self.worker().clone())).collect();
                     for mark in marks {
                         self.queue_mark(MarkOp::Put(mark), ctx);
                     }
@@ -1055,27 +1049,17 @@ impl Handler<RunAdopted> for SchedulerActor {
 
     fn handle(&mut self, msg: RunAdopted, ctx: &mut Self::Context) {
         // Live like a run of ours (forbid, the running mark) until its RunFinished.
-        self.running.insert(
-            msg.run.clone(),
-            LiveRun {
-                job: msg.job.clone(),
-                scheduled_at: msg.scheduled_at,
-                since: msg.since,
-                fence: msg.fence,
-                trigger: msg.trigger,
-                attempt: 1,
-                params: BTreeMap::new(),
-            },
-        );
-        let mark = RunningMark {
+        let live = LiveRun {
             job: msg.job,
-            run: msg.run,
-            worker: self.worker().clone(),
             scheduled_at: msg.scheduled_at,
             since: msg.since,
-            fence: Some(msg.fence),
-            trigger: Some(msg.trigger),
+            fence: msg.fence,
+            trigger: msg.trigger,
+            attempt: 1,
+            params: BTreeMap::new(),
         };
+        let mark = live.mark(msg.run.clone(), self.worker().clone());
+        self.running.insert(msg.run, live);
         self.queue_mark(MarkOp::Put(mark), ctx);
     }
 }
