@@ -240,6 +240,41 @@ export function mountJobs(root, ctx) {
       h("span", { class: "switch-text", "aria-hidden": "true" }, job.enabled ? "On" : "Off"));
   }
 
+  /**
+   * The run-now dialog: optional parameters as name=value rows (extra environment variables for
+   * this run). Resolves the env object, or null when cancelled. The server validates the names.
+   */
+  function askParams(name) {
+    return new Promise((resolve) => {
+      const rows = h("div", { class: "params-rows" });
+      const addRow = (k = "", v = "") => rows.append(h("div", { class: "params-row" },
+        h("input", { type: "text", class: "param-name", "aria-label": "Parameter name", placeholder: "NAME", value: k, spellcheck: "false" }),
+        h("input", { type: "text", class: "param-value", "aria-label": "Parameter value", placeholder: "value", value: v, spellcheck: "false" }),
+        h("button", { type: "button", "aria-label": "Remove this parameter", onclick: (e) => e.currentTarget.parentElement.remove() }, "×")));
+      let result = null;
+      const dialog = h("dialog", { id: "run-now", "aria-labelledby": "run-now-title" },
+        h("form", { method: "dialog" },
+          h("h2", { id: "run-now-title" }, `Run ${name} now`),
+          h("p", { class: "muted" }, "Optional parameters: environment variables for this run only, on top of the job's env."),
+          rows,
+          h("button", { type: "button", class: "add-param", onclick: () => addRow() }, "Add parameter"),
+          h("div", { class: "actions" },
+            h("button", { type: "submit", value: "cancel", formnovalidate: true }, "Cancel"),
+            h("button", { type: "submit", value: "run", class: "primary run-confirm",
+              onclick: () => {
+                const env = {};
+                for (const r of rows.querySelectorAll(".params-row")) {
+                  const k = r.querySelector(".param-name").value.trim();
+                  if (k) env[k] = r.querySelector(".param-value").value;
+                }
+                result = env;
+              } }, "Run"))));
+      dialog.addEventListener("close", () => { dialog.remove(); resolve(result); });
+      document.body.append(dialog);
+      dialog.showModal();
+    });
+  }
+
   function actions(job) {
     const name = job.name;
     const running = job.last_run?.status === "running";
@@ -250,9 +285,11 @@ export function mountJobs(root, ctx) {
         type: "button", dataset: { focus: `run:${name}` }, "aria-label": `Run ${name} now`,
         onclick: async (ev) => {
           const btn = ev.currentTarget;
+          const env = await askParams(name);
+          if (env === null) return;
           btn.disabled = true;
           try {
-            await api("POST", `/jobs/${seg(name)}/run`);
+            await api("POST", `/jobs/${seg(name)}/run`, Object.keys(env).length ? { env } : undefined);
             ctx.notify(`Run of ${name} requested.`);
             setTimeout(load, 700);
           } catch (e) {

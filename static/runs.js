@@ -54,6 +54,8 @@ function outputBlock(run) {
     run.output ? pre : null);
 }
 
+const TRIGGERS = { manual: "run now (manual)", retry: "retry of a failed attempt", schedule: "schedule" };
+
 /** The facts of one run as a description list. */
 function facts(run, { withJob = true } = {}) {
   const item = (label, ...value) => h("div", { class: "fact" }, h("dt", {}, label), h("dd", {}, value));
@@ -61,7 +63,7 @@ function facts(run, { withJob = true } = {}) {
   return h("dl", { class: "facts" },
     withJob ? item("Job", h("a", { href: `#/runs?job=${seg(run.job)}` }, run.job)) : null,
     item("Status", badge(run.status), run.err ? h("span", { class: "err" }, " ", run.err) : null),
-    item("Trigger", run.trigger === "manual" ? "run now (manual)" : "schedule"),
+    item("Trigger", TRIGGERS[run.trigger] || "schedule"),
     item("Worker", run.worker),
     item("Scheduled", fmtTime(run.scheduled_at)),
     item("Dispatched", fmtTime(run.dispatched_at)),
@@ -70,6 +72,8 @@ function facts(run, { withJob = true } = {}) {
     item("Duration", fmtDuration(run.duration_ms)),
     item("Exit code", run.exit_code ?? "—", run.signal != null ? ` (signal ${run.signal})` : ""),
     item("Attempt", String(run.attempt ?? 1)),
+    run.params ? wide("Parameters", h("code", { class: "mono" },
+      Object.entries(run.params).map(([k, v]) => `${k}=${v}`).join("\n"))) : null,
     item("Job version", run.job_version != null ? `v${run.job_version}` : "—"),
     wide("Command", h("code", { class: "mono cmd" }, run.command)),
     wide("Run id", h("code", {}, run.id)));
@@ -178,6 +182,11 @@ export function mountRuns(root, ctx, params) {
     const runs = page.runs || [];
     const rows = [];
     const second = Math.floor(Date.now() / 1000);
+    // The attempts of one tick (job retries) share its scheduled time: grouped, first attempt last.
+    const tickKey = (run) => `${run.job}|${run.scheduled_at}`;
+    const perTick = new Map();
+    for (const run of runs) perTick.set(tickKey(run), (perTick.get(tickKey(run)) || 0) + 1);
+    groupOf = (run) => ((run.attempt ?? 1) > 1 || perTick.get(tickKey(run)) > 1 ? tickKey(run) : null);
     for (const run of runs) {
       const open = expanded.has(run.id);
       rows.push({
@@ -208,10 +217,19 @@ export function mountRuns(root, ctx, params) {
     return h("td", { dataset: { label } }, h("div", { class: "cell" }, children));
   }
 
+  /** The tick group of a run (set by render), or null for a run that is its tick's only attempt. */
+  let groupOf = () => null;
+
   function row(run) {
     const open = expanded.has(run.id);
-    return h("tr", { dataset: { run: run.id, status: run.status } },
+    const group = groupOf(run);
+    const attempt = run.attempt ?? 1;
+    return h("tr", { class: group ? (attempt > 1 ? "attempt-group attempt-later" : "attempt-group") : null,
+      dataset: { run: run.id, status: run.status, attempt: String(attempt), ...(group ? { tick: group } : {}) } },
       cell("Status", badge(run.status), run.trigger === "manual" ? h("span", { class: "tag" }, "manual") : null,
+        group ? h("span", { class: "tag attempt", title: `Attempt ${attempt} of the tick scheduled at ${fmtTime(run.scheduled_at)}` },
+          `attempt ${attempt}`) : null,
+        run.params ? h("span", { class: "tag", title: Object.keys(run.params).join(", ") }, "params") : null,
         run.err ? h("div", { class: "muted err" }, run.err) : null),
       cell("Job", h("a", { href: `#/runs?job=${seg(run.job)}` }, run.job)),
       cell("Worker", run.worker),

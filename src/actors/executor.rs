@@ -119,6 +119,7 @@ fn base_record(spec: &RunSpec, worker: &WorkerId, status: RunStatus, started_at:
         pgid: None,
         proc_start_ticks: None,
         fire_at: spec.fire_at,
+        params: (!spec.params.is_empty()).then(|| spec.params.clone()),
     }
 }
 
@@ -529,6 +530,7 @@ mod tests {
             fence: Fence(7),
             launch: RunLaunch::default(),
             fire_at: None,
+            params: BTreeMap::new(),
         }
     }
 

@@ -63,6 +63,10 @@ pub struct RunRequested {
     pub job: JobName,
     /// Request id (claimed once cluster-wide).
     pub request: String,
+    /// Run parameters: extra environment variables for this run (empty = none).
+    pub env: std::collections::BTreeMap<String, String>,
+    /// Set when the request is a later attempt of a failed run (job `retry`).
+    pub retry: Option<crate::domain::RetryOf>,
 }
 
 /// ExecutorActor/ExecutorPool -> SchedulerActor: a dispatched run reached a final status.
@@ -155,6 +159,8 @@ pub struct RunSpec {
     pub launch: RunLaunch,
     /// When a jittered tick fired (`scheduled_at` + the job's offset); `None` without jitter.
     pub fire_at: Option<DateTime<Utc>>,
+    /// Run parameters (already merged into `env`), recorded on the run.
+    pub params: std::collections::BTreeMap<String, String>,
 }
 
 /// How a run's shell is launched: the job's part (limits, account) and the node's (which

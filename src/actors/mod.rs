@@ -26,6 +26,7 @@ pub mod process;
 pub mod procfs;
 pub mod rank;
 pub mod reaper;
+pub(crate) mod retry;
 pub mod scheduler;
 pub(crate) mod spool;
 pub mod subreaper;
@@ -134,6 +135,7 @@ pub async fn start_master(
         None,
     )
     .with_metrics(metrics.clone(), backends.kinds.claims)
+    .with_default_tz(config.default_zone())
     .start();
     let mut essentials = Essentials::default();
     essentials.add("log_batch", &log);
@@ -268,6 +270,7 @@ pub async fn start(
         Some(worker_id),
     )
     .with_metrics(metrics.clone(), backends.kinds.claims)
+    .with_default_tz(config.default_zone())
     .start();
     // 5. Alerts, read from the run log beside the scheduling path (README "Alerts").
     let channels = crate::alerting::Channels::from_config(&config.alerts, &config.executor.shell)?;

@@ -8,6 +8,10 @@
 //! command, start, last known output) and writes the `lost` record through the LogBatchActor.
 //! A run whose record is already final (the worker ended it before its session went) is left
 //! alone. Every master and worker runs one; on a single node the stream never yields.
+//!
+//! A lost attempt of a job with `retry = { on = [.., "lost"] }` gets its next attempt here (the
+//! node that recorded the loss is the one that decides, once): a pending run request any worker
+//! may claim, so the retry runs elsewhere ([`super::retry`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +21,7 @@ use chrono::Utc;
 
 use super::messages::RecordRun;
 use crate::backend::{Claims, JobStore, LogStore, LostStream, RunningMark};
-use crate::domain::{Backoff, Fence, RunRecord, RunStatus, Trigger, WorkerId};
+use crate::domain::{retry, Backoff, Fence, RunRecord, RunStatus, Trigger, WorkerId};
 
 /// Pause before the lost-run watch is set up again.
 const REWATCH: Duration = Duration::from_secs(1);
@@ -38,6 +42,8 @@ pub struct LostRunsActor {
     own: Option<WorkerId>,
     warned: Option<std::time::Instant>,
     unwarned: u64,
+    /// Zone of jobs without `tz` (when a retry of a lost run is superseded by the next tick).
+    default_tz: chrono_tz::Tz,
     /// Exits the process if this actor panics.
     _guard: super::essential::PanicGuard,
     /// Where its claims are timed, with the claims store's kind (README "Metrics").
@@ -65,6 +71,7 @@ impl LostRunsActor {
             own,
             warned: None,
             unwarned: 0,
+            default_tz: chrono_tz::UTC,
             _guard: super::essential::PanicGuard::new("lost_runs"),
             meter: None,
         }
@@ -73,6 +80,12 @@ impl LostRunsActor {
     /// Times its claims in `metrics`, labelled with the claims store's kind `store`.
     pub fn with_metrics(mut self, metrics: crate::metrics::Metrics, store: &'static str) -> Self {
         self.meter = Some((metrics, store));
+        self
+    }
+
+    /// The zone of jobs without `tz` (config `default_tz`).
+    pub fn with_default_tz(mut self, tz: chrono_tz::Tz) -> Self {
+        self.default_tz = tz;
         self
     }
 
@@ -110,8 +123,27 @@ impl StreamHandler<RunningMark> for LostRunsActor {
         let (claims, logs, jobs, log) = (self.claims.clone(), self.logs.clone(), self.jobs.clone(), self.log.clone());
         let (job, run, worker) = (mark.job.clone(), mark.run.clone(), mark.worker.clone());
         let meter = self.meter.clone();
-        ctx.spawn(record_lost(mark, claims, logs, jobs, log, meter).into_actor(self).map(move |recorded, act, _| {
-            if !recorded {
+        let (worker_id, default_tz) = (self.own.clone().unwrap_or_else(|| WorkerId("master".into())), self.default_tz);
+        let fut = async move {
+            let recorded = record_lost(mark, claims, logs, Arc::clone(&jobs), log.clone(), meter).await?;
+            // Its next attempt (job `retry` with `lost`), decided here, once.
+            if let Ok(Some(def)) = jobs.get(&recorded.job).await {
+                let ended = recorded.ended_at.unwrap_or_else(Utc::now);
+                let next = retry::next_attempt(
+                    &def,
+                    RunStatus::Lost,
+                    recorded.attempt,
+                    recorded.scheduled_at,
+                    ended,
+                    default_tz,
+                );
+                let params = recorded.params.clone().unwrap_or_default();
+                super::retry::follow_up(next, def, params, worker_id, jobs, log).await;
+            }
+            Some(recorded)
+        };
+        ctx.spawn(fut.into_actor(self).map(move |recorded, act, _| {
+            if recorded.is_none() {
                 return;
             }
             // A dead worker loses all its runs at once: one warning per burst, the rest at debug.
@@ -136,7 +168,7 @@ impl StreamHandler<RunningMark> for LostRunsActor {
 }
 
 /// Claims the right to record `mark`'s run and records it `lost` (keeping what is known of it);
-/// true when this node recorded it.
+/// the record when this node recorded it.
 async fn record_lost(
     mark: RunningMark,
     claims: Arc<dyn Claims>,
@@ -144,7 +176,7 @@ async fn record_lost(
     jobs: Arc<dyn JobStore>,
     log: Recipient<RecordRun>,
     meter: Option<(crate::metrics::Metrics, &'static str)>,
-) -> bool {
+) -> Option<RunRecord> {
     let request = format!("lost-{}", mark.run);
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     let mut claimed = None;
@@ -167,12 +199,12 @@ async fn record_lost(
             }
         }
     }
-    let Some(Some(fence)) = claimed else { return false };
+    let Some(Some(fence)) = claimed else { return None };
     tokio::time::sleep(SETTLE).await;
     let known = logs.get(&mark.run).await.ok().flatten();
     if known.as_ref().is_some_and(|r| r.status.is_final()) {
         log::debug!("A vanished run had already ended; nothing to record. job={} run={}", mark.job, mark.run);
-        return false;
+        return None;
     }
     let command = match &known {
         Some(r) => r.command.clone(),
@@ -219,7 +251,8 @@ async fn record_lost(
         pgid: known.as_ref().and_then(|r| r.pgid),
         proc_start_ticks: known.as_ref().and_then(|r| r.proc_start_ticks),
         fire_at: known.as_ref().and_then(|r| r.fire_at),
+        params: known.as_ref().and_then(|r| r.params.clone()),
     };
-    log.do_send(RecordRun(record));
-    true
+    log.do_send(RecordRun(record.clone()));
+    Some(record)
 }

@@ -220,7 +220,9 @@ impl WatchActor {
                 self.targets.removed.do_send(JobRemoved { name, revision })
             }
             Change::Signal(Signal::Kill { job, run }) => self.targets.kill.do_send(KillRequested { job, run }),
-            Change::Signal(Signal::RunNow { job, request }) => self.targets.run.do_send(RunRequested { job, request }),
+            Change::Signal(Signal::RunNow { job, request, env, retry }) => {
+                self.targets.run.do_send(RunRequested { job, request, env, retry })
+            }
         }
     }
 }

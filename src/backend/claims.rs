@@ -124,6 +124,24 @@ pub trait Claims: Send + Sync + 'static {
     /// `Unavailable`.
     async fn claim_request(&self, job: &JobName, request: &str) -> Result<Option<Fence>, BackendError>;
 
+    /// Claims attempt `attempt` (from 2) of `tick` of `job` (job `retry`): succeeds once per
+    /// (job, tick, attempt) cluster-wide, whoever asked for it (the worker whose attempt failed,
+    /// or the lost-run recorder), and independently of the job's tick high-water mark (a retry
+    /// of tick T is claimable after tick T+1 was). Implemented as a run-now request whose id is
+    /// [`RetryOf::request_id`](crate::domain::RetryOf::request_id).
+    ///
+    /// # Errors
+    /// `Unavailable`: nothing was claimed.
+    async fn claim_attempt(
+        &self,
+        job: &JobName,
+        tick: DateTime<Utc>,
+        attempt: u32,
+    ) -> Result<Option<Fence>, BackendError> {
+        let retry = crate::domain::RetryOf { scheduled_at: tick, attempt, due_at: tick };
+        self.claim_request(job, &retry.request_id(job)).await
+    }
+
     /// Publishes a live run.
     ///
     /// # Errors

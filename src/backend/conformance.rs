@@ -72,6 +72,7 @@ pub fn sample_job(name: &JobName) -> Job {
         managed_by: None,
         alerts: None,
         jitter_secs: 0,
+        retry: None,
     }
 }
 
@@ -132,6 +133,7 @@ pub fn sample_run(
         pgid: None,
         proc_start_ticks: None,
         fire_at: None,
+        params: None,
     }
 }
 
@@ -174,7 +176,7 @@ pub async fn job_store_audit(store: Arc<dyn JobStore>) {
     let current = store.get(&name).await.expect("get").expect("present");
     store
         .signal_audited(
-            Signal::RunNow { job: name.clone(), request: "req-1".into() },
+            Signal::RunNow { job: name.clone(), request: "req-1".into(), env: Default::default(), retry: None },
             Some(current.clone()),
             ctx(&alice, AuditAction::Run).with_detail("req-1"),
         )
@@ -465,9 +467,19 @@ pub async fn job_store_watch(store: Arc<dyn JobStore>) {
     let kill_one = Signal::Kill { job: a.clone(), run: Some(RunId(unique("run"))) };
     let r = store.signal(kill_one.clone()).await.expect("kill signal");
     expected.push((Some(r), Change::Signal(kill_one)));
-    let run_now = Signal::RunNow { job: a.clone(), request: unique("req") };
+    let run_now = Signal::RunNow { job: a.clone(), request: unique("req"), env: Default::default(), retry: None };
     let r = store.signal(run_now.clone()).await.expect("run-now signal");
     expected.push((Some(r), Change::Signal(run_now)));
+    // Run parameters and a pending retry attempt travel with the request.
+    let at = whole_second(Utc::now());
+    let with_params = Signal::RunNow {
+        job: a.clone(),
+        request: unique("req-params"),
+        env: [("TARGET".to_owned(), "eu west".to_owned())].into(),
+        retry: Some(crate::domain::RetryOf { scheduled_at: at, attempt: 2, due_at: at + chrono::Duration::seconds(3) }),
+    };
+    let r = store.signal(with_params.clone()).await.expect("run-now signal with params");
+    expected.push((Some(r), Change::Signal(with_params)));
     store.delete(&a, Some(2)).await.expect("delete a").expect("a existed");
     expected.push((None, Change::Delete(a.clone())));
     let o2 = put_ok(store.put(sample_job(&b), Precondition::Absent).await, "create b");
@@ -504,7 +516,7 @@ pub async fn job_store_watch(store: Arc<dyn JobStore>) {
 
     let mut middle = store.watch(o2.revision).await.expect("watch from a middle revision");
     let tail = collect_until(&mut middle, &ours, &sentinel).await;
-    check(&tail, &expected[4..], "watch from the middle");
+    check(&tail, &expected[5..], "watch from the middle");
     drop(middle);
 
     store.delete(&sentinel, None).await.expect("cleanup");
@@ -557,6 +569,7 @@ pub async fn claims_suite(claims: Arc<dyn Claims>) {
     claims_tick_once(Arc::clone(&claims)).await;
     claims_tick_race(Arc::clone(&claims)).await;
     claims_request_once(Arc::clone(&claims)).await;
+    claims_attempt_once(Arc::clone(&claims)).await;
     claims_tick_checked(Arc::clone(&claims)).await;
     claims_batches(Arc::clone(&claims)).await;
     claims_marks_with_claims(Arc::clone(&claims)).await;
@@ -878,6 +891,36 @@ pub async fn claims_request_once(claims: Arc<dyn Claims>) {
         }
     }
     assert_eq!(won, 1, "exactly one of {RACERS} concurrent claims of a request wins");
+}
+
+/// A retry attempt is claimed once per (job, tick, attempt), also under a race, and whatever the
+/// job's tick high-water mark says.
+pub async fn claims_attempt_once(claims: Arc<dyn Claims>) {
+    let (job, other) = (unique_job("attempt"), unique_job("attempt-other"));
+    let tick = whole_second(Utc::now());
+    let next = tick + chrono::Duration::seconds(10);
+    // The next tick is already claimed: attempts of the earlier one stay claimable.
+    assert!(claims.claim_tick(&job, next).await.expect("claim tick").is_some());
+    assert!(claims.claim_attempt(&job, tick, 2).await.expect("claim").is_some(), "attempt 2 of an older tick");
+    assert_eq!(claims.claim_attempt(&job, tick, 2).await.expect("claim"), None, "an attempt is claimed once");
+    assert!(claims.claim_attempt(&job, tick, 3).await.expect("claim").is_some(), "attempt 3 is its own claim");
+    assert!(claims.claim_attempt(&job, next, 2).await.expect("claim").is_some(), "another tick's attempt");
+    assert!(claims.claim_attempt(&other, tick, 2).await.expect("claim").is_some(), "jobs are independent");
+    assert!(claims.claim_tick(&job, next + chrono::Duration::seconds(10)).await.expect("tick").is_some());
+    let tasks: Vec<_> = (0..RACERS)
+        .map(|_| {
+            let claims = Arc::clone(&claims);
+            let job = job.clone();
+            tokio::spawn(async move { claims.claim_attempt(&job, tick, 4).await })
+        })
+        .collect();
+    let mut won = 0;
+    for task in tasks {
+        if task.await.expect("racer task").expect("claim").is_some() {
+            won += 1;
+        }
+    }
+    assert_eq!(won, 1, "exactly one of {RACERS} concurrent claims of an attempt wins");
 }
 
 /// Running marks: add, list per job and overall, clear (also when absent).

@@ -46,6 +46,10 @@ pub enum Signal {
         job: JobName,
         /// Unique request id: the claim key that makes the run happen once.
         request: String,
+        /// Run parameters: extra environment variables for this run (empty = none).
+        env: std::collections::BTreeMap<String, String>,
+        /// Set when the request is a later attempt of a failed run (job `retry`).
+        retry: Option<crate::domain::RetryOf>,
     },
 }
 

@@ -33,6 +33,12 @@ impl Backoff {
         self
     }
 
+    /// The same schedule growing by `factor` (at least 1) instead of doubling.
+    pub fn with_factor(mut self, factor: u32) -> Self {
+        self.factor = factor.max(1);
+        self
+    }
+
     /// The delay before the next attempt; grows the following one.
     pub fn next_delay(&mut self) -> Duration {
         let base = self.current;
@@ -55,16 +61,27 @@ impl Backoff {
     }
 }
 
+/// A delay drawn uniformly from [d, 1.5 d]: jitter that never shortens a promised delay (job
+/// retries: "at least 1 s apart" stays true).
+pub fn spread_above(d: Duration) -> Duration {
+    uniform(d, d / 2)
+}
+
 /// A delay drawn uniformly from [d/2, d].
 fn jittered(d: Duration) -> Duration {
     let half = d / 2;
-    let span = u64::try_from((d - half).as_nanos()).unwrap_or(u64::MAX);
+    uniform(half, d - half)
+}
+
+/// A delay drawn uniformly from [low, low + span].
+fn uniform(low: Duration, span: Duration) -> Duration {
+    let span = u64::try_from(span.as_nanos()).unwrap_or(u64::MAX);
     if span == 0 {
-        return d;
+        return low;
     }
     // A fresh RandomState is randomly keyed: enough randomness for spreading retries.
     let r = RandomState::new().build_hasher().finish();
-    half + Duration::from_nanos(r % (span + 1))
+    low + Duration::from_nanos(r % span.saturating_add(1))
 }
 
 #[cfg(test)]

@@ -172,6 +172,9 @@ pub struct Job {
     /// `[0, jitter_secs)`; 0 = none. Claims and `scheduled_at` stay keyed by the tick.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub jitter_secs: u32,
+    /// Retries of a failed tick; `None` = a failed tick stays failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<super::retry::RetryPolicy>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -315,6 +318,9 @@ pub struct JobSpec {
     #[serde(default)]
     #[schema(value_type = Option<serde_json::Value>)]
     pub jitter_offset_secs: Option<serde::de::IgnoredAny>,
+    /// Retries of a failed tick; omitted = none.
+    #[serde(default)]
+    pub retry: Option<super::retry::RetryPolicy>,
     /// Expected current version on replace; a stale one is a conflict. Ignored on create.
     #[serde(default)]
     pub version: Option<u64>,
@@ -384,6 +390,7 @@ impl JobSpec {
             managed_by: self.managed_by.filter(|m| !m.is_empty()),
             alerts: self.alerts,
             jitter_secs: self.jitter_secs.unwrap_or(0),
+            retry: self.retry,
         };
         validate(&job)?;
         Ok(job)
@@ -448,18 +455,7 @@ pub fn validate(job: &Job) -> Result<(), JobValidationError> {
         return err("env", format!("{} variables; the limit is {MAX_ENV_VARS}", job.env.len()));
     }
     for (k, v) in &job.env {
-        let valid = !k.is_empty()
-            && k.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !valid {
-            return err("env", format!("variable name {k:?} is not a valid environment variable name"));
-        }
-        if k.starts_with("DISTCRON_") {
-            return err("env", format!("variable {k:?} is reserved: DISTCRON_* are set by distcron for every run"));
-        }
-        if v.contains('\0') || v.len() > MAX_COMMAND_BYTES {
-            return err("env", format!("value of {k:?} contains NUL or is longer than {MAX_COMMAND_BYTES} bytes"));
-        }
+        validate_env_entry(k, v, MAX_COMMAND_BYTES)?;
     }
     if let Some(dir) = &job.working_dir {
         if !dir.starts_with('/') || dir.contains('\0') {
@@ -488,6 +484,31 @@ pub fn validate(job: &Job) -> Result<(), JobValidationError> {
     }
     if let Some(rules) = &job.alerts {
         super::alert::validate_rules(rules, None)?;
+    }
+    if let Some(retry) = &job.retry {
+        retry.validate()?;
+    }
+    Ok(())
+}
+
+/// Checks one environment variable (a job's `env`, or a run parameter): a valid, unreserved
+/// name; a value without NUL of at most `max_value_bytes`.
+///
+/// # Errors
+/// What is wrong, in field `env`.
+pub(crate) fn validate_env_entry(k: &str, v: &str, max_value_bytes: usize) -> Result<(), JobValidationError> {
+    let err = |message: String| Err(JobValidationError { field: "env", message });
+    let valid = !k.is_empty()
+        && k.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !valid {
+        return err(format!("variable name {k:?} is not a valid environment variable name"));
+    }
+    if k.starts_with("DISTCRON_") {
+        return err(format!("variable {k:?} is reserved: DISTCRON_* are set by distcron for every run"));
+    }
+    if v.contains('\0') || v.len() > max_value_bytes {
+        return err(format!("value of {k:?} contains NUL or is longer than {max_value_bytes} bytes"));
     }
     Ok(())
 }

@@ -9,6 +9,7 @@ pub mod audit;
 pub mod backoff;
 pub mod job;
 pub mod jobs_as_code;
+pub mod retry;
 pub mod run;
 pub mod schedule;
 pub mod worker;
@@ -21,6 +22,7 @@ pub use job::{
     check_run_as, jitter_offset, ConcurrencyPolicy, InvalidJob, Job, JobLimits, JobName, JobSpec, JobValidationError,
     MAX_JITTER_SECS,
 };
+pub use retry::{RetryOf, RetryOn, RetryPolicy};
 pub use run::{Fence, RunId, RunRecord, RunStatus, Trigger};
 pub use schedule::{CronError, Dialect, Schedule};
 pub use worker::{WorkerId, WorkerInfo};

@@ -59,11 +59,13 @@ pub enum RunStatus {
     Skipped,
     /// The tick passed while nothing could run it (node down, store outage, scheduler late).
     Missed,
+    /// A pending retry overtaken by the job's next tick (policy `forbid`): not run.
+    Superseded,
 }
 
 impl RunStatus {
     /// Every status, for validation and docs.
-    pub const ALL: [RunStatus; 9] = [
+    pub const ALL: [RunStatus; 10] = [
         Self::Running,
         Self::Succeeded,
         Self::Failed,
@@ -73,6 +75,7 @@ impl RunStatus {
         Self::Lost,
         Self::Skipped,
         Self::Missed,
+        Self::Superseded,
     ];
 
     /// Lowercase name as used in JSON and queries.
@@ -87,6 +90,7 @@ impl RunStatus {
             Self::Lost => "lost",
             Self::Skipped => "skipped",
             Self::Missed => "missed",
+            Self::Superseded => "superseded",
         }
     }
 
@@ -115,6 +119,28 @@ pub enum Trigger {
     Schedule,
     /// Run now, from the API or UI.
     Manual,
+    /// A later attempt of a tick (or run-now) whose earlier attempt failed (job `retry`).
+    Retry,
+}
+
+impl Trigger {
+    /// Lowercase name as used in JSON and in the log store.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Schedule => "schedule",
+            Self::Manual => "manual",
+            Self::Retry => "retry",
+        }
+    }
+
+    /// Parses a lowercase name; anything else (the seed wrote none) is `schedule`.
+    pub fn parse_or_schedule(s: &str) -> Self {
+        match s {
+            "manual" => Self::Manual,
+            "retry" => Self::Retry,
+            _ => Self::Schedule,
+        }
+    }
 }
 
 /// One run's record, as stored in the log store and served by the API.
@@ -184,6 +210,10 @@ pub struct RunRecord {
     /// `None` for runs without jitter and for manual runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fire_at: Option<DateTime<Utc>>,
+    /// Run parameters (`POST /api/v1/jobs/{name}/run {"env": {...}}`), passed to the command as
+    /// environment variables on top of the job's `env`; carried by every retry of that run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub params: Option<std::collections::BTreeMap<String, String>>,
 }
 
 fn one() -> u32 {
@@ -241,6 +271,7 @@ impl RunRecord {
             pgid: None,
             proc_start_ticks: None,
             fire_at: None,
+            params: None,
         }
     }
 }

@@ -379,32 +379,61 @@ async fn set_enabled(
     }
 }
 
+/// The optional body of `POST /api/v1/jobs/{name}/run`.
+#[derive(Debug, Default, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RunParams {
+    /// Run parameters: extra environment variables for this run (validated like a job's env).
+    #[serde(default)]
+    pub(crate) env: std::collections::BTreeMap<String, String>,
+}
+
+impl RunParams {
+    /// Parses an optional JSON body (empty = no parameters) and validates the names and values.
+    fn parse(body: &[u8]) -> Result<Self, ApiError> {
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Self::default());
+        }
+        let params: Self = serde_json::from_slice(body).map_err(|e| {
+            let message = format!("run parameters must be {{\"env\": {{\"NAME\": \"value\", ...}}}}: {e}");
+            let field = super::error::field_from_serde_message(&e.to_string()).unwrap_or_else(|| "env".into());
+            ApiError::bad_param(&field, message)
+        })?;
+        crate::domain::retry::validate_params(&params.env).map_err(|e| ApiError::bad_param(e.field, e.message))?;
+        Ok(params)
+    }
+}
+
 #[utoipa::path(
     post,
     path = "/api/v1/jobs/{name}/run",
     tag = "jobs",
     operation_id = "run_job_now",
     params(("name" = String, Path, description = "The job's name: 1-128 of [A-Za-z0-9._-]")),
+    request_body(content = Option<RunParams>, description = "Optional run parameters (an empty body = none)"),
     responses(
         (status = 202, description = "Signalled: one worker runs it once (trigger `manual`)", body = RunRequested),
-        (status = 400, description = "Invalid job name (`invalid_job`, field `name`)", body = ErrorBody),
+        (status = 400, description = "Invalid job name (`invalid_job`, field `name`) or run parameters (`invalid_request`, field `env`)", body = ErrorBody),
         (status = 404, description = "No such job (`job_not_found`)", body = ErrorBody),
     )
 )]
-/// `POST /api/v1/jobs/{name}/run`: run once now (even when disabled), on one worker.
+/// `POST /api/v1/jobs/{name}/run`: run once now (even when disabled), on one worker; an optional
+/// `{"env": {...}}` body adds environment variables to this run (recorded as its `params`).
 pub(crate) async fn run_now(
     state: Data<AppState>,
     req: HttpRequest,
     caller: Caller,
     name: Path<String>,
+    body: actix_web::web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let name = parse_name(&name)?;
+    let params = RunParams::parse(&body)?;
     let Some(job) = state.backends.jobs.get(&name).await? else {
         return Err(ApiError::job_not_found(name.as_str()));
     };
     let request = uuid::Uuid::now_v7().to_string();
     let audit = context(&req, &caller, AuditAction::Run).with_detail(request.clone());
-    let signal = Signal::RunNow { job: name.clone(), request: request.clone() };
+    let signal = Signal::RunNow { job: name.clone(), request: request.clone(), env: params.env, retry: None };
     state.backends.jobs.signal_audited(signal, Some(job), audit).await?;
     Ok(HttpResponse::Accepted().json(RunRequested { job: name, request }))
 }

@@ -180,6 +180,7 @@ fn run(id: &str, job: &str, status: RunStatus, start: i64, started: bool) -> Run
         pgid: None,
         proc_start_ticks: None,
         fire_at: None,
+        params: None,
     }
 }
 
@@ -619,7 +620,12 @@ async fn run_now_and_kill_publish_signals() {
     assert_eq!(r.json()["job"], "j");
     assert_eq!(
         next_change(&mut watch).await,
-        Change::Signal(Signal::RunNow { job: JobName::parse("j").expect("name"), request })
+        Change::Signal(Signal::RunNow {
+            job: JobName::parse("j").expect("name"),
+            request,
+            env: Default::default(),
+            retry: None
+        })
     );
     let r = h.post("/api/v1/jobs/missing/run").await;
     assert_eq!((r.status, r.code().as_str()), (404, "job_not_found"));

@@ -123,7 +123,10 @@ async fn seed_kill_keys_and_run_keys_arrive_as_signals() {
     assert_eq!(first.change, Change::Signal(Signal::Kill { job: job.clone(), run: None }));
     let second =
         tokio::time::timeout(Duration::from_secs(5), stream.next()).await.expect("event").expect("item").expect("ok");
-    assert_eq!(second.change, Change::Signal(Signal::RunNow { job, request: "request-7".into() }));
+    assert_eq!(
+        second.change,
+        Change::Signal(Signal::RunNow { job, request: "request-7".into(), env: Default::default(), retry: None })
+    );
 }
 
 #[tokio::test]

@@ -18,6 +18,7 @@ mod legacy;
 mod metrics;
 mod openapi;
 mod process;
+mod retries;
 mod security;
 mod stores;
 mod support;

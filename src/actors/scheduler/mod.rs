@@ -28,7 +28,7 @@
 //!   `scheduler.on_session_loss`; on a new session the marks of runs still going are published
 //!   again.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,6 +50,7 @@ use crate::backend::{
     BackendError, Claims, JobStore, Membership, RunningMark, SessionEvent, Signal, TickClaim, TickRequest,
 };
 use crate::config::SessionLossPolicy;
+use crate::domain::retry;
 use crate::domain::{
     Backoff, ConcurrencyPolicy, Fence, Job, JobName, Revision, RunId, RunRecord, RunStatus, Trigger, WorkerId,
     WorkerInfo,
@@ -117,6 +118,39 @@ struct LiveRun {
     since: DateTime<Utc>,
     fence: Fence,
     trigger: Trigger,
+    /// Attempt of its tick (job `retry`), from 1.
+    attempt: u32,
+    /// Run parameters (run now with `env`), carried to its retries.
+    params: BTreeMap<String, String>,
+}
+
+impl LiveRun {
+    /// The running mark of this run (`run`) on `worker`.
+    fn mark(&self, run: RunId, worker: WorkerId) -> RunningMark {
+        RunningMark {
+            job: self.job.clone(),
+            run,
+            worker,
+            scheduled_at: self.scheduled_at,
+            since: self.since,
+            fence: Some(self.fence),
+            trigger: Some(self.trigger),
+        }
+    }
+}
+
+/// What a dispatched run carries besides its tick: its attempt and its parameters.
+#[derive(Debug, Clone)]
+struct RunExtra {
+    attempt: u32,
+    params: BTreeMap<String, String>,
+}
+
+impl RunExtra {
+    /// A first attempt without parameters (a scheduled tick).
+    fn first() -> Self {
+        Self { attempt: 1, params: BTreeMap::new() }
+    }
 }
 
 /// A claim waiting in the batch.
@@ -573,6 +607,7 @@ impl SchedulerActor {
                                 Trigger::Schedule,
                                 claim.running,
                                 prepared,
+                                RunExtra::first(),
                                 ctx,
                             );
                         }
@@ -639,6 +674,7 @@ impl SchedulerActor {
         trigger: Trigger,
         live_anywhere: Vec<RunningMark>,
         prepared: Option<(RunningMark, bool)>,
+        extra: RunExtra,
         ctx: &mut Context<Self>,
     ) {
         // The run id chosen before the claim (scheduled ticks), and whether its mark is written.
@@ -667,6 +703,7 @@ impl SchedulerActor {
             )
             .with_job_version(def.version);
             record.id = run;
+            record.attempt = extra.attempt;
             self.peers.log.do_send(RecordRun(record));
             return;
         }
@@ -693,6 +730,8 @@ impl SchedulerActor {
                 // run is only in this worker's table) is cleared, and if this worker dies first
                 // the lost-run recorder finds the record final.
                 record.id = run.clone();
+                record.attempt = extra.attempt;
+                record.params = (!extra.params.is_empty()).then(|| extra.params.clone());
                 self.peers.log.do_send(RecordRun(record));
                 if marked {
                     self.queue_mark(MarkOp::Clear(job, run), ctx);
@@ -723,7 +762,8 @@ impl SchedulerActor {
             job: job.clone(),
             command: def.command.clone(),
             shell: self.settings.shell.clone(),
-            env: def.env.clone(),
+            // Run parameters on top of the job's env (a parameter wins over the job's value).
+            env: def.env.iter().chain(&extra.params).map(|(k, v)| (k.clone(), v.clone())).collect(),
             working_dir: def.working_dir.clone(),
             timeout: (def.timeout_secs > 0).then(|| Duration::from_secs(def.timeout_secs)),
             kill_grace: self.settings.kill_grace,
@@ -731,7 +771,7 @@ impl SchedulerActor {
             scheduled_at: tick,
             dispatched_at: now,
             trigger,
-            attempt: 1,
+            attempt: extra.attempt,
             fence,
             launch: RunLaunch {
                 limits: def.limits,
@@ -740,23 +780,25 @@ impl SchedulerActor {
                 ..self.settings.launch.clone()
             },
             fire_at: (trigger == Trigger::Schedule && def.jitter_secs > 0).then(|| tick + def.jitter_offset()),
+            params: extra.params.clone(),
         };
-        self.running.insert(run.clone(), LiveRun { job: job.clone(), scheduled_at: tick, since, fence, trigger });
-        if !marked {
-            // Run-now requests, and a claim that found only stale marks of this worker under
-            // `forbid`: the mark follows the claim.
-            let mark = RunningMark {
-                job: job.clone(),
-                run: run.clone(),
-                worker: self.worker().clone(),
-                scheduled_at: tick,
-                since,
-                fence: Some(fence),
-                trigger: Some(trigger),
-            };
+        let live = LiveRun {
+            job: job.clone(),
+            scheduled_at: tick,
+            since,
+            fence,
+            trigger,
+            attempt: extra.attempt,
+            params: extra.params,
+        };
+        // Run-now requests, and a claim that found only stale marks of this worker under
+        // `forbid`: the mark follows the claim.
+        let mark = (!marked).then(|| live.mark(run.clone(), self.worker().clone()));
+        self.running.insert(run.clone(), live);
+        if let Some(mark) = mark {
             self.queue_mark(MarkOp::Put(mark), ctx);
         }
-        log::debug!("Dispatching run. job={job} run={run} tick={tick} trigger={trigger:?}");
+        log::debug!("Dispatching run. job={job} run={run} tick={tick} trigger={trigger:?} attempt={}", spec.attempt);
         // do_send ignores mailbox bounds: the pool's own queue is the bound that records overflow.
         self.peers.start.do_send(StartRun(spec));
     }
@@ -847,19 +889,8 @@ impl StreamHandler<SessionEvent> for SchedulerActor {
                 self.session_lost = false;
                 if self.settings.on_session_loss == SessionLossPolicy::Finish {
                     // The old session's marks are gone; runs still going are visible again.
-                    let marks: Vec<RunningMark> = self
-                        .running
-                        .iter()
-                        .map(|(run, live)| RunningMark {
-                            job: live.job.clone(),
-                            run: run.clone(),
-                            worker: self.worker().clone(),
-                            scheduled_at: live.scheduled_at,
-                            since: live.since,
-                            fence: Some(live.fence),
-                            trigger: Some(live.trigger),
-                        })
-                        .collect();
+                    let marks: Vec<RunningMark> =
+                        self.running.iter().map(|(run, live)| live.mark(run.clone(), self.worker().clone())).collect();
                     for mark in marks {
                         self.queue_mark(MarkOp::Put(mark), ctx);
                     }
@@ -949,14 +980,38 @@ impl Handler<RunRequested> for SchedulerActor {
         if self.draining {
             return;
         }
+        // A retry waits until it is due on every worker; the first to claim it runs it.
+        let wait = msg.retry.as_ref().and_then(|r| (r.due_at - Utc::now()).to_std().ok()).unwrap_or_default();
+        if wait.is_zero() {
+            self.claim_run_request(msg, ctx);
+        } else {
+            ctx.run_later(wait, move |act, ctx| act.claim_run_request(msg, ctx));
+        }
+    }
+}
+
+impl SchedulerActor {
+    /// Claims a run-now request (or a due retry attempt) and dispatches it when won.
+    fn claim_run_request(&mut self, msg: RunRequested, ctx: &mut Context<Self>) {
+        if self.draining {
+            return;
+        }
+        if msg.retry.is_some() && !self.jobs.contains_key(&msg.job) {
+            log::debug!("Retry of a job deleted meanwhile; dropped. job={}", msg.job);
+            return;
+        }
         let claims = self.peers.claims.clone();
         let policy = self.jobs.get(&msg.job).map(|j| j.concurrency).unwrap_or_default();
         let job = msg.job.clone();
         let request = msg.request.clone();
         let (metrics, store) = (self.peers.metrics.clone(), self.peers.claims_kind);
+        let retry = msg.retry.clone();
         let fut = async move {
             let asked = std::time::Instant::now();
-            let fence = claims.claim_request(&job, &request).await;
+            let fence = match &retry {
+                Some(r) => claims.claim_attempt(&job, r.scheduled_at, r.attempt).await,
+                None => claims.claim_request(&job, &request).await,
+            };
             metrics.claim(store, asked.elapsed(), usize::from(fence.is_err()));
             let fence = fence?;
             let live = match (fence, policy) {
@@ -965,12 +1020,37 @@ impl Handler<RunRequested> for SchedulerActor {
             };
             Ok::<_, crate::backend::BackendError>((fence, live))
         };
-        let job = msg.job;
+        let RunRequested { job, env, retry, .. } = msg;
         ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| match res {
-            Ok((Some(fence), live)) => act.dispatch(job, Utc::now(), fence, Trigger::Manual, live, None, ctx),
+            Ok((Some(fence), live)) => {
+                let (tick, trigger, attempt) = match &retry {
+                    Some(r) => (r.scheduled_at, Trigger::Retry, r.attempt),
+                    None => (Utc::now(), Trigger::Manual, 1),
+                };
+                act.dispatch(job, tick, fence, trigger, live, None, RunExtra { attempt, params: env }, ctx);
+            }
             Ok((None, _)) => log::debug!("Run-now request claimed by another worker. job={job}"),
             Err(e) => log::warn!("Cannot claim a run-now request; it will not run. job={job} error={e}"),
         }));
+    }
+
+    /// Schedules the next attempt of a run that ended (job `retry`), or records it superseded.
+    fn after_attempt(&mut self, live: LiveRun, status: RunStatus, ctx: &mut Context<Self>) {
+        let Some(def) = self.jobs.get(&live.job).cloned() else { return };
+        let next =
+            retry::next_attempt(&def, status, live.attempt, live.scheduled_at, Utc::now(), self.settings.default_tz);
+        if next == retry::NextAttempt::None {
+            return;
+        }
+        let fut = super::retry::follow_up(
+            next,
+            def,
+            live.params,
+            self.worker().clone(),
+            self.peers.jobs.clone(),
+            self.peers.log.clone(),
+        );
+        ctx.spawn(fut.into_actor(self));
     }
 }
 
@@ -978,8 +1058,9 @@ impl Handler<RunFinished> for SchedulerActor {
     type Result = ();
 
     fn handle(&mut self, msg: RunFinished, ctx: &mut Self::Context) {
-        if self.running.remove(&msg.run).is_some() {
+        if let Some(live) = self.running.remove(&msg.run) {
             self.queue_mark(MarkOp::Clear(msg.job.clone(), msg.run.clone()), ctx);
+            self.after_attempt(live, msg.status, ctx);
         }
         log::debug!("Run finished. job={} run={} status={}", msg.job, msg.run, msg.status);
         self.check_drained();
@@ -991,25 +1072,17 @@ impl Handler<RunAdopted> for SchedulerActor {
 
     fn handle(&mut self, msg: RunAdopted, ctx: &mut Self::Context) {
         // Live like a run of ours (forbid, the running mark) until its RunFinished.
-        self.running.insert(
-            msg.run.clone(),
-            LiveRun {
-                job: msg.job.clone(),
-                scheduled_at: msg.scheduled_at,
-                since: msg.since,
-                fence: msg.fence,
-                trigger: msg.trigger,
-            },
-        );
-        let mark = RunningMark {
+        let live = LiveRun {
             job: msg.job,
-            run: msg.run,
-            worker: self.worker().clone(),
             scheduled_at: msg.scheduled_at,
             since: msg.since,
-            fence: Some(msg.fence),
-            trigger: Some(msg.trigger),
+            fence: msg.fence,
+            trigger: msg.trigger,
+            attempt: 1,
+            params: BTreeMap::new(),
         };
+        let mark = live.mark(msg.run.clone(), self.worker().clone());
+        self.running.insert(msg.run, live);
         self.queue_mark(MarkOp::Put(mark), ctx);
     }
 }

@@ -188,8 +188,14 @@ async fn replace_kills_the_live_run_before_starting_the_next() {
 async fn run_now_is_claimed_once_and_dispatched_as_manual() {
     let h = start(vec![job("manual", "0 0 1 1 *", "forbid")]);
     tokio::time::sleep(Duration::from_millis(100)).await;
-    h.scheduler.do_send(RunRequested { job: name("manual"), request: "req-1".into() });
-    h.scheduler.do_send(RunRequested { job: name("manual"), request: "req-1".into() });
+    for _ in 0..2 {
+        h.scheduler.do_send(RunRequested {
+            job: name("manual"),
+            request: "req-1".into(),
+            env: Default::default(),
+            retry: None,
+        });
+    }
     assert!(wait_until(5, || !h.seen.lock().expect("seen").started.is_empty()).await, "run-now dispatched");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let seen = h.seen.lock().expect("seen");

@@ -540,7 +540,15 @@ mod tests {
             store.put(job("a"), Precondition::Absent).await.expect("put a");
             store.put(job("b"), Precondition::Absent).await.expect("put b");
             store.put(job("a"), Precondition::Version(1)).await.expect("update a");
-            store.signal(Signal::RunNow { job: job("a").name, request: "r1".into() }).await.expect("signal");
+            store
+                .signal(Signal::RunNow {
+                    job: job("a").name,
+                    request: "r1".into(),
+                    env: Default::default(),
+                    retry: None,
+                })
+                .await
+                .expect("signal");
             store.snapshot().await.expect("snapshot")
         };
         assert_eq!(rev_before, Revision(4));

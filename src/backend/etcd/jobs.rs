@@ -221,7 +221,9 @@ impl EtcdJobStore {
                 let value = run.map(|r| serde_json::json!({ "run": r }).to_string()).unwrap_or_default();
                 self.put_signal(section::KILLER, &job, value, extra).await
             }
-            Signal::RunNow { job, request } => self.put_signal(section::RUN, &job, request, extra).await,
+            Signal::RunNow { job, request, env, retry } => {
+                self.put_signal(section::RUN, &job, encode_request(request, &env, retry.as_ref()), extra).await
+            }
         }
     }
 }
@@ -253,6 +255,35 @@ fn decode_kill(value: &[u8]) -> Option<RunId> {
 }
 
 /// The request id of a run-now signal: the value itself (or `{"request":..}`).
+/// The value of a run-now key: the bare request id (the seed-era shape) when the request has no
+/// parameters and is not a retry, else `{"request", "env", "retry"}`.
+fn encode_request(
+    request: String,
+    env: &std::collections::BTreeMap<String, String>,
+    retry: Option<&crate::domain::RetryOf>,
+) -> String {
+    if env.is_empty() && retry.is_none() {
+        return request;
+    }
+    serde_json::json!({ "request": request, "env": env, "retry": retry }).to_string()
+}
+
+/// [`decode_request`] plus the run parameters and retry of a JSON value (none for other shapes).
+fn decode_run_request(
+    value: &[u8],
+    revision: i64,
+) -> (String, std::collections::BTreeMap<String, String>, Option<crate::domain::RetryOf>) {
+    let request = decode_request(value, revision);
+    let json = serde_json::from_slice::<serde_json::Value>(value).ok();
+    let env = json
+        .as_ref()
+        .and_then(|v| v.get("env"))
+        .and_then(|e| serde_json::from_value(e.clone()).ok())
+        .unwrap_or_default();
+    let retry = json.as_ref().and_then(|v| v.get("retry")).and_then(|r| serde_json::from_value(r.clone()).ok());
+    (request, env, retry)
+}
+
 fn decode_request(value: &[u8], revision: i64) -> String {
     let text = String::from_utf8_lossy(value).trim().to_owned();
     let from_json = serde_json::from_str::<serde_json::Value>(&text)
@@ -290,7 +321,8 @@ fn decode_event(keys: &super::Keys, event: &etcd_client::Event) -> Option<WatchE
             } else if let Some(name) = keys.name_in(section::KILLER, key) {
                 Change::Signal(Signal::Kill { job: job_of(name)?, run: decode_kill(kv.value()) })
             } else if let Some(name) = keys.name_in(section::RUN, key) {
-                Change::Signal(Signal::RunNow { job: job_of(name)?, request: decode_request(kv.value(), revision.0) })
+                let (request, env, retry) = decode_run_request(kv.value(), revision.0);
+                Change::Signal(Signal::RunNow { job: job_of(name)?, request, env, retry })
             } else {
                 return None;
             }
@@ -529,5 +561,17 @@ mod tests {
         assert_eq!(decode_request(b"req-1", 9), "req-1");
         assert_eq!(decode_request(br#"{"request":"req-2"}"#, 9), "req-2");
         assert_eq!(decode_request(b"", 9), "etcd-9");
+    }
+
+    #[test]
+    fn run_requests_carry_params_and_retries_and_stay_bare_without() {
+        let none = std::collections::BTreeMap::new();
+        assert_eq!(encode_request("req-1".into(), &none, None), "req-1", "the seed-era shape");
+        let env: std::collections::BTreeMap<String, String> = [("TARGET".to_owned(), "eu".to_owned())].into();
+        let at = chrono::DateTime::from_timestamp(1_700_000_000, 0).expect("time");
+        let retry = crate::domain::RetryOf { scheduled_at: at, attempt: 2, due_at: at };
+        let value = encode_request("req-2".into(), &env, Some(&retry));
+        assert_eq!(decode_run_request(value.as_bytes(), 9), ("req-2".into(), env, Some(retry)));
+        assert_eq!(decode_run_request(b"req-3", 9), ("req-3".into(), none, None));
     }
 }

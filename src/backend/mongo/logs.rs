@@ -537,7 +537,7 @@ pub fn to_document(r: &RunRecord, expire_at: Option<DateTime<Utc>>) -> Document 
         "startTime": ms(r.start_time()),
         "endTime": r.ended_at.map_or(0, ms),
         "status": r.status.as_str(),
-        "trigger": match r.trigger { Trigger::Schedule => "schedule", Trigger::Manual => "manual" },
+        "trigger": r.trigger.as_str(),
         "worker": &r.worker.0,
         "startedAt": r.started_at.map_or(Bson::Null, |t| Bson::Int64(ms(t))),
         "exitCode": opt_i32(r.exit_code),
@@ -559,6 +559,10 @@ pub fn to_document(r: &RunRecord, expire_at: Option<DateTime<Utc>>) -> Document 
     // Jittered runs only: an extra field, the seed's document shape stays as it is.
     if let Some(t) = r.fire_at {
         d.insert("fireAt", ms(t));
+    }
+    if let Some(params) = &r.params {
+        let p: Document = params.iter().map(|(k, v)| (k.clone(), Bson::String(v.clone()))).collect();
+        d.insert("params", p);
     }
     if let Some(t) = expire_at {
         d.insert("expireAt", mongodb::bson::DateTime::from_millis(ms(t)));
@@ -614,7 +618,7 @@ pub fn from_document(d: &Document) -> Result<RunRecord, String> {
         job,
         command: text("command"),
         status,
-        trigger: if text("trigger") == "manual" { Trigger::Manual } else { Trigger::Schedule },
+        trigger: Trigger::parse_or_schedule(&text("trigger")),
         scheduled_at: time("planTime").unwrap_or(dispatched_at),
         dispatched_at,
         started_at,
@@ -633,6 +637,12 @@ pub fn from_document(d: &Document) -> Result<RunRecord, String> {
         pgid: int(d.get("pgid")).and_then(|v| i32::try_from(v).ok()),
         proc_start_ticks: int(d.get("procStartTicks")).and_then(|v| u64::try_from(v).ok()),
         fire_at: time("fireAt"),
+        params: match d.get("params") {
+            Some(Bson::Document(p)) => {
+                Some(p.iter().filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_owned()))).collect())
+            }
+            _ => None,
+        },
     })
 }
 
