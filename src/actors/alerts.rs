@@ -275,8 +275,14 @@ async fn evaluate_jobs(
             }
             _ => None,
         };
-        let history =
-            JobHistory { job: &job.name, recent: &recent, truncated, older_success: older.as_ref(), watched_since };
+        let history = JobHistory {
+            job: &job.name,
+            recent: &recent,
+            truncated,
+            older_success: older.as_ref(),
+            watched_since,
+            retry: job.retry.as_ref(),
+        };
         for candidate in evaluate(rules, &history, window) {
             let key = (job.name.as_str().to_owned(), candidate.alert.id.clone());
             if state.settled.contains(&key) {

@@ -11,7 +11,7 @@
 //! Leaves to others: reading runs and claiming (`actors/alerts.rs`), sending
 //! (`alerting/`), storing records (the claims port in `backend/`).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -104,6 +104,8 @@ impl AlertKind {
             RunStatus::Skipped => Some(Self::Skipped),
             RunStatus::Error => Some(Self::Error),
             RunStatus::Killed => Some(Self::Killed),
+            // The attempt that did not run ends its tick failed (the next tick overtook it).
+            RunStatus::Superseded => Some(Self::Failed),
             RunStatus::Running | RunStatus::Succeeded => None,
         }
     }
@@ -396,6 +398,9 @@ pub struct JobHistory<'a> {
     /// When the job's no-success clock starts if it never succeeded (when it was created, or
     /// first seen by this node).
     pub watched_since: DateTime<Utc>,
+    /// The job's retry policy: a failed attempt whose next attempt is still to come is not
+    /// (yet) a failure of its tick.
+    pub retry: Option<&'a super::retry::RetryPolicy>,
 }
 
 /// An alert to claim, possibly only when another alert exists.
@@ -453,7 +458,8 @@ struct Segment<'a> {
 pub fn evaluate(rules: &[AlertRule], history: &JobHistory<'_>, window: EvalWindow) -> Vec<Candidate> {
     let mut runs: Vec<&RunRecord> = history.recent.iter().collect();
     runs.sort_by(|a, b| order_key(a).cmp(&order_key(b)));
-    let segments = segments(&runs, history);
+    let outcomes = tick_outcomes(&runs, history.retry, window.now);
+    let segments = segments(&outcomes, history);
     let horizon = window.now - window.lookback;
     let mut out = Vec::new();
     for (index, rule) in rules.iter().enumerate() {
@@ -478,12 +484,14 @@ pub fn evaluate(rules: &[AlertRule], history: &JobHistory<'_>, window: EvalWindo
                 }
             }
             // The dead man: the last success (or the watch start) too long ago.
+            let mut dead_man_due = false;
             if let Some(secs) = rule.expect_success_within_secs {
                 let limit = chrono::Duration::seconds(i64::try_from(secs).unwrap_or(i64::MAX / 1000));
                 let since = seg.anchor_end.unwrap_or(history.watched_since);
                 let until = seg.closed_by.map_or(window.now, end_time);
                 let due = since + limit;
-                if until >= due && (current || due >= horizon) {
+                dead_man_due = until >= due;
+                if dead_man_due && (current || due >= horizon) {
                     let message = match seg.anchor_end {
                         Some(t) => format!(
                             "Job {} has not succeeded for {secs} s (last success {}).",
@@ -498,8 +506,10 @@ pub fn evaluate(rules: &[AlertRule], history: &JobHistory<'_>, window: EvalWindo
                     out.push(Candidate { alert, requires_any: Vec::new() });
                 }
             }
-            // Recovery: the success closing a streak that was alerted.
-            if let Some(success) = seg.closed_by {
+            // Recovery: the success closing a stretch that could have been alerted (a streak as
+            // long as the rule's, or a dead man); the alert itself must exist (`requires_any`).
+            let alertable = failures.len() >= threshold || dead_man_due;
+            if let (Some(success), true) = (seg.closed_by, alertable) {
                 if rule.on.contains(&AlertKind::Recovered) && end_time(success) >= horizon {
                     let message = format!("Job {} recovered: it succeeded again.", history.job);
                     let id = format!("r{r}-{}", seg.anchor);
@@ -536,6 +546,36 @@ pub fn evaluate(rules: &[AlertRule], history: &JobHistory<'_>, window: EvalWindo
         }
     }
     out
+}
+
+/// Longest a retry may take to show up after the delay its policy gives, before the failed
+/// attempt counts anyway (its pending attempt was lost, e.g. every node restarted meanwhile).
+const RETRY_GRACE_SECS: i64 = 120;
+
+/// The runs that decide streaks: the last attempt of each tick (attempts of one tick share its
+/// `scheduled_at`), without a failed attempt whose retry is still to come (`retry` says it
+/// gets one, and the delay before it, with jitter and a grace, has not passed).
+fn tick_outcomes<'a>(
+    runs: &[&'a RunRecord],
+    retry: Option<&super::retry::RetryPolicy>,
+    now: DateTime<Utc>,
+) -> Vec<&'a RunRecord> {
+    let mut last_attempt: HashMap<DateTime<Utc>, u32> = HashMap::new();
+    for run in runs {
+        let best = last_attempt.entry(run.scheduled_at).or_insert(run.attempt);
+        *best = (*best).max(run.attempt);
+    }
+    runs.iter()
+        .copied()
+        .filter(|run| last_attempt.get(&run.scheduled_at).is_none_or(|&a| run.attempt >= a))
+        .filter(|run| {
+            let Some(policy) = retry.filter(|p| p.retries(run.status, run.attempt)) else { return true };
+            let wait = policy.nominal_delay(run.attempt).saturating_mul(3) / 2;
+            let wait = chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX);
+            let due = end_time(run).checked_add_signed(wait + chrono::Duration::seconds(RETRY_GRACE_SECS));
+            due.is_some_and(|due| due <= now)
+        })
+        .collect()
 }
 
 /// Splits ordered runs at each success. A leading stretch whose anchor is unknown (older runs
@@ -672,7 +712,14 @@ mod tests {
 
     fn ids(rules: &[AlertRule], runs: &[RunRecord], now: i64) -> Vec<String> {
         let j = job();
-        let h = JobHistory { job: &j, recent: runs, truncated: false, older_success: None, watched_since: t(0) };
+        let h = JobHistory {
+            job: &j,
+            recent: runs,
+            truncated: false,
+            older_success: None,
+            watched_since: t(0),
+            retry: None,
+        };
         evaluate(rules, &h, window(now)).into_iter().map(|c| c.alert.id).collect()
     }
 
@@ -691,7 +738,14 @@ mod tests {
     fn the_nth_failure_sets_the_kind_and_the_message() {
         let j = job();
         let runs = [run(1, RunStatus::Failed), run(2, RunStatus::Timeout)];
-        let h = JobHistory { job: &j, recent: &runs, truncated: false, older_success: None, watched_since: t(0) };
+        let h = JobHistory {
+            job: &j,
+            recent: &runs,
+            truncated: false,
+            older_success: None,
+            watched_since: t(0),
+            retry: None,
+        };
         let c = evaluate(&[rule(2)], &h, window(30));
         assert_eq!(c.len(), 1);
         assert_eq!(c[0].alert.kind, AlertKind::Timeout);
@@ -707,7 +761,14 @@ mod tests {
         let mut r = rule(2);
         r.on = vec![AlertKind::Failed, AlertKind::Recovered];
         let runs = [run(1, Succeeded), run(2, Failed), run(3, Killed), run(4, Failed), run(5, Succeeded)];
-        let h = JobHistory { job: &j, recent: &runs, truncated: false, older_success: None, watched_since: t(0) };
+        let h = JobHistory {
+            job: &j,
+            recent: &runs,
+            truncated: false,
+            older_success: None,
+            watched_since: t(0),
+            retry: None,
+        };
         let c = evaluate(&[r], &h, window(60));
         let got: Vec<(&str, &[String])> = c.iter().map(|c| (c.alert.id.as_str(), c.requires_any.as_slice())).collect();
         assert_eq!(
@@ -715,6 +776,45 @@ mod tests {
             [("f0-run-001", &[][..]), ("r0-run-001", &["f0-run-001".to_owned(), "d0-run-001".to_owned()][..]),]
         );
         assert_eq!(c[1].alert.kind, AlertKind::Recovered);
+    }
+
+    #[test]
+    fn a_tick_counts_once_by_its_last_attempt_and_not_while_its_retry_is_due() {
+        use RunStatus::{Failed, Succeeded, Superseded};
+        let j = job();
+        let policy: crate::domain::RetryPolicy =
+            serde_json::from_value(serde_json::json!({"max_attempts": 2, "initial_delay_secs": 10, "jitter": false}))
+                .expect("policy");
+        let attempt = |n: i64, of: i64, a: u32, status| {
+            let mut r = run(n, status);
+            r.scheduled_at = t(of * 10);
+            r.attempt = a;
+            r
+        };
+        let eval = |runs: &[RunRecord], now: i64| -> Vec<String> {
+            let h = JobHistory {
+                job: &j,
+                recent: runs,
+                truncated: false,
+                older_success: None,
+                watched_since: t(0),
+                retry: Some(&policy),
+            };
+            evaluate(&[rule(1)], &h, window(now)).into_iter().map(|c| c.alert.id).collect()
+        };
+        // Attempt 1 failed, its retry is due 10 s later (+ grace): nothing yet.
+        let failed_once = [attempt(1, 1, 1, Failed)];
+        assert!(eval(&failed_once, 20).is_empty());
+        // The retry succeeded: the tick succeeded, no alert ever.
+        assert!(eval(&[attempt(1, 1, 1, Failed), attempt(2, 1, 2, Succeeded)], 40).is_empty());
+        // The retry failed too (the last attempt): one alert, on that attempt.
+        let c = eval(&[attempt(1, 1, 1, Failed), attempt(2, 1, 2, Failed)], 40);
+        assert_eq!(c, ["f0-none"]);
+        // Overtaken by the next tick: the superseded attempt ends the tick failed.
+        assert_eq!(eval(&[attempt(1, 1, 1, Failed), attempt(2, 1, 2, Superseded)], 40), ["f0-none"]);
+        // The retry never showed up (its pending attempt was lost): the failure counts after
+        // its delay and the grace.
+        assert_eq!(eval(&failed_once, 10 + 15 + RETRY_GRACE_SECS + 1), ["f0-none"]);
     }
 
     #[test]
@@ -738,14 +838,28 @@ mod tests {
         r.on = vec![AlertKind::Recovered];
         r.expect_success_within_secs = Some(5);
         let none: [RunRecord; 0] = [];
-        let h = JobHistory { job: &j, recent: &none, truncated: false, older_success: None, watched_since: t(0) };
+        let h = JobHistory {
+            job: &j,
+            recent: &none,
+            truncated: false,
+            older_success: None,
+            watched_since: t(0),
+            retry: None,
+        };
         assert!(evaluate(std::slice::from_ref(&r), &h, window(4)).is_empty());
         let c = evaluate(std::slice::from_ref(&r), &h, window(6));
         assert_eq!(c.len(), 1);
         assert_eq!((c[0].alert.id.as_str(), c[0].alert.kind), ("d0-none", AlertKind::DeadMan));
         // A success long after: the dead man is recorded for the stretch and recovery follows.
         let runs = [run(3, RunStatus::Succeeded)];
-        let h = JobHistory { job: &j, recent: &runs, truncated: false, older_success: None, watched_since: t(0) };
+        let h = JobHistory {
+            job: &j,
+            recent: &runs,
+            truncated: false,
+            older_success: None,
+            watched_since: t(0),
+            retry: None,
+        };
         let got: Vec<String> = evaluate(&[r], &h, window(32)).into_iter().map(|c| c.alert.id).collect();
         assert_eq!(got, ["d0-none", "r0-none"]);
     }
@@ -768,7 +882,14 @@ mod tests {
         use RunStatus::{Failed, Succeeded};
         let j = job();
         let runs = [run(1, Failed), run(2, Succeeded), run(3, Failed), run(4, Succeeded), run(5, Failed)];
-        let h = JobHistory { job: &j, recent: &runs, truncated: true, older_success: None, watched_since: t(0) };
+        let h = JobHistory {
+            job: &j,
+            recent: &runs,
+            truncated: true,
+            older_success: None,
+            watched_since: t(0),
+            retry: None,
+        };
         let got: Vec<String> = evaluate(&[rule(1)], &h, window(60)).into_iter().map(|c| c.alert.id).collect();
         assert_eq!(got, ["f0-run-002", "r0-run-002", "f0-run-004"]);
     }

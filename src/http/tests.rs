@@ -897,8 +897,11 @@ async fn jitter_shows_in_the_job_and_the_preview_and_is_validated() {
     let r = h.get("/api/v1/cron/preview?expr=0%20*%20*%20*%20*&after=2026-01-01T00:00:00Z&count=2&name=spread&jitter_secs=600").await;
     assert_eq!(r.status, 200, "{}", r.text());
     let body = r.json();
-    assert_eq!(body["next"], json!(["2026-01-01T01:00:00Z", "2026-01-01T02:00:00Z"]));
-    let first: DateTime<Utc> = "2026-01-01T01:00:00Z".parse().expect("RFC 3339");
+    // The ticks whose fire time (tick + offset) comes after `after`: the 00:00 tick fires at
+    // 00:00 + offset, so it is the first.
+    assert!(offset > 0, "the name's offset is not 0 (else the case below proves nothing)");
+    assert_eq!(body["next"], json!(["2026-01-01T00:00:00Z", "2026-01-01T01:00:00Z"]));
+    let first: DateTime<Utc> = "2026-01-01T00:00:00Z".parse().expect("RFC 3339");
     let want: Vec<String> = [0, 1]
         .iter()
         .map(|h| first + chrono::Duration::seconds(h * 3600 + offset))
