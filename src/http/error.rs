@@ -63,7 +63,7 @@ pub(crate) enum ErrorCode {
 
 impl ErrorCode {
     /// Every code (the OpenAPI document lists them).
-    pub(crate) const ALL: [ErrorCode; 20] = [
+    pub(crate) const ALL: [ErrorCode; 21] = [
         Self::InvalidRequest,
         Self::InvalidJob,
         Self::InvalidCronExpr,
@@ -75,6 +75,7 @@ impl ErrorCode {
         Self::JobNotFound,
         Self::RunNotFound,
         Self::NotFound,
+        Self::AlertChannelNotFound,
         Self::MethodNotAllowed,
         Self::JobExists,
         Self::VersionConflict,
@@ -397,6 +398,7 @@ mod tests {
             (ErrorCode::JobNotFound, 404, "job_not_found"),
             (ErrorCode::RunNotFound, 404, "run_not_found"),
             (ErrorCode::NotFound, 404, "not_found"),
+            (ErrorCode::AlertChannelNotFound, 404, "alert_channel_not_found"),
             (ErrorCode::MethodNotAllowed, 405, "method_not_allowed"),
             (ErrorCode::JobExists, 409, "job_exists"),
             (ErrorCode::VersionConflict, 409, "version_conflict"),
@@ -409,6 +411,7 @@ mod tests {
         for (code, status, name) in table {
             assert_eq!(code.status().as_u16(), status, "{name}");
             assert_eq!(code.as_str(), name);
+            assert!(ErrorCode::ALL.contains(&code), "{name} is listed in ALL (the OpenAPI enum)");
         }
     }
 

@@ -22,8 +22,10 @@ fn sha(token: &str) -> String {
 
 /// A node with the root token and a viewer token.
 fn node_with_viewer() -> Node {
+    // One alert channel (a command, nothing leaves the machine) so its routes answer 2xx.
     let config = format!(
-        "api_token = \"{ROOT}\"\n[[auth.tokens]]\nname = \"vera\"\nrole = \"viewer\"\nsha256 = \"{}\"\n",
+        "api_token = \"{ROOT}\"\n[[auth.tokens]]\nname = \"vera\"\nrole = \"viewer\"\nsha256 = \"{}\"\n\
+         [alerts.channels.ops]\nkind = \"command\"\ncommand = \"cat > /dev/null\"\n",
         sha(VIEWER)
     );
     let mut node = Node::start(&config);
@@ -151,6 +153,28 @@ fn responses_of_every_route_validate_against_the_document() {
     expect(node.get("/api/v1/runs?job=sleeper&limit=1"), 200);
     expect(node.get("/api/v1/runs?status=nope"), 400);
     expect(node.post_empty("/api/v1/jobs/sleeper/kill"), 202);
+    // Run now with parameters, and a refused parameter name.
+    expect(node.post("/api/v1/jobs/sleeper/run", &json!({"env": {"WHO": "ops"}}).to_string()), 202);
+    expect(node.post("/api/v1/jobs/sleeper/run", &json!({"env": {"1BAD": "x"}}).to_string()), 400);
+    let with_params =
+        node.wait_run("sleeper", Duration::from_secs(15), |r| r["params"]["WHO"] == "ops").expect("the run starts");
+    expect(node.get(&format!("/api/v1/runs/{}", with_params["id"].as_str().expect("run id"))), 200);
+    expect(node.post_empty("/api/v1/jobs/sleeper/kill"), 202);
+
+    // Jobs as code: a plan changes nothing.
+    let plan = json!({"managed_by": "tour", "jobs": [{"name": "planned", "command": "true", "cron_expr": "@daily"}]});
+    expect(node.post("/api/v1/jobs:plan", &plan.to_string()), 200);
+    expect(node.post("/api/v1/jobs:plan", &json!({"jobs": [{"name": "x"}]}).to_string()), 400);
+
+    // Alerts and their channels.
+    expect(node.get("/api/v1/alerts"), 200);
+    expect(node.get("/api/v1/jobs/tour/alerts"), 200);
+    expect(node.get("/api/v1/alert-channels"), 200);
+    expect(node.post_empty("/api/v1/alert-channels/ops/test"), 200);
+    expect(node.post_empty("/api/v1/alert-channels/nope/test"), 404);
+
+    // Prometheus text (recorded without a body: not JSON).
+    expect(node.get("/metrics"), 200);
 
     // Everything else of /api/v1.
     expect(node.get("/api/v1/workers"), 200);

@@ -67,6 +67,8 @@ pub struct EtcdTls {
 /// Tries of the start-up access check, and the pause between them.
 const ACCESS_CHECKS: usize = 5;
 const ACCESS_CHECK_PAUSE: Duration = Duration::from_millis(300);
+/// Start-up access checks when each one only saw a broken pipe (see `check_access`).
+const AMBIGUOUS_ACCESS_CHECKS: usize = 30;
 
 /// How often the etcd auth token is renewed in the background (etcd's default TTL is 5 min; a
 /// token found expired sooner is renewed on the spot).
@@ -214,12 +216,22 @@ impl EtcdBackend {
     pub async fn check_access(&self) -> Result<(), BackendError> {
         // A TLS 1.3 server refuses a client certificate after the handshake: the first request
         // may only see a broken pipe, a later one the alert. A few quick tries tell them apart.
+        // Under load the alert can take seconds to win the race: a broken pipe (ambiguous) is
+        // asked about longer than other failures (etcd down: start without waiting long).
         let mut last = None;
-        for _ in 0..ACCESS_CHECKS {
+        let (mut tries, mut ambiguous) = (0, 0);
+        while tries < ACCESS_CHECKS && ambiguous < AMBIGUOUS_ACCESS_CHECKS {
             match self.jobs.ping().await {
                 Ok(()) => return Ok(()),
                 Err(e @ BackendError::Refused { .. }) => return Err(e),
-                Err(e) => last = Some(e),
+                Err(e) => {
+                    if e.to_string().to_ascii_lowercase().contains("broken pipe") {
+                        ambiguous += 1;
+                    } else {
+                        tries += 1;
+                    }
+                    last = Some(e);
+                }
             }
             tokio::time::sleep(ACCESS_CHECK_PAUSE).await;
         }
