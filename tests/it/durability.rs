@@ -196,6 +196,6 @@ fn a_paused_store_keeps_memory_bounded_and_every_run_lands_once_after_it_resumes
     assert!(peak > 0, "RSS was sampled");
     // A bound, not a benchmark: 133 MiB measured alone (debug build), 151 MiB with the rest of
     // the suite running beside it (a starved log actor's mailbox holds more finished records);
-    // 285 MiB before the byte-bounded batches. README "Benchmarks" has the release figure.
+    // 285 MiB before the byte-bounded batches.
     assert!(peak < 192 * 1024 * 1024, "RSS peaked at {} MiB", peak / (1024 * 1024));
 }
