@@ -133,6 +133,23 @@ fn add_common_responses(op: &mut Operation, legacy: bool, public: bool) {
     let has_input = op.request_body.is_some() || op.parameters.as_ref().is_some_and(|p| !p.is_empty());
     let has_body = op.request_body.is_some();
     let (shape, what) = if legacy { ("SeedFailure", "seed shape, errno -1") } else { ("ErrorBody", "code") };
+    let forbidden = "The token's role is too low (`forbidden`; seed shape on the seed's routes), or a state \
+                     change from another browser origin (`cross_origin_refused`: the perimeter answers every \
+                     route with the code shape)";
+    if legacy {
+        // The role check answers in the seed's shape, the perimeter (before routing) in ours.
+        op.responses.responses.entry("403".to_owned()).or_insert_with(|| {
+            let either = utoipa::openapi::schema::OneOfBuilder::new()
+                .item(Ref::from_schema_name("SeedFailure"))
+                .item(Ref::from_schema_name("ErrorBody"));
+            RefOr::T(
+                ResponseBuilder::new()
+                    .description(forbidden)
+                    .content("application/json", ContentBuilder::new().schema(Some(either)).build())
+                    .build(),
+            )
+        });
+    }
     let mut add = |status: &str, description: String, schema: &str| {
         op.responses.responses.entry(status.to_owned()).or_insert_with(|| json_response(&description, schema));
     };
@@ -140,13 +157,9 @@ fn add_common_responses(op: &mut Operation, legacy: bool, public: bool) {
         add("401", format!("Token missing or wrong ({what} `unauthorized`); `WWW-Authenticate: Bearer`"), shape);
         add("429", format!("Too many failed authentications from this address ({what}); see `Retry-After`"), shape);
     }
-    add(
-        "403",
-        "The token's role is too low (`forbidden`; seed shape on the seed's routes), or a state change from \
-         another browser origin (`cross_origin_refused`)"
-            .to_owned(),
-        if legacy { "SeedFailure" } else { "ErrorBody" },
-    );
+    if !legacy {
+        add("403", forbidden.to_owned(), "ErrorBody");
+    }
     add("421", "The request's Host is not this node's (`host_not_allowed`)".to_owned(), "ErrorBody");
     if !legacy {
         if has_input {
