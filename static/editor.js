@@ -8,7 +8,10 @@ import { fmtTime, fmtOffset, fmtWallClock, viewerZone } from "./format.js";
 
 /** Fields the API can name in an error, in form order. */
 const FIELDS = ["name", "command", "cron_expr", "tz", "dialect", "enabled", "concurrency", "timeout_secs",
-  "description", "env", "working_dir", "limits", "run_as_user", "run_as_group", "jitter_secs", "alerts"];
+  "description", "env", "working_dir", "limits", "run_as_user", "run_as_group", "jitter_secs", "retry", "alerts"];
+
+/** Job fields the form has no control for: kept as loaded, so a save does not drop them. */
+const KEPT = ["retention_days", "managed_by"];
 
 /** The job's `limits` keys, their labels and input bounds (README "Resource limits"). */
 const LIMITS = [
@@ -22,7 +25,7 @@ const LABELS = {
   name: "name", command: "command", cron_expr: "cron expression", tz: "time zone", dialect: "dialect",
   enabled: "enabled", concurrency: "concurrency", timeout_secs: "timeout", description: "description",
   env: "environment", working_dir: "working directory", limits: "limits", run_as_user: "run as user",
-  run_as_group: "run as group", jitter_secs: "jitter", alerts: "alert rules",
+  run_as_group: "run as group", jitter_secs: "jitter", retry: "retries", alerts: "alert rules",
 };
 
 let zones = null;
@@ -66,6 +69,7 @@ export function mountEditor(root, ctx, name) {
     working_dir: h("input", { id: "f-working_dir", type: "text", spellcheck: "false", placeholder: "the worker's", class: "mono" }),
     run_as_user: h("input", { id: "f-run_as_user", type: "text", autocomplete: "off", spellcheck: "false", placeholder: "the worker's user", class: "mono" }),
     run_as_group: h("input", { id: "f-run_as_group", type: "text", autocomplete: "off", spellcheck: "false", placeholder: "the user's group", class: "mono" }),
+    retry: h("textarea", { id: "f-retry", rows: "2", spellcheck: "false", class: "mono", placeholder: "no retries" }),
     alerts: h("textarea", { id: "f-alerts", rows: "3", spellcheck: "false", class: "mono", placeholder: "the defaults of alerts.rules" }),
   };
   const limitInputs = Object.fromEntries(LIMITS.map(([key, , min]) => [key,
@@ -115,6 +119,7 @@ export function mountEditor(root, ctx, name) {
           h("div", { class: "row2" },
             LIMITS.map(([key, label]) => h("div", { class: "field" }, h("label", { for: `f-limit-${key}` }, label), limitInputs[key]))),
           errors.limits),
+        field("retry", "Retries (JSON)", c.retry, "Attempts of a failed tick, e.g. {\"max_attempts\": 3, \"initial_delay_secs\": 10, \"factor\": 2, \"on\": [\"failed\", \"timeout\", \"lost\"]}; empty = a failed tick stays failed. See README \"Retries\"."),
         field("alerts", "Alert rules (JSON)", c.alerts, "A list of rules, e.g. [{\"on\": [\"failed\", \"recovered\"], \"after_consecutive\": 2, \"channels\": [\"ops\"]}]; empty = the defaults of alerts.rules, [] = no alerts. See the Alerts view for the channels."),
         h("div", { class: "field switch-field", dataset: { field: "enabled" } },
           h("label", { class: "switch", for: "f-enabled" }, c.enabled, h("span", { class: "switch-track", "aria-hidden": "true" }), h("span", {}, "Enabled (fires on its schedule)")),
@@ -193,6 +198,9 @@ export function mountEditor(root, ctx, name) {
   }
 
   // ---- filling and reading ------------------------------------------------------------------
+  /** The loaded job's values of the fields in KEPT. */
+  let kept = {};
+
   function fill(job) {
     c.name.value = job.name || "";
     c.command.value = job.command || "";
@@ -209,6 +217,8 @@ export function mountEditor(root, ctx, name) {
     c.run_as_group.value = job.run_as_group || "";
     for (const [key] of LIMITS) limitInputs[key].value = job.limits?.[key] ?? "";
     c.alerts.value = job.alerts ? JSON.stringify(job.alerts) : "";
+    c.retry.value = job.retry ? JSON.stringify(job.retry) : "";
+    kept = Object.fromEntries(KEPT.filter((k) => job[k] !== undefined).map((k) => [k, job[k]]));
     envRows.replaceChildren();
     for (const [k, v] of Object.entries(job.env || {})) addEnvRow(k, v, false);
     if (!envRows.children.length) addEnvRow("", "", false);
@@ -252,6 +262,15 @@ export function mountEditor(root, ctx, name) {
         throw fieldError("alerts", "Alert rules are a JSON list of rules, or empty for the defaults.");
       }
     }
+    const retry = c.retry.value.trim();
+    if (retry) {
+      try {
+        body.retry = JSON.parse(retry);
+      } catch (_) {
+        throw fieldError("retry", "Retries are a JSON object such as {\"max_attempts\": 3}, or empty for none.");
+      }
+    }
+    Object.assign(body, kept);
     const jitter = c.jitter_secs.value.trim();
     if (jitter !== "" && !/^\d+$/.test(jitter)) throw fieldError("jitter_secs", "Jitter is a whole number of seconds (0 = none).");
     if (jitter !== "" && jitter !== "0") body.jitter_secs = Number(jitter);

@@ -10,7 +10,7 @@
 //! A fault is set per operation, named as the port's method (`"append_batch"`, `"snapshot"`, …),
 //! or for every operation with [`ANY`]; the operation's own entry wins over [`ANY`].
 //!
-//! ```ignore
+//! ```text
 //! let logs = Arc::new(Faulty::new(SqliteLogStore::open(&path)?, "sqlite run log"));
 //! logs.fail("append_batch", Fault::Down);    // writes fail as in an outage
 //! logs.heal("append_batch");                 // and work again

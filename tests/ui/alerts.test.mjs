@@ -84,6 +84,7 @@ test("the alerts view shows a job's alert state and history, and sends a test al
   const page = await openPage(browser, { token: node.token });
   await page.goto(`${node.base}/#/jobs/broken/edit`);
   await page.locator("#f-alerts").waitFor({ state: "visible" });
+  await waitUntil(5000, async () => (await page.inputValue("#f-alerts")) !== "", "the job's rules in the editor");
   assert.deepEqual(JSON.parse(await page.inputValue("#f-alerts")), [{ on: ["failed", "recovered"], after_consecutive: 1, channels: ["hook"] }]);
   await page.fill("#f-alerts", "[{\"on\": [\"failed\"], \"channels\": [\"pager\"]}]");
   await page.click("#save");

@@ -69,6 +69,30 @@ test("run now with parameters from the dialog, and the attempts of one run group
   await page.locator(".fact", { hasText: "Parameters" }).waitFor();
   assert.match(await page.locator(".fact", { hasText: "Parameters" }).textContent(), /TARGET=eu <b>west<\/b>/);
   assert.equal(await page.locator(".fact b").count(), 0, "parameters are text, not markup");
+
+  // The editor shows the retry policy and a save keeps it, with the fields it has no control
+  // for (retention_days, managed_by); a malformed policy is named next to its field.
+  const { name, cron_expr, enabled, command, retry } = created.body;
+  const managed = await node.api("PUT", "/api/v1/jobs/flaky-params", {
+    name, cron_expr, enabled, command, retry, retention_days: 7, managed_by: "team-a",
+  });
+  assert.equal(managed.status, 200, JSON.stringify(managed.body));
+  await page.goto(`${node.base}/#/jobs/flaky-params/edit`);
+  await waitUntil(5000, async () => (await page.inputValue("#f-retry")) !== "", "the retry policy in the editor");
+  assert.equal(JSON.parse(await page.inputValue("#f-retry")).max_attempts, 2);
+  await page.fill("#f-retry", "{\"max_attempts\": 0}");
+  await page.click("#save");
+  await waitUntil(5000, async () => (await page.textContent("#err-retry")).includes("max_attempts"), "the range error next to the field");
+  await page.fill("#f-retry", "{\"max_attempts\": 3, \"initial_delay_secs\": 1}");
+  await page.fill("#f-description", "edited in the page");
+  await page.click("#save");
+  const saved = await waitUntil(5000, async () => {
+    const job = (await node.api("GET", "/api/v1/jobs/flaky-params")).body;
+    return job.description === "edited in the page" ? job : null;
+  }, "the saved job");
+  assert.equal(saved.retry.max_attempts, 3);
+  assert.equal(saved.retention_days, 7);
+  assert.equal(saved.managed_by, "team-a");
   assert.deepEqual(page.errors, [], "no script errors on the page");
   await page.closeAll();
 });
