@@ -188,12 +188,12 @@ impl Backends {
         Ok(Self {
             jobs: Arc::new(embedded::EmbeddedJobStore::open(&data_dir.join("jobs.sqlite3"))?),
             members: Arc::new(embedded::EmbeddedMembership::default()),
-            claims: Arc::new(embedded::EmbeddedClaims::default()),
+            claims: Arc::new(embedded::EmbeddedClaims::open(&data_dir.join("claims.sqlite3"))?),
             logs: Arc::new(embedded::SqliteLogStore::open(&data_dir.join("runs.sqlite3"))?),
             kinds: BackendKinds {
                 jobs: "embedded (SQLite)",
                 members: "embedded (in-process)",
-                claims: "embedded (in-process)",
+                claims: "embedded (in-process, last ticks in SQLite)",
                 logs: "embedded (SQLite)",
             },
         })
@@ -228,8 +228,8 @@ impl Backends {
             (
                 Arc::new(embedded::EmbeddedJobStore::open(&data_dir.join("jobs.sqlite3"))?),
                 Arc::new(embedded::EmbeddedMembership::default()),
-                Arc::new(embedded::EmbeddedClaims::default()),
-                ("embedded (SQLite)", "embedded (in-process)", "embedded (in-process)"),
+                Arc::new(embedded::EmbeddedClaims::open(&data_dir.join("claims.sqlite3"))?),
+                ("embedded (SQLite)", "embedded (in-process)", "embedded (in-process, last ticks in SQLite)"),
             )
         };
         // Run logs.

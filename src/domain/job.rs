@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::catchup::CatchUp;
 use super::schedule::{Dialect, Schedule};
 
 /// Longest accepted job name.
@@ -158,6 +159,9 @@ pub struct Job {
     /// Primary group for `run_as_user`; `None` = that user's own primary group.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_as_group: Option<String>,
+    /// What happens to ticks missed while no worker ran the job (default: recorded `missed`).
+    #[serde(default, skip_serializing_if = "CatchUp::is_default")]
+    pub catchup: CatchUp,
 }
 
 /// Per-job resource limits (`limits = { max_memory_bytes, max_cpu_secs, max_open_files, nice }`),
@@ -270,6 +274,9 @@ pub struct JobSpec {
     /// Group to run as; omitted = the user's primary group.
     #[serde(default)]
     pub run_as_group: Option<String>,
+    /// Catch-up after downtime; omitted = `skip`.
+    #[serde(default)]
+    pub catchup: Option<CatchUp>,
     /// Expected current version on replace; a stale one is a conflict. Ignored on create.
     #[serde(default)]
     pub version: Option<u64>,
@@ -328,6 +335,7 @@ impl JobSpec {
             limits: self.limits.filter(|l| !l.is_empty()),
             run_as_user: self.run_as_user.filter(|u| !u.is_empty()),
             run_as_group: self.run_as_group.filter(|g| !g.is_empty()),
+            catchup: self.catchup.unwrap_or_default(),
         };
         validate(&job)?;
         Ok(job)
@@ -410,6 +418,9 @@ pub fn validate(job: &Job) -> Result<(), JobValidationError> {
     }
     if job.run_as_group.is_some() && job.run_as_user.is_none() {
         return err("run_as_group", "run_as_group needs run_as_user".into());
+    }
+    if let Err(message) = job.catchup.check() {
+        return err("catchup", message);
     }
     Ok(())
 }

@@ -6,6 +6,7 @@
 pub mod access;
 pub mod audit;
 pub mod backoff;
+pub mod catchup;
 pub mod job;
 pub mod run;
 pub mod schedule;
@@ -14,6 +15,7 @@ pub mod worker;
 pub use access::{AccessRole, Caller};
 pub use audit::{AuditAction, AuditContext, AuditEntry, AuditPage, AuditQuery};
 pub use backoff::Backoff;
+pub use catchup::{CatchUp, CatchUpPolicy};
 pub use job::{check_run_as, ConcurrencyPolicy, InvalidJob, Job, JobLimits, JobName, JobSpec, JobValidationError};
 pub use run::{Fence, RunId, RunRecord, RunStatus, Trigger};
 pub use schedule::{CronError, Dialect, Schedule};

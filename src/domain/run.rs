@@ -111,6 +111,33 @@ pub enum Trigger {
     Schedule,
     /// Run now, from the API or UI.
     Manual,
+    /// A tick missed while no worker ran the job, run late per its `catchup` policy.
+    #[serde(rename = "catchup")]
+    CatchUp,
+    /// A past tick run on request (`POST /api/v1/jobs/{name}/backfill`).
+    Backfill,
+}
+
+impl Trigger {
+    /// The wire name (`schedule`, `manual`, `catchup`, `backfill`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Schedule => "schedule",
+            Self::Manual => "manual",
+            Self::CatchUp => "catchup",
+            Self::Backfill => "backfill",
+        }
+    }
+
+    /// The trigger named `name`; an unknown or absent name (seed records) is `schedule`.
+    pub fn from_name(name: &str) -> Self {
+        match name {
+            "manual" => Self::Manual,
+            "catchup" => Self::CatchUp,
+            "backfill" => Self::Backfill,
+            _ => Self::Schedule,
+        }
+    }
 }
 
 /// One run's record, as stored in the log store and served by the API.

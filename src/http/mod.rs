@@ -130,6 +130,7 @@ fn api_scope() -> actix_web::Scope {
         .service(resource("/jobs/{name}/enable", "POST").route(post().to(jobs::enable)))
         .service(resource("/jobs/{name}/disable", "POST").route(post().to(jobs::disable)))
         .service(resource("/jobs/{name}/run", "POST").route(post().to(jobs::run_now)))
+        .service(resource("/jobs/{name}/backfill", "POST").route(post().to(jobs::backfill)))
         .service(resource("/jobs/{name}/kill", "POST").route(post().to(jobs::kill)))
         .service(resource("/jobs/{name}/stats", "GET").route(get().to(runs::stats)))
         .service(resource("/runs", "GET").route(get().to(runs::list)))
