@@ -7,6 +7,7 @@ mod access;
 mod api;
 mod backends_etcd;
 mod backends_mongo;
+mod catchup;
 mod claims;
 mod cluster;
 mod durability;
