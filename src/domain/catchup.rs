@@ -314,8 +314,8 @@ mod tests {
     fn settings_are_range_checked_and_default_is_skip() {
         assert_eq!(CatchUp::default().policy, CatchUpPolicy::Skip);
         assert!(CatchUp::default().check().is_ok());
-        assert!(policy(CatchUpPolicy::All, 0, 1).check().unwrap_err().contains("window_secs"));
-        assert!(policy(CatchUpPolicy::All, 10, 0).check().unwrap_err().contains("max_runs"));
+        assert!(policy(CatchUpPolicy::All, 0, 1).check().expect_err("out of range").contains("window_secs"));
+        assert!(policy(CatchUpPolicy::All, 10, 0).check().expect_err("out of range").contains("max_runs"));
         assert!(policy(CatchUpPolicy::All, MAX_CATCHUP_WINDOW_SECS + 1, 1).check().is_err());
         let parsed: CatchUp = serde_json::from_str(r#"{"policy":"latest"}"#).expect("partial");
         assert_eq!((parsed.policy, parsed.window_secs, parsed.max_runs), (CatchUpPolicy::Latest, 86_400, 10));
