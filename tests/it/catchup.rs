@@ -67,8 +67,7 @@ fn backfill_runs_each_tick_of_a_past_range_once_and_refuses_bad_ranges() {
     assert_eq!(ticks, 4, "{}", r.text);
     let runs = wait_until(Duration::from_secs(30), || {
         let runs = node.runs("bf");
-        (with_trigger(&runs, "backfill").iter().filter(|r| r["status"] == "succeeded").count() == ticks)
-            .then_some(runs)
+        (with_trigger(&runs, "backfill").iter().filter(|r| r["status"] == "succeeded").count() == ticks).then_some(runs)
     })
     .expect("every backfill tick ran");
     let got: HashSet<DateTime<Utc>> = runs.iter().map(|r| time(&r["scheduled_at"])).collect();
