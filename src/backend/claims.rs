@@ -218,6 +218,13 @@ pub trait Claims: Send + Sync + 'static {
         None
     }
 
+    /// The last claimed tick of every job that has one (etcd: the `claim/` keys; embedded:
+    /// the `claims` table when opened on a file). Catch-up after downtime starts from it.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    async fn last_ticks(&self) -> Result<std::collections::HashMap<JobName, DateTime<Utc>>, BackendError>;
+
     /// Marks removed because their worker's session expired (not cleared by the worker). A
     /// single process never loses its own runs this way: the embedded stream never yields.
     ///

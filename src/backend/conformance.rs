@@ -73,6 +73,7 @@ pub fn sample_job(name: &JobName) -> Job {
         alerts: None,
         jitter_secs: 0,
         retry: None,
+        catchup: Default::default(),
     }
 }
 
@@ -655,6 +656,40 @@ pub async fn claims_alert_updates(claims: Arc<dyn Claims>) {
     let left: Vec<String> =
         claims.alerts(Some(job.as_str())).await.expect("list").into_iter().map(|a| a.record.alert.id).collect();
     assert_eq!(left, ["l0-b"], "newer records stay");
+    claims_last_ticks(Arc::clone(&claims)).await;
+    claims_running_marks(claims).await;
+}
+
+/// The last claimed tick of each job is listed (catch-up after downtime starts from it), at
+/// the claim's millisecond precision, and a refused older claim does not lower it.
+pub async fn claims_last_ticks(claims: Arc<dyn Claims>) {
+    let job = unique_job("last");
+    let t = whole_second(Utc::now());
+    let sec = chrono::Duration::seconds(1);
+    assert!(claims.last_ticks().await.expect("list").get(&job).is_none(), "a job never claimed has none");
+    claims.claim_tick(&job, t).await.expect("claim").expect("won");
+    claims.claim_tick(&job, t + sec).await.expect("claim").expect("won");
+    assert_eq!(claims.claim_tick(&job, t).await.expect("claim"), None);
+    assert_eq!(claims.last_ticks().await.expect("list").get(&job), Some(&(t + sec)));
+}
+
+/// The last claimed tick survives closing and opening the store again (`reopen` opens a new
+/// instance on the same storage): a tick at or before it is still refused.
+pub async fn last_ticks_survive_reopen<F, Fut>(reopen: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Arc<dyn Claims>>,
+{
+    let job = unique_job("reopen");
+    let t = whole_second(Utc::now());
+    {
+        let first = reopen().await;
+        first.claim_tick(&job, t).await.expect("claim").expect("won");
+    }
+    let second = reopen().await;
+    assert_eq!(second.last_ticks().await.expect("list").get(&job), Some(&t), "the last tick is durable");
+    assert_eq!(second.claim_tick(&job, t).await.expect("claim"), None, "a claimed tick stays claimed");
+    assert!(second.claim_tick(&job, t + chrono::Duration::seconds(1)).await.expect("claim").is_some());
 }
 
 fn whole_second(t: DateTime<Utc>) -> DateTime<Utc> {

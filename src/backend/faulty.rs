@@ -346,6 +346,10 @@ impl<T: Claims> Claims for Faulty<T> {
         self.enter("running", 0).await?;
         self.inner.running(job).await
     }
+    async fn last_ticks(&self) -> Result<HashMap<JobName, DateTime<Utc>>, BackendError> {
+        self.enter("last_ticks", 0).await?;
+        self.inner.last_ticks().await
+    }
     async fn claim_tick_checked(
         &self,
         job: &JobName,

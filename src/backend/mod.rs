@@ -191,12 +191,15 @@ impl Backends {
         Ok(Self {
             jobs: Arc::new(embedded::EmbeddedJobStore::open(&data_dir.join("jobs.sqlite3"))?),
             members: Arc::new(embedded::EmbeddedMembership::default()),
-            claims: Arc::new(embedded::EmbeddedClaims::with_alert_file(&data_dir.join("alerts.sqlite3"))?),
+            claims: Arc::new(
+                embedded::EmbeddedClaims::open(&data_dir.join("claims.sqlite3"))?
+                    .with_alert_file(&data_dir.join("alerts.sqlite3"))?,
+            ),
             logs: Arc::new(embedded::SqliteLogStore::open(&data_dir.join("runs.sqlite3"))?),
             kinds: BackendKinds {
                 jobs: "embedded (SQLite)",
                 members: "embedded (in-process)",
-                claims: "embedded (in-process)",
+                claims: "embedded (in-process, last ticks in SQLite)",
                 logs: "embedded (SQLite)",
             },
         })
@@ -231,8 +234,11 @@ impl Backends {
             (
                 Arc::new(embedded::EmbeddedJobStore::open(&data_dir.join("jobs.sqlite3"))?),
                 Arc::new(embedded::EmbeddedMembership::default()),
-                Arc::new(embedded::EmbeddedClaims::with_alert_file(&data_dir.join("alerts.sqlite3"))?),
-                ("embedded (SQLite)", "embedded (in-process)", "embedded (in-process)"),
+                Arc::new(
+                    embedded::EmbeddedClaims::open(&data_dir.join("claims.sqlite3"))?
+                        .with_alert_file(&data_dir.join("alerts.sqlite3"))?,
+                ),
+                ("embedded (SQLite)", "embedded (in-process)", "embedded (in-process, last ticks in SQLite)"),
             )
         };
         // Run logs.

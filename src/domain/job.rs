@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::catchup::CatchUp;
 use super::schedule::{Dialect, Schedule};
 
 /// Longest accepted job name.
@@ -175,6 +176,9 @@ pub struct Job {
     /// Retries of a failed tick; `None` = a failed tick stays failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<super::retry::RetryPolicy>,
+    /// What happens to ticks missed while no worker ran the job (default: recorded `missed`).
+    #[serde(default, skip_serializing_if = "CatchUp::is_default")]
+    pub catchup: CatchUp,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -321,6 +325,9 @@ pub struct JobSpec {
     /// Retries of a failed tick; omitted = none.
     #[serde(default)]
     pub retry: Option<super::retry::RetryPolicy>,
+    /// Catch-up after downtime; omitted = `skip`.
+    #[serde(default)]
+    pub catchup: Option<CatchUp>,
     /// Expected current version on replace; a stale one is a conflict. Ignored on create.
     #[serde(default)]
     pub version: Option<u64>,
@@ -391,6 +398,7 @@ impl JobSpec {
             alerts: self.alerts,
             jitter_secs: self.jitter_secs.unwrap_or(0),
             retry: self.retry,
+            catchup: self.catchup.unwrap_or_default(),
         };
         validate(&job)?;
         Ok(job)
@@ -487,6 +495,9 @@ pub fn validate(job: &Job) -> Result<(), JobValidationError> {
     }
     if let Some(retry) = &job.retry {
         retry.validate()?;
+    }
+    if let Err(message) = job.catchup.check() {
+        return err("catchup", message);
     }
     Ok(())
 }

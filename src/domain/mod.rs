@@ -7,6 +7,7 @@ pub mod access;
 pub mod alert;
 pub mod audit;
 pub mod backoff;
+pub mod catchup;
 pub mod job;
 pub mod jobs_as_code;
 pub mod retry;
@@ -18,6 +19,7 @@ pub use access::{AccessRole, Caller};
 pub use alert::{Alert, AlertKind, AlertRecord, AlertRule, DeliveryState};
 pub use audit::{AuditAction, AuditContext, AuditEntry, AuditPage, AuditQuery};
 pub use backoff::Backoff;
+pub use catchup::{CatchUp, CatchUpPolicy};
 pub use job::{
     check_run_as, jitter_offset, ConcurrencyPolicy, InvalidJob, Job, JobLimits, JobName, JobSpec, JobValidationError,
     MAX_JITTER_SECS,

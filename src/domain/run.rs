@@ -121,15 +121,22 @@ pub enum Trigger {
     Manual,
     /// A later attempt of a tick (or run-now) whose earlier attempt failed (job `retry`).
     Retry,
+    /// A tick missed while no worker ran the job, run late per its `catchup` policy.
+    #[serde(rename = "catchup")]
+    CatchUp,
+    /// A past tick run on request (`POST /api/v1/jobs/{name}/backfill`).
+    Backfill,
 }
 
 impl Trigger {
-    /// Lowercase name as used in JSON and in the log store.
+    /// The wire name (`schedule`, `manual`, `retry`, `catchup`, `backfill`).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Schedule => "schedule",
             Self::Manual => "manual",
             Self::Retry => "retry",
+            Self::CatchUp => "catchup",
+            Self::Backfill => "backfill",
         }
     }
 
@@ -138,6 +145,8 @@ impl Trigger {
         match s {
             "manual" => Self::Manual,
             "retry" => Self::Retry,
+            "catchup" => Self::CatchUp,
+            "backfill" => Self::Backfill,
             _ => Self::Schedule,
         }
     }

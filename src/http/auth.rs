@@ -198,6 +198,7 @@ const RULES: &[Rule] = &[
     rule(Some(Method::POST), "/api/v1/jobs/{}/enable", AccessRole::Operator),
     rule(Some(Method::POST), "/api/v1/jobs/{}/disable", AccessRole::Operator),
     rule(Some(Method::POST), "/api/v1/jobs/{}/run", AccessRole::Operator),
+    rule(Some(Method::POST), "/api/v1/jobs/{}/backfill", AccessRole::Operator),
     rule(Some(Method::POST), "/api/v1/jobs/{}/kill", AccessRole::Operator),
     rule(Some(Method::POST), "/api/v1/runs/{}/kill", AccessRole::Operator),
     // Jobs as code: a plan reads and changes nothing, but shows every job definition.
@@ -425,6 +426,7 @@ mod tests {
             (Method::POST, "/api/v1/jobs/a/enable", Operator),
             (Method::POST, "/api/v1/jobs/a/disable", Operator),
             (Method::POST, "/api/v1/jobs/a/run", Operator),
+            (Method::POST, "/api/v1/jobs/a/backfill", Operator),
             (Method::POST, "/api/v1/jobs/a/kill", Operator),
             (Method::POST, "/api/v1/runs/r1/kill", Operator),
             (Method::GET, "/api/v1/runs/r1", Viewer),

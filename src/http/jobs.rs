@@ -548,3 +548,83 @@ pub(crate) async fn plan(
         },
     })))
 }
+
+/// Body of `POST /api/v1/jobs/{name}/backfill`.
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BackfillBody {
+    /// First instant of the range (inclusive), RFC 3339.
+    from: DateTime<Utc>,
+    /// Last instant of the range (inclusive), RFC 3339; not in the future.
+    to: DateTime<Utc>,
+}
+
+/// `POST /api/v1/jobs/{name}/backfill`: the request is signalled; one worker runs its ticks.
+#[derive(Serialize, utoipa::ToSchema)]
+struct BackfillRequested {
+    /// The job.
+    job: JobName,
+    /// The request's id (the audit entry's `detail`).
+    request: String,
+    /// How many ticks the range holds (each runs once).
+    ticks: usize,
+    /// The first tick of the range.
+    first: Option<DateTime<Utc>>,
+    /// The last tick of the range.
+    last: Option<DateTime<Utc>>,
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/jobs/{name}/backfill",
+    tag = "jobs",
+    operation_id = "backfill_job",
+    params(("name" = String, Path, description = "The job's name: 1-128 of [A-Za-z0-9._-]")),
+    request_body = BackfillBody,
+    responses(
+        (status = 202, description = "Signalled: one worker runs the range's ticks in order, each once (trigger `backfill`)", body = BackfillRequested),
+        (status = 400, description = "`from` after `to` or no tick in the range (field `from`); `to` in the future or too many ticks (field `to`)", body = ErrorBody),
+        (status = 404, description = "No such job (`job_not_found`)", body = ErrorBody),
+    )
+)]
+/// `POST /api/v1/jobs/{name}/backfill {from, to}`: runs the job's ticks in a past range, each
+/// once cluster-wide and one after another on the worker that claims the request
+/// (`trigger = "backfill"`, each with its own `scheduled_at`). At most
+/// [`crate::domain::catchup::MAX_BACKFILL_TICKS`] ticks per request.
+pub(crate) async fn backfill(
+    state: Data<AppState>,
+    req: HttpRequest,
+    caller: Caller,
+    name: Path<String>,
+    body: Json<BackfillBody>,
+) -> Result<HttpResponse, ApiError> {
+    use crate::domain::catchup::{backfill_ticks, BackfillError, BackfillRequest};
+    let name = parse_name(&name)?;
+    let Some(job) = state.backends.jobs.get(&name).await? else {
+        return Err(ApiError::job_not_found(name.as_str()));
+    };
+    let schedule =
+        job.schedule().map_err(|e| ApiError::bad_param("cron_expr", format!("the job's schedule is invalid: {e}")))?;
+    let tz = job.zone(state.config.default_zone());
+    let BackfillBody { from, to } = body.into_inner();
+    let ticks = backfill_ticks(&schedule, tz, from, to, Utc::now()).map_err(|e| {
+        let field = match e {
+            BackfillError::Reversed { .. } | BackfillError::Empty => "from",
+            BackfillError::Future { .. } | BackfillError::TooMany { .. } => "to",
+        };
+        ApiError::bad_param(field, e.to_string())
+    })?;
+    let request = BackfillRequest { id: uuid::Uuid::now_v7().to_string(), from, to };
+    let request_id = request.to_request_id();
+    let audit = context(&req, &caller, AuditAction::Run).with_detail(request_id.clone());
+    let signal =
+        Signal::RunNow { job: name.clone(), request: request_id.clone(), env: Default::default(), retry: None };
+    state.backends.jobs.signal_audited(signal, Some(job), audit).await?;
+    Ok(HttpResponse::Accepted().json(BackfillRequested {
+        job: name,
+        request: request_id,
+        ticks: ticks.len(),
+        first: ticks.first().copied(),
+        last: ticks.last().copied(),
+    }))
+}

@@ -117,6 +117,7 @@ route_table! {
     Api    Post   "/api/v1/jobs/{name}/enable"  => jobs::enable;
     Api    Post   "/api/v1/jobs/{name}/disable" => jobs::disable;
     Api    Post   "/api/v1/jobs/{name}/run"     => jobs::run_now;
+    Api    Post   "/api/v1/jobs/{name}/backfill" => jobs::backfill;
     Api    Post   "/api/v1/jobs/{name}/kill"    => jobs::kill;
     Api    Get    "/api/v1/jobs/{name}/stats"   => runs::stats;
     Api    Get    "/api/v1/runs"                => runs::list;

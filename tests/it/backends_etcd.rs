@@ -37,6 +37,11 @@ async fn etcd_adapters_pass_every_conformance_suite() {
     conformance::job_store_suite(b.jobs.clone()).await;
     conformance::membership_suite(b.members.clone()).await;
     conformance::claims_suite(b.claims.clone()).await;
+    conformance::last_ticks_survive_reopen(|| async {
+        let claims: std::sync::Arc<dyn Claims> = backend(&etcd, "/cron/", 10).await.claims;
+        claims
+    })
+    .await;
 }
 
 #[tokio::test]

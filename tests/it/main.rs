@@ -8,6 +8,7 @@ mod alerts;
 mod api;
 mod backends_etcd;
 mod backends_mongo;
+mod catchup;
 mod claims;
 mod cli;
 mod cluster;

@@ -24,11 +24,19 @@
 //!   session expiry gets the tick recorded `lost` (README "Cluster mode": one run or one
 //!   `lost`/`missed`/`skipped` record per claimed tick). A retry of a failed claim reuses the
 //!   run id, so a claim whose answer was lost is recognized as won.
+//! - Catch-up after downtime: on the first sync the last claimed tick of every job is read
+//!   from the claims store ([`Claims::last_ticks`]); the ticks between it and start-up are
+//!   split per the job's `catchup` ([`crate::domain::catchup::plan_gap`]) into one `missed`
+//!   range and ticks to run (`trigger = "catchup"`, their own `scheduled_at`), queued before
+//!   the job's planned ticks and claimed like them (so once cluster-wide, in order). The plan
+//!   does not fire until that read is done.
+//! - Backfill: a run-now request carrying a range ([`BackfillRequest`]) is claimed once; its
+//!   winner runs the range's ticks one after another (`trigger = "backfill"`).
 //! - When the membership session is lost, runs are finished or killed per
 //!   `scheduler.on_session_loss`; on a new session the marks of runs still going are published
 //!   again.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,6 +58,7 @@ use crate::backend::{
     BackendError, Claims, JobStore, Membership, RunningMark, SessionEvent, Signal, TickClaim, TickRequest,
 };
 use crate::config::SessionLossPolicy;
+use crate::domain::catchup::{self, BackfillRequest};
 use crate::domain::retry;
 use crate::domain::{
     Backoff, ConcurrencyPolicy, Fence, Job, JobName, Revision, RunId, RunRecord, RunStatus, Trigger, WorkerId,
@@ -90,6 +99,8 @@ const CLAIM_RETRY_MIN: Duration = Duration::from_millis(250);
 const CLAIM_RETRY_MAX: Duration = Duration::from_secs(2);
 /// At most one "ticks missed" warning this often (the others go to debug).
 const MISSED_WARN_EVERY: Duration = Duration::from_secs(30);
+/// Retries of reading the last claimed ticks at start-up before catch-up is given up.
+const CATCHUP_READ_ATTEMPTS: u32 = 5;
 
 /// Ports and peers the scheduler talks to.
 pub struct SchedulerPeers {
@@ -199,6 +210,17 @@ pub struct SchedulerActor {
     marks_retry: Option<Backoff>,
     /// When the last "ticks missed" warning was logged.
     missed_warned: Option<std::time::Instant>,
+    /// When this actor started: missed ranges before it were missed while this node was down.
+    started_at: DateTime<Utc>,
+    /// Catch-up: the first sync's `now` while the last claimed ticks are being read (the plan
+    /// does not fire meanwhile); `None` once done.
+    catchup_from: Option<DateTime<Utc>>,
+    /// Catch-up was set up (once per process).
+    catchup_done: bool,
+    /// Backfill ticks waiting to run, per job, each with its request's fence.
+    backfills: HashMap<JobName, VecDeque<(DateTime<Utc>, Fence)>>,
+    /// The running backfill run of each job with a backfill in progress.
+    backfill_runs: HashMap<RunId, JobName>,
     /// Exits the process if this actor panics (issue 10: essential actors never die silently).
     _guard: super::essential::PanicGuard,
 }
@@ -228,6 +250,11 @@ impl SchedulerActor {
             marks_failing: false,
             marks_retry: None,
             missed_warned: None,
+            started_at: Utc::now(),
+            catchup_from: None,
+            catchup_done: false,
+            backfills: HashMap::new(),
+            backfill_runs: HashMap::new(),
             _guard: super::essential::PanicGuard::new("scheduler"),
         }
     }
@@ -293,7 +320,7 @@ impl SchedulerActor {
     }
 
     fn fire_due(&mut self, ctx: &mut Context<Self>) {
-        if self.draining {
+        if self.draining || self.catchup_from.is_some() {
             return;
         }
         let now = Utc::now();
@@ -445,10 +472,11 @@ impl SchedulerActor {
             return;
         }
         // Only a tick to run needs the live runs; `allow` needs no look.
-        let with_running = matches!(item, Pending::Tick(_)) && policy != ConcurrencyPolicy::Allow;
+        let with_running = matches!(item, Pending::Tick(_) | Pending::CatchUp(_)) && policy != ConcurrencyPolicy::Allow;
         // The run id is chosen before the claim: its mark is written with the claim.
+        let trigger = if matches!(item, Pending::CatchUp(_)) { Trigger::CatchUp } else { Trigger::Schedule };
         let mark = match item {
-            Pending::Tick(tick) => Some(
+            Pending::Tick(tick) | Pending::CatchUp(tick) => Some(
                 queue
                     .front_mark
                     .get_or_insert_with(|| RunningMark {
@@ -458,7 +486,7 @@ impl SchedulerActor {
                         scheduled_at: tick,
                         since: Utc::now(),
                         fence: None,
-                        trigger: Some(Trigger::Schedule),
+                        trigger: Some(trigger),
                     })
                     .clone(),
             ),
@@ -573,7 +601,9 @@ impl SchedulerActor {
                     (None, item) => {
                         log::debug!("Tick claimed by another worker. job={job} tick={} rank={rank}", item.last())
                     }
-                    (Some(claim), Pending::Tick(tick)) if !self.jobs.get(&job).is_some_and(|j| j.enabled) => {
+                    (Some(claim), Pending::Tick(tick) | Pending::CatchUp(tick))
+                        if !self.jobs.get(&job).is_some_and(|j| j.enabled) =>
+                    {
                         log::debug!(
                             "Claimed tick of a job deleted or disabled meanwhile; dropped. job={job} tick={tick}"
                         );
@@ -612,9 +642,24 @@ impl SchedulerActor {
                             );
                         }
                     }
+                    (Some(claim), Pending::CatchUp(tick)) => {
+                        let prepared = prepared(&claim);
+                        self.dispatch(
+                            job.clone(),
+                            tick,
+                            claim.fence,
+                            Trigger::CatchUp,
+                            claim.running,
+                            prepared,
+                            RunExtra::first(),
+                            ctx,
+                        );
+                    }
                     (Some(claim), Pending::Missed(m)) => {
                         if let Some(m) = self.unclaimed_part(&job, m, claim.previous) {
-                            let why = if self.claim_failing || self.session_lost {
+                            let why = if m.last < self.started_at {
+                                "no worker ran them (every node was down); the job's catchup policy did not run them"
+                            } else if self.claim_failing || self.session_lost {
                                 "the claims store could not be reached in time"
                             } else {
                                 "nothing could claim them within misfire_grace_ms (store outage, or every worker late)"
@@ -709,7 +754,8 @@ impl SchedulerActor {
         }
         let local = self.running.iter().filter(|(_, r)| r.job == job).map(|(id, _)| id.clone());
         let live = policy::live_runs(&run, self.worker(), local, live_anywhere);
-        match policy::decide(def.concurrency, live) {
+        let decision = if trigger == Trigger::Backfill { Decision::Run } else { policy::decide(def.concurrency, live) };
+        match decision {
             Decision::Run => {}
             Decision::Skip { alive, reason } => {
                 log::info!(
@@ -843,6 +889,140 @@ impl SchedulerActor {
         }
     }
 
+    /// Reads the last claimed tick of every job (retrying a few times), then queues each
+    /// planned job's catch-up and lets the plan fire.
+    fn load_catchup(&mut self, attempt: u32, ctx: &mut Context<Self>) {
+        let claims = self.peers.claims.clone();
+        ctx.spawn(async move { claims.last_ticks().await }.into_actor(self).map(move |res, act, ctx| {
+            match res {
+                Ok(last) => act.queue_catchup(&last),
+                Err(e) if attempt < CATCHUP_READ_ATTEMPTS => {
+                    log::warn!("Cannot read the last claimed ticks; retrying. attempt={attempt} error={e}");
+                    ctx.run_later(CLAIM_RETRY_MAX, move |act, ctx| act.load_catchup(attempt + 1, ctx));
+                    return;
+                }
+                Err(e) => {
+                    log::warn!(
+                        "Cannot read the last claimed ticks; ticks missed while down are not caught up. error={e}"
+                    )
+                }
+            }
+            act.catchup_from = None;
+            let queued: Vec<JobName> = act.queues.keys().cloned().collect();
+            for job in queued {
+                act.pump(job, ctx);
+            }
+            act.fire_due(ctx);
+        }));
+    }
+
+    /// Queues, per planned job with a last claimed tick, its gap up to the first sync: one
+    /// missed range, then the ticks to run per its `catchup` policy.
+    fn queue_catchup(&mut self, last: &HashMap<JobName, DateTime<Utc>>) {
+        let Some(until) = self.catchup_from else { return };
+        let now = Utc::now();
+        let mut caught = 0usize;
+        let names: Vec<JobName> = self.jobs.keys().filter(|n| self.plan.contains(n)).cloned().collect();
+        for name in names {
+            let (Some(def), Some(&from)) = (self.jobs.get(&name), last.get(&name)) else { continue };
+            let Ok(schedule) = def.schedule() else { continue };
+            let gap = catchup::plan_gap(&schedule, def.zone(self.settings.default_tz), &def.catchup, from, until, now);
+            let mut items: Vec<Pending> = Vec::new();
+            if let Some(m) = gap.missed {
+                items.push(Pending::Missed(Missed { count: m.count, more: m.more, first: m.first, last: m.last }));
+            }
+            if !gap.run.is_empty() {
+                log::info!(
+                    "Catching up ticks missed while no worker ran the job. job={name} runs={} policy={:?}",
+                    gap.run.len(),
+                    def.catchup.policy
+                );
+            }
+            items.extend(gap.run.into_iter().map(Pending::CatchUp));
+            if items.is_empty() {
+                continue;
+            }
+            caught += 1;
+            if !self.queues.contains_key(&name) {
+                self.queue_generation += 1;
+                self.queues.insert(name.clone(), JobQueue::new(self.queue_generation));
+            }
+            if let Some(queue) = self.queues.get_mut(&name) {
+                for item in items.into_iter().rev() {
+                    queue.items.push_front(item);
+                }
+            }
+        }
+        log::info!("Catch-up after start-up set up. jobs_with_gaps={caught} until={until}");
+    }
+
+    /// The winner of a backfill request runs its ticks one after another.
+    fn start_backfill(&mut self, job: JobName, request: &BackfillRequest, fence: Fence, ctx: &mut Context<Self>) {
+        let Some(def) = self.jobs.get(&job) else {
+            log::warn!("Backfill of a job this worker does not know; dropped. job={job}");
+            return;
+        };
+        let Ok(schedule) = def.schedule() else { return };
+        let now = Utc::now().max(request.to);
+        match catchup::backfill_ticks(&schedule, def.zone(self.settings.default_tz), request.from, request.to, now) {
+            Ok(ticks) => {
+                log::info!(
+                    "Backfill claimed; running its ticks one after another. job={job} ticks={} from={} to={}",
+                    ticks.len(),
+                    request.from,
+                    request.to
+                );
+                let queue = self.backfills.entry(job.clone()).or_default();
+                let idle = queue.is_empty() && !self.backfill_runs.values().any(|j| *j == job);
+                queue.extend(ticks.into_iter().map(|t| (t, fence)));
+                if idle {
+                    self.next_backfill(job, ctx);
+                }
+            }
+            Err(e) => log::warn!("Backfill range refused; nothing runs. job={job} error={e}"),
+        }
+    }
+
+    /// Dispatches `job`'s next backfill tick, if any.
+    fn next_backfill(&mut self, job: JobName, ctx: &mut Context<Self>) {
+        if self.draining {
+            if let Some(left) = self.backfills.remove(&job) {
+                log::warn!("Shutting down; backfill ticks left unrun. job={job} left={}", left.len());
+            }
+            return;
+        }
+        let Some((tick, fence)) = self.backfills.get_mut(&job).and_then(VecDeque::pop_front) else {
+            self.backfills.remove(&job);
+            return;
+        };
+        let mark = RunningMark {
+            job: job.clone(),
+            run: RunId::generate(),
+            worker: self.worker().clone(),
+            scheduled_at: tick,
+            since: Utc::now(),
+            fence: Some(fence),
+            trigger: Some(Trigger::Backfill),
+        };
+        let run = mark.run.clone();
+        self.dispatch(
+            job.clone(),
+            tick,
+            fence,
+            Trigger::Backfill,
+            Vec::new(),
+            Some((mark, false)),
+            RunExtra::first(),
+            ctx,
+        );
+        if self.running.contains_key(&run) {
+            self.backfill_runs.insert(run, job);
+        } else {
+            // Not started (job gone): go on with the next one.
+            ctx.run_later(Duration::ZERO, move |act, ctx| act.next_backfill(job, ctx));
+        }
+    }
+
     fn check_drained(&mut self) {
         if self.draining && self.running.is_empty() && self.marks.is_idle() {
             for tx in self.drained.drain(..) {
@@ -927,6 +1107,11 @@ impl Handler<Resynced> for SchedulerActor {
             self.plan.len(),
             msg.revision
         );
+        if !self.catchup_done {
+            self.catchup_done = true;
+            self.catchup_from = Some(now);
+            self.load_catchup(0, ctx);
+        }
         self.rearm(ctx);
     }
 }
@@ -1020,8 +1205,14 @@ impl SchedulerActor {
             };
             Ok::<_, crate::backend::BackendError>((fence, live))
         };
-        let RunRequested { job, env, retry, .. } = msg;
+        let RunRequested { job, env, retry, request, .. } = msg;
+        let backfill = BackfillRequest::parse(&request);
         ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| match res {
+            Ok((Some(fence), _)) if backfill.is_some() => {
+                if let Some(request) = &backfill {
+                    act.start_backfill(job, request, fence, ctx);
+                }
+            }
             Ok((Some(fence), live)) => {
                 let (tick, trigger, attempt) = match &retry {
                     Some(r) => (r.scheduled_at, Trigger::Retry, r.attempt),
@@ -1063,6 +1254,9 @@ impl Handler<RunFinished> for SchedulerActor {
             self.after_attempt(live, msg.status, ctx);
         }
         log::debug!("Run finished. job={} run={} status={}", msg.job, msg.run, msg.status);
+        if let Some(job) = self.backfill_runs.remove(&msg.run) {
+            self.next_backfill(job, ctx);
+        }
         self.check_drained();
     }
 }

@@ -28,13 +28,16 @@ pub(super) enum Pending {
     Tick(DateTime<Utc>),
     /// Ticks that can no longer run, claimed as a whole and recorded `missed`.
     Missed(Missed),
+    /// A tick missed while no worker ran the job, to run late per its `catchup` policy (never
+    /// folded into a missed range for being late).
+    CatchUp(DateTime<Utc>),
 }
 
 impl Pending {
     /// The tick to claim (for a missed range its last tick: one claim covers the range).
     pub(super) fn last(&self) -> DateTime<Utc> {
         match self {
-            Self::Tick(t) => *t,
+            Self::Tick(t) | Self::CatchUp(t) => *t,
             Self::Missed(m) => m.last,
         }
     }
@@ -42,7 +45,7 @@ impl Pending {
     /// The earliest tick this item covers.
     pub(super) fn first(&self) -> DateTime<Utc> {
         match self {
-            Self::Tick(t) => *t,
+            Self::Tick(t) | Self::CatchUp(t) => *t,
             Self::Missed(m) => m.first,
         }
     }
@@ -77,7 +80,7 @@ impl JobQueue {
     /// (expired, skipped) after a claim that may have written it: to be cleared.
     pub(super) fn stale_mark(&mut self) -> Option<RunningMark> {
         let front = match self.items.front() {
-            Some(Pending::Tick(t)) => Some(*t),
+            Some(Pending::Tick(t) | Pending::CatchUp(t)) => Some(*t),
             _ => None,
         };
         if self.front_mark.as_ref().is_some_and(|m| Some(m.scheduled_at) == front) {
@@ -100,14 +103,14 @@ impl JobQueue {
 /// Folds the leading items older than `horizon` into one missed range (a lone late tick
 /// included): ticks that can no longer run are claimed once, as a range, and recorded `missed`.
 pub(super) fn fold_expired(items: &mut VecDeque<Pending>, horizon: DateTime<Utc>) {
-    let expired = items.iter().take_while(|p| p.last() < horizon).count();
+    let expired = items.iter().take_while(|p| p.last() < horizon && !matches!(p, Pending::CatchUp(_))).count();
     if expired == 0 || (expired == 1 && matches!(items.front(), Some(Pending::Missed(_)))) {
         return;
     }
     let mut folded: Option<Missed> = None;
     for item in items.drain(..expired) {
         let (count, more) = match &item {
-            Pending::Tick(_) => (1, false),
+            Pending::Tick(_) | Pending::CatchUp(_) => (1, false),
             Pending::Missed(m) => (m.count, m.more),
         };
         folded = Some(match folded {
@@ -208,6 +211,18 @@ mod tests {
             VecDeque::from(vec![Pending::Missed(Missed { count: 2, more: true, first: at(0), last: at(1) })]);
         fold_expired(&mut one_range, at(5));
         assert!(matches!(&one_range[0], Pending::Missed(m) if m.count == 2 && m.more));
+    }
+
+    #[test]
+    fn catch_up_ticks_are_never_folded_as_late_and_stop_the_fold() {
+        let mut items: VecDeque<Pending> = VecDeque::from(vec![
+            Pending::Missed(Missed { count: 3, more: false, first: at(0), last: at(2) }),
+            Pending::CatchUp(at(3)),
+            Pending::Tick(at(4)),
+        ]);
+        fold_expired(&mut items, at(100));
+        assert_eq!(items.len(), 3, "the catch-up tick stays to run, and what follows it waits");
+        assert_eq!(items[1], Pending::CatchUp(at(3)));
     }
 
     #[test]

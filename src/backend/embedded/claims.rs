@@ -1,5 +1,7 @@
 //! Embedded claims: tick high-water marks, run-now request claims and running marks, in
-//! process memory.
+//! process memory; opened on a file ([`EmbeddedClaims::open`]) the tick high-water marks are
+//! also written to SQLite (table `claims`, `claims.sqlite3` under `data_dir`) with each claim,
+//! so the last claimed tick of every job survives a restart (catch-up after downtime).
 //!
 //! A tick claim succeeds only when the tick is later (at millisecond precision, as in etcd's
 //! zero-padded key) than every tick of the job claimed before. Fences come from one counter
@@ -14,13 +16,16 @@
 //! `data_dir` ([`EmbeddedClaims::with_alert_file`]), in memory otherwise.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::path::Path;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use rusqlite::Connection;
 
 use super::alerts::AlertTable;
+use super::{open_sqlite, sql_err, Durability};
 use crate::backend::claims::{Claims, RunningMark, StoredAlert, TickClaim, TickRequest};
 use crate::backend::BackendError;
 use crate::domain::{AlertRecord, Fence, JobName, RunId};
@@ -39,8 +44,9 @@ pub struct EmbeddedClaims {
     alerts: AlertTable,
 }
 
-#[derive(Debug)]
 struct State {
+    /// Where tick high-water marks are persisted (`None`: memory only).
+    db: Option<Connection>,
     /// Last fence handed out.
     fence: i64,
     /// Per job, the latest claimed tick in ms since the epoch.
@@ -49,6 +55,12 @@ struct State {
     requests: HashSet<(JobName, String)>,
     request_order: VecDeque<(Instant, (JobName, String))>,
     running: BTreeMap<(JobName, RunId), RunningMark>,
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State").field("ticks", &self.ticks.len()).field("persisted", &self.db.is_some()).finish()
+    }
 }
 
 impl Default for EmbeddedClaims {
@@ -65,6 +77,7 @@ impl EmbeddedClaims {
             request_ttl,
             max_requests: max_requests.max(1),
             state: Mutex::new(State {
+                db: None,
                 fence,
                 ticks: HashMap::new(),
                 requests: HashSet::new(),
@@ -75,13 +88,52 @@ impl EmbeddedClaims {
         }
     }
 
-    /// Default claims whose alert records live in the SQLite file at `path` (kept across
-    /// restarts of the node).
+    /// These claims with their alert records in the SQLite file at `path` (kept across
+    /// restarts of the node) instead of in memory.
     ///
     /// # Errors
     /// When the file cannot be opened.
-    pub fn with_alert_file(path: &std::path::Path) -> Result<Self, BackendError> {
-        Ok(Self { alerts: AlertTable::open(path)?, ..Self::default() })
+    pub fn with_alert_file(self, path: &Path) -> Result<Self, BackendError> {
+        Ok(Self { alerts: AlertTable::open(path)?, ..self })
+    }
+
+    /// Claims whose tick high-water marks persist in the SQLite file at `path` (created when
+    /// absent); the marks found there are loaded.
+    ///
+    /// # Errors
+    /// When the file cannot be opened, created or read.
+    pub fn open(path: &Path) -> Result<Self, BackendError> {
+        let conn = open_sqlite(path, Durability::Normal)?;
+        let shown = path.display();
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS claims (job TEXT PRIMARY KEY NOT NULL, tick_ms INTEGER NOT NULL)",
+        )
+        .map_err(sql_err(format!("cannot create table claims in {shown}")))?;
+        let mut ticks = HashMap::new();
+        {
+            let mut stmt = conn
+                .prepare("SELECT job, tick_ms FROM claims")
+                .map_err(sql_err(format!("cannot read claims from {shown}")))?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+                .map_err(sql_err(format!("cannot read claims from {shown}")))?;
+            for row in rows {
+                let (job, ms) = row.map_err(sql_err(format!("cannot read claims from {shown}")))?;
+                match JobName::parse(&job) {
+                    Ok(name) => {
+                        ticks.insert(name, ms);
+                    }
+                    Err(e) => log::warn!("Ignoring a claim row with an invalid job name. path={shown} error={e}"),
+                }
+            }
+        }
+        let claims = Self::default();
+        {
+            let mut state = claims.lock();
+            state.ticks = ticks;
+            state.db = Some(conn);
+        }
+        Ok(claims)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -90,13 +142,27 @@ impl EmbeddedClaims {
 }
 
 impl State {
+    /// Records `job`'s new high-water mark: on disk first (when persisted), then in memory.
+    fn set_tick(&mut self, job: &JobName, tick_ms: i64) -> Result<(), BackendError> {
+        if let Some(db) = &self.db {
+            db.prepare_cached(
+                "INSERT INTO claims (job, tick_ms) VALUES (?1, ?2) \
+                 ON CONFLICT(job) DO UPDATE SET tick_ms = max(tick_ms, excluded.tick_ms)",
+            )
+            .and_then(|mut stmt| stmt.execute(rusqlite::params![job.as_str(), tick_ms]))
+            .map_err(sql_err(format!("cannot persist the claim of job {job}")))?;
+        }
+        self.ticks.insert(job.clone(), tick_ms);
+        Ok(())
+    }
+
     fn next_fence(&mut self) -> Fence {
         self.fence += 1;
         Fence(self.fence)
     }
 
     /// One tick claim with its mark, decided alone (see [`Claims::claim_ticks`]).
-    fn claim(&mut self, r: &TickRequest) -> Option<TickClaim> {
+    fn claim(&mut self, r: &TickRequest) -> Result<Option<TickClaim>, BackendError> {
         let tick_ms = r.tick.timestamp_millis();
         let previous = self.ticks.get(&r.job).copied();
         let others = |state: &State, except: Option<&RunId>| -> Vec<RunningMark> {
@@ -105,13 +171,15 @@ impl State {
         let want_running = r.with_running || r.mark_if_idle;
         if previous.is_some_and(|mark| mark >= tick_ms) {
             // A retried claim whose first attempt won (its answer lost): its mark says so.
-            let mark = r.mark.as_ref()?;
-            let kept = self.running.get(&(mark.job.clone(), mark.run.clone()))?;
-            let fence = kept.fence?;
+            let Some(mark) = r.mark.as_ref() else { return Ok(None) };
+            let Some(fence) = self.running.get(&(mark.job.clone(), mark.run.clone())).and_then(|kept| kept.fence)
+            else {
+                return Ok(None);
+            };
             let running = if want_running { others(self, Some(&mark.run)) } else { Vec::new() };
-            return Some(TickClaim { fence, previous: None, running, marked: true });
+            return Ok(Some(TickClaim { fence, previous: None, running, marked: true }));
         }
-        self.ticks.insert(r.job.clone(), tick_ms);
+        self.set_tick(&r.job, tick_ms)?;
         let fence = self.next_fence();
         let running = others(self, None);
         let marked = match &r.mark {
@@ -123,12 +191,12 @@ impl State {
             }
             _ => false,
         };
-        Some(TickClaim {
+        Ok(Some(TickClaim {
             fence,
             previous: previous.and_then(DateTime::from_timestamp_millis),
             running: if want_running { running } else { Vec::new() },
             marked,
-        })
+        }))
     }
 
     fn forget_old_requests(&mut self, ttl: Duration, max: usize) {
@@ -151,7 +219,7 @@ impl Claims for EmbeddedClaims {
         if state.ticks.get(job).is_some_and(|&mark| mark >= tick_ms) {
             return Ok(None);
         }
-        state.ticks.insert(job.clone(), tick_ms);
+        state.set_tick(job, tick_ms)?;
         Ok(Some(state.next_fence()))
     }
 
@@ -161,12 +229,12 @@ impl Claims for EmbeddedClaims {
         tick: DateTime<Utc>,
         with_running: bool,
     ) -> Result<Option<TickClaim>, BackendError> {
-        Ok(self.lock().claim(&TickRequest::unmarked(job.clone(), tick, with_running)))
+        self.lock().claim(&TickRequest::unmarked(job.clone(), tick, with_running))
     }
 
     async fn claim_ticks(&self, requests: &[TickRequest]) -> Vec<Result<Option<TickClaim>, BackendError>> {
         let mut state = self.lock();
-        requests.iter().map(|r| Ok(state.claim(r))).collect()
+        requests.iter().map(|r| state.claim(r)).collect()
     }
 
     async fn claim_request(&self, job: &JobName, request: &str) -> Result<Option<Fence>, BackendError> {
@@ -215,6 +283,15 @@ impl Claims for EmbeddedClaims {
     async fn purge_alerts_before(&self, before: DateTime<Utc>) -> Result<u64, BackendError> {
         self.alerts.purge_before(before).await
     }
+
+    async fn last_ticks(&self) -> Result<HashMap<JobName, DateTime<Utc>>, BackendError> {
+        let state = self.lock();
+        Ok(state
+            .ticks
+            .iter()
+            .filter_map(|(job, ms)| Some((job.clone(), DateTime::from_timestamp_millis(*ms)?)))
+            .collect())
+    }
 }
 
 #[cfg(test)]
@@ -227,6 +304,18 @@ mod tests {
     #[tokio::test]
     async fn passes_claims_conformance() {
         conformance::claims_suite(Arc::new(EmbeddedClaims::default())).await;
+    }
+
+    #[tokio::test]
+    async fn passes_claims_conformance_on_a_file_and_keeps_last_ticks_across_a_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("claims.sqlite3");
+        conformance::claims_suite(Arc::new(EmbeddedClaims::open(&path).expect("open"))).await;
+        conformance::last_ticks_survive_reopen(|| async {
+            let claims: Arc<dyn Claims> = Arc::new(EmbeddedClaims::open(&path).expect("reopen"));
+            claims
+        })
+        .await;
     }
 
     #[tokio::test]

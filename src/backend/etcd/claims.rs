@@ -582,6 +582,19 @@ impl Claims for EtcdClaims {
         Ok(kvs.iter().filter_map(parse_kv).collect())
     }
 
+    async fn last_ticks(&self) -> Result<HashMap<JobName, DateTime<Utc>>, BackendError> {
+        let dir = self.ctx.keys.dir(section::CLAIM);
+        let (kvs, _) = self.ctx.range_all("cannot read the claims", &dir).await?;
+        Ok(kvs
+            .iter()
+            .filter_map(|kv| {
+                let name = self.ctx.keys.name_in(section::CLAIM, kv.key_str().ok()?)?;
+                let job = JobName::parse(name).ok()?;
+                Some((job, DateTime::from_timestamp_millis(parse_tick(kv.value())?)?))
+            })
+            .collect())
+    }
+
     fn known_claim(&self, job: &JobName) -> Option<DateTime<Utc>> {
         self.follow_claims();
         let ms = *self.cache().ticks.get(job.as_str())?;
