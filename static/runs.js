@@ -54,7 +54,10 @@ function outputBlock(run) {
     run.output ? pre : null);
 }
 
-const TRIGGERS = { manual: "run now (manual)", retry: "retry of a failed attempt", schedule: "schedule" };
+const TRIGGERS = {
+  manual: "run now (manual)", retry: "retry of a failed attempt", schedule: "schedule",
+  catchup: "catch-up of a missed tick", backfill: "backfill of a past range",
+};
 
 /** The facts of one run as a description list. */
 function facts(run, { withJob = true } = {}) {
