@@ -163,11 +163,11 @@ fn a_cluster_down_for_a_minute_runs_the_latest_missed_tick_once_and_records_the_
     let last_tick = DateTime::from_timestamp(restarted.timestamp() - restarted.timestamp().rem_euclid(10), 0)
         .expect("time in range");
 
-    let runs = wait_until(Duration::from_secs(60), || {
+    wait_until(Duration::from_secs(60), || {
         let runs = master.runs("tenner");
         let caught = with_trigger(&runs, "catchup").iter().any(|r| r["status"] == "succeeded");
         let missed = runs.iter().any(|r| r["status"] == "missed");
-        (caught && missed).then_some(runs)
+        (caught && missed).then_some(())
     })
     .unwrap_or_else(|| panic!("a catch-up run and a missed record: {:#?}", master.runs("tenner")));
     // Runs that started since are recorded too; wait a little so a duplicate would show.
@@ -206,11 +206,11 @@ fn all_with_max_runs_three_on_three_workers_runs_three_catchup_ticks_once_each_i
     let last_tick = DateTime::from_timestamp(restarted.timestamp() - restarted.timestamp().rem_euclid(5), 0)
         .expect("time in range");
 
-    let runs = wait_until(Duration::from_secs(60), || {
+    wait_until(Duration::from_secs(60), || {
         let runs = master.runs("fiver");
         let done = with_trigger(&runs, "catchup").iter().filter(|r| r["status"] == "succeeded").count() >= 3
             && runs.iter().any(|r| r["status"] == "missed");
-        done.then_some(runs)
+        done.then_some(())
     })
     .unwrap_or_else(|| panic!("three catch-up runs and a missed record: {:#?}", master.runs("fiver")));
     std::thread::sleep(Duration::from_secs(3));
