@@ -161,6 +161,15 @@ fn responses_of_every_route_validate_against_the_document() {
     expect(node.get(&format!("/api/v1/runs/{}", with_params["id"].as_str().expect("run id"))), 200);
     expect(node.post_empty("/api/v1/jobs/sleeper/kill"), 202);
 
+    // Backfill of a past range, and a reversed one.
+    let now = chrono::Utc::now();
+    let range = |from: chrono::DateTime<chrono::Utc>, to: chrono::DateTime<chrono::Utc>| {
+        json!({"from": from.to_rfc3339(), "to": to.to_rfc3339()}).to_string()
+    };
+    let day = chrono::Duration::days(1);
+    expect(node.post("/api/v1/jobs/tour/backfill", &range(now - day * 3, now - day)), 202);
+    expect(node.post("/api/v1/jobs/tour/backfill", &range(now - day, now - day * 3)), 400);
+
     // Jobs as code: a plan changes nothing.
     let plan = json!({"managed_by": "tour", "jobs": [{"name": "planned", "command": "true", "cron_expr": "@daily"}]});
     expect(node.post("/api/v1/jobs:plan", &plan.to_string()), 200);
