@@ -214,7 +214,11 @@ pub fn next_attempt(
     let delay = chrono::Duration::from_std(policy.delay(attempt)).unwrap_or(chrono::Duration::MAX);
     let retry = RetryOf { scheduled_at, attempt: attempt + 1, due_at: ended_at + delay };
     if job.concurrency == ConcurrencyPolicy::Forbid && job.enabled {
-        let next_tick = job.schedule().ok().and_then(|s| s.next_after(scheduled_at, job.zone(default_tz)));
+        // The job's next tick after the attempt ended: for a tick run on time that is the tick
+        // after it; for a past tick (catch-up, backfill) or a run longer than the period, the
+        // next one still to come (the ones in between already ran or were skipped).
+        let after = scheduled_at.max(ended_at);
+        let next_tick = job.schedule().ok().and_then(|s| s.next_after(after, job.zone(default_tz)));
         if let Some(next_tick) = next_tick.filter(|n| superseded_by_next_tick(retry.due_at, Some(*n))) {
             return NextAttempt::Superseded { retry, next_tick };
         }
@@ -376,6 +380,16 @@ mod tests {
         assert!(matches!(next_attempt(&allow, RunStatus::Failed, 1, t, end, chrono_tz::UTC), NextAttempt::Pending(_)));
         let soon = job("*/10 * * * * *", ConcurrencyPolicy::Forbid, policy(3, 1, 60, 2));
         assert!(matches!(next_attempt(&soon, RunStatus::Failed, 1, t, end, chrono_tz::UTC), NextAttempt::Pending(_)));
+        // A past tick (catch-up, backfill) failing now competes with the next tick still to
+        // come, not with the ticks after it that are past too.
+        let now = t + chrono::Duration::hours(1) + chrono::Duration::seconds(2);
+        assert!(matches!(next_attempt(&soon, RunStatus::Failed, 1, t, now, chrono_tz::UTC), NextAttempt::Pending(_)));
+        match next_attempt(&forbid, RunStatus::Failed, 1, t, now, chrono_tz::UTC) {
+            NextAttempt::Superseded { next_tick, .. } => {
+                assert_eq!(next_tick, t + chrono::Duration::hours(1) + chrono::Duration::seconds(10));
+            }
+            other => panic!("expected superseded by the next tick to come, got {other:?}"),
+        }
     }
 
     #[test]

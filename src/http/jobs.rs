@@ -554,9 +554,18 @@ pub(crate) async fn plan(
 #[serde(deny_unknown_fields)]
 pub(crate) struct BackfillBody {
     /// First instant of the range (inclusive), RFC 3339.
-    from: DateTime<Utc>,
+    #[schema(value_type = String, format = DateTime)]
+    from: String,
     /// Last instant of the range (inclusive), RFC 3339; not in the future.
-    to: DateTime<Utc>,
+    #[schema(value_type = String, format = DateTime)]
+    to: String,
+}
+
+/// `value` of body field `field` as an RFC 3339 instant.
+fn rfc3339_field(field: &str, value: &str) -> Result<DateTime<Utc>, ApiError> {
+    DateTime::parse_from_rfc3339(value).map(|t| t.with_timezone(&Utc)).map_err(|e| {
+        ApiError::bad_param(field, format!("{field} must be an RFC 3339 time such as 2026-11-30T00:00:00Z: {e}"))
+    })
 }
 
 /// `POST /api/v1/jobs/{name}/backfill`: the request is signalled; one worker runs its ticks.
@@ -607,6 +616,7 @@ pub(crate) async fn backfill(
         job.schedule().map_err(|e| ApiError::bad_param("cron_expr", format!("the job's schedule is invalid: {e}")))?;
     let tz = job.zone(state.config.default_zone());
     let BackfillBody { from, to } = body.into_inner();
+    let (from, to) = (rfc3339_field("from", &from)?, rfc3339_field("to", &to)?);
     let ticks = backfill_ticks(&schedule, tz, from, to, Utc::now()).map_err(|e| {
         let field = match e {
             BackfillError::Reversed { .. } | BackfillError::Empty => "from",
