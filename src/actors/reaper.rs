@@ -136,7 +136,8 @@ impl StreamHandler<RunningMark> for LostRunsActor {
                     recorded.scheduled_at,
                     ended,
                     default_tz,
-                );
+                )
+                .in_chain(recorded.trigger);
                 let params = recorded.params.clone().unwrap_or_default();
                 super::retry::follow_up(next, def, params, worker_id, jobs, log).await;
             }

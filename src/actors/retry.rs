@@ -18,7 +18,7 @@ use actix::Recipient;
 use super::messages::RecordRun;
 use crate::backend::{JobStore, Signal};
 use crate::domain::retry::NextAttempt;
-use crate::domain::{Backoff, Fence, Job, RunRecord, RunStatus, Trigger, WorkerId};
+use crate::domain::{Backoff, Fence, Job, RunRecord, RunStatus, WorkerId};
 
 /// Writes of a pending attempt tried this many times while the job store fails.
 const SIGNAL_ATTEMPTS: u32 = 6;
@@ -47,7 +47,7 @@ pub(crate) async fn follow_up(
                 job.name.clone(),
                 job.command.clone(),
                 RunStatus::Superseded,
-                Trigger::Retry,
+                retry.trigger(),
                 retry.scheduled_at,
                 worker,
                 Fence(0),

@@ -138,7 +138,7 @@ pub trait Claims: Send + Sync + 'static {
         tick: DateTime<Utc>,
         attempt: u32,
     ) -> Result<Option<Fence>, BackendError> {
-        let retry = crate::domain::RetryOf { scheduled_at: tick, attempt, due_at: tick };
+        let retry = crate::domain::RetryOf { scheduled_at: tick, attempt, due_at: tick, backfill: false };
         self.claim_request(job, &retry.request_id(job)).await
     }
 

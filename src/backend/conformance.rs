@@ -477,7 +477,12 @@ pub async fn job_store_watch(store: Arc<dyn JobStore>) {
         job: a.clone(),
         request: unique("req-params"),
         env: [("TARGET".to_owned(), "eu west".to_owned())].into(),
-        retry: Some(crate::domain::RetryOf { scheduled_at: at, attempt: 2, due_at: at + chrono::Duration::seconds(3) }),
+        retry: Some(crate::domain::RetryOf {
+            scheduled_at: at,
+            attempt: 2,
+            due_at: at + chrono::Duration::seconds(3),
+            backfill: false,
+        }),
     };
     let r = store.signal(with_params.clone()).await.expect("run-now signal with params");
     expected.push((Some(r), Change::Signal(with_params)));

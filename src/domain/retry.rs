@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::backoff::Backoff;
 use super::job::{ConcurrencyPolicy, Job, JobName, JobValidationError, MAX_ENV_VARS};
-use super::run::RunStatus;
+use super::run::{RunStatus, Trigger};
 
 /// Most attempts per tick (the first run included).
 pub const MAX_ATTEMPTS: u32 = 100;
@@ -163,13 +163,27 @@ pub struct RetryOf {
     pub attempt: u32,
     /// Not before this instant.
     pub due_at: DateTime<Utc>,
+    /// An attempt of a backfill run: its own chain (trigger `backfill`, its own claims), apart
+    /// from the attempts of the scheduled run of the same tick.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub backfill: bool,
 }
 
 impl RetryOf {
     /// The request id of this attempt: the same on every node, so each (job, tick, attempt) is
     /// claimed once however many nodes asked for it.
     pub fn request_id(&self, job: &JobName) -> String {
-        format!("retry-{job}-{}-{}", self.scheduled_at.timestamp_millis(), self.attempt)
+        let chain = if self.backfill { "backfill-" } else { "" };
+        format!("retry-{chain}{job}-{}-{}", self.scheduled_at.timestamp_millis(), self.attempt)
+    }
+
+    /// The trigger of this attempt's run: `backfill` in a backfill chain, else `retry`.
+    pub fn trigger(&self) -> Trigger {
+        if self.backfill {
+            Trigger::Backfill
+        } else {
+            Trigger::Retry
+        }
     }
 }
 
@@ -197,6 +211,20 @@ pub enum NextAttempt {
     },
 }
 
+impl NextAttempt {
+    /// Puts the next attempt in the chain of the run that ended with `trigger` (a backfill run's
+    /// attempts stay backfill attempts; every other chain is the tick's).
+    #[must_use]
+    pub fn in_chain(mut self, trigger: Trigger) -> Self {
+        let backfill = trigger == Trigger::Backfill;
+        match &mut self {
+            Self::Pending(retry) | Self::Superseded { retry, .. } => retry.backfill = backfill,
+            Self::None => {}
+        }
+        self
+    }
+}
+
 /// Decides what follows attempt `attempt` of `job`'s tick `scheduled_at` that ended `status`
 /// at `ended_at`. Only the node that records the attempt's final status asks (its executor, or
 /// the lost-run recorder for a `lost` run), so the decision is taken once.
@@ -212,7 +240,7 @@ pub fn next_attempt(
         return NextAttempt::None;
     };
     let delay = chrono::Duration::from_std(policy.delay(attempt)).unwrap_or(chrono::Duration::MAX);
-    let retry = RetryOf { scheduled_at, attempt: attempt + 1, due_at: ended_at + delay };
+    let retry = RetryOf { scheduled_at, attempt: attempt + 1, due_at: ended_at + delay, backfill: false };
     if job.concurrency == ConcurrencyPolicy::Forbid && job.enabled {
         // The job's next tick after the attempt ended: for a tick run on time that is the tick
         // after it; for a past tick (catch-up, backfill) or a run longer than the period, the
@@ -312,7 +340,7 @@ mod tests {
     fn request_id_is_per_job_tick_and_attempt() {
         let job = JobName::parse("j").expect("name");
         let at = DateTime::from_timestamp_millis(1_700_000_000_000).expect("time");
-        let a = RetryOf { scheduled_at: at, attempt: 2, due_at: at };
+        let a = RetryOf { scheduled_at: at, attempt: 2, due_at: at, backfill: false };
         let b = RetryOf { attempt: 3, ..a.clone() };
         assert_eq!(a.request_id(&job), "retry-j-1700000000000-2");
         assert_ne!(a.request_id(&job), b.request_id(&job));
@@ -352,12 +380,22 @@ mod tests {
         let got = next_attempt(&j, RunStatus::Failed, 1, t, end, chrono_tz::UTC);
         assert_eq!(
             got,
-            NextAttempt::Pending(RetryOf { scheduled_at: t, attempt: 2, due_at: end + chrono::Duration::seconds(1) })
+            NextAttempt::Pending(RetryOf {
+                scheduled_at: t,
+                attempt: 2,
+                due_at: end + chrono::Duration::seconds(1),
+                backfill: false
+            })
         );
         let got = next_attempt(&j, RunStatus::Failed, 2, t, end, chrono_tz::UTC);
         assert_eq!(
             got,
-            NextAttempt::Pending(RetryOf { scheduled_at: t, attempt: 3, due_at: end + chrono::Duration::seconds(2) })
+            NextAttempt::Pending(RetryOf {
+                scheduled_at: t,
+                attempt: 3,
+                due_at: end + chrono::Duration::seconds(2),
+                backfill: false
+            })
         );
         assert_eq!(next_attempt(&j, RunStatus::Failed, 3, t, end, chrono_tz::UTC), NextAttempt::None);
         assert_eq!(next_attempt(&j, RunStatus::Succeeded, 1, t, end, chrono_tz::UTC), NextAttempt::None);
@@ -390,6 +428,24 @@ mod tests {
             }
             other => panic!("expected superseded by the next tick to come, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_backfill_run_s_attempts_are_their_own_chain() {
+        let t = DateTime::from_timestamp(1_700_000_000, 0).expect("time");
+        let j = job("*/10 * * * * *", ConcurrencyPolicy::Allow, policy(3, 1, 60, 2));
+        let job_name = j.name.clone();
+        let end = t + chrono::Duration::seconds(1);
+        let scheduled = next_attempt(&j, RunStatus::Failed, 1, t, end, chrono_tz::UTC).in_chain(Trigger::Schedule);
+        let backfill = next_attempt(&j, RunStatus::Failed, 1, t, end, chrono_tz::UTC).in_chain(Trigger::Backfill);
+        let (NextAttempt::Pending(a), NextAttempt::Pending(b)) = (scheduled, backfill) else { panic!("both retried") };
+        assert_eq!((a.trigger(), b.trigger()), (Trigger::Retry, Trigger::Backfill));
+        assert_ne!(a.request_id(&job_name), b.request_id(&job_name), "claimed apart: one tick, two chains");
+        // Attempt 2 of a backfill run is again a backfill run; its attempt 3 stays in the chain.
+        let third = next_attempt(&j, RunStatus::Failed, 2, t, end, chrono_tz::UTC).in_chain(b.trigger());
+        assert!(matches!(third, NextAttempt::Pending(RetryOf { backfill: true, attempt: 3, .. })));
+        let json = serde_json::to_value(&a).expect("json");
+        assert!(json.get("backfill").is_none(), "the tick's chain is encoded as before: {json}");
     }
 
     #[test]

@@ -1194,6 +1194,7 @@ impl SchedulerActor {
         let fut = async move {
             let asked = std::time::Instant::now();
             let fence = match &retry {
+                Some(r) if r.backfill => claims.claim_request(&job, &r.request_id(&job)).await,
                 Some(r) => claims.claim_attempt(&job, r.scheduled_at, r.attempt).await,
                 None => claims.claim_request(&job, &request).await,
             };
@@ -1215,7 +1216,7 @@ impl SchedulerActor {
             }
             Ok((Some(fence), live)) => {
                 let (tick, trigger, attempt) = match &retry {
-                    Some(r) => (r.scheduled_at, Trigger::Retry, r.attempt),
+                    Some(r) => (r.scheduled_at, r.trigger(), r.attempt),
                     None => (Utc::now(), Trigger::Manual, 1),
                 };
                 act.dispatch(job, tick, fence, trigger, live, None, RunExtra { attempt, params: env }, ctx);
@@ -1229,7 +1230,8 @@ impl SchedulerActor {
     fn after_attempt(&mut self, live: LiveRun, status: RunStatus, ctx: &mut Context<Self>) {
         let Some(def) = self.jobs.get(&live.job).cloned() else { return };
         let next =
-            retry::next_attempt(&def, status, live.attempt, live.scheduled_at, Utc::now(), self.settings.default_tz);
+            retry::next_attempt(&def, status, live.attempt, live.scheduled_at, Utc::now(), self.settings.default_tz)
+                .in_chain(live.trigger);
         if next == retry::NextAttempt::None {
             return;
         }

@@ -569,7 +569,7 @@ mod tests {
         assert_eq!(encode_request("req-1".into(), &none, None), "req-1", "the seed-era shape");
         let env: std::collections::BTreeMap<String, String> = [("TARGET".to_owned(), "eu".to_owned())].into();
         let at = chrono::DateTime::from_timestamp(1_700_000_000, 0).expect("time");
-        let retry = crate::domain::RetryOf { scheduled_at: at, attempt: 2, due_at: at };
+        let retry = crate::domain::RetryOf { scheduled_at: at, attempt: 2, due_at: at, backfill: false };
         let value = encode_request("req-2".into(), &env, Some(&retry));
         assert_eq!(decode_run_request(value.as_bytes(), 9), ("req-2".into(), env, Some(retry)));
         assert_eq!(decode_run_request(b"req-3", 9), ("req-3".into(), none, None));
