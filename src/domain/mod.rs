@@ -10,6 +10,7 @@ pub mod backoff;
 pub mod catchup;
 pub mod job;
 pub mod jobs_as_code;
+pub mod labels;
 pub mod retry;
 pub mod run;
 pub mod schedule;
@@ -28,6 +29,7 @@ pub use retry::{RetryOf, RetryOn, RetryPolicy};
 pub use run::{Fence, RunId, RunRecord, RunStatus, Trigger};
 pub use schedule::{CronError, Dialect, Schedule};
 pub use worker::{WorkerId, WorkerInfo};
+pub use labels::Labels;
 
 /// A store revision: a monotonically increasing number assigned to every change of the job store
 /// (etcd's revision in cluster mode, a local counter in the embedded store).
