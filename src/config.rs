@@ -1060,6 +1060,31 @@ mod tests {
     }
 
     #[test]
+    fn labels_come_from_the_file_the_environment_or_the_flag() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "labels = { zone = \"a\", gpu = \"true\" }\n").expect("write");
+        let pairs = |l: &crate::domain::Labels| crate::domain::labels::format_labels(l);
+        let cfg = Config::load_from(&cli_with(&path), |_| None).expect("file");
+        assert_eq!(pairs(&cfg.labels), "gpu=true,zone=a");
+        let env = |k: &str| (k == "DISTCRON_LABELS").then(|| "zone=b, rack=r1".to_owned());
+        let cfg = Config::load_from(&cli_with(&path), env).expect("env");
+        assert_eq!(pairs(&cfg.labels), "rack=r1,zone=b", "the variable replaces the file's map");
+        let cli = Cli { labels: Some("zone=c".into()), ..cli_with(&path) };
+        assert_eq!(pairs(&Config::load_from(&cli, env).expect("flag").labels), "zone=c");
+        // A bad label is a one-line error naming it, whatever its source.
+        let cli = Cli { labels: Some("zone=a b".into()), ..cli_with(&path) };
+        let msg = Config::load_from(&cli, |_| None).expect_err("bad flag").to_string();
+        assert!(msg.contains("labels") && msg.contains("\"a b\"") && !msg.contains('\n'), "{msg}");
+        let env = |k: &str| (k == "DISTCRON_LABELS").then(|| "zone".to_owned());
+        let msg = Config::load_from(&cli_with(&path), env).expect_err("bad env").to_string();
+        assert!(msg.contains("DISTCRON_LABELS") && msg.contains("\"zone\" is not name=value"), "{msg}");
+        std::fs::write(&path, "labels = { \"bad name\" = \"a\" }\n").expect("write");
+        let msg = Config::load_from(&cli_with(&path), |_| None).expect_err("bad file").to_string();
+        assert!(msg.contains("config key labels") && msg.contains("\"bad name\""), "{msg}");
+    }
+
+    #[test]
     fn precedence_is_defaults_file_env_flags() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("c.toml");

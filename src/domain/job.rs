@@ -680,6 +680,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_selector_is_validated_and_defaults_to_every_worker() {
+        let spec = |selector: serde_json::Value| -> JobSpec {
+            serde_json::from_value(serde_json::json!({"name": "s", "command": "true", "cron_expr": "* * * * *",
+                "selector": selector}))
+            .expect("spec")
+        };
+        let job = spec(serde_json::json!({"zone": "b"})).into_job(None).expect("valid");
+        assert_eq!(super::super::labels::format_labels(&job.selector), "zone=b");
+        let stored = serde_json::to_value(&job).expect("ser");
+        assert_eq!(stored["selector"], serde_json::json!({"zone": "b"}));
+        let plain = spec(serde_json::Value::Null).into_job(None).expect("no selector");
+        assert!(plain.selector.is_empty());
+        assert!(serde_json::to_value(&plain).expect("ser").get("selector").is_none(), "omitted when empty");
+        let e = spec(serde_json::json!({"zone": "a b"})).into_job(None).expect_err("bad value");
+        assert_eq!(e.field, "selector");
+        assert!(e.message.contains("\"a b\""), "{}", e.message);
+        let e = spec(serde_json::json!({"": "a"})).into_job(None).expect_err("empty name");
+        assert_eq!(e.field, "selector");
+        let old: Job =
+            serde_json::from_value(serde_json::json!({"name": "old", "command": "true", "cron_expr": "* * * * *"}))
+                .expect("a stored job without selector loads");
+        assert!(old.selector.is_empty());
+    }
+
+    #[test]
     fn seed_job_json_is_a_valid_job_in_the_seed_dialect() {
         let job: Job = serde_json::from_str(r#"{"name":"job1","command":"echo hello","cron_expr":"*/5 * * * * *"}"#)
             .expect("seed JSON parses");

@@ -25,11 +25,11 @@ pub use job::{
     check_run_as, jitter_offset, ConcurrencyPolicy, InvalidJob, Job, JobLimits, JobName, JobSpec, JobValidationError,
     MAX_JITTER_SECS,
 };
+pub use labels::Labels;
 pub use retry::{RetryOf, RetryOn, RetryPolicy};
 pub use run::{Fence, RunId, RunRecord, RunStatus, Trigger};
 pub use schedule::{CronError, Dialect, Schedule};
 pub use worker::{WorkerId, WorkerInfo};
-pub use labels::Labels;
 
 /// A store revision: a monotonically increasing number assigned to every change of the job store
 /// (etcd's revision in cluster mode, a local counter in the embedded store).
