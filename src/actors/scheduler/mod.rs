@@ -279,7 +279,13 @@ impl SchedulerActor {
         };
         let mine = labels::matches(selector, &self.settings.worker.labels);
         let live = self.live.iter().map(|(w, l)| (w.as_str(), labels::matches(selector, l)));
-        rank::placement(job.as_str(), me, mine, live)
+        let mut placement = rank::placement(job.as_str(), me, mine, live);
+        if self.live.is_empty() && !mine {
+            // The live workers are not known yet (before the first listing): a matching worker
+            // may well be alive, so a non-matching one waits a failover grace before skipping.
+            placement.rank = placement.rank.max(1);
+        }
+        placement
     }
 
     /// Why a claimed tick of `job` is not run here: this worker's labels do not match the job's
