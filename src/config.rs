@@ -78,6 +78,9 @@ pub struct Cli {
     /// Log batch flush interval in ms.
     #[arg(long, value_name = "MS")]
     pub flush_ms: Option<u64>,
+    /// Worker labels, comma separated (`zone=a,gpu=true`); replaces the config's `labels`.
+    #[arg(long, value_name = "NAME=VALUE,...")]
+    pub labels: Option<String>,
 }
 
 impl Cli {
@@ -149,6 +152,10 @@ pub struct Config {
     pub alerts: crate::alerting::AlertsConfig,
     /// The Prometheus `/metrics` endpoint.
     pub metrics: MetricsConfig,
+    /// This worker's labels (README "Worker labels"), published in its membership record and
+    /// matched against each job's `selector`. TOML `labels = { zone = "a" }`; flag `--labels` and
+    /// `DISTCRON_LABELS` take the comma form `zone=a,gpu=true`.
+    pub labels: crate::domain::Labels,
 }
 
 /// `[auth]`.
@@ -413,6 +420,7 @@ impl Default for Config {
             audit: AuditConfig::default(),
             alerts: crate::alerting::AlertsConfig::default(),
             metrics: MetricsConfig::default(),
+            labels: crate::domain::Labels::new(),
         }
     }
 }
@@ -592,6 +600,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("alerts.history_runs", "DISTCRON_ALERTS_HISTORY_RUNS"),
     ("alerts.retention_days", "DISTCRON_ALERTS_RETENTION_DAYS"),
     ("metrics.public", "DISTCRON_METRICS_PUBLIC"),
+    ("labels", "DISTCRON_LABELS"),
 ];
 
 impl Config {
@@ -634,7 +643,7 @@ impl Config {
             }
         }
         // 3. the flags
-        let flags: [(&str, Option<String>); 12] = [
+        let flags: [(&str, Option<String>); 13] = [
             ("role", cli.role.map(|r| r.as_str().to_owned())),
             ("listen", cli.listen.clone()),
             ("data_dir", cli.data_dir.as_ref().map(|p| p.display().to_string())),
@@ -647,6 +656,7 @@ impl Config {
             ("executor.pool_size", cli.pool_size.map(|n| n.to_string())),
             ("log_batch.flush_ms", cli.flush_ms.map(|n| n.to_string())),
             ("api_token_file", cli.api_token_file.as_ref().map(|p| p.display().to_string())),
+            ("labels", cli.labels.clone()),
         ];
         for (key, raw) in flags {
             if let Some(raw) = raw {
@@ -756,6 +766,9 @@ impl Config {
         }
         if let Err((key, message)) = self.alerts.validate() {
             return bad(key, message);
+        }
+        if let Err(e) = crate::domain::labels::validate_labels(&self.labels) {
+            return bad("labels", e.message);
         }
         self.validate_perimeter()
     }
@@ -977,6 +990,14 @@ fn typed_like(defaults: &toml::Value, key: &str, raw: &str) -> Result<toml::Valu
             "false" | "0" | "no" | "" => false,
             _ => return Err(format!("{raw:?} is not true or false (key {key})")),
         }),
+        // A map of strings (`labels`): the comma form `name=value,...`.
+        toml::Value::Table(_) => toml::Value::Table(
+            crate::domain::labels::parse_labels(raw)
+                .map_err(|e| format!("{} (key {key})", e.message))?
+                .into_iter()
+                .map(|(k, v)| (k, toml::Value::String(v)))
+                .collect(),
+        ),
         toml::Value::Array(_) => toml::Value::Array(
             raw.split(',')
                 .map(str::trim)
@@ -1036,6 +1057,31 @@ mod tests {
             let (_, var) = ENV_KEYS.iter().find(|(ek, _)| *ek == k).unwrap_or_else(|| panic!("no env var for {k}"));
             assert_eq!(*var, format!("DISTCRON_{}", k.replace('.', "_").to_uppercase()));
         }
+    }
+
+    #[test]
+    fn labels_come_from_the_file_the_environment_or_the_flag() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "labels = { zone = \"a\", gpu = \"true\" }\n").expect("write");
+        let pairs = |l: &crate::domain::Labels| crate::domain::labels::format_labels(l);
+        let cfg = Config::load_from(&cli_with(&path), |_| None).expect("file");
+        assert_eq!(pairs(&cfg.labels), "gpu=true,zone=a");
+        let env = |k: &str| (k == "DISTCRON_LABELS").then(|| "zone=b, rack=r1".to_owned());
+        let cfg = Config::load_from(&cli_with(&path), env).expect("env");
+        assert_eq!(pairs(&cfg.labels), "rack=r1,zone=b", "the variable replaces the file's map");
+        let cli = Cli { labels: Some("zone=c".into()), ..cli_with(&path) };
+        assert_eq!(pairs(&Config::load_from(&cli, env).expect("flag").labels), "zone=c");
+        // A bad label is a one-line error naming it, whatever its source.
+        let cli = Cli { labels: Some("zone=a b".into()), ..cli_with(&path) };
+        let msg = Config::load_from(&cli, |_| None).expect_err("bad flag").to_string();
+        assert!(msg.contains("labels") && msg.contains("\"a b\"") && !msg.contains('\n'), "{msg}");
+        let env = |k: &str| (k == "DISTCRON_LABELS").then(|| "zone".to_owned());
+        let msg = Config::load_from(&cli_with(&path), env).expect_err("bad env").to_string();
+        assert!(msg.contains("DISTCRON_LABELS") && msg.contains("\"zone\" is not name=value"), "{msg}");
+        std::fs::write(&path, "labels = { \"bad name\" = \"a\" }\n").expect("write");
+        let msg = Config::load_from(&cli_with(&path), |_| None).expect_err("bad file").to_string();
+        assert!(msg.contains("config key labels") && msg.contains("\"bad name\""), "{msg}");
     }
 
     #[test]

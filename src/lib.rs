@@ -121,6 +121,7 @@ async fn serve(
                 running: 0,
                 capacity: config.executor.pool_size,
                 last_heartbeat: started_at,
+                labels: config.labels.clone(),
             };
             Engine::Worker(actors::start(&config, &backends, worker, started_at, &metrics).await?)
         }

@@ -3,12 +3,12 @@
 // field, and optimistic version conflicts explained with "reload" and "overwrite".
 
 import { api, describe, seg, Unauthorized } from "./api.js";
-import { h, replace, debounce } from "./dom.js";
+import { h, replace, debounce, every } from "./dom.js";
 import { fmtTime, fmtOffset, fmtWallClock, viewerZone } from "./format.js";
 
 /** Fields the API can name in an error, in form order. */
 const FIELDS = ["name", "command", "cron_expr", "tz", "dialect", "enabled", "concurrency", "timeout_secs",
-  "description", "env", "working_dir", "limits", "run_as_user", "run_as_group", "jitter_secs", "retry", "alerts"];
+  "description", "env", "working_dir", "limits", "run_as_user", "run_as_group", "jitter_secs", "retry", "alerts", "selector"];
 
 /** Job fields the form has no control for: kept as loaded, so a save does not drop them. */
 const KEPT = ["retention_days", "managed_by"];
@@ -25,8 +25,41 @@ const LABELS = {
   name: "name", command: "command", cron_expr: "cron expression", tz: "time zone", dialect: "dialect",
   enabled: "enabled", concurrency: "concurrency", timeout_secs: "timeout", description: "description",
   env: "environment", working_dir: "working directory", limits: "limits", run_as_user: "run as user",
-  run_as_group: "run as group", jitter_secs: "jitter", retry: "retries", alerts: "alert rules",
+  run_as_group: "run as group", jitter_secs: "jitter", retry: "retries", alerts: "alert rules", selector: "worker selector",
 };
+
+/** Label name and value rules (README "Worker labels"), as the server checks them. */
+const LABEL_NAME = /^[A-Za-z0-9._/-]{1,63}$/;
+const LABEL_VALUE = /^[A-Za-z0-9._-]{0,63}$/;
+
+/** Parses a selector's comma form (`zone=b, gpu=true`) into a map; throws a message when bad. */
+export function parseSelector(text) {
+  const out = {};
+  for (const raw of text.split(",")) {
+    const entry = raw.trim();
+    if (!entry) continue;
+    const eq = entry.indexOf("=");
+    if (eq < 0) throw new Error(`"${entry}" is not name=value.`);
+    const k = entry.slice(0, eq).trim();
+    const v = entry.slice(eq + 1).trim();
+    if (!LABEL_NAME.test(k)) throw new Error(`Label name "${k}": 1 to 63 letters, digits, '.', '_', '/' or '-'.`);
+    if (!LABEL_VALUE.test(v)) throw new Error(`Value "${v}" of ${k}: up to 63 letters, digits, '.', '_' or '-'.`);
+    if (Object.hasOwn(out, k)) throw new Error(`Label "${k}" is given twice.`);
+    out[k] = v;
+  }
+  if (Object.keys(out).length > 32) throw new Error("At most 32 labels.");
+  return out;
+}
+
+/** The comma form of a selector map. */
+function formatSelector(selector) {
+  return Object.entries(selector || {}).map(([k, v]) => `${k}=${v}`).join(", ");
+}
+
+/** Whether a worker's labels satisfy every entry of `selector`. */
+function matchesSelector(selector, labels) {
+  return Object.entries(selector).every(([k, v]) => Object.hasOwn(labels || {}, k) && labels[k] === v);
+}
 
 let zones = null;
 function zoneList() {
@@ -71,7 +104,12 @@ export function mountEditor(root, ctx, name) {
     run_as_group: h("input", { id: "f-run_as_group", type: "text", autocomplete: "off", spellcheck: "false", placeholder: "the user's group", class: "mono" }),
     retry: h("textarea", { id: "f-retry", rows: "2", spellcheck: "false", class: "mono", placeholder: "no retries" }),
     alerts: h("textarea", { id: "f-alerts", rows: "3", spellcheck: "false", class: "mono", placeholder: "the defaults of alerts.rules" }),
+    selector: h("input", { id: "f-selector", type: "text", autocomplete: "off", spellcheck: "false", class: "mono", placeholder: "every worker, e.g. zone=b, gpu=true" }),
   };
+  /** Which live workers match the selector being typed (README "Worker labels"). */
+  const selectorMatch = h("div", { class: "selector-match", id: "selector-match", "aria-live": "polite" });
+  /** The live workers (null until loaded), for the selector's live matching. */
+  let liveWorkers = null;
   const limitInputs = Object.fromEntries(LIMITS.map(([key, , min]) => [key,
     h("input", { id: `f-limit-${key}`, type: "number", step: "1", min, inputmode: "numeric", placeholder: "no limit" })]));
   const envRows = h("div", { class: "env-rows", id: "f-env", tabindex: "-1" });
@@ -101,6 +139,8 @@ export function mountEditor(root, ctx, name) {
           field("dialect", "Dialect", c.dialect, "distcron: 5 fields, 6 with seconds first, 7 with years. seed: 6 fields are 5 + year.")),
         field("jitter_secs", "Jitter (seconds)", c.jitter_secs, "Each tick fires a stable 0 to N-1 s late (a hash of the name), the same on every worker; 0 = on the tick. Below the schedule's interval, at most 3600."),
         preview,
+        field("selector", "Worker selector", c.selector, "Only live workers carrying every one of these labels run the job, e.g. zone=b, gpu=true; empty = any worker. With none matching, ticks are recorded skipped (no_eligible_worker)."),
+        selectorMatch,
         h("div", { class: "row2" },
           field("concurrency", "When the previous run is still running", c.concurrency, "forbid records the tick as skipped; replace kills the running run and starts the new one."),
           field("timeout_secs", "Timeout (seconds)", c.timeout_secs, "Killed after this long; 0 = no timeout.")),
@@ -218,6 +258,8 @@ export function mountEditor(root, ctx, name) {
     for (const [key] of LIMITS) limitInputs[key].value = job.limits?.[key] ?? "";
     c.alerts.value = job.alerts ? JSON.stringify(job.alerts) : "";
     c.retry.value = job.retry ? JSON.stringify(job.retry) : "";
+    c.selector.value = formatSelector(job.selector);
+    renderSelectorMatch();
     kept = Object.fromEntries(KEPT.filter((k) => job[k] !== undefined).map((k) => [k, job[k]]));
     envRows.replaceChildren();
     for (const [k, v] of Object.entries(job.env || {})) addEnvRow(k, v, false);
@@ -270,12 +312,64 @@ export function mountEditor(root, ctx, name) {
         throw fieldError("retry", "Retries are a JSON object such as {\"max_attempts\": 3}, or empty for none.");
       }
     }
+    let selector;
+    try {
+      selector = parseSelector(c.selector.value);
+    } catch (e) {
+      throw fieldError("selector", e.message);
+    }
+    if (Object.keys(selector).length) body.selector = selector;
     Object.assign(body, kept);
     const jitter = c.jitter_secs.value.trim();
     if (jitter !== "" && !/^\d+$/.test(jitter)) throw fieldError("jitter_secs", "Jitter is a whole number of seconds (0 = none).");
     if (jitter !== "" && jitter !== "0") body.jitter_secs = Number(jitter);
     return body;
   }
+
+  // ---- selector matching --------------------------------------------------------------------
+  function renderSelectorMatch() {
+    let selector;
+    try {
+      selector = parseSelector(c.selector.value);
+    } catch (e) {
+      replace(selectorMatch, h("p", { class: "warning", id: "selector-invalid" }, e.message));
+      return;
+    }
+    if (liveWorkers === null) {
+      replace(selectorMatch, h("p", { class: "muted" }, "Loading the live workers…"));
+      return;
+    }
+    const matching = liveWorkers.filter((w) => matchesSelector(selector, w.labels));
+    const total = liveWorkers.length;
+    if (!Object.keys(selector).length) {
+      replace(selectorMatch, h("p", { class: "muted", id: "selector-count" }, `Any of the ${total} live worker${total === 1 ? "" : "s"} may run it.`));
+      return;
+    }
+    if (!matching.length) {
+      replace(selectorMatch, h("p", { class: "warning", id: "selector-none" },
+        `No live worker matches (of ${total}): its ticks would be recorded skipped (no_eligible_worker) until one does.`));
+      return;
+    }
+    replace(selectorMatch,
+      h("p", { class: "muted", id: "selector-count" }, `Matches ${matching.length} of ${total} live worker${total === 1 ? "" : "s"}:`),
+      h("ul", { class: "labels", id: "selector-workers" }, matching.map((w) => h("li", { dataset: { worker: w.id } }, h("code", {}, w.id)))));
+  }
+
+  async function loadWorkers() {
+    try {
+      const body = await api("GET", "/workers");
+      if (!alive) return;
+      liveWorkers = (body.workers || []).filter((w) => w.capacity > 0);
+    } catch (e) {
+      if (!alive || e instanceof Unauthorized) return;
+      liveWorkers = liveWorkers || [];
+      replace(selectorMatch, h("p", { class: "muted" }, `Could not load the live workers: ${describe(e)}`));
+      return;
+    }
+    renderSelectorMatch();
+  }
+
+  c.selector.addEventListener("input", () => { setError("selector", ""); renderSelectorMatch(); });
 
   // ---- live preview -------------------------------------------------------------------------
   async function runPreview() {
@@ -505,5 +599,7 @@ export function mountEditor(root, ctx, name) {
   }
 
   start();
-  return () => { alive = false; schedulePreview.cancel(); };
+  loadWorkers();
+  const stopWorkers = every(10000, loadWorkers);
+  return () => { alive = false; schedulePreview.cancel(); stopWorkers(); };
 }

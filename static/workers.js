@@ -7,6 +7,13 @@ import { fmtTime, fmtRelative } from "./format.js";
 /** A heartbeat older than this is shown as late. */
 const LATE_MS = 30000;
 
+/** A worker's labels (README "Worker labels") as `name=value` chips, or a dash when none. */
+export function labelChips(labels) {
+  const entries = Object.entries(labels || {});
+  if (!entries.length) return h("span", { class: "muted" }, "none");
+  return h("ul", { class: "labels" }, entries.map(([k, v]) => h("li", {}, h("code", {}, `${k}=${v}`))));
+}
+
 /** Mounts the workers view; returns the unmount function. */
 export function mountWorkers(root, ctx) {
   let alive = true;
@@ -30,7 +37,7 @@ export function mountWorkers(root, ctx) {
     const now = Date.now();
     if (!table.firstChild) {
       table.append(h("caption", { class: "sr-only" }, "Live workers"),
-        h("thead", {}, h("tr", {}, ["Worker", "Host", "Version", "Started", "Running", "Last heartbeat", "State"].map((c) => h("th", { scope: "col" }, c)))),
+        h("thead", {}, h("tr", {}, ["Worker", "Host", "Labels", "Version", "Started", "Running", "Last heartbeat", "State"].map((c) => h("th", { scope: "col" }, c)))),
         tbody);
     }
     reconcile(tbody, workers.map((w) => {
@@ -42,6 +49,7 @@ export function mountWorkers(root, ctx) {
         build: () => h("tr", { dataset: { worker: w.id } },
           cell("Worker", h("code", {}, w.id)),
           cell("Host", w.hostname, w.address && w.address !== w.hostname ? h("div", { class: "muted" }, w.address) : null),
+          cell("Labels", labelChips(w.labels)),
           cell("Version", w.version),
           cell("Started", h("time", { datetime: w.started_at, title: fmtTime(w.started_at) }, fmtRelative(w.started_at, now)),
             h("div", { class: "muted" }, fmtTime(w.started_at))),

@@ -3,6 +3,12 @@
 //! ids alone, so the owner (rank 0) claims at the tick, rank k only after k failover graces,
 //! and when a worker joins or leaves only the jobs it owns (or comes to own) move.
 //!
+//! A job with a `selector` (README "Worker labels") is ranked by [`placement`]: the live workers
+//! whose labels match come first, in rendezvous order among themselves (so spread and failover
+//! stay within that set); the others follow, in rendezvous order among themselves, and take a
+//! tick only when no matching worker claimed it within the failover graces, to record it
+//! `skipped` (`no_eligible_worker`) once.
+//!
 //! Pure functions, no clock and no I/O.
 
 /// The weight of `worker` for `job`: a 64-bit hash of both (FNV-1a, then the splitmix64
@@ -28,6 +34,39 @@ pub fn score(job: &str, worker: &str) -> u64 {
 pub fn rank<'a>(job: &str, me: &str, others: impl IntoIterator<Item = &'a str>) -> usize {
     let mine = (score(job, me), me);
     others.into_iter().filter(|w| *w != me).filter(|w| (score(job, w), *w) > mine).count()
+}
+
+/// Where a worker stands for one job when eligibility counts (a job with a selector).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placement {
+    /// Claim order: eligible workers take 0..n (rendezvous among them), the others n.. after.
+    pub rank: usize,
+    /// Whether this worker's labels match the job's selector (it may run the tick).
+    pub eligible: bool,
+    /// How many live workers match, this one included when it does.
+    pub eligible_live: usize,
+}
+
+/// The [`Placement`] of `me` (eligible or not, per `me_eligible`) for `job` among the live
+/// workers `live`, each with whether it matches the selector. `live` may contain `me`.
+pub fn placement<'a>(
+    job: &str,
+    me: &str,
+    me_eligible: bool,
+    live: impl IntoIterator<Item = (&'a str, bool)>,
+) -> Placement {
+    let others: Vec<(&str, bool)> = live.into_iter().filter(|(w, _)| *w != me).collect();
+    let eligible_others = others.iter().filter(|(_, e)| *e).count();
+    let among = |eligible: bool| others.iter().filter(move |(_, e)| *e == eligible).map(|(w, _)| *w);
+    if me_eligible {
+        Placement { rank: rank(job, me, among(true)), eligible: true, eligible_live: eligible_others + 1 }
+    } else {
+        Placement {
+            rank: eligible_others + rank(job, me, among(false)),
+            eligible: false,
+            eligible_live: eligible_others,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -85,5 +124,66 @@ mod tests {
                 assert_eq!(owner(&job, &rest), before, "job {job} moved although its owner stayed");
             }
         }
+    }
+
+    /// Every worker's placement for `job`; `zone_b` marks the eligible ones.
+    fn placements(job: &str, workers: &[(&'static str, bool)]) -> Vec<(&'static str, Placement)> {
+        workers.iter().map(|(w, e)| (*w, placement(job, w, *e, workers.iter().copied()))).collect()
+    }
+
+    #[test]
+    fn eligible_workers_rank_first_and_spread_among_themselves() {
+        let workers = [("a1", false), ("a2", false), ("b1", true), ("b2", true)];
+        let mut owned = [0usize; 2];
+        for i in 0..400 {
+            let job = format!("job-{i}");
+            let p = placements(&job, &workers);
+            let mut ranks: Vec<usize> = p.iter().map(|(_, p)| p.rank).collect();
+            ranks.sort_unstable();
+            assert_eq!(ranks, vec![0, 1, 2, 3], "job {job}: a permutation every worker agrees on");
+            for (w, p) in &p {
+                assert_eq!(p.eligible, w.starts_with('b'));
+                assert_eq!(p.eligible_live, 2);
+                assert_eq!(p.rank < 2, p.eligible, "job {job}: {w} eligible iff it ranks before the others");
+            }
+            // The eligible order is the plain rendezvous order among the eligible workers.
+            for (w, p) in p.iter().filter(|(_, p)| p.eligible) {
+                assert_eq!(p.rank, rank(&job, w, ["b1", "b2"]));
+            }
+            let owner = p.iter().find(|(_, p)| p.rank == 0).map(|(w, _)| *w).expect("owner");
+            owned[usize::from(owner == "b2")] += 1;
+        }
+        assert!(owned.iter().all(|&n| (150..=250).contains(&n)), "spread within the set: {owned:?}");
+    }
+
+    #[test]
+    fn failover_stays_within_the_eligible_set() {
+        // b1 died: b2 owns every job; the zone-a workers still come after it.
+        let workers = [("a1", false), ("a2", false), ("b2", true)];
+        for i in 0..100 {
+            let job = format!("job-{i}");
+            for (w, p) in placements(&job, &workers) {
+                assert_eq!(p.rank == 0, w == "b2", "job {job}");
+                assert_eq!(p.eligible_live, 1);
+            }
+        }
+    }
+
+    #[test]
+    fn without_eligible_workers_the_others_rank_among_themselves() {
+        let workers = [("a1", false), ("a2", false), ("a3", false)];
+        for i in 0..100 {
+            let job = format!("job-{i}");
+            for (w, p) in placements(&job, &workers) {
+                assert_eq!(p.rank, rank(&job, w, ["a1", "a2", "a3"]));
+                assert!(!p.eligible);
+                assert_eq!(p.eligible_live, 0);
+            }
+        }
+        // A worker not yet in the live list still places itself.
+        let p = placement("j", "me", true, [("a1", false)]);
+        assert_eq!(p, Placement { rank: 0, eligible: true, eligible_live: 1 });
+        let p = placement("j", "me", false, [("b1", true)]);
+        assert_eq!(p, Placement { rank: 1, eligible: false, eligible_live: 1 });
     }
 }

@@ -72,6 +72,7 @@ pub fn sample_job(name: &JobName) -> Job {
         managed_by: None,
         alerts: None,
         jitter_secs: 0,
+        selector: [("zone".to_owned(), "a".to_owned())].into_iter().collect(),
         retry: None,
         catchup: Default::default(),
     }
@@ -89,6 +90,7 @@ pub fn sample_worker(id: &WorkerId) -> WorkerInfo {
         running: 0,
         capacity: 4,
         last_heartbeat: now,
+        labels: [("zone".to_owned(), "a".to_owned())].into_iter().collect(),
     }
 }
 

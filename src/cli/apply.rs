@@ -399,7 +399,7 @@ mod tests {
         let jobs = vec![
             serde_json::json!({"name": "b", "command": "echo \"hi\"\nexit 0", "cron_expr": "0 3 * * *", "enabled": true, "version": 4,
                 "created_at": "2026-01-01T00:00:00Z", "next_run_at": null, "effective_tz": "UTC", "last_run": null,
-                "env": {"A": "1"}, "limits": {"nice": 5}, "managed_by": "t", "dialect": "distcron"}),
+                "env": {"A": "1"}, "limits": {"nice": 5}, "managed_by": "t", "dialect": "distcron", "selector": {"zone": "b", "gpu": "true"}}),
             serde_json::json!({"name": "a", "command": "true", "cron_expr": "* * * * *", "managed_by": "t", "dialect": "seed"}),
         ];
         let file = export_file(&jobs, None, "http://x").expect("export");
@@ -414,6 +414,7 @@ mod tests {
         assert_eq!(first["command"], "echo \"hi\"\nexit 0");
         assert_eq!(first["env"], serde_json::json!({"A": "1"}));
         assert_eq!(first["limits"], serde_json::json!({"nice": 5}));
+        assert_eq!(first["selector"], serde_json::json!({"zone": "b", "gpu": "true"}));
         for computed in ["version", "created_at", "next_run_at", "effective_tz", "last_run", "managed_by"] {
             assert!(first.get(computed).is_none(), "{computed} exported");
         }

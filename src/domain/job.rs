@@ -179,6 +179,11 @@ pub struct Job {
     /// What happens to ticks missed while no worker ran the job (default: recorded `missed`).
     #[serde(default, skip_serializing_if = "CatchUp::is_default")]
     pub catchup: CatchUp,
+    /// Worker selector (README "Worker labels"): label -> required value; only live workers
+    /// carrying every one of them run the job. Empty = every worker.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schema(value_type = BTreeMap<String, String>, example = json!({"zone": "b"}))]
+    pub selector: super::Labels,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -328,6 +333,10 @@ pub struct JobSpec {
     /// Catch-up after downtime; omitted = `skip`.
     #[serde(default)]
     pub catchup: Option<CatchUp>,
+    /// Worker selector: label -> required value (all must match); omitted or empty = every worker.
+    #[serde(default)]
+    #[schema(value_type = Option<BTreeMap<String, String>>, example = json!({"zone": "b"}))]
+    pub selector: Option<super::Labels>,
     /// Expected current version on replace; a stale one is a conflict. Ignored on create.
     #[serde(default)]
     pub version: Option<u64>,
@@ -399,6 +408,7 @@ impl JobSpec {
             jitter_secs: self.jitter_secs.unwrap_or(0),
             retry: self.retry,
             catchup: self.catchup.unwrap_or_default(),
+            selector: self.selector.unwrap_or_default(),
         };
         validate(&job)?;
         Ok(job)
@@ -498,6 +508,9 @@ pub fn validate(job: &Job) -> Result<(), JobValidationError> {
     }
     if let Err(message) = job.catchup.check() {
         return err("catchup", message);
+    }
+    if let Err(e) = super::labels::validate_labels(&job.selector) {
+        return err("selector", e.message);
     }
     Ok(())
 }
@@ -665,6 +678,31 @@ fn bounded_reason(reason: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_selector_is_validated_and_defaults_to_every_worker() {
+        let spec = |selector: serde_json::Value| -> JobSpec {
+            serde_json::from_value(serde_json::json!({"name": "s", "command": "true", "cron_expr": "* * * * *",
+                "selector": selector}))
+            .expect("spec")
+        };
+        let job = spec(serde_json::json!({"zone": "b"})).into_job(None).expect("valid");
+        assert_eq!(super::super::labels::format_labels(&job.selector), "zone=b");
+        let stored = serde_json::to_value(&job).expect("ser");
+        assert_eq!(stored["selector"], serde_json::json!({"zone": "b"}));
+        let plain = spec(serde_json::Value::Null).into_job(None).expect("no selector");
+        assert!(plain.selector.is_empty());
+        assert!(serde_json::to_value(&plain).expect("ser").get("selector").is_none(), "omitted when empty");
+        let e = spec(serde_json::json!({"zone": "a b"})).into_job(None).expect_err("bad value");
+        assert_eq!(e.field, "selector");
+        assert!(e.message.contains("\"a b\""), "{}", e.message);
+        let e = spec(serde_json::json!({"": "a"})).into_job(None).expect_err("empty name");
+        assert_eq!(e.field, "selector");
+        let old: Job =
+            serde_json::from_value(serde_json::json!({"name": "old", "command": "true", "cron_expr": "* * * * *"}))
+                .expect("a stored job without selector loads");
+        assert!(old.selector.is_empty());
+    }
 
     #[test]
     fn seed_job_json_is_a_valid_job_in_the_seed_dialect() {

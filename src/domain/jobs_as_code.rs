@@ -516,7 +516,8 @@ mod tests {
             ),
             stored(
                 serde_json::json!({"name": "full", "command": "x", "cron_expr": "0 3 * * *", "tz": "Europe/Berlin", "enabled": false,
-                    "timeout_secs": 60, "env": {"A": "b"}, "limits": {"nice": 5}, "retention_days": 3, "managed_by": "t"}),
+                    "timeout_secs": 60, "env": {"A": "b"}, "limits": {"nice": 5}, "retention_days": 3, "managed_by": "t",
+                    "selector": {"zone": "b"}}),
                 9,
             ),
         ];

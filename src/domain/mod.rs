@@ -10,6 +10,7 @@ pub mod backoff;
 pub mod catchup;
 pub mod job;
 pub mod jobs_as_code;
+pub mod labels;
 pub mod retry;
 pub mod run;
 pub mod schedule;
@@ -24,6 +25,7 @@ pub use job::{
     check_run_as, jitter_offset, ConcurrencyPolicy, InvalidJob, Job, JobLimits, JobName, JobSpec, JobValidationError,
     MAX_JITTER_SECS,
 };
+pub use labels::Labels;
 pub use retry::{RetryOf, RetryOn, RetryPolicy};
 pub use run::{Fence, RunId, RunRecord, RunStatus, Trigger};
 pub use schedule::{CronError, Dialect, Schedule};

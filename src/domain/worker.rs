@@ -34,4 +34,9 @@ pub struct WorkerInfo {
     pub capacity: u32,
     /// Last heartbeat written.
     pub last_heartbeat: DateTime<Utc>,
+    /// Labels (config `labels`) a job's `selector` is matched against; absent in records of
+    /// older nodes and of the seed's workers (= none).
+    #[serde(default)]
+    #[schema(value_type = std::collections::BTreeMap<String, String>, example = json!({"zone": "a"}))]
+    pub labels: super::Labels,
 }

@@ -783,6 +783,7 @@ fn worker(id: &str, address: &str) -> WorkerInfo {
         running: 1,
         capacity: 64,
         last_heartbeat: t(5),
+        labels: [("zone".to_owned(), format!("z-{id}"))].into_iter().collect(),
     }
 }
 
@@ -796,7 +797,7 @@ async fn workers_are_listed_alive() {
         json!({"workers": [{
             "id": "w1", "hostname": "w1.example", "address": "10.0.0.1", "version": "0.1.0",
             "started_at": "2025-11-28T07:00:00Z", "running": 1, "capacity": 64,
-            "last_heartbeat": "2025-11-28T07:00:05Z", "state": "alive"
+            "last_heartbeat": "2025-11-28T07:00:05Z", "labels": {"zone": "z-w1"}, "state": "alive"
         }]})
     );
 }

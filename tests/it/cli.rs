@@ -71,6 +71,7 @@ name = "backup"
 command = "echo backup"
 cron_expr = "30 2 * * *"
 tz = "Europe/Berlin"
+selector = { zone = "b" }
 
 [[jobs]]
 name = "report"
@@ -93,6 +94,7 @@ name = "backup"
 command = "echo backup"
 cron_expr = "30 2 * * *"
 tz = "Europe/Berlin"
+selector = { zone = "b" }
 
 [[jobs]]
 name = "report"
@@ -131,6 +133,7 @@ fn apply_creates_then_prunes_exactly_the_planned_changes_and_export_applies_as_a
         assert_eq!((stored["managed_by"].as_str(), stored["version"].as_u64()), (Some("team-a"), Some(1)), "{stored}");
     }
     assert_eq!(job(&node, "report")["env"]["FORMAT"], "pdf");
+    assert_eq!(job(&node, "backup")["selector"], json!({"zone": "b"}), "the worker selector is applied");
 
     // Change one, drop one, with --prune: the plan shows exactly that (and --dry-run changes nothing).
     let plan = cli(&node, &["apply", "-f", &two, "--prune", "--dry-run", "--json"]);

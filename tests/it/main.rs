@@ -15,6 +15,7 @@ mod cluster;
 mod durability;
 mod engine;
 mod jitter;
+mod labels;
 mod legacy;
 mod metrics;
 mod openapi;

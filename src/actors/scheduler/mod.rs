@@ -61,8 +61,8 @@ use crate::config::SessionLossPolicy;
 use crate::domain::catchup::{self, BackfillRequest};
 use crate::domain::retry;
 use crate::domain::{
-    Backoff, ConcurrencyPolicy, Fence, Job, JobName, Revision, RunId, RunRecord, RunStatus, Trigger, WorkerId,
-    WorkerInfo,
+    labels, Backoff, ConcurrencyPolicy, Fence, Job, JobName, Labels, Revision, RunId, RunRecord, RunStatus, Trigger,
+    WorkerId, WorkerInfo,
 };
 use marks::{MarkBatch, MarkOp, MarkQueue};
 use policy::Decision;
@@ -101,6 +101,9 @@ const CLAIM_RETRY_MAX: Duration = Duration::from_secs(2);
 const MISSED_WARN_EVERY: Duration = Duration::from_secs(30);
 /// Retries of reading the last claimed ticks at start-up before catch-up is given up.
 const CATCHUP_READ_ATTEMPTS: u32 = 5;
+/// The reason (start of `err`) of a tick recorded `skipped` because no live worker matches the
+/// job's selector (README "Worker labels").
+pub const NO_ELIGIBLE_WORKER: &str = "no_eligible_worker";
 
 /// Ports and peers the scheduler talks to.
 pub struct SchedulerPeers {
@@ -193,8 +196,8 @@ pub struct SchedulerActor {
     claim_failing: bool,
     /// Ticks waiting for their claim, per job.
     queues: HashMap<JobName, JobQueue>,
-    /// Live distcron workers (ids), as of the last heartbeat; empty = unknown (rank 0).
-    live: Vec<String>,
+    /// Live distcron workers (ids and labels), as of the last heartbeat; empty = unknown (rank 0).
+    live: Vec<(String, Labels)>,
     /// The membership session is lost (cluster): claims fail until it is renewed.
     session_lost: bool,
     /// Generation of the last job queue made.
@@ -261,7 +264,87 @@ impl SchedulerActor {
 
     /// This worker's rank for `job` among the live workers (0 = owner).
     fn rank(&self, job: &JobName) -> usize {
-        rank::rank(job.as_str(), &self.worker().0, self.live.iter().map(String::as_str))
+        self.placement(job).rank
+    }
+
+    /// This worker's place for `job`: plain rendezvous among the live workers for a job without
+    /// a selector; with one, the matching workers first (README "Worker labels").
+    fn placement(&self, job: &JobName) -> rank::Placement {
+        let me = self.worker().0.as_str();
+        let selector = self.jobs.get(job).map(|j| &j.selector).filter(|s| !s.is_empty());
+        let Some(selector) = selector else {
+            let live = self.live.iter().map(|(w, _)| w.as_str());
+            let eligible_live = self.live.iter().filter(|(w, _)| w != me).count() + 1;
+            return rank::Placement { rank: rank::rank(job.as_str(), me, live), eligible: true, eligible_live };
+        };
+        let mine = labels::matches(selector, &self.settings.worker.labels);
+        let live = self.live.iter().map(|(w, l)| (w.as_str(), labels::matches(selector, l)));
+        let mut placement = rank::placement(job.as_str(), me, mine, live);
+        if self.live.is_empty() && !mine {
+            // The live workers are not known yet (before the first listing): a matching worker
+            // may well be alive, so a non-matching one waits a failover grace before skipping.
+            placement.rank = placement.rank.max(1);
+        }
+        placement
+    }
+
+    /// Why a claimed tick of `job` is not run here: this worker's labels do not match the job's
+    /// selector (the `err` of its `skipped` record), or `None` when it may run it.
+    fn ineligible_reason(&self, job: &JobName) -> Option<String> {
+        let p = self.placement(job);
+        if p.eligible {
+            return None;
+        }
+        let selector = self.jobs.get(job).map(|j| labels::format_labels(&j.selector)).unwrap_or_default();
+        Some(if p.eligible_live == 0 {
+            format!("{NO_ELIGIBLE_WORKER}: no live worker matches selector {selector}")
+        } else {
+            format!(
+                "{NO_ELIGIBLE_WORKER}: no live worker matching selector {selector} claimed the tick within its failover grace"
+            )
+        })
+    }
+
+    /// Records a claimed tick (or run request) of `job` `skipped` because no eligible worker
+    /// took it: once cluster-wide, since the claim is. `prepared` is the tick's run and whether
+    /// its mark went with the claim (cleared here).
+    #[allow(clippy::too_many_arguments)]
+    fn record_no_eligible(
+        &mut self,
+        job: &JobName,
+        tick: DateTime<Utc>,
+        fence: Fence,
+        trigger: Trigger,
+        extra: &RunExtra,
+        reason: String,
+        prepared: Option<(RunningMark, bool)>,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(def) = self.jobs.get(job) else { return };
+        log::info!(
+            "Tick skipped: no live worker matches the job's selector. job={job} tick={tick} trigger={trigger:?}"
+        );
+        let mut record = RunRecord::not_run(
+            job.clone(),
+            def.command.clone(),
+            RunStatus::Skipped,
+            trigger,
+            tick,
+            self.worker().clone(),
+            fence,
+            reason,
+        )
+        .with_job_version(def.version);
+        record.attempt = extra.attempt;
+        record.params = (!extra.params.is_empty()).then(|| extra.params.clone());
+        if let Some((mark, marked)) = prepared {
+            // The record takes the prepared run id, so the lost-run recorder finds it final.
+            record.id = mark.run.clone();
+            if marked {
+                self.queue_mark(MarkOp::Clear(mark.job, mark.run), ctx);
+            }
+        }
+        self.peers.log.do_send(RecordRun(record));
     }
 
     fn worker(&self) -> &WorkerId {
@@ -628,6 +711,18 @@ impl SchedulerActor {
                                 prepared,
                                 ctx,
                             );
+                        } else if let Some(reason) = self.ineligible_reason(&job) {
+                            let prepared = prepared(&claim);
+                            self.record_no_eligible(
+                                &job,
+                                tick,
+                                claim.fence,
+                                Trigger::Schedule,
+                                &RunExtra::first(),
+                                reason,
+                                prepared,
+                                ctx,
+                            );
                         } else {
                             let prepared = prepared(&claim);
                             self.dispatch(
@@ -644,6 +739,20 @@ impl SchedulerActor {
                     }
                     (Some(claim), Pending::CatchUp(tick)) => {
                         let prepared = prepared(&claim);
+                        if let Some(reason) = self.ineligible_reason(&job) {
+                            self.record_no_eligible(
+                                &job,
+                                tick,
+                                claim.fence,
+                                Trigger::CatchUp,
+                                &RunExtra::first(),
+                                reason,
+                                prepared,
+                                ctx,
+                            );
+                            self.pump(job, ctx);
+                            return;
+                        }
                         self.dispatch(
                             job.clone(),
                             tick,
@@ -879,11 +988,13 @@ impl SchedulerActor {
         match live {
             // Workers with no capacity (the seed's, listed for /worker/list) take no part.
             Ok(live) => {
-                let ids: Vec<String> = live.into_iter().filter(|w| w.capacity > 0).map(|w| w.id.0).collect();
-                if ids != self.live {
+                let live: Vec<(String, Labels)> =
+                    live.into_iter().filter(|w| w.capacity > 0).map(|w| (w.id.0, w.labels)).collect();
+                if live != self.live {
+                    let ids: Vec<&str> = live.iter().map(|(w, _)| w.as_str()).collect();
                     log::info!("Live workers changed; ranking updated. workers={}", ids.join(","));
                 }
-                self.live = ids;
+                self.live = live;
             }
             Err(e) => log::debug!("Cannot list live workers; keeping the last ranking. error={e}"),
         }
@@ -1165,8 +1276,17 @@ impl Handler<RunRequested> for SchedulerActor {
         if self.draining {
             return;
         }
-        // A retry waits until it is due on every worker; the first to claim it runs it.
-        let wait = msg.retry.as_ref().and_then(|r| (r.due_at - Utc::now()).to_std().ok()).unwrap_or_default();
+        // A retry waits until it is due on every worker; the first to claim it runs it. A worker
+        // whose labels do not match the job's selector waits its failover rank on top, so a
+        // matching worker wins (README "Worker labels").
+        let due = msg.retry.as_ref().and_then(|r| (r.due_at - Utc::now()).to_std().ok()).unwrap_or_default();
+        let placement = self.placement(&msg.job);
+        let behind = if placement.eligible {
+            Duration::ZERO
+        } else {
+            self.settings.failover_grace.saturating_mul(u32::try_from(placement.rank).unwrap_or(u32::MAX))
+        };
+        let wait = due + behind;
         if wait.is_zero() {
             self.claim_run_request(msg, ctx);
         } else {
@@ -1209,6 +1329,24 @@ impl SchedulerActor {
         let RunRequested { job, env, retry, request, .. } = msg;
         let backfill = BackfillRequest::parse(&request);
         ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| match res {
+            Ok((Some(fence), _)) if act.ineligible_reason(&job).is_some() => {
+                let (tick, trigger, attempt) = match (&retry, &backfill) {
+                    (Some(r), _) => (r.scheduled_at, Trigger::Retry, r.attempt),
+                    (None, Some(_)) => (Utc::now(), Trigger::Backfill, 1),
+                    (None, None) => (Utc::now(), Trigger::Manual, 1),
+                };
+                let reason = act.ineligible_reason(&job).unwrap_or_default();
+                act.record_no_eligible(
+                    &job,
+                    tick,
+                    fence,
+                    trigger,
+                    &RunExtra { attempt, params: env },
+                    reason,
+                    None,
+                    ctx,
+                );
+            }
             Ok((Some(fence), _)) if backfill.is_some() => {
                 if let Some(request) = &backfill {
                     act.start_backfill(job, request, fence, ctx);

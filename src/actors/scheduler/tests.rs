@@ -82,6 +82,7 @@ fn start(jobs: Vec<Job>) -> Harness {
             running: 0,
             capacity: 4,
             last_heartbeat: now,
+            labels: Default::default(),
         },
         default_tz: chrono_tz::UTC,
         misfire_grace: Duration::from_secs(5),
@@ -214,4 +215,50 @@ async fn a_removed_job_stops_firing() {
     assert_eq!(h.seen.lock().expect("seen").started.len(), before, "no tick after removal");
     let status = h.scheduler.send(GetSchedulerStatus).await.expect("status");
     assert_eq!(status.planned_jobs, 0);
+}
+
+/// `job` with `selector`.
+fn job_with_selector(name: &str, cron_expr: &str, selector: &[(&str, &str)]) -> Job {
+    let mut j = job(name, cron_expr, "allow");
+    j.selector = selector.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+    j
+}
+
+#[actix::test]
+async fn a_job_no_live_worker_matches_is_recorded_skipped_no_eligible_worker_per_tick() {
+    // The harness's worker has no labels: `zone=b` matches nobody, an empty selector everybody.
+    let h = start(vec![
+        job_with_selector("zoned", "* * * * * *", &[("zone", "b")]),
+        job_with_selector("anywhere", "* * * * * *", &[]),
+        job_with_selector("zoned-manual", "0 0 1 1 *", &[("zone", "b")]),
+    ]);
+    let skipped_of = |seen: &Seen, job: &str| -> Vec<RunRecord> {
+        seen.records.iter().filter(|r| r.job.as_str() == job).cloned().collect()
+    };
+    assert!(
+        wait_until(10, || skipped_of(&h.seen.lock().expect("seen"), "zoned").len() >= 3).await,
+        "three ticks of the zoned job recorded"
+    );
+    h.scheduler.do_send(RunRequested {
+        job: name("zoned-manual"),
+        request: "req-z".into(),
+        env: Default::default(),
+        retry: None,
+    });
+    assert!(
+        wait_until(10, || !skipped_of(&h.seen.lock().expect("seen"), "zoned-manual").is_empty()).await,
+        "the run-now request of a job nobody matches is recorded"
+    );
+    let seen = h.seen.lock().expect("seen");
+    assert!(seen.started.iter().all(|s| s.job.as_str() == "anywhere"), "nothing of the zoned jobs started");
+    assert!(seen.started.iter().any(|s| s.job.as_str() == "anywhere"), "an empty selector runs anywhere");
+    let zoned = skipped_of(&seen, "zoned");
+    let mut ticks: Vec<DateTime<Utc>> = zoned.iter().map(|r| r.scheduled_at).collect();
+    ticks.dedup();
+    assert_eq!(ticks.len(), zoned.len(), "one record per tick");
+    for r in zoned.iter().chain(&skipped_of(&seen, "zoned-manual")) {
+        assert_eq!(r.status, RunStatus::Skipped);
+        assert!(r.err.starts_with(NO_ELIGIBLE_WORKER) && r.err.contains("zone=b"), "{}", r.err);
+    }
+    assert_eq!(skipped_of(&seen, "zoned-manual")[0].trigger, Trigger::Manual);
 }
