@@ -20,6 +20,8 @@ if [ "${1:-}" = "--test" ]; then
   python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
   # promtool (check metrics, check rules) for the /metrics tests.
   command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+  # sqlite3: browser tests write an invalid job document straight into the embedded store.
+  command -v sqlite3 >/dev/null 2>&1 || missing+=(sqlite3)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${missing[*]}"
