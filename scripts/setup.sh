@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing distcron needs and is missing on a fresh machine:
 # protoc (protobuf-compiler, for etcd-client's build), Debian chromium and npm playwright-core
-# (browser tests), etcd-server, faketime, prometheus (promtool, for the /metrics tests) and FerretDB
+# and axe-core (browser tests), etcd-server, faketime, prometheus (promtool, for the /metrics tests) and FerretDB
 # (built from the Go module proxy), and PyPI openapi-spec-validator in a venv under ~/.cache/distcron
 # (the OpenAPI checks of scripts/test.sh).
 # Idempotent; prints what it installs.
@@ -20,6 +20,8 @@ if [ "${1:-}" = "--test" ]; then
   python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
   # promtool (check metrics, check rules) for the /metrics tests.
   command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+  # sqlite3: browser tests write an invalid job document straight into the embedded store.
+  command -v sqlite3 >/dev/null 2>&1 || missing+=(sqlite3)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${missing[*]}"
@@ -60,8 +62,8 @@ if [ "${1:-}" = "--test" ]; then
   fi
 fi
 
-if [ "${1:-}" = "--test" ] && [ ! -d tests/ui/node_modules/playwright-core ]; then
+if [ "${1:-}" = "--test" ] && { [ ! -d tests/ui/node_modules/playwright-core ] || [ ! -f tests/ui/node_modules/axe-core/axe.min.js ]; }; then
   command -v npm >/dev/null 2>&1 || { echo "setup: npm not found; install Node.js (Debian package nodejs + npm)" >&2; exit 1; }
-  echo "setup: installing npm playwright-core (tests/ui)"
+  echo "setup: installing npm playwright-core and axe-core (tests/ui)"
   (cd tests/ui && npm ci --no-audit --no-fund --silent)
 fi

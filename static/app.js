@@ -39,10 +39,11 @@ const ctx = {
     renderBanner();
   },
   /** Asks in a modal dialog; resolves true when confirmed. */
-  confirm({ title, message, confirmLabel = "OK", danger = false }) {
+  confirm({ title, message, confirmLabel = "OK", cancelLabel = "Cancel", danger = false }) {
     const dialog = byId("confirm");
     byId("confirm-title").textContent = title;
     byId("confirm-message").textContent = message;
+    byId("confirm-cancel").textContent = cancelLabel;
     const ok = byId("confirm-ok");
     ok.textContent = confirmLabel;
     ok.className = danger ? "danger" : "primary";
@@ -68,7 +69,71 @@ const ctx = {
     if (location.hash === hash) route();
     else location.hash = hash;
   },
+  /**
+   * Lets the mounted view hold the user back: `dirty()` true means leaving would discard
+   * unsaved changes, so leaving the view in the app asks first and closing or reloading the tab
+   * gets the browser's warning. Cleared when the next view mounts.
+   */
+  guardLeave(dirty) {
+    leaveGuard = dirty;
+  },
 };
+
+// ---- unsaved changes ----------------------------------------------------------------------------
+/** The mounted view's "has unsaved changes" check (ctx.guardLeave), or null. */
+let leaveGuard = null;
+/** The hash of the mounted view, to go back to when leaving it is cancelled. */
+let currentHash = location.hash;
+/** The open "discard changes?" question, so a second attempt to leave does not ask twice. */
+let asking = null;
+
+const hasUnsaved = () => Boolean(leaveGuard && leaveGuard());
+
+/** Resolves true when the mounted view may be left: nothing unsaved, or the user discards it. */
+function mayLeave() {
+  if (!hasUnsaved()) return Promise.resolve(true);
+  if (!asking) {
+    asking = ctx.confirm({
+      title: "Discard unsaved changes?",
+      message: "This job has changes that are not saved. Leaving the editor discards them.",
+      confirmLabel: "Discard changes", cancelLabel: "Keep editing", danger: true,
+    }).then((ok) => {
+      asking = null;
+      if (ok) leaveGuard = null;
+      return ok;
+    });
+  }
+  return asking;
+}
+
+/** In-app links (#/...) ask before they leave a view with unsaved changes. */
+function onLinkClick(ev) {
+  if (ev.defaultPrevented || ev.button !== 0 || ev.metaKey || ev.ctrlKey || ev.shiftKey || ev.altKey) return;
+  const link = ev.target instanceof Element ? ev.target.closest("a[href^='#/']") : null;
+  if (!link || !hasUnsaved()) return;
+  ev.preventDefault();
+  const target = link.getAttribute("href");
+  mayLeave().then((ok) => { if (ok) ctx.navigate(target); });
+}
+
+/** Closing or reloading the tab with unsaved changes gets the browser's own warning. */
+function onBeforeUnload(ev) {
+  if (!hasUnsaved()) return;
+  ev.preventDefault();
+  ev.returnValue = "";
+}
+
+/** Back/forward or a typed address: the hash has changed already; put it back while asking. */
+function onHashChange() {
+  if (!(location.hash.startsWith("#/") || !location.hash)) return;
+  if (location.hash !== currentHash && hasUnsaved()) {
+    const target = location.hash;
+    history.replaceState(history.state, "", currentHash || "#/jobs");
+    mayLeave().then((ok) => { if (ok) ctx.navigate(target); });
+    return;
+  }
+  route(true);
+}
 
 // ---- routing ----------------------------------------------------------------------------------
 let unmount = null;
@@ -89,6 +154,8 @@ function route(focus = false) {
   if (!byId("login").hidden) return;
   if (unmount) unmount();
   unmount = null;
+  leaveGuard = null;
+  currentHash = location.hash;
   errors.clear();
   renderBanner();
   const { parts, params } = parse();
@@ -123,6 +190,7 @@ function route(focus = false) {
 function showLogin(message, isError) {
   if (unmount) unmount();
   unmount = null;
+  leaveGuard = null;
   stopHealth();
   errors.clear();
   renderBanner();
@@ -223,7 +291,8 @@ async function start() {
       button.textContent = "Sign in";
     }
   });
-  byId("logout").addEventListener("click", () => {
+  byId("logout").addEventListener("click", async () => {
+    if (!(await mayLeave())) return;
     clearToken();
     showLogin("You are logged out. The token was removed from this tab.", false);
   });
@@ -232,7 +301,9 @@ async function start() {
     const heading = byId("content").querySelector("h1");
     (heading || byId("content")).focus();
   });
-  window.addEventListener("hashchange", () => { if (location.hash.startsWith("#/") || !location.hash) route(true); });
+  window.addEventListener("hashchange", onHashChange);
+  window.addEventListener("beforeunload", onBeforeUnload);
+  document.addEventListener("click", onLinkClick);
   try {
     await health();
     await showConsole();

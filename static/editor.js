@@ -1,6 +1,7 @@
 // The job editor: every job field, the cron expression checked live against the preview
 // endpoint (next 5 fire times, DST days flagged), the API's field errors shown next to their
-// field, and optimistic version conflicts explained with "reload" and "overwrite".
+// field, and optimistic version conflicts explained with "reload" and "overwrite". Leaving it with
+// unsaved edits asks first (ctx.guardLeave).
 
 import { api, describe, seg, Unauthorized } from "./api.js";
 import { h, replace, debounce, every } from "./dom.js";
@@ -454,6 +455,21 @@ export function mountEditor(root, ctx, name) {
   }
   envRows.addEventListener("input", () => setError("env", ""));
 
+  // ---- unsaved changes ----------------------------------------------------------------------
+  /** Every value the form holds, as one string; empty environment rows do not count. */
+  function snapshot() {
+    const env = [...envRows.querySelectorAll(".env-row")]
+      .map((r) => [r.querySelector(".env-key").value, r.querySelector(".env-value").value])
+      .filter(([k, v]) => k || v);
+    return JSON.stringify([Object.entries(c).map(([k, el]) => (k === "enabled" ? el.checked : el.value)),
+      LIMITS.map(([key]) => limitInputs[key].value), env]);
+  }
+  /** The form as filled from the server (or the defaults); null while an edited job loads. */
+  let baseline = null;
+  const markClean = () => { baseline = snapshot(); };
+  const dirty = () => alive && baseline !== null && snapshot() !== baseline;
+  ctx.guardLeave(dirty);
+
   // ---- saving and conflicts -----------------------------------------------------------------
   async function save(overwriteVersion) {
     clearErrors();
@@ -481,6 +497,7 @@ export function mountEditor(root, ctx, name) {
         ? await api("POST", "/jobs", body)
         : await api("PUT", `/jobs/${seg(name)}`, body);
       if (!alive) return;
+      markClean();
       ctx.notify(isNew ? `Job ${saved.name} created.` : `Job ${saved.name} saved (version ${saved.version}).`);
       ctx.navigate("#/jobs");
     } catch (e) {
@@ -553,11 +570,13 @@ export function mountEditor(root, ctx, name) {
   function reload(fresh) {
     conflict.hidden = true;
     if (!fresh) {
+      markClean();
       ctx.navigate("#/jobs");
       return;
     }
     original = fresh;
     fill(fresh);
+    markClean();
     clearErrors();
     runPreview();
     ctx.notify(`Reloaded ${name} (version ${fresh.version}).`);
@@ -574,6 +593,7 @@ export function mountEditor(root, ctx, name) {
   async function start() {
     if (isNew) {
       fill({ enabled: true, concurrency: "forbid", timeout_secs: 0, dialect: "distcron", env: {} });
+      markClean();
       runPreview();
       c.name.focus();
       return;
@@ -585,6 +605,7 @@ export function mountEditor(root, ctx, name) {
       original = await api("GET", `/jobs/${seg(name)}`);
       if (!alive) return;
       fill(original);
+      markClean();
       form.removeAttribute("aria-busy");
       saveButton.disabled = false;
       runPreview();

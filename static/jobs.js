@@ -282,7 +282,7 @@ export function mountJobs(root, ctx) {
     const admin = may("admin");
     return [
       operator ? h("button", {
-        type: "button", dataset: { focus: `run:${name}` }, "aria-label": `Run ${name} now`,
+        type: "button", dataset: { focus: `run:${name}` }, "aria-label": `Run now: ${name}`,
         onclick: async (ev) => {
           const btn = ev.currentTarget;
           const env = await askParams(name);

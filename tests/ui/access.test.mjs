@@ -37,7 +37,7 @@ test("a viewer sees its name and no create, edit, delete, run or enable controls
     await page.locator("#whoami").waitFor({ state: "visible" });
     assert.equal((await page.locator("#whoami").textContent()).trim(), "vera · viewer");
     assert.equal(await page.locator("#new-job").count(), 0, "no New job");
-    for (const label of ["Edit nightly", "Delete nightly", "Run nightly now"]) {
+    for (const label of ["Edit nightly", "Delete nightly", "Run now: nightly"]) {
       assert.equal(await page.getByLabel(label, { exact: true }).count(), 0, `no ${label}`);
     }
     assert.ok(await page.getByLabel("Enabled: nightly").isDisabled(), "the enable switch is disabled");

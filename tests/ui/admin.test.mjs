@@ -320,7 +320,7 @@ test("the job list searches, sorts, counts by status and runs a job now", async 
   assert.deepEqual(await names(), before);
 
   const count = (await runs("xss-job")).length;
-  await page.click('button[aria-label="Run xss-job now"]');
+  await page.click('button[aria-label="Run now: xss-job"]');
   await page.click("#run-now button.run-confirm");
   await page.locator("#toast", { hasText: "Run of xss-job requested" }).waitFor();
   await waitUntil(10000, async () => (await runs("xss-job")).length === count + 1, "the manual run");

@@ -32,15 +32,15 @@ test("run now with parameters from the dialog, and the attempts of one run group
   assert.equal(created.status, 201, JSON.stringify(created.body));
   const page = await openPage(browser, { token: node.token });
   await page.goto(`${node.base}/#/jobs`);
-  await page.locator('button[aria-label="Run flaky-params now"]').waitFor({ state: "visible" });
+  await page.locator('button[aria-label="Run now: flaky-params"]').waitFor({ state: "visible" });
 
   // Cancelling the dialog runs nothing.
-  await page.click('button[aria-label="Run flaky-params now"]');
+  await page.click('button[aria-label="Run now: flaky-params"]');
   await page.locator("#run-now").waitFor({ state: "visible" });
   await page.click('#run-now button[value="cancel"]');
   await page.locator("#run-now").waitFor({ state: "detached" });
 
-  await page.click('button[aria-label="Run flaky-params now"]');
+  await page.click('button[aria-label="Run now: flaky-params"]');
   await page.click("#run-now button.add-param");
   await page.fill("#run-now .param-name", "TARGET");
   await page.fill("#run-now .param-value", "eu <b>west</b>");
