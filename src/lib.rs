@@ -121,6 +121,8 @@ async fn serve(
                 running: 0,
                 capacity: config.executor.pool_size,
                 last_heartbeat: started_at,
+                // README "Live output": the master proxies a run's live output to this address.
+                api_addr: Some(config.advertised_api_addr(first_ipv4().as_deref())),
             };
             Engine::Worker(actors::start(&config, &backends, worker, started_at, &metrics).await?)
         }
@@ -148,6 +150,11 @@ async fn serve(
         },
         alert_channels: Arc::new(alerting::Channels::from_config(&config.alerts, &config.executor.shell)?),
         metrics,
+        live: match &engine {
+            Engine::Worker(handles) => handles.live.clone(),
+            Engine::Master(_) => actors::live::LiveOutputs::default(),
+        },
+        output_followers: http::Followers::new(config.http.max_output_followers),
     };
     // A worker's listener serves health and /metrics only.
     let server = match config.role {

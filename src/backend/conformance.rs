@@ -89,6 +89,7 @@ pub fn sample_worker(id: &WorkerId) -> WorkerInfo {
         running: 0,
         capacity: 4,
         last_heartbeat: now,
+        api_addr: None,
     }
 }
 

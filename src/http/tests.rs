@@ -87,6 +87,8 @@ impl Harness {
             essentials: Default::default(),
             alert_channels: Default::default(),
             metrics: Default::default(),
+            live: Default::default(),
+            output_followers: crate::http::Followers::new(64),
         })
     }
 
@@ -780,6 +782,7 @@ fn worker(id: &str, address: &str) -> WorkerInfo {
         running: 1,
         capacity: 64,
         last_heartbeat: t(5),
+        api_addr: None,
     }
 }
 
@@ -1248,6 +1251,8 @@ fn state_listening_on(listen: String, dir: &tempfile::TempDir) -> AppState {
         essentials: Default::default(),
         alert_channels: Default::default(),
         metrics: Default::default(),
+        live: Default::default(),
+        output_followers: crate::http::Followers::new(64),
     }
 }
 

@@ -82,6 +82,7 @@ fn start(jobs: Vec<Job>) -> Harness {
             running: 0,
             capacity: 4,
             last_heartbeat: now,
+            api_addr: None,
         },
         default_tz: chrono_tz::UTC,
         misfire_grace: Duration::from_secs(5),

@@ -42,6 +42,7 @@ fn parse_worker(id: &str, value: &[u8]) -> Option<WorkerInfo> {
             // Not a distcron worker: it takes no part in claims and ranking.
             capacity: 0,
             last_heartbeat: DateTime::UNIX_EPOCH,
+            api_addr: None,
         });
     }
     match serde_json::from_slice::<WorkerInfo>(value) {
