@@ -16,6 +16,7 @@ mod durability;
 mod engine;
 mod jitter;
 mod legacy;
+mod live;
 mod metrics;
 mod openapi;
 mod process;
