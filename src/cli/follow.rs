@@ -1,13 +1,14 @@
 //! `distcron runs tail [--follow]`: a run's output, and with `--follow` the output as it grows
 //! until the run ends.
 //!
-//! Owns: the [`OutputSource`] seam (events with byte offsets, then the end) and its polling
-//! implementation over `GET /api/v1/runs/{id}`. The live-output stream
-//! (`GET /api/v1/runs/{id}/output?follow=1`, server-sent events with byte offsets) plugs in as
-//! another [`OutputSource`] without touching the printing. Leaves to others: the run record
-//! (the log store) and the HTTP calls (`client`).
+//! Owns: the [`OutputSource`] seam (events with byte offsets, then the end) and its two
+//! implementations: [`StreamSource`] over the live-output stream
+//! (`GET /api/v1/runs/{id}/output?follow=1`, server-sent events with byte offsets; what
+//! `--follow` uses) and [`PollingSource`] over `GET /api/v1/runs/{id}` (without `--follow`, and
+//! the fallback when a server answers 404 for the stream's route: an older version).
+//! Leaves to others: the run record (the log store) and the HTTP calls (`client`).
 
-use std::io::Write;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -30,6 +31,13 @@ pub(crate) enum OutputEvent {
     Gap {
         /// How many bytes the run printed in all.
         total_bytes: u64,
+    },
+    /// The live stream skipped bytes `from..to`: the run's capture keeps only head and tail.
+    Skipped {
+        /// First byte not kept.
+        from: u64,
+        /// First byte kept again.
+        to: u64,
     },
     /// The run ended (or, without follow, this is where it stands).
     End {
@@ -86,6 +94,104 @@ impl OutputSource for PollingSource<'_> {
     }
 }
 
+/// Reads the live-output stream (`text/event-stream`) of one run.
+pub(crate) struct StreamSource<'a> {
+    client: &'a Client,
+    id: String,
+    reader: BufReader<Box<dyn Read + Send + Sync>>,
+    ended: bool,
+}
+
+impl<'a> StreamSource<'a> {
+    /// Opens the stream of run `id`; `Ok(None)` when the server does not have the route.
+    ///
+    /// # Errors
+    /// The server's or the connection's error (e.g. 404 `run_not_found`).
+    pub(crate) fn open(client: &'a Client, id: &str) -> Result<Option<Self>, CliError> {
+        let path = format!("/api/v1/runs/{}/output", segment(id));
+        Ok(client.open_stream(&path, &[("follow", "1".into())])?.map(|r| Self {
+            client,
+            id: id.to_owned(),
+            reader: BufReader::new(r),
+            ended: false,
+        }))
+    }
+
+    /// The run as it ended: its stored record when that is final already, else the `end` event's
+    /// fields with the job's name.
+    fn ended_run(&self, end: Value) -> Value {
+        let stored = self.client.get(&format!("/api/v1/runs/{}", segment(&self.id)), &[]).unwrap_or(Value::Null);
+        if stored["status"].as_str().is_some_and(|s| s != "running") {
+            return stored;
+        }
+        let mut run = end;
+        if let Value::Object(map) = &mut run {
+            map.insert("job".into(), stored["job"].clone());
+            map.insert("id".into(), Value::String(self.id.clone()));
+        }
+        run
+    }
+}
+
+impl OutputSource for StreamSource<'_> {
+    fn next_event(&mut self) -> Result<OutputEvent, CliError> {
+        if self.ended {
+            return Err(CliError::Failed("the run's output was already read to its end".into()));
+        }
+        loop {
+            let Some((event, data)) = read_sse(&mut self.reader)
+                .map_err(|e| CliError::Failed(format!("the output stream of run {} broke: {e}", self.id)))?
+            else {
+                return Err(CliError::Failed(format!("the output stream of run {} ended before the run", self.id)));
+            };
+            let data: Value = serde_json::from_str(&data).unwrap_or(Value::Null);
+            match event.as_str() {
+                "output" => {
+                    let offset = data["offset"].as_u64().unwrap_or(0);
+                    return Ok(OutputEvent::Chunk { offset, text: data["text"].as_str().unwrap_or("").to_owned() });
+                }
+                "truncated" => {
+                    let (from, to) = (data["from"].as_u64().unwrap_or(0), data["to"].as_u64().unwrap_or(0));
+                    return Ok(OutputEvent::Skipped { from, to });
+                }
+                "end" => {
+                    self.ended = true;
+                    return Ok(OutputEvent::End { run: self.ended_run(data) });
+                }
+                _ => {} // an event a newer server sends: not ours to print
+            }
+        }
+    }
+}
+
+/// The next server-sent event as (event name, data); `None` at the end of the stream. Comments
+/// (keep-alives) and `id:`/`retry:` lines are skipped.
+pub(crate) fn read_sse(reader: &mut impl BufRead) -> std::io::Result<Option<(String, String)>> {
+    let (mut event, mut data) = (String::new(), String::new());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line)? == 0 {
+            return Ok(None);
+        }
+        let l = line.trim_end_matches(['\n', '\r']);
+        if l.is_empty() {
+            if event.is_empty() && data.is_empty() {
+                continue;
+            }
+            return Ok(Some((if event.is_empty() { "message".into() } else { event }, data)));
+        }
+        if let Some(v) = l.strip_prefix("event:") {
+            event = v.trim_start().to_owned();
+        } else if let Some(v) = l.strip_prefix("data:") {
+            if !data.is_empty() {
+                data.push('\n');
+            }
+            data.push_str(v.strip_prefix(' ').unwrap_or(v));
+        }
+    }
+}
+
 /// What part of a run's stored output was already emitted (pure: turns one read into events).
 #[derive(Debug, Default)]
 pub(crate) struct Tracker {
@@ -136,7 +242,11 @@ pub(crate) fn tail(client: &Client, args: &ClientArgs, tail: &TailArgs) -> Resul
         }
         (None, None) => return Err(CliError::Usage("runs tail needs a run id or --job".into())),
     };
-    let mut source = PollingSource::new(client, id.clone(), tail.follow, Duration::from_millis(tail.poll_ms));
+    let streamed = if tail.follow { StreamSource::open(client, &id)? } else { None };
+    let mut source: Box<dyn OutputSource + '_> = match streamed {
+        Some(stream) => Box::new(stream),
+        None => Box::new(PollingSource::new(client, id.clone(), tail.follow, Duration::from_millis(tail.poll_ms))),
+    };
     let mut stdout = std::io::stdout().lock();
     loop {
         match source.next_event()? {
@@ -156,6 +266,18 @@ pub(crate) fn tail(client: &Client, args: &ClientArgs, tail: &TailArgs) -> Resul
                     let _ = writeln!(
                         stdout,
                         "\n[... output cut: the run printed {total_bytes} bytes; head and tail kept ...]"
+                    );
+                }
+            }
+            OutputEvent::Skipped { from, to } => {
+                if args.json {
+                    let line = serde_json::json!({ "gap": true, "from": from, "to": to });
+                    let _ = writeln!(stdout, "{line}");
+                } else {
+                    let _ = writeln!(
+                        stdout,
+                        "\n[... output cut: bytes {from}..{to} ({} bytes) not kept; head and tail kept ...]",
+                        to.saturating_sub(from)
                     );
                 }
             }
@@ -198,6 +320,15 @@ mod tests {
     fn run(output: &str, truncated: bool, total: u64) -> Value {
         // `output_truncated` is informative only: the stored output carries its own marker.
         serde_json::json!({ "output": output, "output_truncated": truncated, "output_bytes": total })
+    }
+
+    #[test]
+    fn server_sent_events_are_parsed_skipping_comments() {
+        let text = ": keep-alive\n\nevent: output\nid: 3\ndata: {\"offset\":0}\n\nevent: end\ndata: a\ndata: b\n\n";
+        let mut reader = std::io::Cursor::new(text.as_bytes());
+        assert_eq!(read_sse(&mut reader).expect("read"), Some(("output".into(), "{\"offset\":0}".into())));
+        assert_eq!(read_sse(&mut reader).expect("read"), Some(("end".into(), "a\nb".into())));
+        assert_eq!(read_sse(&mut reader).expect("read"), None);
     }
 
     #[test]

@@ -279,3 +279,38 @@ fn a_master_proxies_the_live_output_of_a_run_on_a_worker() {
         gone.text
     );
 }
+
+#[test]
+fn cli_runs_tail_follow_prints_lines_while_the_run_runs_then_its_end() {
+    let node = Node::start("[executor]\nshell = \"/bin/sh\"\n");
+    let release = node.dir.join("release");
+    node.create_job(json!({"name": "tailed", "command": release_command(&release, 3), "cron_expr": "@yearly"}));
+    let id = started_run(&node, "tailed");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_distcron"))
+        .args(["runs", "tail", &id, "-f", "--server", &node.url(""), "--token-file"])
+        .arg(node.token_file())
+        .env_remove("DISTCRON_SERVER")
+        .env_remove("DISTCRON_TOKEN")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run the CLI");
+    // The stored record holds no output while the run runs: these lines come from the stream.
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut printed = String::new();
+    while !printed.contains("line-3\n") {
+        let mut line = String::new();
+        assert!(stdout.read_line(&mut line).expect("read") > 0, "CLI ended early: {printed}");
+        printed.push_str(&line);
+    }
+    assert_eq!(printed, "line-1\nline-2\nline-3\n");
+    assert_eq!(node.get(&format!("/api/v1/runs/{id}")).body["status"], "running");
+    std::fs::write(&release, "").expect("release the job");
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).expect("read the rest");
+    let out = child.wait_with_output().expect("the CLI ends");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(rest, "done\n");
+    assert!(stderr.contains(&format!("Run {id} of job tailed: succeeded (exit 0)")), "{stderr}");
+}
