@@ -94,6 +94,9 @@ impl OutputSource for PollingSource<'_> {
     }
 }
 
+/// How many times (100 ms apart) the end of a stream waits for the run's final record.
+const STORED_WAIT_TRIES: u32 = 30;
+
 /// Reads the live-output stream (`text/event-stream`) of one run.
 pub(crate) struct StreamSource<'a> {
     client: &'a Client,
@@ -120,9 +123,15 @@ impl<'a> StreamSource<'a> {
     /// The run as it ended: its stored record when that is final already, else the `end` event's
     /// fields with the job's name.
     fn ended_run(&self, end: Value) -> Value {
-        let stored = self.client.get(&format!("/api/v1/runs/{}", segment(&self.id)), &[]).unwrap_or(Value::Null);
-        if stored["status"].as_str().is_some_and(|s| s != "running") {
-            return stored;
+        // The end event comes as the run ends; its record reaches the log store a batch later
+        // (log_batch.flush_ms). Wait a little for it, so what a script reads next agrees.
+        let mut stored = Value::Null;
+        for _ in 0..STORED_WAIT_TRIES {
+            stored = self.client.get(&format!("/api/v1/runs/{}", segment(&self.id)), &[]).unwrap_or(Value::Null);
+            if stored["status"].as_str().is_some_and(|s| s != "running") {
+                return stored;
+            }
+            std::thread::sleep(Duration::from_millis(100));
         }
         let mut run = end;
         if let Value::Object(map) = &mut run {
