@@ -26,8 +26,9 @@ use tokio::sync::watch;
 use crate::domain::{RunId, RunRecord, RunStatus};
 
 /// How long an ended run stays in the registry, so a follower arriving just after the end (or
-/// before its record reached the log store) still gets its output and its end.
-const ENDED_LINGER: Duration = Duration::from_secs(60);
+/// before its record reached the log store, `log_batch.flush_ms` later) still gets its output
+/// and its end. Short: at 150 runs/s this keeps ~1,500 small captures.
+const ENDED_LINGER: Duration = Duration::from_secs(10);
 
 /// Bounded capture of a byte stream: the first `head_cap` bytes and the last `tail_cap` bytes.
 #[derive(Debug, Clone)]
@@ -69,9 +70,10 @@ impl Capture {
         let head_cap = max_bytes / 2;
         let tail_cap = max_bytes - head_cap;
         Self {
-            head: Vec::with_capacity(head_cap.min(64 * 1024)),
+            // Grown as output comes: most runs print little, and ended runs linger a while.
+            head: Vec::new(),
             head_cap,
-            tail: VecDeque::with_capacity(tail_cap.min(64 * 1024)),
+            tail: VecDeque::new(),
             tail_cap,
             total: 0,
         }
@@ -334,7 +336,7 @@ impl LiveOutputs {
     }
 
     /// Registers run `run` (about to start) with a capture of `max_bytes`; drops runs that
-    /// ended more than a minute ago.
+    /// ended more than [`ENDED_LINGER`] ago.
     pub fn begin(&self, run: &RunId, max_bytes: usize) -> Arc<LiveRun> {
         let live = Arc::new(LiveRun::new(max_bytes));
         let now = Instant::now();
@@ -344,12 +346,13 @@ impl LiveOutputs {
         live
     }
 
-    /// The live run `run`, if this node runs it (or ended it less than a minute ago).
+    /// The live run `run`, if this node runs it (or ended it less than [`ENDED_LINGER`] ago).
     pub fn get(&self, run: &RunId) -> Option<Arc<LiveRun>> {
         self.lock().get(run).cloned()
     }
 
-    /// Records the end of a run from its final record (a run this node never began is ignored).
+    /// Records the end of a run from its final record (a run this node never began is ignored)
+    /// and drops runs that ended more than [`ENDED_LINGER`] ago.
     pub fn end(&self, record: &RunRecord) {
         if !record.status.is_final() {
             return;
@@ -357,6 +360,8 @@ impl LiveOutputs {
         if let Some(live) = self.get(&record.id) {
             live.set_end(RunEnd::of(record));
         }
+        let now = Instant::now();
+        self.lock().retain(|_, r| !r.expired(now));
     }
 
     /// How many runs are registered (running or recently ended).

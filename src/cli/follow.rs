@@ -103,7 +103,14 @@ pub(crate) struct StreamSource<'a> {
     id: String,
     reader: BufReader<Box<dyn Read + Send + Sync>>,
     ended: bool,
+    /// Where to resume after a broken connection.
+    offset: u64,
+    /// Resumptions so far.
+    reconnects: u32,
 }
+
+/// Resumptions of a broken stream before `tail -f` gives up.
+const MAX_RECONNECTS: u32 = 5;
 
 impl<'a> StreamSource<'a> {
     /// Opens the stream of run `id`; `Ok(None)` when the server does not have the route.
@@ -117,7 +124,28 @@ impl<'a> StreamSource<'a> {
             id: id.to_owned(),
             reader: BufReader::new(r),
             ended: false,
+            offset: 0,
+            reconnects: 0,
         }))
+    }
+
+    /// The stream broke before `end` (a restarted server, a dropped connection): open it again
+    /// from the last offset, a few times.
+    fn reconnect(&mut self, why: String) -> Result<(), CliError> {
+        if self.reconnects >= MAX_RECONNECTS {
+            return Err(CliError::Failed(format!("the output stream of run {} broke: {why}", self.id)));
+        }
+        self.reconnects += 1;
+        std::thread::sleep(Duration::from_secs(2));
+        let path = format!("/api/v1/runs/{}/output", segment(&self.id));
+        let query = [("follow", "1".to_owned()), ("offset", self.offset.to_string())];
+        match self.client.open_stream(&path, &query)? {
+            Some(r) => {
+                self.reader = BufReader::new(r);
+                Ok(())
+            }
+            None => Err(CliError::Failed(format!("the output stream of run {} broke: {why}", self.id))),
+        }
     }
 
     /// The run as it ended: its stored record when that is final already, else the `end` event's
@@ -148,19 +176,27 @@ impl OutputSource for StreamSource<'_> {
             return Err(CliError::Failed("the run's output was already read to its end".into()));
         }
         loop {
-            let Some((event, data)) = read_sse(&mut self.reader)
-                .map_err(|e| CliError::Failed(format!("the output stream of run {} broke: {e}", self.id)))?
-            else {
-                return Err(CliError::Failed(format!("the output stream of run {} ended before the run", self.id)));
+            let (event, data) = match read_sse(&mut self.reader) {
+                Ok(Some(event)) => event,
+                Ok(None) => {
+                    self.reconnect("it ended before the run".into())?;
+                    continue;
+                }
+                Err(e) => {
+                    self.reconnect(e.to_string())?;
+                    continue;
+                }
             };
             let data: Value = serde_json::from_str(&data).unwrap_or(Value::Null);
             match event.as_str() {
                 "output" => {
                     let offset = data["offset"].as_u64().unwrap_or(0);
+                    self.offset = offset + data["bytes"].as_u64().unwrap_or(0);
                     return Ok(OutputEvent::Chunk { offset, text: data["text"].as_str().unwrap_or("").to_owned() });
                 }
                 "truncated" => {
                     let (from, to) = (data["from"].as_u64().unwrap_or(0), data["to"].as_u64().unwrap_or(0));
+                    self.offset = to;
                     return Ok(OutputEvent::Skipped { from, to });
                 }
                 "end" => {
