@@ -367,6 +367,56 @@ mod tests {
         serde_json::json!({ "output": output, "output_truncated": truncated, "output_bytes": total })
     }
 
+    /// A one-request HTTP server answering 404 with the API error `code`.
+    fn answer_404_once(code: &'static str) -> String {
+        use std::io::Read as _;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        std::thread::spawn(move || {
+            let Ok((mut conn, _)) = listener.accept() else { return };
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                match conn.read(&mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => seen.extend_from_slice(&buf[..n]),
+                }
+            }
+            let body = format!("{{\"error\":{{\"code\":\"{code}\",\"message\":\"no\"}}}}");
+            let _ = write!(
+                conn,
+                "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        });
+        format!("http://{addr}")
+    }
+
+    fn client_of(server: String, dir: &tempfile::TempDir) -> Client {
+        let token = dir.path().join("token");
+        std::fs::write(&token, "t0k3n\n").expect("token file");
+        let args = ClientArgs {
+            server: Some(server),
+            token_file: Some(token),
+            ca_file: None,
+            config: Some(dir.path().join("none.toml")),
+            data_dir: Some(dir.path().to_owned()),
+            json: false,
+            timeout_secs: 5,
+        };
+        Client::connect(&args).expect("client")
+    }
+
+    #[test]
+    fn a_server_without_the_stream_route_means_polling_an_unknown_run_an_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let old_server = client_of(answer_404_once("not_found"), &dir);
+        assert!(StreamSource::open(&old_server, "r1").expect("a 404 for the route is no error").is_none());
+        let new_server = client_of(answer_404_once("run_not_found"), &dir);
+        let err = StreamSource::open(&new_server, "r1").err().expect("unknown run");
+        assert!(matches!(err, CliError::Api { status: 404, .. }), "{err:?}");
+    }
+
     #[test]
     fn server_sent_events_are_parsed_skipping_comments() {
         let text = ": keep-alive\n\nevent: output\nid: 3\ndata: {\"offset\":0}\n\nevent: end\ndata: a\ndata: b\n\n";
