@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use crate::support::etcd::EtcdServer;
 use crate::support::ferretdb::FerretDb;
-use crate::support::{wait_until, Node};
+use crate::support::{agent_trusting, wait_until, Node, NodeOptions};
 
 /// One server-sent event.
 #[derive(Debug, Clone)]
@@ -27,7 +27,12 @@ pub struct Sse {
 impl Sse {
     /// Opens `path` on `node` with its token (and `extra` headers); panics unless 200.
     pub fn open(node: &Node, path: &str, extra: &[(&str, &str)]) -> Sse {
-        let mut req = ureq::get(&node.url(path)).timeout(Duration::from_secs(60));
+        Self::open_with(&ureq::agent(), node, path, extra)
+    }
+
+    /// [`Sse::open`] through `agent` (e.g. one trusting a test CA).
+    pub fn open_with(agent: &ureq::Agent, node: &Node, path: &str, extra: &[(&str, &str)]) -> Sse {
+        let mut req = agent.get(&node.url(path)).timeout(Duration::from_secs(60));
         if let Some(t) = &node.token {
             req = req.set("Authorization", &format!("Bearer {t}"));
         }
@@ -218,28 +223,74 @@ fn output_beyond_the_cap_shows_the_gap_consistent_with_the_stored_head_and_tail(
     assert_eq!(to + stored_tail.len() as u64, total);
 }
 
+const CLUSTER_TOKEN: &str = "live-output-cluster-token-0123456789abcdef";
+
+/// A node of `role` over `etcd` and `mongo` with the cluster's shared token; `http_extra` goes
+/// into `[http]`.
+fn cluster_node(etcd: &EtcdServer, mongo: &FerretDb, role: &str, http_extra: &str, options: NodeOptions) -> Node {
+    let config = format!(
+        "role = \"{role}\"\napi_token = \"{CLUSTER_TOKEN}\"\n[scheduler]\nheartbeat_secs = 1\n[executor]\nshell = \"/bin/sh\"\n\
+         [etcd]\nendpoints = {}\nsession_ttl_secs = 3\n[mongo]\nuri = \"{}\"\n[http]\n{http_extra}",
+        etcd.endpoints_toml(),
+        mongo.uri()
+    );
+    let mut node = Node::start_with(&config, options);
+    node.token = Some(CLUSTER_TOKEN.to_owned());
+    node
+}
+
+fn wait_for_a_worker(master: &Node) {
+    wait_until(Duration::from_secs(20), || {
+        let workers = master.get("/api/v1/workers").body;
+        workers["workers"].as_array().filter(|w| !w.is_empty()).map(|_| ())
+    })
+    .expect("the worker joins");
+}
+
+#[test]
+fn a_master_proxies_the_live_output_of_a_worker_serving_https() {
+    let etcd = EtcdServer::start();
+    let mongo = FerretDb::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ca, tls) = crate::security::make_certificate(dir.path());
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca).expect("CA file");
+    let tls = tls.replacen("[http]\n", "", 1);
+    let options = NodeOptions { tls_ca_pem: Some(ca.clone()), ..NodeOptions::default() };
+    let worker = cluster_node(&etcd, &mongo, "worker", &tls, options);
+    let master = cluster_node(
+        &etcd,
+        &mongo,
+        "master",
+        &format!("peer_ca_file = \"{}\"\n", ca_file.display()),
+        NodeOptions::default(),
+    );
+    wait_for_a_worker(&master);
+    let listed = master.get("/api/v1/workers").body.to_string();
+    assert!(listed.contains(&format!("\"api_addr\":\"https://127.0.0.1:{}\"", worker.port)), "{listed}");
+    let release = worker.dir.join("release");
+    master.create_job(json!({"name": "secure", "command": release_command(&release, 3), "cron_expr": "@yearly"}));
+    let id = started_run(&master, "secure");
+    let mut sse = Sse::open(&master, &format!("/api/v1/runs/{id}/output?follow=1"), &[]);
+    let first = sse.next().expect("an event through the master over HTTPS");
+    assert_eq!(first.event, "output");
+    assert!(first.data["text"].as_str().is_some_and(|t| t.starts_with("line-1\n")), "{first:?}");
+    std::fs::write(&release, "").expect("release the job");
+    let mut events = vec![first];
+    events.extend(sse.rest());
+    assert_eq!(text_of(&events, 0), "line-1\nline-2\nline-3\ndone\n");
+    // Straight to the worker, trusting its CA.
+    let direct = Sse::open_with(&agent_trusting(&ca), &worker, &format!("/api/v1/runs/{id}/output"), &[]).rest();
+    assert_eq!(text_of(&direct, 0), "line-1\nline-2\nline-3\ndone\n");
+}
+
 #[test]
 fn a_master_proxies_the_live_output_of_a_run_on_a_worker() {
     let etcd = EtcdServer::start();
     let mongo = FerretDb::start();
-    let token = "live-output-cluster-token-0123456789abcdef";
-    let base = |role: &str| {
-        format!(
-            "role = \"{role}\"\napi_token = \"{token}\"\n[scheduler]\nheartbeat_secs = 1\n[executor]\nshell = \"/bin/sh\"\n\
-             [etcd]\nendpoints = {}\nsession_ttl_secs = 3\n[mongo]\nuri = \"{}\"\n",
-            etcd.endpoints_toml(),
-            mongo.uri()
-        )
-    };
-    let mut worker = Node::start(&base("worker"));
-    worker.token = Some(token.to_owned());
-    let mut master = Node::start(&base("master"));
-    master.token = Some(token.to_owned());
-    wait_until(Duration::from_secs(20), || {
-        let workers = master.get("/api/v1/workers").body;
-        workers["workers"].as_array().or(workers.as_array()).filter(|w| !w.is_empty()).map(|_| ())
-    })
-    .expect("the worker joins");
+    let mut worker = cluster_node(&etcd, &mongo, "worker", "", NodeOptions::default());
+    let master = cluster_node(&etcd, &mongo, "master", "", NodeOptions::default());
+    wait_for_a_worker(&master);
     let listed = master.get("/api/v1/workers").body.to_string();
     assert!(listed.contains(&format!("\"api_addr\":\"http://127.0.0.1:{}\"", worker.port)), "{listed}");
 
