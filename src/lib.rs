@@ -137,6 +137,7 @@ async fn serve(
         // ARCHITECTURE.md: a master is stateless HTTP over the stores; no scheduler to ask.
         Engine::Master(_) => None,
     };
+    let output_followers = http::Followers::new(config.http.max_output_followers);
     let state = http::AppState {
         backends: backends.clone(),
         config: config.clone(),
@@ -154,7 +155,7 @@ async fn serve(
             Engine::Worker(handles) => handles.live.clone(),
             Engine::Master(_) => actors::live::LiveOutputs::default(),
         },
-        output_followers: http::Followers::new(config.http.max_output_followers),
+        output_followers: output_followers.clone(),
     };
     // A worker's listener serves health and /metrics only.
     let server = match config.role {
@@ -195,6 +196,8 @@ async fn serve(
     if let Err(e) = log_actor.send(FlushLogs).await {
         log::error!("Log batcher did not answer the final flush. error={e}");
     }
+    // Open output streams would hold the graceful stop for its whole timeout: end them.
+    output_followers.close_all();
     server_handle.stop(true).await;
     if matches!(engine, Engine::Worker(_)) {
         if let Err(e) = backends.members.leave(&node_id).await {

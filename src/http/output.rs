@@ -44,17 +44,30 @@ const PROXY_CONNECT: Duration = Duration::from_secs(5);
 /// Longest silence on a proxied stream (the worker sends a keep-alive every 15 s).
 const PROXY_READ: Duration = Duration::from_secs(60);
 
-/// The follower count of this node and its bound (`http.max_output_followers`).
+/// The follower count of this node and its bound (`http.max_output_followers`), and the signal
+/// that ends every stream when the node shuts down (a follower would otherwise hold the HTTP
+/// server's graceful stop for its whole timeout).
 #[derive(Debug, Clone)]
 pub struct Followers {
     count: Arc<AtomicUsize>,
     max: usize,
+    closing: Arc<watch::Sender<bool>>,
 }
 
 impl Followers {
     /// A counter allowing `max` followers at once.
     pub fn new(max: u32) -> Self {
-        Self { count: Arc::new(AtomicUsize::new(0)), max: max as usize }
+        Self { count: Arc::new(AtomicUsize::new(0)), max: max as usize, closing: Arc::new(watch::Sender::new(false)) }
+    }
+
+    /// Ends every open stream (without `end`: clients resume elsewhere or later) and every
+    /// later one at once; called when the node shuts down.
+    pub fn close_all(&self) {
+        self.closing.send_replace(true);
+    }
+
+    fn closing(&self) -> watch::Receiver<bool> {
+        self.closing.subscribe()
     }
 
     /// A slot, held as long as the stream lives; `None` when `max` are taken.
@@ -139,6 +152,7 @@ struct Stream {
     offset: u64,
     follow: bool,
     done: bool,
+    closing: watch::Receiver<bool>,
     _slot: Option<FollowerSlot>,
 }
 
@@ -150,8 +164,17 @@ impl Stream {
         }
     }
 
-    /// Waits for a change; false when the wait timed out (send a keep-alive).
+    /// Waits for a change; false when the wait timed out (send a keep-alive) or the node is
+    /// shutting down.
     async fn wait(&mut self) -> bool {
+        let mut closing = self.closing.clone();
+        tokio::select! {
+            changed = self.wait_source() => changed,
+            _ = closing.wait_for(|c| *c) => false,
+        }
+    }
+
+    async fn wait_source(&mut self) -> bool {
         match &mut self.source {
             Source::Live { changes, .. } => {
                 matches!(tokio::time::timeout(KEEPALIVE, changes.changed()).await, Ok(Ok(())))
@@ -195,10 +218,13 @@ impl Stream {
                 self.done = true;
                 return Some(Bytes::from(end_event(&end)));
             }
-            if !self.follow {
+            if !self.follow || *self.closing.borrow() {
                 return None;
             }
             if !self.wait().await {
+                if *self.closing.borrow() {
+                    return None;
+                }
                 return Some(Bytes::from_static(b": keep-alive\n\n"));
             }
         }
@@ -286,7 +312,14 @@ pub(crate) async fn output(
     if let Some(run) = state.live.get(&run_id) {
         let changes = run.subscribe();
         let source = Source::Live { run, changes };
-        return Ok(event_stream(Stream { source, offset, follow, done: false, _slot: slot()? }));
+        return Ok(event_stream(Stream {
+            source,
+            offset,
+            follow,
+            done: false,
+            closing: state.output_followers.closing(),
+            _slot: slot()?,
+        }));
     }
     let record = state
         .backends
@@ -297,14 +330,28 @@ pub(crate) async fn output(
     if record.status.is_final() || !follow {
         let end = record.status.is_final().then(|| RunEnd::of(&record));
         let source = Source::Stored { capture: stored_capture(&record), end, poll: None };
-        return Ok(event_stream(Stream { source, offset, follow, done: false, _slot: None }));
+        return Ok(event_stream(Stream {
+            source,
+            offset,
+            follow,
+            done: false,
+            closing: state.output_followers.closing(),
+            _slot: None,
+        }));
     }
     let slot = slot()?;
     if state.node.is_some() && record.worker == state.node_id {
         // Ours but not captured here (adopted after a restart): what is stored, until it ends.
         let source =
             Source::Stored { capture: stored_capture(&record), end: None, poll: Some((state.clone(), run_id)) };
-        return Ok(event_stream(Stream { source, offset, follow, done: false, _slot: slot }));
+        return Ok(event_stream(Stream {
+            source,
+            offset,
+            follow,
+            done: false,
+            closing: state.output_followers.closing(),
+            _slot: slot,
+        }));
     }
     proxy(&state, &req, &record, offset, slot).await
 }
@@ -456,9 +503,13 @@ async fn proxy(
         }
         Head::Streaming => {
             log::debug!("Proxying live output from a worker. run={} worker={}", record.id, record.worker);
-            let body = futures::stream::unfold((rx, slot), |(mut rx, slot)| async move {
-                let chunk = rx.recv().await?;
-                Some((Ok::<_, Infallible>(chunk), (rx, slot)))
+            let closing = state.output_followers.closing();
+            let body = futures::stream::unfold((rx, slot, closing), |(mut rx, slot, mut closing)| async move {
+                let chunk = tokio::select! {
+                    chunk = rx.recv() => chunk?,
+                    _ = closing.wait_for(|c| *c) => return None,
+                };
+                Some((Ok::<_, Infallible>(chunk), (rx, slot, closing)))
             });
             Ok(HttpResponse::Ok()
                 .content_type("text/event-stream")
