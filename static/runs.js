@@ -95,7 +95,10 @@ async function killRun(ctx, run) {
 function outputBlock(run) {
   const total = run.output_bytes ?? (run.output || "").length;
   let summary;
-  if (run.status === "running") summary = "The output is stored when the run ends; open the run to follow it live.";
+  if (run.status === "running") {
+    summary = ["The output is stored when the run ends; ",
+      h("a", { href: `#/runs/${seg(run.id)}` }, "follow it live"), "."];
+  }
   else if (!run.output) summary = total ? `${fmtBytes(total)} printed; nothing kept.` : "No output.";
   else if (run.output_truncated) summary = `${fmtBytes(total)} printed in total — truncated: showing the head and the tail.`;
   else summary = `${fmtBytes(total)}.`;
