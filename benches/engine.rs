@@ -68,6 +68,7 @@ fn bench_spawn() {
         run_as_group: None,
         allowed_users: Vec::new(),
         death_signal: hook,
+        live: None,
     };
     // Some resident memory, as a running node has: fork copies its page tables.
     let ballast: Vec<u8> =

@@ -354,6 +354,15 @@ pub struct HttpConfig {
     pub tls_cert_file: PathBuf,
     /// PEM private key of `tls_cert_file`.
     pub tls_key_file: PathBuf,
+    /// Most clients following run output (`GET /api/v1/runs/{id}/output?follow=1`) at once on
+    /// this node, proxied streams included; beyond it 429.
+    pub max_output_followers: u32,
+    /// Base URL this node's listener is reached at by the master (`http://10.0.0.5:8070`),
+    /// published in its membership record; empty = derived from `listen` (and TLS).
+    pub advertise_addr: String,
+    /// PEM CA the master trusts when it proxies to a worker's HTTPS listener; empty =
+    /// `tls_cert_file` (one chain for the cluster), else the built-in web roots.
+    pub peer_ca_file: PathBuf,
 }
 
 /// `[etcd]`.
@@ -475,6 +484,9 @@ impl Default for HttpConfig {
             allowed_hosts: Vec::new(),
             tls_cert_file: PathBuf::new(),
             tls_key_file: PathBuf::new(),
+            max_output_followers: 64,
+            advertise_addr: String::new(),
+            peer_ca_file: PathBuf::new(),
         }
     }
 }
@@ -601,6 +613,9 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("alerts.retention_days", "DISTCRON_ALERTS_RETENTION_DAYS"),
     ("metrics.public", "DISTCRON_METRICS_PUBLIC"),
     ("labels", "DISTCRON_LABELS"),
+    ("http.max_output_followers", "DISTCRON_HTTP_MAX_OUTPUT_FOLLOWERS"),
+    ("http.advertise_addr", "DISTCRON_HTTP_ADVERTISE_ADDR"),
+    ("http.peer_ca_file", "DISTCRON_HTTP_PEER_CA_FILE"),
 ];
 
 impl Config {
@@ -801,7 +816,40 @@ impl Config {
         if cert != key {
             return bad("http.tls_key_file", "set both http.tls_cert_file and http.tls_key_file, or neither".into());
         }
+        let advertise = self.http.advertise_addr.trim();
+        if !advertise.is_empty() {
+            let rest = advertise.strip_prefix("http://").or_else(|| advertise.strip_prefix("https://"));
+            let ok = rest.is_some_and(|r| {
+                !r.is_empty() && r.len() <= 300 && !r.contains(['/', '?', '#', '@', ' ']) && r.contains(':')
+            });
+            if !ok {
+                return bad(
+                    "http.advertise_addr",
+                    format!("{advertise:?} must be a base URL with a port, like \"http://10.0.0.5:8070\""),
+                );
+            }
+        }
         Ok(())
+    }
+
+    /// The base URL a worker advertises for its listener: `http.advertise_addr`, else the
+    /// scheme (https with TLS) and `listen`, an unspecified host (`0.0.0.0`, `::`) replaced by
+    /// `host` (the node's first non-loopback address).
+    pub fn advertised_api_addr(&self, host: Option<&str>) -> String {
+        let configured = self.http.advertise_addr.trim().trim_end_matches('/');
+        if !configured.is_empty() {
+            return configured.to_owned();
+        }
+        let scheme = if self.tls_enabled() { "https" } else { "http" };
+        match self.listen_addr() {
+            Some(addr) if addr.ip().is_unspecified() => {
+                let host = host.unwrap_or("127.0.0.1");
+                let host = if host.contains(':') { format!("[{host}]") } else { host.to_owned() };
+                format!("{scheme}://{host}:{}", addr.port())
+            }
+            Some(addr) => format!("{scheme}://{addr}"),
+            None => format!("{scheme}://{}", self.listen),
+        }
     }
 
     /// Whether the HTTP listeners serve HTTPS (`http.tls_cert_file` and `http.tls_key_file` set).
@@ -839,6 +887,7 @@ impl Config {
             ("log_batch.max_batch_bytes", l.max_batch_bytes, 64 * 1024, 256 * 1024 * 1024),
             ("http.max_body_bytes", h.max_body_bytes, 1_024, GIB),
             ("http.workers", u64::from(h.workers), 0, 1_024),
+            ("http.max_output_followers", u64::from(h.max_output_followers), 1, 10_000),
             ("etcd.session_ttl_secs", d.session_ttl_secs, 2, 3_600),
             ("etcd.request_timeout_ms", d.request_timeout_ms, 100, 600_000),
             ("etcd.connect_timeout_ms", d.connect_timeout_ms, 100, 600_000),

@@ -122,6 +122,8 @@ async fn serve(
                 capacity: config.executor.pool_size,
                 last_heartbeat: started_at,
                 labels: config.labels.clone(),
+                // README "Live output": the master proxies a run's live output to this address.
+                api_addr: Some(config.advertised_api_addr(first_ipv4().as_deref())),
             };
             Engine::Worker(actors::start(&config, &backends, worker, started_at, &metrics).await?)
         }
@@ -136,6 +138,7 @@ async fn serve(
         // ARCHITECTURE.md: a master is stateless HTTP over the stores; no scheduler to ask.
         Engine::Master(_) => None,
     };
+    let output_followers = http::Followers::new(config.http.max_output_followers);
     let state = http::AppState {
         backends: backends.clone(),
         config: config.clone(),
@@ -149,6 +152,11 @@ async fn serve(
         },
         alert_channels: Arc::new(alerting::Channels::from_config(&config.alerts, &config.executor.shell)?),
         metrics,
+        live: match &engine {
+            Engine::Worker(handles) => handles.live.clone(),
+            Engine::Master(_) => actors::live::LiveOutputs::default(),
+        },
+        output_followers: output_followers.clone(),
     };
     // A worker's listener serves health and /metrics only.
     let server = match config.role {
@@ -189,6 +197,8 @@ async fn serve(
     if let Err(e) = log_actor.send(FlushLogs).await {
         log::error!("Log batcher did not answer the final flush. error={e}");
     }
+    // Open output streams would hold the graceful stop for its whole timeout: end them.
+    output_followers.close_all();
     server_handle.stop(true).await;
     if matches!(engine, Engine::Worker(_)) {
         if let Err(e) = backends.members.leave(&node_id).await {

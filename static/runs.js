@@ -1,7 +1,8 @@
 // The runs view (filter by job, status, worker and time range; cursor pagination; output shown
-// as text; running runs refresh by themselves and can be killed) and the one-run view.
+// as text; running runs refresh by themselves and can be killed) and the one-run view, whose
+// output follows a running run live (GET /api/v1/runs/{id}/output?follow=1).
 
-import { api, describe, seg, Unauthorized } from "./api.js";
+import { api, describe, seg, token, ApiError, Unauthorized } from "./api.js";
 import { h, replace, reconcile, badge, focusKey, restoreFocus, every } from "./dom.js";
 import { fmtTime, fmtShort, fmtDuration, fmtBytes, toLocalInput, fromLocalInput } from "./format.js";
 
@@ -9,6 +10,66 @@ const STATUSES = ["running", "succeeded", "failed", "timeout", "killed", "error"
 const PAGE_SIZES = ["25", "50", "100", "200"];
 /** The executor's marker between the head and the tail of a truncated output. */
 const MARKER = /\n… \[\d+ bytes truncated\] …\n/;
+
+/**
+ * Follows a run's live output: server-sent events read with fetch() and a stream reader, not
+ * EventSource, because EventSource cannot send the Authorization header (and a token in the URL
+ * would end up in logs and history). `on.output({offset, bytes, text})`, `on.gap({from, to,
+ * bytes})` and `on.end({status, exit_code, output_bytes, ...})` are called as events arrive. A
+ * broken connection is resumed from the last offset (`?offset=`) after 2 s. Resolves after `end`
+ * or when `signal` aborts; rejects with an ApiError the server answered (e.g. 404, 429).
+ */
+export async function followOutput(id, on, signal) {
+  let offset = 0;
+  for (;;) {
+    const headers = { Accept: "text/event-stream" };
+    if (token()) headers.Authorization = `Bearer ${token()}`;
+    let res;
+    try {
+      res = await fetch(`/api/v1/runs/${seg(id)}/output?follow=1&offset=${offset}`, { headers, signal, cache: "no-store" });
+    } catch (e) {
+      if (signal.aborted) return;
+      await new Promise((r) => setTimeout(r, 2000));
+      continue;
+    }
+    if (!res.ok) {
+      let data = null;
+      try { data = await res.json(); } catch (_) { data = null; }
+      const e = data && data.error;
+      throw new ApiError(res.status, e?.code || "http", e?.message || `The server answered HTTP ${res.status}.`);
+    }
+    const reader = res.body.getReader();
+    const decoder = new TextDecoder();
+    let buffer = "";
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer += decoder.decode(value, { stream: true });
+        let cut;
+        while ((cut = buffer.indexOf("\n\n")) >= 0) {
+          const block = buffer.slice(0, cut);
+          buffer = buffer.slice(cut + 2);
+          let event = "message";
+          let data = "";
+          for (const line of block.split("\n")) {
+            if (line.startsWith("event: ")) event = line.slice(7);
+            else if (line.startsWith("data: ")) data += line.slice(6);
+          }
+          if (!data) continue;
+          const d = JSON.parse(data);
+          if (event === "output") { offset = d.offset + d.bytes; on.output(d); }
+          else if (event === "truncated") { offset = d.to; on.gap(d); }
+          else if (event === "end") { on.end(d); return; }
+        }
+      }
+    } catch (e) {
+      if (signal.aborted) return;
+    }
+    if (signal.aborted) return;
+    await new Promise((r) => setTimeout(r, 2000));
+  }
+}
 
 /** Kill one run after asking; resolves true when the kill was accepted. */
 async function killRun(ctx, run) {
@@ -34,7 +95,10 @@ async function killRun(ctx, run) {
 function outputBlock(run) {
   const total = run.output_bytes ?? (run.output || "").length;
   let summary;
-  if (run.status === "running") summary = "The output is stored when the run ends.";
+  if (run.status === "running") {
+    summary = ["The output is stored when the run ends; ",
+      h("a", { href: `#/runs/${seg(run.id)}` }, "follow it live"), "."];
+  }
   else if (!run.output) summary = total ? `${fmtBytes(total)} printed; nothing kept.` : "No output.";
   else if (run.output_truncated) summary = `${fmtBytes(total)} printed in total — truncated: showing the head and the tail.`;
   else summary = `${fmtBytes(total)}.`;
@@ -370,6 +434,8 @@ export function mountRuns(root, ctx, params) {
 export function mountRun(root, ctx, id) {
   let alive = true;
   let run = null;
+  /** The live follower of a running run: its block and its AbortController. */
+  let live = null;
   const body = h("div", { class: "run-view", "aria-live": "polite" }, h("p", { class: "loading" }, "Loading run…"));
   const head = h("div", { class: "view-head" }, h("h1", { tabindex: "-1" }, "Run"));
   replace(root, head, body);
@@ -383,8 +449,38 @@ export function mountRun(root, ctx, id) {
           type: "button", class: "danger kill", id: "run-kill", "aria-label": `Kill run ${run.id} of ${run.job}`,
           onclick: async () => { if (await killRun(ctx, run)) setTimeout(load, 500); },
         }, "Kill") : null));
-    replace(body, facts(run), outputBlock(run),
-      run.status === "running" ? h("p", { class: "muted live" }, "Running: this page refreshes every 2 s.") : null);
+    if (run.status !== "running" && live) {
+      live.controller.abort();
+      live = null;
+    }
+    replace(body, facts(run), run.status === "running" ? liveBlock() : outputBlock(run),
+      run.status === "running" ? h("p", { class: "muted live" }, "Running: the output follows live; the facts refresh every 2 s.") : null);
+  }
+
+  /** The live output of the running run (one follower per page, kept across re-renders). */
+  function liveBlock() {
+    if (live) return live.block;
+    const pre = h("pre", { class: "output live-output", id: "live-output", tabindex: "0", "aria-label": `Live output of ${run.job}` });
+    const summary = h("p", { class: "muted output-summary", "aria-live": "off" }, "Output: following live…");
+    const state = { block: h("div", { class: "output-block" }, summary, pre), controller: new AbortController() };
+    live = state;
+    followOutput(id, {
+      output: (d) => {
+        pre.append(d.text);
+        summary.textContent = `Output: ${fmtBytes(d.offset + d.bytes)} so far, following live…`;
+      },
+      gap: (d) => {
+        pre.append("\n", h("span", { class: "trunc-marker" }, `… [${d.bytes} bytes truncated] …`), "\n");
+      },
+      end: (d) => {
+        summary.textContent = `Output: the run ended (${d.status}).`;
+        if (alive) setTimeout(load, 300);
+      },
+    }, state.controller.signal).catch((e) => {
+      if (!alive || e instanceof Unauthorized) return;
+      summary.textContent = `Output: cannot follow it live (${describe(e)}); it is stored when the run ends.`;
+    });
+    return state.block;
   }
 
   async function load() {
@@ -409,5 +505,5 @@ export function mountRun(root, ctx, id) {
 
   load();
   const stop = every(2000, async () => { if (!run || run.status === "running") await load(); });
-  return () => { alive = false; stop(); };
+  return () => { alive = false; stop(); live?.controller.abort(); };
 }

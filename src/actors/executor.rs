@@ -33,6 +33,7 @@ use futures::future::BoxFuture;
 use tokio::sync::oneshot;
 use tokio::task::JoinError;
 
+use crate::actors::live::LiveOutputs;
 use crate::actors::messages::{
     AdoptedKillable, Execute, ExecutorIdle, ExecutorRestarted, GetPoolStatus, KillReason, KillRun, PoolStatus,
     RecordRun, RunFinished, RunSpec, StartRun,
@@ -49,6 +50,16 @@ pub type Runner = Arc<
         + Sync,
 >;
 
+/// The real runner, capturing each run's output into `live` so it can be followed while it
+/// runs (`live.rs`).
+pub fn live_runner(live: LiveOutputs) -> Runner {
+    Arc::new(move |spec: RunSpec, kill: oneshot::Receiver<KillReason>, spawned: oneshot::Sender<Spawned>| {
+        let mut process = ProcessSpec::from_run(&spec);
+        process.live = Some(live.begin(&spec.run, spec.max_output_bytes));
+        Box::pin(async move { run_command_reporting(&process, kill, Some(spawned)).await })
+    })
+}
+
 /// The real runner: `<shell> -c <command>` through [`run_command_reporting`].
 pub fn process_runner() -> Runner {
     Arc::new(|spec: RunSpec, kill: oneshot::Receiver<KillReason>, spawned: oneshot::Sender<Spawned>| {
@@ -62,6 +73,8 @@ struct Sinks {
     worker: WorkerId,
     scheduler: Recipient<RunFinished>,
     log: Recipient<RecordRun>,
+    /// Live outputs of this node's runs: told each run's end.
+    live: LiveOutputs,
 }
 
 impl Sinks {
@@ -88,6 +101,7 @@ impl Sinks {
     /// Sends the final record, then tells the scheduler.
     fn finish(&self, record: RunRecord) {
         let finished = RunFinished { run: record.id.clone(), job: record.job.clone(), status: record.status };
+        self.live.end(&record);
         self.log.do_send(RecordRun(record));
         self.scheduler.do_send(finished);
     }
@@ -170,7 +184,23 @@ impl ExecutorPool {
         log: Recipient<RecordRun>,
         runner: Runner,
     ) -> Addr<ExecutorPool> {
-        let sinks = Sinks { worker, scheduler, log };
+        Self::start_inner(size, queue_capacity, Sinks { worker, scheduler, log, live: LiveOutputs::default() }, runner)
+    }
+
+    /// [`ExecutorPool::start`] whose runs can be followed live through `live`.
+    pub fn start_live(
+        size: usize,
+        queue_capacity: usize,
+        worker: WorkerId,
+        scheduler: Recipient<RunFinished>,
+        log: Recipient<RecordRun>,
+        live: LiveOutputs,
+    ) -> Addr<ExecutorPool> {
+        let runner = live_runner(live.clone());
+        Self::start_inner(size, queue_capacity, Sinks { worker, scheduler, log, live }, runner)
+    }
+
+    fn start_inner(size: usize, queue_capacity: usize, sinks: Sinks, runner: Runner) -> Addr<ExecutorPool> {
         ExecutorPool::create(move |ctx| {
             let pool = ctx.address();
             let slots = (0..size.max(1))

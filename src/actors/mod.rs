@@ -18,6 +18,7 @@ pub mod alerts;
 pub mod essential;
 pub mod executor;
 pub mod launch;
+pub mod live;
 pub mod log_batch;
 pub mod messages;
 pub mod orphans;
@@ -68,6 +69,8 @@ pub struct Handles {
     pub essentials: Essentials,
     /// Alert evaluation and delivery, when channels are configured.
     pub alerts: Option<Addr<alerts::AlertActor>>,
+    /// Live output of this node's runs (`GET /api/v1/runs/{id}/output`).
+    pub live: live::LiveOutputs,
 }
 
 /// Addresses of what a master runs besides HTTP: the recorder of lost runs and its log pipeline.
@@ -197,12 +200,14 @@ pub async fn start(
     // 2. Executors and scheduler know each other: create the scheduler's context first.
     let sched_ctx = Context::<SchedulerActor>::new();
     let scheduler_addr = sched_ctx.address();
-    let pool = ExecutorPool::start(
+    let live = live::LiveOutputs::default();
+    let pool = ExecutorPool::start_live(
         config.executor.pool_size as usize,
         config.executor.queue_capacity as usize,
         worker.id.clone(),
         scheduler_addr.clone().recipient(),
         log.clone().recipient(),
+        live.clone(),
     );
     let worker_id = worker.id.clone();
     let worker_id_for_alerts = worker.id.clone();
@@ -291,7 +296,7 @@ pub async fn start(
     essentials.add("watch", &watch);
     essentials.add("log_batch", &log);
     essentials.add("lost_runs", &reaper);
-    Ok(Handles { scheduler, pool, log, watch, reaper, essentials, alerts })
+    Ok(Handles { scheduler, pool, log, watch, reaper, essentials, alerts, live })
 }
 
 /// Mirrors this worker's membership session into the metrics until the stream ends.

@@ -30,10 +30,11 @@
 //!
 //! Command output is never logged.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -45,6 +46,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::actors::launch::{self, LaunchPlan};
+use crate::actors::live::LiveRun;
 use crate::actors::messages::{KillReason, RunSpec};
 use crate::actors::{orphans, procfs, subreaper};
 use crate::domain::{JobLimits, RunId, RunStatus};
@@ -94,6 +96,9 @@ pub struct ProcessSpec {
     pub allowed_users: Vec<String>,
     /// SIGTERM to the shell when distcron dies (`PR_SET_PDEATHSIG`).
     pub death_signal: bool,
+    /// Where the output is captured, so followers can read it live (`live.rs`); `None` = a
+    /// private capture of `max_output_bytes`.
+    pub live: Option<Arc<LiveRun>>,
 }
 
 impl ProcessSpec {
@@ -117,6 +122,7 @@ impl ProcessSpec {
             run_as_group: spec.launch.run_as_group.clone(),
             allowed_users: spec.launch.allowed_users.clone(),
             death_signal: spec.launch.death_signal,
+            live: None,
         }
     }
 }
@@ -254,77 +260,6 @@ pub fn limit_reason(limits: &JobLimits, exit_code: Option<i32>, signal: Option<i
     None
 }
 
-/// Bounded capture of a byte stream: the first `head_cap` bytes and the last `tail_cap` bytes.
-#[derive(Debug)]
-struct Capture {
-    head: Vec<u8>,
-    head_cap: usize,
-    tail: VecDeque<u8>,
-    tail_cap: usize,
-    total: u64,
-}
-
-impl Capture {
-    fn new(max_bytes: usize) -> Self {
-        let head_cap = max_bytes / 2;
-        let tail_cap = max_bytes - head_cap;
-        Self {
-            head: Vec::with_capacity(head_cap.min(CHUNK_BYTES)),
-            head_cap,
-            tail: VecDeque::with_capacity(tail_cap.min(CHUNK_BYTES)),
-            tail_cap,
-            total: 0,
-        }
-    }
-
-    fn push(&mut self, mut chunk: &[u8]) {
-        self.total += chunk.len() as u64;
-        let head_room = self.head_cap - self.head.len();
-        if head_room > 0 {
-            let n = head_room.min(chunk.len());
-            self.head.extend_from_slice(&chunk[..n]);
-            chunk = &chunk[n..];
-        }
-        if chunk.is_empty() || self.tail_cap == 0 {
-            return;
-        }
-        if chunk.len() >= self.tail_cap {
-            self.tail.clear();
-            self.tail.extend(&chunk[chunk.len() - self.tail_cap..]);
-        } else {
-            let overflow = (self.tail.len() + chunk.len()).saturating_sub(self.tail_cap);
-            self.tail.drain(..overflow);
-            self.tail.extend(chunk);
-        }
-    }
-
-    fn truncated(&self) -> bool {
-        self.total > (self.head.len() + self.tail.len()) as u64
-    }
-
-    /// Lossy UTF-8 text: head, then (when bytes were dropped) a marker, then tail.
-    fn text(&self) -> String {
-        let (a, b) = self.tail.as_slices();
-        let mut tail: Vec<u8> = Vec::with_capacity(self.tail.len());
-        tail.extend_from_slice(a);
-        tail.extend_from_slice(b);
-        if !self.truncated() {
-            let mut all = self.head.clone();
-            all.extend_from_slice(&tail);
-            return String::from_utf8_lossy(&all).into_owned();
-        }
-        // The tail starts at an arbitrary byte: skip up to 3 UTF-8 continuation bytes so it does
-        // not open with a replacement character.
-        let skip = tail.iter().take(3).take_while(|b| (**b & 0xC0) == 0x80).count();
-        let dropped = self.total - (self.head.len() + tail.len() - skip) as u64;
-        format!(
-            "{}\n… [{dropped} bytes truncated] …\n{}",
-            String::from_utf8_lossy(&self.head),
-            String::from_utf8_lossy(&tail[skip..])
-        )
-    }
-}
-
 /// SIGKILLs the group when dropped while armed (the run's future was cancelled).
 struct GroupGuard {
     pgid: Pid,
@@ -383,7 +318,7 @@ fn live_members_in_proc(pgid: Pid) -> Option<usize> {
 }
 
 /// Reads the pipe to EOF into `capture`. Read errors end the read (the output is best effort).
-async fn read_all(pipe: &mut tokio::net::unix::pipe::Receiver, capture: &mut Capture) {
+async fn read_all(pipe: &mut tokio::net::unix::pipe::Receiver, capture: &LiveRun) {
     let mut buf = vec![0u8; CHUNK_BYTES];
     loop {
         match pipe.read(&mut buf).await {
@@ -521,7 +456,7 @@ pub async fn run_command_reporting(
         let _ = tx.send(Spawned { pgid: pgid.as_raw(), start_ticks });
     }
 
-    let mut capture = Capture::new(spec.max_output_bytes);
+    let capture = spec.live.clone().unwrap_or_else(|| Arc::new(LiveRun::new(spec.max_output_bytes)));
     let mut pipe = match tokio::net::unix::pipe::Receiver::from_owned_fd(reader.into()) {
         Ok(p) => Some(p),
         Err(e) => {
@@ -533,7 +468,7 @@ pub async fn run_command_reporting(
     let status = {
         let read = async {
             if let Some(p) = pipe.as_mut() {
-                read_all(p, &mut capture).await;
+                read_all(p, &capture).await;
             }
         };
         tokio::pin!(read);
@@ -556,6 +491,7 @@ pub async fn run_command_reporting(
     // tokio has collected the shell (or given up on it): the subreaper may reap that pid now.
     subreaper::unregister(pgid.as_raw());
 
+    let (output, output_bytes, truncated) = capture.with_capture(|c| (c.text(), c.total(), c.truncated()));
     ProcessOutcome {
         started_at,
         ended_at: Utc::now(),
@@ -563,9 +499,9 @@ pub async fn run_command_reporting(
         signal: status.as_ref().and_then(ExitStatus::signal),
         ended_by,
         spawn_error: None,
-        output: capture.text(),
-        output_bytes: capture.total,
-        truncated: capture.truncated(),
+        output,
+        output_bytes,
+        truncated,
         limits: spec.limits,
     }
 }
@@ -692,6 +628,7 @@ mod tests {
             run_as_group: None,
             allowed_users: Vec::new(),
             death_signal: true,
+            live: None,
         }
     }
 
@@ -789,24 +726,6 @@ mod tests {
         assert!(out.output.starts_with("HEADxxx"));
         assert!(out.output.ends_with("xxxTAIL"));
         assert_eq!(classify(&out).0, RunStatus::Succeeded);
-    }
-
-    #[test]
-    fn capture_keeps_exact_bytes_under_the_cap() {
-        let mut c = Capture::new(10);
-        c.push(b"abc");
-        c.push(b"defghij");
-        assert!(!c.truncated());
-        assert_eq!(c.text(), "abcdefghij");
-        c.push(b"k");
-        assert!(c.truncated());
-        assert_eq!(c.text(), "abcde\n… [1 bytes truncated] …\nghijk");
-        for _ in 0..1000 {
-            c.push(b"0123456789");
-        }
-        assert_eq!(c.total, 10_011);
-        assert_eq!(c.tail.len(), 5);
-        assert!(c.text().ends_with("56789"));
     }
 
     #[tokio::test]

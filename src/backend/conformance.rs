@@ -91,6 +91,7 @@ pub fn sample_worker(id: &WorkerId) -> WorkerInfo {
         capacity: 4,
         last_heartbeat: now,
         labels: [("zone".to_owned(), "a".to_owned())].into_iter().collect(),
+        api_addr: None,
     }
 }
 

@@ -21,7 +21,12 @@ pub(crate) struct Client {
     base: String,
     token: Option<String>,
     agent: ureq::Agent,
+    /// For streams: no overall timeout.
+    stream_agent: ureq::Agent,
 }
+
+/// Longest silence on a followed stream before the CLI gives up on the connection.
+const STREAM_SILENCE: Duration = Duration::from_secs(60);
 
 impl Client {
     /// Resolves the server, the token and the TLS trust from `args` and the local config.
@@ -39,13 +44,55 @@ impl Client {
             return Err(CliError::Usage(format!("--server {base:?} must start with http:// or https://")));
         }
         let token = resolve_token(args, &mut local)?;
-        let mut builder = ureq::AgentBuilder::new()
-            .timeout(Duration::from_secs(args.timeout_secs.max(1)))
-            .user_agent(concat!("distcron-cli/", env!("CARGO_PKG_VERSION")));
-        if let Some(ca) = &args.ca_file {
-            builder = builder.tls_config(Arc::new(tls_trusting(ca)?));
+        let tls = args.ca_file.as_deref().map(tls_trusting).transpose()?.map(Arc::new);
+        let base_builder = || {
+            let builder = ureq::AgentBuilder::new().user_agent(concat!("distcron-cli/", env!("CARGO_PKG_VERSION")));
+            match &tls {
+                Some(tls) => builder.tls_config(Arc::clone(tls)),
+                None => builder,
+            }
+        };
+        let agent = base_builder().timeout(Duration::from_secs(args.timeout_secs.max(1))).build();
+        // A followed stream lasts as long as the run: no overall timeout, only a bound on
+        // silence (the server sends a keep-alive every 15 s).
+        let stream_agent = base_builder()
+            .timeout_connect(Duration::from_secs(args.timeout_secs.max(1)))
+            .timeout_read(STREAM_SILENCE)
+            .build();
+        Ok(Self { base, token, agent, stream_agent })
+    }
+
+    /// Opens a server-sent event stream at `path?query`; `Ok(None)` when the server has no such
+    /// route (404 other than `run_not_found`: an older server).
+    ///
+    /// # Errors
+    /// As [`Client::get`].
+    pub(crate) fn open_stream(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<Option<Box<dyn std::io::Read + Send + Sync>>, CliError> {
+        let mut req = self.stream_agent.get(&format!("{}{path}", self.base)).set("Accept", "text/event-stream");
+        if let Some(t) = &self.token {
+            req = req.set("Authorization", &format!("Bearer {t}"));
         }
-        Ok(Self { base, token, agent: builder.build() })
+        for (k, v) in query {
+            req = req.query(k, v);
+        }
+        match req.call() {
+            Ok(resp) => Ok(Some(resp.into_reader())),
+            Err(ureq::Error::Status(404, resp)) => {
+                let err = api_error(404, resp.into_string().unwrap_or_default(), self.token.is_some());
+                match &err {
+                    CliError::Api { code, .. } if code == "run_not_found" => Err(err),
+                    _ => Ok(None),
+                }
+            }
+            Err(ureq::Error::Status(status, resp)) => {
+                Err(api_error(status, resp.into_string().unwrap_or_default(), self.token.is_some()))
+            }
+            Err(ureq::Error::Transport(t)) => Err(CliError::Failed(format!("cannot reach {}: {t}", self.base))),
+        }
     }
 
     /// The server's base URL.

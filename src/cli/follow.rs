@@ -1,13 +1,14 @@
 //! `distcron runs tail [--follow]`: a run's output, and with `--follow` the output as it grows
 //! until the run ends.
 //!
-//! Owns: the [`OutputSource`] seam (events with byte offsets, then the end) and its polling
-//! implementation over `GET /api/v1/runs/{id}`. The live-output stream
-//! (`GET /api/v1/runs/{id}/output?follow=1`, server-sent events with byte offsets) plugs in as
-//! another [`OutputSource`] without touching the printing. Leaves to others: the run record
-//! (the log store) and the HTTP calls (`client`).
+//! Owns: the [`OutputSource`] seam (events with byte offsets, then the end) and its two
+//! implementations: [`StreamSource`] over the live-output stream
+//! (`GET /api/v1/runs/{id}/output?follow=1`, server-sent events with byte offsets; what
+//! `--follow` uses) and [`PollingSource`] over `GET /api/v1/runs/{id}` (without `--follow`, and
+//! the fallback when a server answers 404 for the stream's route: an older version).
+//! Leaves to others: the run record (the log store) and the HTTP calls (`client`).
 
-use std::io::Write;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -30,6 +31,13 @@ pub(crate) enum OutputEvent {
     Gap {
         /// How many bytes the run printed in all.
         total_bytes: u64,
+    },
+    /// The live stream skipped bytes `from..to`: the run's capture keeps only head and tail.
+    Skipped {
+        /// First byte not kept.
+        from: u64,
+        /// First byte kept again.
+        to: u64,
     },
     /// The run ended (or, without follow, this is where it stands).
     End {
@@ -86,6 +94,149 @@ impl OutputSource for PollingSource<'_> {
     }
 }
 
+/// How many times (100 ms apart) the end of a stream waits for the run's final record.
+const STORED_WAIT_TRIES: u32 = 30;
+
+/// Reads the live-output stream (`text/event-stream`) of one run.
+pub(crate) struct StreamSource<'a> {
+    client: &'a Client,
+    id: String,
+    reader: BufReader<Box<dyn Read + Send + Sync>>,
+    ended: bool,
+    /// Where to resume after a broken connection.
+    offset: u64,
+    /// Resumptions so far.
+    reconnects: u32,
+}
+
+/// Resumptions of a broken stream before `tail -f` gives up.
+const MAX_RECONNECTS: u32 = 5;
+
+impl<'a> StreamSource<'a> {
+    /// Opens the stream of run `id`; `Ok(None)` when the server does not have the route.
+    ///
+    /// # Errors
+    /// The server's or the connection's error (e.g. 404 `run_not_found`).
+    pub(crate) fn open(client: &'a Client, id: &str) -> Result<Option<Self>, CliError> {
+        let path = format!("/api/v1/runs/{}/output", segment(id));
+        Ok(client.open_stream(&path, &[("follow", "1".into())])?.map(|r| Self {
+            client,
+            id: id.to_owned(),
+            reader: BufReader::new(r),
+            ended: false,
+            offset: 0,
+            reconnects: 0,
+        }))
+    }
+
+    /// The stream broke before `end` (a restarted server, a dropped connection): open it again
+    /// from the last offset, a few times.
+    fn reconnect(&mut self, why: String) -> Result<(), CliError> {
+        if self.reconnects >= MAX_RECONNECTS {
+            return Err(CliError::Failed(format!("the output stream of run {} broke: {why}", self.id)));
+        }
+        self.reconnects += 1;
+        std::thread::sleep(Duration::from_secs(2));
+        let path = format!("/api/v1/runs/{}/output", segment(&self.id));
+        let query = [("follow", "1".to_owned()), ("offset", self.offset.to_string())];
+        match self.client.open_stream(&path, &query)? {
+            Some(r) => {
+                self.reader = BufReader::new(r);
+                Ok(())
+            }
+            None => Err(CliError::Failed(format!("the output stream of run {} broke: {why}", self.id))),
+        }
+    }
+
+    /// The run as it ended: its stored record when that is final already, else the `end` event's
+    /// fields with the job's name.
+    fn ended_run(&self, end: Value) -> Value {
+        // The end event comes as the run ends; its record reaches the log store a batch later
+        // (log_batch.flush_ms). Wait a little for it, so what a script reads next agrees.
+        let mut stored = Value::Null;
+        for _ in 0..STORED_WAIT_TRIES {
+            stored = self.client.get(&format!("/api/v1/runs/{}", segment(&self.id)), &[]).unwrap_or(Value::Null);
+            if stored["status"].as_str().is_some_and(|s| s != "running") {
+                return stored;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let mut run = end;
+        if let Value::Object(map) = &mut run {
+            map.insert("job".into(), stored["job"].clone());
+            map.insert("id".into(), Value::String(self.id.clone()));
+        }
+        run
+    }
+}
+
+impl OutputSource for StreamSource<'_> {
+    fn next_event(&mut self) -> Result<OutputEvent, CliError> {
+        if self.ended {
+            return Err(CliError::Failed("the run's output was already read to its end".into()));
+        }
+        loop {
+            let (event, data) = match read_sse(&mut self.reader) {
+                Ok(Some(event)) => event,
+                Ok(None) => {
+                    self.reconnect("it ended before the run".into())?;
+                    continue;
+                }
+                Err(e) => {
+                    self.reconnect(e.to_string())?;
+                    continue;
+                }
+            };
+            let data: Value = serde_json::from_str(&data).unwrap_or(Value::Null);
+            match event.as_str() {
+                "output" => {
+                    let offset = data["offset"].as_u64().unwrap_or(0);
+                    self.offset = offset + data["bytes"].as_u64().unwrap_or(0);
+                    return Ok(OutputEvent::Chunk { offset, text: data["text"].as_str().unwrap_or("").to_owned() });
+                }
+                "truncated" => {
+                    let (from, to) = (data["from"].as_u64().unwrap_or(0), data["to"].as_u64().unwrap_or(0));
+                    self.offset = to;
+                    return Ok(OutputEvent::Skipped { from, to });
+                }
+                "end" => {
+                    self.ended = true;
+                    return Ok(OutputEvent::End { run: self.ended_run(data) });
+                }
+                _ => {} // an event a newer server sends: not ours to print
+            }
+        }
+    }
+}
+
+/// The next server-sent event as (event name, data); `None` at the end of the stream. Comments
+/// (keep-alives) and `id:`/`retry:` lines are skipped.
+pub(crate) fn read_sse(reader: &mut impl BufRead) -> std::io::Result<Option<(String, String)>> {
+    let (mut event, mut data) = (String::new(), String::new());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line)? == 0 {
+            return Ok(None);
+        }
+        let l = line.trim_end_matches(['\n', '\r']);
+        if l.is_empty() {
+            if event.is_empty() && data.is_empty() {
+                continue;
+            }
+            return Ok(Some((if event.is_empty() { "message".into() } else { event }, data)));
+        }
+        if let Some(v) = l.strip_prefix("event:") {
+            event = v.trim_start().to_owned();
+        } else if let Some(v) = l.strip_prefix("data:") {
+            if !data.is_empty() {
+                data.push('\n');
+            }
+            data.push_str(v.strip_prefix(' ').unwrap_or(v));
+        }
+    }
+}
+
 /// What part of a run's stored output was already emitted (pure: turns one read into events).
 #[derive(Debug, Default)]
 pub(crate) struct Tracker {
@@ -136,7 +287,11 @@ pub(crate) fn tail(client: &Client, args: &ClientArgs, tail: &TailArgs) -> Resul
         }
         (None, None) => return Err(CliError::Usage("runs tail needs a run id or --job".into())),
     };
-    let mut source = PollingSource::new(client, id.clone(), tail.follow, Duration::from_millis(tail.poll_ms));
+    let streamed = if tail.follow { StreamSource::open(client, &id)? } else { None };
+    let mut source: Box<dyn OutputSource + '_> = match streamed {
+        Some(stream) => Box::new(stream),
+        None => Box::new(PollingSource::new(client, id.clone(), tail.follow, Duration::from_millis(tail.poll_ms))),
+    };
     let mut stdout = std::io::stdout().lock();
     loop {
         match source.next_event()? {
@@ -156,6 +311,18 @@ pub(crate) fn tail(client: &Client, args: &ClientArgs, tail: &TailArgs) -> Resul
                     let _ = writeln!(
                         stdout,
                         "\n[... output cut: the run printed {total_bytes} bytes; head and tail kept ...]"
+                    );
+                }
+            }
+            OutputEvent::Skipped { from, to } => {
+                if args.json {
+                    let line = serde_json::json!({ "gap": true, "from": from, "to": to });
+                    let _ = writeln!(stdout, "{line}");
+                } else {
+                    let _ = writeln!(
+                        stdout,
+                        "\n[... output cut: bytes {from}..{to} ({} bytes) not kept; head and tail kept ...]",
+                        to.saturating_sub(from)
                     );
                 }
             }
@@ -198,6 +365,65 @@ mod tests {
     fn run(output: &str, truncated: bool, total: u64) -> Value {
         // `output_truncated` is informative only: the stored output carries its own marker.
         serde_json::json!({ "output": output, "output_truncated": truncated, "output_bytes": total })
+    }
+
+    /// A one-request HTTP server answering 404 with the API error `code`.
+    fn answer_404_once(code: &'static str) -> String {
+        use std::io::Read as _;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        std::thread::spawn(move || {
+            let Ok((mut conn, _)) = listener.accept() else { return };
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                match conn.read(&mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => seen.extend_from_slice(&buf[..n]),
+                }
+            }
+            let body = format!("{{\"error\":{{\"code\":\"{code}\",\"message\":\"no\"}}}}");
+            let _ = write!(
+                conn,
+                "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        });
+        format!("http://{addr}")
+    }
+
+    fn client_of(server: String, dir: &tempfile::TempDir) -> Client {
+        let token = dir.path().join("token");
+        std::fs::write(&token, "t0k3n\n").expect("token file");
+        let args = ClientArgs {
+            server: Some(server),
+            token_file: Some(token),
+            ca_file: None,
+            config: Some(dir.path().join("none.toml")),
+            data_dir: Some(dir.path().to_owned()),
+            json: false,
+            timeout_secs: 5,
+        };
+        Client::connect(&args).expect("client")
+    }
+
+    #[test]
+    fn a_server_without_the_stream_route_means_polling_an_unknown_run_an_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let old_server = client_of(answer_404_once("not_found"), &dir);
+        assert!(StreamSource::open(&old_server, "r1").expect("a 404 for the route is no error").is_none());
+        let new_server = client_of(answer_404_once("run_not_found"), &dir);
+        let err = StreamSource::open(&new_server, "r1").err().expect("unknown run");
+        assert!(matches!(err, CliError::Api { status: 404, .. }), "{err:?}");
+    }
+
+    #[test]
+    fn server_sent_events_are_parsed_skipping_comments() {
+        let text = ": keep-alive\n\nevent: output\nid: 3\ndata: {\"offset\":0}\n\nevent: end\ndata: a\ndata: b\n\n";
+        let mut reader = std::io::Cursor::new(text.as_bytes());
+        assert_eq!(read_sse(&mut reader).expect("read"), Some(("output".into(), "{\"offset\":0}".into())));
+        assert_eq!(read_sse(&mut reader).expect("read"), Some(("end".into(), "a\nb".into())));
+        assert_eq!(read_sse(&mut reader).expect("read"), None);
     }
 
     #[test]

@@ -39,4 +39,8 @@ pub struct WorkerInfo {
     #[serde(default)]
     #[schema(value_type = std::collections::BTreeMap<String, String>, example = json!({"zone": "a"}))]
     pub labels: super::Labels,
+    /// Base URL of this worker's listener (`http://10.0.0.5:8070`), where the master proxies
+    /// live run output; absent in records of older versions and of the seed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_addr: Option<String>,
 }

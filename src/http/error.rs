@@ -59,11 +59,13 @@ pub(crate) enum ErrorCode {
     BackendUnavailable,
     /// 500: anything else; the cause is logged, not sent.
     Internal,
+    /// 502: the worker running a followed run cannot be reached (live output through the master).
+    WorkerUnreachable,
 }
 
 impl ErrorCode {
     /// Every code (the OpenAPI document lists them).
-    pub(crate) const ALL: [ErrorCode; 21] = [
+    pub(crate) const ALL: [ErrorCode; 22] = [
         Self::InvalidRequest,
         Self::InvalidJob,
         Self::InvalidCronExpr,
@@ -85,6 +87,7 @@ impl ErrorCode {
         Self::UnsupportedMediaType,
         Self::BackendUnavailable,
         Self::Internal,
+        Self::WorkerUnreachable,
     ];
 
     /// The code's wire name.
@@ -111,6 +114,7 @@ impl ErrorCode {
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::BackendUnavailable => "backend_unavailable",
             Self::Internal => "internal",
+            Self::WorkerUnreachable => "worker_unreachable",
         }
     }
 
@@ -134,6 +138,7 @@ impl ErrorCode {
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::BackendUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::WorkerUnreachable => StatusCode::BAD_GATEWAY,
         }
     }
 
@@ -141,6 +146,9 @@ impl ErrorCode {
     pub(crate) fn public_message(self) -> &'static str {
         match self {
             Self::BackendUnavailable => "a store cannot be reached; try again later (the cause is logged)",
+            Self::WorkerUnreachable => {
+                "the worker running this run cannot be reached for its live output; try again, or read the run once it ends (the cause is logged)"
+            }
             _ => "internal error",
         }
     }

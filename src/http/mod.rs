@@ -19,6 +19,7 @@ mod jobs;
 mod legacy;
 mod metrics;
 mod openapi;
+mod output;
 mod routes;
 mod runs;
 #[cfg(test)]
@@ -41,6 +42,7 @@ use crate::config::Config;
 use crate::error::StartupError;
 pub use auth::AuthState;
 use error::{ApiError, ErrorCode};
+pub use output::Followers;
 
 /// Everything a handler may use. Built once by `lib.rs` and shared by every HTTP worker.
 pub struct AppState {
@@ -62,6 +64,10 @@ pub struct AppState {
     pub alert_channels: Arc<crate::alerting::Channels>,
     /// This process's Prometheus metrics (`GET /metrics`, request counts).
     pub metrics: crate::metrics::Metrics,
+    /// Live output of this node's runs (empty on role master).
+    pub live: crate::actors::live::LiveOutputs,
+    /// Clients following run output on this node, and their bound.
+    pub output_followers: Followers,
 }
 
 /// Read-only status queries to the local actors, for the readiness probe.
@@ -113,11 +119,13 @@ pub fn configure_health(cfg: &mut web::ServiceConfig, state: Data<AppState>) {
             .wrap(from_fn(headers::secure_responses))
             .wrap(from_fn(log_request))
             .wrap(from_fn(metrics::count_request))
-            .configure(|cfg| routes::register(cfg, &[routes::Family::Metrics, routes::Family::Health], ""))
+            .configure(|cfg| {
+                routes::register(cfg, &[routes::Family::Metrics, routes::Family::Health, routes::Family::Output], "")
+            })
             .default_service(web::to(|| async {
                 ApiError::new(
                     ErrorCode::NotFound,
-                    "this node is a worker: its listener serves /api/v1/health and /metrics only",
+                    "this node is a worker: its listener serves /api/v1/health, /api/v1/runs/{id}/output and /metrics only",
                 )
                 .error_response()
             })),
@@ -127,7 +135,13 @@ pub fn configure_health(cfg: &mut web::ServiceConfig, state: Data<AppState>) {
 /// The `/api/v1` routes (the route table's API and health families, `routes.rs`).
 fn api_scope() -> actix_web::Scope {
     web::scope(routes::API_PREFIX)
-        .configure(|cfg| routes::register(cfg, &[routes::Family::Api, routes::Family::Health], routes::API_PREFIX))
+        .configure(|cfg| {
+            routes::register(
+                cfg,
+                &[routes::Family::Api, routes::Family::Health, routes::Family::Output],
+                routes::API_PREFIX,
+            )
+        })
         .default_service(web::to(|| async {
             ApiError::new(ErrorCode::NotFound, "no such route under /api/v1").error_response()
         }))

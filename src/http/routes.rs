@@ -19,7 +19,7 @@ use actix_web::web::{self, ServiceConfig};
 use actix_web::{HttpResponse, ResponseError};
 
 use super::error::{ApiError, ErrorCode};
-use super::{alerts, audit, auth, cron, health, jobs, legacy, metrics, openapi, runs, workers};
+use super::{alerts, audit, auth, cron, health, jobs, legacy, metrics, openapi, output, runs, workers};
 
 /// Which listener serves a route and in which shape its 405 is answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +32,9 @@ pub(crate) enum Family {
     Legacy,
     /// Prometheus `/metrics`: on the API listener and on a worker's health listener.
     Metrics,
+    /// A run's live output under `/api/v1`: on the API listener and on a worker's listener
+    /// (the master proxies to it).
+    Output,
 }
 
 /// The method a route answers.
@@ -123,6 +126,7 @@ route_table! {
     Api    Get    "/api/v1/runs"                => runs::list;
     Api    Get    "/api/v1/runs/{id}"           => runs::get;
     Api    Post   "/api/v1/runs/{id}/kill"      => runs::kill;
+    Output Get    "/api/v1/runs/{id}/output"    => output::output;
     Api    Get    "/api/v1/workers"             => workers::list;
     Api    Get    "/api/v1/cron/preview"        => cron::preview;
     Health Get    "/api/v1/health"              => health::summary;
@@ -164,12 +168,11 @@ pub(crate) fn register(cfg: &mut ServiceConfig, families: &[Family], strip: &str
             let allow = allow_header(&same_path);
             match route.family {
                 Family::Legacy => web::resource(local).default_service(web::to(legacy::method_not_allowed)),
-                Family::Api | Family::Health | Family::Metrics => {
-                    web::resource(local).default_service(web::to(move || {
+                Family::Api | Family::Health | Family::Metrics | Family::Output => web::resource(local)
+                    .default_service(web::to(move || {
                         let allow = allow.clone();
                         async move { method_not_allowed(&allow) }
-                    }))
-                }
+                    })),
             }
         };
         for r in same_path {
@@ -209,7 +212,9 @@ mod tests {
                 }
             }
             match a.family {
-                Family::Api | Family::Health => assert!(a.path.starts_with(API_PREFIX), "{}", a.path),
+                Family::Api | Family::Health | Family::Output => {
+                    assert!(a.path.starts_with(API_PREFIX), "{}", a.path)
+                }
                 Family::Legacy => assert!(legacy::is_legacy_path(a.path), "{}", a.path),
                 Family::Metrics => assert_eq!(a.path, "/metrics"),
             }

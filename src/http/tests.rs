@@ -87,6 +87,8 @@ impl Harness {
             essentials: Default::default(),
             alert_channels: Default::default(),
             metrics: Default::default(),
+            live: Default::default(),
+            output_followers: crate::http::Followers::new(64),
         })
     }
 
@@ -784,6 +786,7 @@ fn worker(id: &str, address: &str) -> WorkerInfo {
         capacity: 64,
         last_heartbeat: t(5),
         labels: [("zone".to_owned(), format!("z-{id}"))].into_iter().collect(),
+        api_addr: None,
     }
 }
 
@@ -1252,6 +1255,8 @@ fn state_listening_on(listen: String, dir: &tempfile::TempDir) -> AppState {
         essentials: Default::default(),
         alert_channels: Default::default(),
         metrics: Default::default(),
+        live: Default::default(),
+        output_followers: crate::http::Followers::new(64),
     }
 }
 

@@ -17,6 +17,7 @@ mod engine;
 mod jitter;
 mod labels;
 mod legacy;
+mod live;
 mod metrics;
 mod openapi;
 mod process;

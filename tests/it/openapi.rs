@@ -148,6 +148,9 @@ fn responses_of_every_route_validate_against_the_document() {
     node.wait_run("sleeper", Duration::from_secs(15), |r| r["id"] == id.as_str() && r["status"] == "killed")
         .expect("the run is killed");
     expect(node.get(&format!("/api/v1/runs/{id}")), 200);
+    expect(node.get(&format!("/api/v1/runs/{id}/output?follow=1")), 200);
+    expect(node.get(&format!("/api/v1/runs/{id}/output?offset=nope")), 400);
+    expect(node.get("/api/v1/runs/no-such-run/output"), 404);
     expect(node.post_empty(&format!("/api/v1/runs/{id}/kill")), 409);
     expect(node.get("/api/v1/runs/no-such-run"), 404);
     expect(node.get("/api/v1/runs?job=sleeper&limit=1"), 200);

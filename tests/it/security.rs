@@ -299,7 +299,7 @@ fn token_file_and_secret_flags() {
 
 /// A CA and a certificate for localhost/127.0.0.1 signed by it, written to `dir`: the CA's PEM
 /// and the `[http]` TLS config lines.
-fn make_certificate(dir: &std::path::Path) -> (String, String) {
+pub(crate) fn make_certificate(dir: &std::path::Path) -> (String, String) {
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
     let ca_key = KeyPair::generate().expect("CA key");
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");

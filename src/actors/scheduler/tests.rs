@@ -83,6 +83,7 @@ fn start(jobs: Vec<Job>) -> Harness {
             capacity: 4,
             last_heartbeat: now,
             labels: Default::default(),
+            api_addr: None,
         },
         default_tz: chrono_tz::UTC,
         misfire_grace: Duration::from_secs(5),

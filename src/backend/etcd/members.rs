@@ -43,6 +43,7 @@ fn parse_worker(id: &str, value: &[u8]) -> Option<WorkerInfo> {
             capacity: 0,
             last_heartbeat: DateTime::UNIX_EPOCH,
             labels: crate::domain::Labels::new(),
+            api_addr: None,
         });
     }
     match serde_json::from_slice::<WorkerInfo>(value) {
