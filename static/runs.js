@@ -460,7 +460,7 @@ export function mountRun(root, ctx, id) {
   /** The live output of the running run (one follower per page, kept across re-renders). */
   function liveBlock() {
     if (live) return live.block;
-    const pre = h("pre", { class: "output live-output", id: "live-output", tabindex: "0", "aria-label": `Live output of ${run.job}` });
+    const pre = h("pre", { class: "output live-output", id: "live-output", tabindex: "0", role: "log", "aria-live": "off", "aria-label": `Live output of ${run.job}` });
     const summary = h("p", { class: "muted output-summary", "aria-live": "off" }, "Output: following live…");
     const state = { block: h("div", { class: "output-block" }, summary, pre), controller: new AbortController() };
     live = state;
