@@ -90,7 +90,7 @@ fn build() -> Document {
     for (path, item) in doc.paths.paths.iter_mut() {
         let legacy = !path.starts_with(API_PREFIX);
         let public = path == "/api/v1/health/live";
-        for op in operations(item) {
+        for (_, op) in operations(item) {
             add_common_responses(op, legacy, public);
             if public {
                 op.security = Some(Vec::new());
@@ -101,9 +101,10 @@ fn build() -> Document {
     doc
 }
 
-/// Every operation of a path item.
-fn operations(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
-    [
+/// Every operation of a path item, with its method's lowercase name.
+fn operations(item: &mut PathItem) -> impl Iterator<Item = (&'static str, &mut Operation)> {
+    let methods = ["get", "put", "post", "delete", "options", "head", "patch", "trace"];
+    let ops = [
         item.get.as_mut(),
         item.put.as_mut(),
         item.post.as_mut(),
@@ -112,9 +113,8 @@ fn operations(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
         item.head.as_mut(),
         item.patch.as_mut(),
         item.trace.as_mut(),
-    ]
-    .into_iter()
-    .flatten()
+    ];
+    methods.into_iter().zip(ops).filter_map(|(method, op)| Some((method, op?)))
 }
 
 /// A response with a JSON body of component `schema`.
@@ -196,19 +196,7 @@ fn list_error_codes(doc: &mut Document) {
 fn unique_operation_ids(doc: &mut Document) {
     let mut seen = std::collections::HashSet::new();
     for item in doc.paths.paths.values_mut() {
-        let methods = ["get", "put", "post", "delete", "options", "head", "patch", "trace"];
-        let ops = [
-            item.get.as_mut(),
-            item.put.as_mut(),
-            item.post.as_mut(),
-            item.delete.as_mut(),
-            item.options.as_mut(),
-            item.head.as_mut(),
-            item.patch.as_mut(),
-            item.trace.as_mut(),
-        ];
-        for (method, op) in methods.into_iter().zip(ops) {
-            let Some(op) = op else { continue };
+        for (method, op) in operations(item) {
             let Some(id) = op.operation_id.clone() else { continue };
             if !seen.insert(id.clone()) {
                 let renamed = format!("{id}_{method}");

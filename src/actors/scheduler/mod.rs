@@ -165,6 +165,12 @@ impl RunExtra {
     fn first() -> Self {
         Self { attempt: 1, params: BTreeMap::new() }
     }
+
+    /// Puts on `record` what the run carried: its attempt and its parameters.
+    fn stamp(&self, record: &mut RunRecord) {
+        record.attempt = self.attempt;
+        record.params = (!self.params.is_empty()).then(|| self.params.clone());
+    }
 }
 
 /// A claim waiting in the batch.
@@ -324,19 +330,8 @@ impl SchedulerActor {
         log::info!(
             "Tick skipped: no live worker matches the job's selector. job={job} tick={tick} trigger={trigger:?}"
         );
-        let mut record = RunRecord::not_run(
-            job.clone(),
-            def.command.clone(),
-            RunStatus::Skipped,
-            trigger,
-            tick,
-            self.worker().clone(),
-            fence,
-            reason,
-        )
-        .with_job_version(def.version);
-        record.attempt = extra.attempt;
-        record.params = (!extra.params.is_empty()).then(|| extra.params.clone());
+        let mut record = self.not_run_record(def, RunStatus::Skipped, trigger, tick, fence, reason);
+        extra.stamp(&mut record);
         if let Some((mark, marked)) = prepared {
             // The record takes the prepared run id, so the lost-run recorder finds it final.
             record.id = mark.run.clone();
@@ -349,6 +344,30 @@ impl SchedulerActor {
 
     fn worker(&self) -> &WorkerId {
         &self.settings.worker.id
+    }
+
+    /// A record of `def`'s tick that did not run (`status`, `reason`), written by this worker
+    /// under `fence`, with the job's version.
+    fn not_run_record(
+        &self,
+        def: &Job,
+        status: RunStatus,
+        trigger: Trigger,
+        tick: DateTime<Utc>,
+        fence: Fence,
+        reason: String,
+    ) -> RunRecord {
+        RunRecord::not_run(
+            def.name.clone(),
+            def.command.clone(),
+            status,
+            trigger,
+            tick,
+            self.worker().clone(),
+            fence,
+            reason,
+        )
+        .with_job_version(def.version)
     }
 
     /// Plans (or unplans) `job` from now.
@@ -845,17 +864,8 @@ impl SchedulerActor {
             return;
         };
         if self.draining {
-            let mut record = RunRecord::not_run(
-                job,
-                def.command,
-                RunStatus::Missed,
-                trigger,
-                tick,
-                self.worker().clone(),
-                fence,
-                "missed: the node was shutting down when the tick was claimed".into(),
-            )
-            .with_job_version(def.version);
+            let reason = "missed: the node was shutting down when the tick was claimed".to_owned();
+            let mut record = self.not_run_record(&def, RunStatus::Missed, trigger, tick, fence, reason);
             record.id = run;
             record.attempt = extra.attempt;
             self.peers.log.do_send(RecordRun(record));
@@ -870,23 +880,12 @@ impl SchedulerActor {
                 log::info!(
                     "Tick skipped: previous run still alive (policy forbid). job={job} tick={tick} alive_run={alive}"
                 );
-                let mut record = RunRecord::not_run(
-                    job.clone(),
-                    def.command.clone(),
-                    RunStatus::Skipped,
-                    trigger,
-                    tick,
-                    self.worker().clone(),
-                    fence,
-                    reason,
-                )
-                .with_job_version(def.version);
+                let mut record = self.not_run_record(&def, RunStatus::Skipped, trigger, tick, fence, reason);
                 // The skipped record takes the prepared run id: a mark written anyway (the live
                 // run is only in this worker's table) is cleared, and if this worker dies first
                 // the lost-run recorder finds the record final.
                 record.id = run.clone();
-                record.attempt = extra.attempt;
-                record.params = (!extra.params.is_empty()).then(|| extra.params.clone());
+                extra.stamp(&mut record);
                 self.peers.log.do_send(RecordRun(record));
                 if marked {
                     self.queue_mark(MarkOp::Clear(job, run), ctx);
