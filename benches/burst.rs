@@ -13,7 +13,8 @@
 //! - cluster: the same over 3 workers on one etcd member, the jobs written straight into etcd.
 //!
 //! Lateness is each line's time minus the scheduled second (floor: minus the instant the first
-//! spawn began). `BURST_BIN=/path/to/distcron` runs another build (before/after comparisons).
+//! spawn began). `BURST_BIN=/path/to/distcron` runs another build (before/after comparisons);
+//! `BURST_EXECUTOR` adds lines to the nodes' `[executor]` section (e.g. `pool_size = 256`).
 
 #[path = "../tests/it/support/mod.rs"]
 #[allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used)]
@@ -55,6 +56,11 @@ fn main() {
 fn floor_then(n: usize, bench: fn(usize, &Stats)) {
     let f = floor(n);
     bench(n, &f);
+}
+
+/// Extra `[executor]` lines from `BURST_EXECUTOR` (`;` or newlines between them).
+fn executor_extra() -> String {
+    std::env::var("BURST_EXECUTOR").unwrap_or_default().replace(';', "\n")
 }
 
 fn now_ns() -> i64 {
@@ -287,8 +293,9 @@ fn node(n: usize, floor: &Stats) {
     std::fs::write(
         &cfg,
         format!(
-            "listen = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\napi_token = \"{TOKEN}\"\nlog_level = \"warn\"\n[executor]\nshell = \"/bin/bash\"\n",
-            data.display()
+            "listen = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\napi_token = \"{TOKEN}\"\nlog_level = \"warn\"\n[executor]\nshell = \"/bin/bash\"\n{}\n",
+            data.display(),
+            executor_extra()
         ),
     )
     .expect("config");
@@ -358,7 +365,11 @@ fn cluster(n: usize, floor: &Stats) {
         _ => Vec::new(),
     };
     let options = || NodeOptions { log_level: "warn".into(), wrapper: wrapper.clone(), ..NodeOptions::default() };
-    let config = format!("[executor]\nshell = \"/bin/bash\"\n[etcd]\nendpoints = {}\n", etcd.endpoints_toml());
+    let config = format!(
+        "[executor]\nshell = \"/bin/bash\"\n{}\n[etcd]\nendpoints = {}\n",
+        executor_extra(),
+        etcd.endpoints_toml()
+    );
     let workers: Vec<Node> = (0..WORKERS).map(|_| Node::start_with(&config, options())).collect();
     let planned = support::wait_until(Duration::from_secs(60), || {
         workers
