@@ -264,7 +264,7 @@ export function drawForecast(fc, width) {
   for (let hIdx = 0; hIdx <= mins.length / 60; hIdx += 6) {
     const x = pad.l + hIdx * 60 * step;
     chart.append(svg("line", { class: "grid-line", x1: x, x2: x, y1: pad.t, y2: hgt - pad.b }),
-      svg("text", { class: "axis", x, y: hgt - 6, "text-anchor": hIdx === 0 ? "start" : "middle" },
+      svg("text", { class: "axis", x, y: hgt - 6, "text-anchor": hIdx === 0 ? "start" : hIdx * 60 >= mins.length ? "end" : "middle" },
         fmtTime(new Date(from + hIdx * 3600000).toISOString(), undefined, false).slice(-5)));
   }
   const top = mins.map((n, i) => [n, i]).filter(([n]) => n > 0).sort((a, b) => b[0] - a[0] || a[1] - b[1]).slice(0, 5);

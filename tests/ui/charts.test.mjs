@@ -70,6 +70,7 @@ function expectedFromRuns(runs, periodMs) {
   return [...byTick.entries()].sort((a, b) => a[0] - b[0]).map(([t, v]) => [new Date(t).toISOString(), v.status]);
 }
 
+const iso = (t) => new Date(t).toISOString();
 const collapse = (xs) => xs.filter((x, i) => i === 0 || x !== xs[i - 1]);
 
 test("the timeline shows the scripted ticks in order and the fleet histogram matches the preview", { timeout: 240000 }, async () => {
@@ -106,7 +107,7 @@ test("the timeline shows the scripted ticks in order and the fleet histogram mat
     const expected = expectedFromRuns(runs, 4000);
     const tl = (await node.api("GET", "/api/v1/jobs/pictured/timeline?window=24h")).body;
     assert.equal(tl.mode, "ticks");
-    const served = tl.cells.map((c) => [c.at, c.status]).filter(([, s]) => s !== "none");
+    const served = tl.cells.map((c) => [iso(c.at), c.status]).filter(([, s]) => s !== "none");
     assert.deepEqual(served, expected, "the server's cells are the run log's ticks");
     const seq = collapse(expected.map(([, s]) => s));
     assert.deepEqual(seq.slice(0, 5), ["succeeded", "failed", "succeeded", "missed", "lost"], `scripted order: ${seq}`);
@@ -115,9 +116,10 @@ test("the timeline shows the scripted ticks in order and the fleet histogram mat
       const page = await openPage(browser, { width, token: TOKEN });
       await page.goto(`${node.base}/#/jobs/pictured/charts`);
       await page.waitForSelector("#timeline svg.timeline g.cell");
-      const cells = await page.$$eval("#timeline g.cell", (gs) => gs.map((g) => [g.dataset.at, g.dataset.status]));
+      const cells = (await page.$$eval("#timeline g.cell", (gs) => gs.map((g) => [g.dataset.at, g.dataset.status])))
+        .map(([at, st]) => [iso(at), st]);
       assert.deepEqual(cells.filter(([, s]) => s !== "none"), expected, `cells in order at ${width}`);
-      assert.deepEqual(cells, tl.cells.map((c) => [c.at, c.status]));
+      assert.deepEqual(cells, tl.cells.map((c) => [iso(c.at), c.status]));
       // Every cell with a run is a keyboard-focusable link to it.
       const links = await page.$$eval("#timeline a.cell-link", (as) => as.map((a) => a.getAttribute("href")));
       assert.equal(links.length, tl.cells.filter((c) => c.attempts).length);
