@@ -356,13 +356,16 @@ fn bucket_cells(
     cells
 }
 
+/// A schedule's ticks (seconds since the epoch) and whether they were cut at the bound.
+type ScheduleTicks = (Vec<i64>, bool);
+
 /// Per-minute fire counts of `jobs` (enabled ones) in `[from, from + minutes)`: each distinct
 /// (expression, dialect, zone) is iterated once, each job adds its jitter offset and is binned.
 pub(crate) fn forecast(jobs: &[Job], default_tz: chrono_tz::Tz, from: DateTime<Utc>, minutes: usize) -> Forecast {
     let to = from + Duration::minutes(minutes as i64);
     // Ticks up to the longest jitter before `from` still fire in the window.
     let lead = from - Duration::seconds(i64::from(MAX_JITTER_SECS));
-    let mut cache: HashMap<(&str, Dialect, chrono_tz::Tz), Option<(Vec<i64>, bool)>> = HashMap::new();
+    let mut cache: HashMap<(&str, Dialect, chrono_tz::Tz), Option<ScheduleTicks>> = HashMap::new();
     let mut counts = vec![0u32; minutes];
     let mut result = Forecast { from, to, minutes: Vec::new(), jobs: 0, ticks: 0, capped: Vec::new(), peak: None };
     let from_secs = from.timestamp();

@@ -384,6 +384,9 @@ fn recent_runs_locked(
     Ok(found)
 }
 
+/// A bucket's duration figures as SQL returns them: bucket, timed runs, max, p50, p95.
+type DurationRow = (i64, i64, Option<i64>, Option<i64>, Option<i64>);
+
 /// Buckets of `job`'s runs in SQL: one `GROUP BY` for the counts per status, one window query
 /// (`ROW_NUMBER` over each bucket ordered by duration) for the nearest-rank percentiles.
 fn run_buckets_locked(
@@ -412,7 +415,7 @@ fn run_buckets_locked(
     for (b, status, n) in counts {
         buckets.entry(b).or_insert_with(|| new_bucket(b)).counts.insert(status, u64::try_from(n).unwrap_or(0));
     }
-    let durations: Vec<(i64, i64, Option<i64>, Option<i64>, Option<i64>)> = conn
+    let durations: Vec<DurationRow> = conn
         .prepare_cached(
             "WITH d AS (
                  SELECT (start_ms - ?2) / ?4 AS b, duration_ms AS ms,
