@@ -7,8 +7,25 @@ import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { mkdtempSync, writeFileSync, rmSync, readFileSync, existsSync } from "node:fs";
 import { tmpdir } from "node:os";
+import { createRequire } from "node:module";
 import { join } from "node:path";
 import { ROOT, freePort, waitUntil, launchBrowser, openPage, shot } from "./support.mjs";
+
+const AXE_SOURCE = readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
+
+/** Serious or critical axe-core violations on the page, light and dark (as a11y.test.mjs runs it). */
+async function axeFindings(page, view) {
+  if (!(await page.evaluate(() => typeof window.axe === "object"))) await page.evaluate(AXE_SOURCE);
+  const found = [];
+  for (const scheme of ["light", "dark"]) {
+    await page.emulateMedia({ colorScheme: scheme });
+    const v = await page.evaluate(async () => (await window.axe.run(document, { resultTypes: ["violations"] })).violations
+      .filter((x) => x.impact === "serious" || x.impact === "critical").map((x) => `${x.id}: ${x.nodes.map((n) => n.target.join(" ")).join(", ")}`));
+    found.push(...v.map((x) => `${view} ${scheme}: ${x}`));
+  }
+  await page.emulateMedia({ colorScheme: "light" });
+  return found;
+}
 
 const BIN = process.env.DISTCRON_BIN || join(ROOT, "target", "debug", "distcron");
 const TOKEN = "charts-test-token-0123456789abcdef";
@@ -131,6 +148,7 @@ test("the timeline shows the scripted ticks in order and the fleet histogram mat
       await page.waitForSelector("#durations svg.durations");
       assert.match(await page.textContent("#durations-summary"), /Duration of pictured/);
       await shot(page, "charts-timeline-durations");
+      assert.deepEqual(await axeFindings(page, `charts at ${width}`), []);
 
       await page.goto(`${node.base}/#/jobs`);
       await page.waitForSelector('tr[data-job="pictured"] svg.sparkline rect');
@@ -138,11 +156,14 @@ test("the timeline shows the scripted ticks in order and the fleet histogram mat
       const newest = runs.slice(0, 20).reverse().map((r) => r.status);
       assert.deepEqual(bars, newest, "the sparkline shows the last 20 runs, oldest first");
       await shot(page, "charts-sparklines");
+      assert.deepEqual(await axeFindings(page, `jobs with sparklines at ${width}`), []);
 
       await page.goto(`${node.base}/#/fleet`);
       await page.waitForSelector("#forecast svg.forecast path.bars");
       await page.waitForSelector("#load-table");
       await shot(page, "charts-fleet");
+      assert.deepEqual(await axeFindings(page, `fleet at ${width}`), []);
+      assert.deepEqual(page.errors, [], "no script errors");
       await page.closeAll();
     }
 
