@@ -11,6 +11,7 @@ import { mountRuns, mountRun } from "./runs.js";
 import { mountWorkers } from "./workers.js";
 import { mountHistory } from "./history.js";
 import { mountAlerts } from "./alerts.js";
+import { mountCharts, mountFleet } from "./charts.js";
 
 // ---- notices ----------------------------------------------------------------------------------
 const errors = new Map();
@@ -175,6 +176,8 @@ function route(focus = false) {
   else if (view === "runs") unmount = mountRun(root, ctx, arg);
   else if (view === "workers") unmount = mountWorkers(root, ctx);
   else if (view === "alerts") unmount = mountAlerts(root, ctx);
+  else if (view === "jobs" && action === "charts") unmount = mountCharts(root, ctx, arg);
+  else if (view === "fleet") unmount = mountFleet(root, ctx);
   else {
     replace(root, h("h1", { tabindex: "-1" }, "Not found"),
       h("div", { class: "empty" }, h("p", {}, "This page does not exist."), h("a", { href: "#/jobs", class: "button" }, "Go to the jobs")));

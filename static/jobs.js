@@ -4,6 +4,7 @@
 import { api, describe, seg, Unauthorized, may } from "./api.js";
 import { h, replace, reconcile, badge, focusKey, restoreFocus, every } from "./dom.js";
 import { fmtTime, fmtRelative, fmtDuration, viewerZone } from "./format.js";
+import { sparkline } from "./charts.js";
 
 /** Search, sort and filter survive leaving the view. */
 const prefs = { search: "", sort: "name", dir: 1, filter: "all" };
@@ -48,6 +49,7 @@ function compare(a, b) {
 /** Mounts the jobs view in `root`; returns the unmount function. */
 export function mountJobs(root, ctx) {
   let jobs = null;
+  let sparks = {};
   let alive = true;
 
   const search = h("input", {
@@ -103,7 +105,7 @@ export function mountJobs(root, ctx) {
     renderHeader();
     reconcile(tbody, shown.map((job) => ({
       key: job.name,
-      sig: [JSON.stringify(job), fmtRelative(job.next_run_at), fmtRelative(job.last_run?.started_at)].join("|"),
+      sig: [JSON.stringify(job), fmtRelative(job.next_run_at), fmtRelative(job.last_run?.started_at), JSON.stringify(sparks[job.name] || [])].join("|"),
       build: () => row(job),
     })));
     table.hidden = shown.length === 0;
@@ -159,7 +161,7 @@ export function mountJobs(root, ctx) {
 
   function header() {
     const cols = [["name", "Name"], ["schedule", "Schedule"], ["tz", "Time zone"], ["next", "Next run"],
-      ["last", "Last run"], ["enabled", "Enabled"], [null, "Actions"]];
+      ["last", "Last run"], [null, "Recent runs"], ["enabled", "Enabled"], [null, "Actions"]];
     return h("tr", {}, cols.map(([key, label]) => {
       if (!key) return h("th", { scope: "col" }, label);
       const active = prefs.sort === key;
@@ -188,6 +190,8 @@ export function mountJobs(root, ctx) {
       cell("Time zone", job.effective_tz, job.tz ? null : h("span", { class: "muted" }, " (default)")),
       cell("Next run", nextRun(job)),
       cell("Last run", lastRun(job)),
+      cell("Recent runs", h("a", { href: `#/jobs/${seg(name)}/charts`, class: "spark-link", "aria-label": `Charts of ${name}`, dataset: { focus: `spark:${name}` } },
+        sparkline(name, sparks[name] || []))),
       cell("Enabled", enabledSwitch(job)),
       cell("Actions", h("div", { class: "actions" }, actions(job))));
   }
@@ -318,6 +322,7 @@ export function mountJobs(root, ctx) {
         },
       }, "Kill") : null,
       h("a", { href: `#/runs?job=${seg(name)}`, class: "button", dataset: { focus: `runs:${name}` }, "aria-label": `Runs of ${name}` }, "Runs"),
+      h("a", { href: `#/jobs/${seg(name)}/charts`, class: "button", dataset: { focus: `charts:${name}` }, "aria-label": `Charts of ${name}` }, "Charts"),
       h("a", { href: `#/jobs/${seg(name)}/history`, class: "button", dataset: { focus: `history:${name}` }, "aria-label": `History of ${name}` }, "History"),
       admin ? h("a", { href: `#/jobs/${seg(name)}/edit`, class: "button", dataset: { focus: `edit:${name}` }, "aria-label": `Edit ${name}` }, "Edit") : null,
       admin ? h("button", {
@@ -350,8 +355,13 @@ export function mountJobs(root, ctx) {
 
   async function load() {
     try {
-      const body = await api("GET", "/jobs");
+      const [body, spark] = await Promise.all([
+        api("GET", "/jobs"),
+        // One call for every job's sparkline (README "Pictures"); the list works without it.
+        api("GET", "/sparklines?count=20").catch((e) => (e instanceof Unauthorized ? Promise.reject(e) : null)),
+      ]);
       if (!alive) return;
+      sparks = spark?.jobs || {};
       jobs = body.jobs || [];
       lastRunError = body.last_run_error || null;
       invalid = body.invalid_jobs || [];

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, DurationRound, TimeZone, Utc};
 use futures::StreamExt;
 
 use super::claims::{Claims, RunningMark, TickRequest};
@@ -1020,6 +1020,7 @@ pub async fn log_store_suite(logs: Arc<dyn LogStore>) {
     log_store_outputs_apart(Arc::clone(&logs)).await;
     log_store_output_budget(Arc::clone(&logs)).await;
     log_store_last_runs(Arc::clone(&logs)).await;
+    log_store_charts(Arc::clone(&logs)).await;
     log_store_purge(Arc::clone(&logs)).await;
     log_store_retention(logs).await;
 }
@@ -1375,6 +1376,88 @@ pub async fn log_store_last_runs(logs: Arc<dyn LogStore>) {
     assert!(logs.last_runs(&[]).await.expect("no jobs").is_empty());
     let one = logs.last_runs(&jobs[3..4]).await.expect("one job");
     assert_eq!(one.get(&jobs[3]), newest.get(&jobs[3]));
+}
+
+/// The chart reads (README "Pictures"): `run_buckets` counts runs per status and ranks
+/// durations (nearest rank) per start-time bucket; `run_points` returns a job's runs of a
+/// window, newest first, attempts of one tick sharing `scheduled_at`, with a `missed`
+/// summary's last tick; `recent_runs` the newest N per job in one call; `runs_per_worker`
+/// counts the runs that ran since a time.
+pub async fn log_store_charts(logs: Arc<dyn LogStore>) {
+    use crate::backend::logs::RunPoint;
+    let job = unique_job("charts");
+    let base = ms(Utc::now() - chrono::Duration::hours(3)).duration_trunc(chrono::Duration::hours(1)).expect("trunc");
+    let worker = unique("chartw");
+    let mut batch = Vec::new();
+    // Bucket 0 (first hour): durations 1..=20 ms succeeded, plus a failure without duration.
+    for i in 1..=20u64 {
+        batch.push(sample_run(
+            &job,
+            RunStatus::Succeeded,
+            &worker,
+            base + chrono::Duration::minutes(i as i64),
+            Some(i),
+        ));
+    }
+    batch.push(sample_run(&job, RunStatus::Missed, &worker, base + chrono::Duration::minutes(30), None));
+    // Bucket 2: one failed run of 500 ms and a running one.
+    let second = base + chrono::Duration::hours(2);
+    batch.push(sample_run(&job, RunStatus::Failed, &worker, second, Some(500)));
+    let mut retry = sample_run(&job, RunStatus::Running, &worker, second + chrono::Duration::seconds(5), None);
+    retry.scheduled_at = second;
+    retry.attempt = 2;
+    retry.trigger = Trigger::Retry;
+    batch.push(retry.clone());
+    let mut missed = sample_run(&job, RunStatus::Missed, &worker, second + chrono::Duration::minutes(1), None);
+    missed.err = format!(
+        "missed 3 tick(s) from {} to {}: no worker ran the job",
+        (second - chrono::Duration::minutes(3)).to_rfc3339(),
+        (second - chrono::Duration::minutes(1)).to_rfc3339()
+    );
+    missed.scheduled_at = second - chrono::Duration::minutes(3);
+    batch.push(missed.clone());
+    logs.append_batch(&batch).await.expect("append");
+
+    let end = base + chrono::Duration::hours(3);
+    let buckets = logs.run_buckets(&job, base, end, 3_600_000).await.expect("buckets");
+    assert_eq!(buckets.len(), 2, "empty buckets are left out: {buckets:?}");
+    let first = &buckets[0];
+    assert_eq!(first.start, base);
+    assert_eq!(first.counts.get("succeeded"), Some(&20));
+    assert_eq!(first.counts.get("missed"), Some(&1));
+    assert_eq!((first.timed, first.p50_ms, first.p95_ms, first.max_ms), (20, Some(10), Some(19), Some(20)));
+    let last = &buckets[1];
+    assert_eq!(last.start, second);
+    assert_eq!(
+        (last.counts.get("failed"), last.counts.get("running"), last.counts.get("missed")),
+        (Some(&1), Some(&1), Some(&1))
+    );
+    assert_eq!((last.timed, last.p50_ms, last.p95_ms, last.max_ms), (1, Some(500), Some(500), Some(500)));
+    let narrow = logs.run_buckets(&job, second, end, 60_000).await.expect("buckets");
+    assert_eq!(narrow.iter().map(|b| b.counts.values().sum::<u64>()).sum::<u64>(), 3, "{narrow:?}");
+
+    let points = logs.run_points(&job, second - chrono::Duration::minutes(5), end, 100).await.expect("points");
+    let ids: Vec<&RunId> = points.iter().map(|p| &p.id).collect();
+    assert_eq!(ids.len(), 3, "{points:?}");
+    assert_eq!(points[0].id, missed.id, "newest first");
+    assert_eq!(points[0].missed_until, Some(second - chrono::Duration::minutes(1)));
+    assert_eq!(points[1], RunPoint::of(&retry));
+    assert_eq!((points[2].scheduled_at, points[2].attempt, points[2].duration_ms), (second, 1, Some(500)));
+    let capped = logs.run_points(&job, base, end, 5).await.expect("points");
+    assert_eq!(capped.len(), 5);
+
+    let other = unique_job("charts-other");
+    logs.append_batch(&[sample_run(&other, RunStatus::Succeeded, &worker, base, Some(7))]).await.expect("append");
+    let recent = logs.recent_runs(&[job.clone(), other.clone(), unique_job("charts-none")], 4).await.expect("recent");
+    assert_eq!(recent.len(), 2, "a job without runs is absent");
+    let mine: Vec<&RunId> = recent[&job].iter().map(|p| &p.id).collect();
+    assert_eq!(mine, [&missed.id, &retry.id, &batch[21].id, &batch[20].id], "newest four, newest first");
+    assert_eq!(recent[&other].len(), 1);
+
+    let per_worker = logs.runs_per_worker(base - chrono::Duration::seconds(1)).await.expect("per worker");
+    assert_eq!(per_worker.get(&WorkerId(worker.clone())), Some(&23), "20 + failed + running + other's; not missed");
+    let later = logs.runs_per_worker(second).await.expect("per worker");
+    assert_eq!(later.get(&WorkerId(worker)), Some(&2));
 }
 
 /// `purge_before` deletes runs that started before the cutoff and keeps the rest.

@@ -240,6 +240,148 @@ pub(crate) async fn last_runs_one_query_each<S: LogStore + ?Sized>(
     Ok(found)
 }
 
+/// One run as the admin page's charts see it (README "Pictures"): no output, no command.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct RunPoint {
+    /// Run id (the click-through target).
+    pub id: RunId,
+    /// Its status.
+    pub status: RunStatus,
+    /// Why it ran.
+    pub trigger: crate::domain::Trigger,
+    /// The tick it is for.
+    pub scheduled_at: DateTime<Utc>,
+    /// [`RunRecord::start_time`].
+    pub start: DateTime<Utc>,
+    /// Attempt number, from 1.
+    pub attempt: u32,
+    /// Wall time, ms, once it ended.
+    pub duration_ms: Option<u64>,
+    /// The last tick a `missed` summary covers (parsed from its `err`); `None` otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub missed_until: Option<DateTime<Utc>>,
+}
+
+impl RunPoint {
+    /// The point of `run`.
+    pub fn of(run: &RunRecord) -> Self {
+        Self {
+            id: run.id.clone(),
+            status: run.status,
+            trigger: run.trigger,
+            scheduled_at: run.scheduled_at,
+            start: run.start_time(),
+            attempt: run.attempt,
+            duration_ms: run.duration_ms,
+            missed_until: (run.status == RunStatus::Missed).then(|| missed_last_tick(&run.err)).flatten(),
+        }
+    }
+}
+
+/// The last tick of a `missed` summary, from its `err` (`missed 3 tick(s) from A to B: why`,
+/// as the scheduler writes it).
+pub fn missed_last_tick(err: &str) -> Option<DateTime<Utc>> {
+    let rest = err.strip_prefix("missed ")?;
+    let (_, after_to) = rest.split_once(" to ")?;
+    let last = after_to.split_once(": ").map_or(after_to, |(t, _)| t);
+    DateTime::parse_from_rfc3339(last.trim()).ok().map(|t| t.with_timezone(&Utc))
+}
+
+/// Runs of one job that started in one time bucket, aggregated in the store (README "Pictures").
+#[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct RunBucket {
+    /// Start of the bucket (runs started at or after it, before the next bucket).
+    pub start: DateTime<Utc>,
+    /// Runs in the bucket, per status.
+    #[schema(value_type = Object)]
+    pub counts: BTreeMap<String, u64>,
+    /// Final runs with a duration.
+    pub timed: u64,
+    /// Median duration of those, ms (nearest rank).
+    pub p50_ms: Option<u64>,
+    /// 95th percentile, ms (nearest rank).
+    pub p95_ms: Option<u64>,
+    /// Longest, ms.
+    pub max_ms: Option<u64>,
+}
+
+/// Accumulates [`RunBucket`]s from runs, one at a time (adapters that cannot compute
+/// percentiles per group in the store feed it their slim rows).
+#[derive(Debug)]
+pub(crate) struct BucketBuilder {
+    from: DateTime<Utc>,
+    bucket_ms: i64,
+    buckets: BTreeMap<i64, (RunBucket, Vec<u64>)>,
+}
+
+impl BucketBuilder {
+    /// Buckets of `bucket_ms` from `from`.
+    pub(crate) fn new(from: DateTime<Utc>, bucket_ms: i64) -> Self {
+        Self { from, bucket_ms: bucket_ms.max(1), buckets: BTreeMap::new() }
+    }
+
+    /// Counts one run started at `start`.
+    pub(crate) fn add(&mut self, status: RunStatus, start: DateTime<Utc>, duration_ms: Option<u64>) {
+        let offset = (start - self.from).num_milliseconds();
+        if offset < 0 {
+            return;
+        }
+        let index = offset / self.bucket_ms;
+        let bucket_start = self.from + chrono::Duration::milliseconds(index * self.bucket_ms);
+        let (bucket, durations) = self
+            .buckets
+            .entry(index)
+            .or_insert_with(|| (RunBucket { start: bucket_start, ..RunBucket::default() }, Vec::new()));
+        *bucket.counts.entry(status.as_str().to_owned()).or_insert(0) += 1;
+        if let (true, Some(ms)) = (status.is_final(), duration_ms) {
+            durations.push(ms);
+        }
+    }
+
+    /// The non-empty buckets, oldest first.
+    pub(crate) fn finish(self) -> Vec<RunBucket> {
+        self.buckets
+            .into_values()
+            .map(|(mut bucket, mut durations)| {
+                durations.sort_unstable();
+                bucket.timed = durations.len() as u64;
+                bucket.p50_ms = percentile(&durations, 50);
+                bucket.p95_ms = percentile(&durations, 95);
+                bucket.max_ms = durations.last().copied();
+                bucket
+            })
+            .collect()
+    }
+}
+
+/// Pages through [`LogStore::query`] for `filter`, newest first, handing each run to `each`
+/// until it returns false or `limit` runs were seen: the port's default chart reads.
+async fn scan<S: LogStore + ?Sized>(
+    store: &S,
+    filter: RunFilter,
+    limit: usize,
+    mut each: impl FnMut(&RunRecord) -> bool + Send,
+) -> Result<(), BackendError> {
+    let mut seen = 0usize;
+    let mut after = None;
+    loop {
+        let query = RunQuery { filter: filter.clone(), after: after.take(), skip: 0, limit: 1000 };
+        let page = store.query(&query).await?;
+        let Some(last) = page.runs.last() else { return Ok(()) };
+        after = Some(RunCursor { start_time: last.start_time(), id: last.id.clone() });
+        let full = page.runs.len() >= 1000;
+        for run in &page.runs {
+            seen += 1;
+            if !each(run) || seen >= limit {
+                return Ok(());
+            }
+        }
+        if !full {
+            return Ok(());
+        }
+    }
+}
+
 /// Run records.
 #[async_trait]
 pub trait LogStore: Send + Sync + 'static {
@@ -317,6 +459,100 @@ pub trait LogStore: Send + Sync + 'static {
     /// `Unavailable`.
     async fn last_runs(&self, jobs: &[JobName]) -> Result<HashMap<JobName, RunRecord>, BackendError> {
         last_runs_one_query_each(self, jobs).await
+    }
+
+    /// The runs of `job` that started in `[from, to)`, newest first, at most `limit`, as
+    /// [`RunPoint`]s (the tick timeline, README "Pictures").
+    ///
+    /// The default pages through [`LogStore::query`]; adapters override it with a slim read.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    async fn run_points(
+        &self,
+        job: &JobName,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<RunPoint>, BackendError> {
+        let filter = RunFilter { job: Some(job.clone()), from: Some(from), to: Some(to), ..RunFilter::default() };
+        let mut points = Vec::new();
+        scan(self, filter, limit, |run| {
+            points.push(RunPoint::of(run));
+            true
+        })
+        .await?;
+        Ok(points)
+    }
+
+    /// The newest `per_job` runs of each of `jobs` (newest first), as [`RunPoint`]s: the jobs
+    /// list's sparklines, one call for the whole list.
+    ///
+    /// The default asks [`LogStore::query`] once per job; the embedded store overrides it with
+    /// one SQL query.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    async fn recent_runs(
+        &self,
+        jobs: &[JobName],
+        per_job: u32,
+    ) -> Result<HashMap<JobName, Vec<RunPoint>>, BackendError> {
+        let mut found = HashMap::with_capacity(jobs.len());
+        for job in jobs {
+            let query = RunQuery {
+                filter: RunFilter { job: Some(job.clone()), ..RunFilter::default() },
+                after: None,
+                skip: 0,
+                limit: per_job,
+            };
+            let runs = self.query(&query).await?.runs;
+            if !runs.is_empty() {
+                found.insert(job.clone(), runs.iter().map(RunPoint::of).collect());
+            }
+        }
+        Ok(found)
+    }
+
+    /// `job`'s runs that started in `[from, to)`, in buckets of `bucket_ms` from `from` (only
+    /// non-empty buckets, oldest first): counts per status and duration percentiles of the
+    /// final runs, computed by the store (SQL in SQLite, a pipeline in MongoDB), no output read.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    async fn run_buckets(
+        &self,
+        job: &JobName,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        bucket_ms: i64,
+    ) -> Result<Vec<RunBucket>, BackendError> {
+        let filter = RunFilter { job: Some(job.clone()), from: Some(from), to: Some(to), ..RunFilter::default() };
+        let mut builder = BucketBuilder::new(from, bucket_ms);
+        scan(self, filter, usize::MAX, |run| {
+            builder.add(run.status, run.start_time(), run.duration_ms);
+            true
+        })
+        .await?;
+        Ok(builder.finish())
+    }
+
+    /// Runs per worker that started at or after `since` (runs that never started, such as
+    /// `skipped` and `missed`, are not counted): the fleet view's load.
+    ///
+    /// # Errors
+    /// `Unavailable`.
+    async fn runs_per_worker(&self, since: DateTime<Utc>) -> Result<BTreeMap<WorkerId, u64>, BackendError> {
+        let filter = RunFilter { from: Some(since), ..RunFilter::default() };
+        let mut counts = BTreeMap::new();
+        scan(self, filter, usize::MAX, |run| {
+            if !matches!(run.status, RunStatus::Skipped | RunStatus::Missed | RunStatus::Superseded) {
+                *counts.entry(run.worker.clone()).or_insert(0) += 1;
+            }
+            true
+        })
+        .await?;
+        Ok(counts)
     }
 
     /// How many runs match.

@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 pub use claims::{Claims, LostStream, RunningMark, StoredAlert, TickClaim, TickRequest};
 pub use jobs::{Change, JobSnapshot, JobStore, Precondition, PutOutcome, Signal, WatchEvent, WatchStream};
-pub use logs::{JobStats, LogStore, RetentionPolicy, RunCursor, RunFilter, RunPage, RunQuery};
+pub use logs::{JobStats, LogStore, RetentionPolicy, RunBucket, RunCursor, RunFilter, RunPage, RunPoint, RunQuery};
 pub use members::{Membership, SessionEvent};
 
 use crate::domain::{JobName, Revision, RunId, RunStatus};

@@ -48,6 +48,7 @@ const ASSETS: &[Asset] = &[
     module!("workers.js"),
     module!("history.js"),
     module!("alerts.js"),
+    module!("charts.js"),
     Asset {
         paths: &["/app.css", "/static/app.css"],
         content_type: "text/css; charset=utf-8",

@@ -10,6 +10,7 @@ mod alerts;
 mod assets;
 mod audit;
 mod auth;
+mod charts;
 mod cron;
 mod error;
 mod guard;

@@ -47,6 +47,7 @@ const BEARER: &str = "bearer";
         (name = "audit", description = "Who changed which job when"),
         (name = "metrics", description = "Prometheus metrics (also on a worker's health listener)"),
         (name = "alerts", description = "Alert records, per-job alert state, channels and test alerts"),
+        (name = "charts", description = "Aggregates behind the admin page's pictures: tick timeline, durations, sparklines, fleet forecast and load"),
         (name = "meta", description = "This document"),
         (name = "legacy", description = "The seed's (cloud-org/crontab) routes, same shapes"),
     )

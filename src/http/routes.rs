@@ -19,7 +19,7 @@ use actix_web::web::{self, ServiceConfig};
 use actix_web::{HttpResponse, ResponseError};
 
 use super::error::{ApiError, ErrorCode};
-use super::{alerts, audit, auth, cron, health, jobs, legacy, metrics, openapi, output, runs, workers};
+use super::{alerts, audit, auth, charts, cron, health, jobs, legacy, metrics, openapi, output, runs, workers};
 
 /// Which listener serves a route and in which shape its 405 is answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,6 +139,11 @@ route_table! {
     Api    Post   "/api/v1/alert-channels/{name}/test" => alerts::test;
     Api    Get    "/api/v1/jobs/{name}/alerts"  => alerts::job_alerts;
     Api    Get    "/api/v1/openapi.json"        => openapi::document;
+    Api    Get    "/api/v1/jobs/{name}/timeline" => charts::timeline;
+    Api    Get    "/api/v1/jobs/{name}/durations" => charts::durations;
+    Api    Get    "/api/v1/sparklines"          => charts::sparklines;
+    Api    Get    "/api/v1/fleet/forecast"      => charts::fleet_forecast;
+    Api    Get    "/api/v1/fleet/load"          => charts::fleet_load;
     Legacy Post   "/job/save"                   => legacy::save;
     Legacy Post   "/job/delete"                 => legacy::delete;
     Legacy Post   "/job/kill"                   => legacy::kill;

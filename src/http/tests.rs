@@ -1226,7 +1226,7 @@ async fn admin_page_and_assets_are_served_with_their_types() {
     assert!(page.text().contains("<!doctype html>") && page.text().contains("/static/app.js"));
     assert!(page.header(header::CONTENT_SECURITY_POLICY).contains("default-src 'self'"));
     assert!(page.text().contains(r#"<script type="module" src="/static/app.js">"#));
-    for module in ["app", "api", "dom", "format", "jobs", "editor", "runs", "workers"] {
+    for module in ["app", "api", "dom", "format", "jobs", "editor", "runs", "workers", "charts"] {
         let js = h.get(&format!("/static/{module}.js")).await;
         assert_eq!(js.status, 200, "{module}.js");
         assert_eq!(js.header(header::CONTENT_TYPE), "text/javascript; charset=utf-8");

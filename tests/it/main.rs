@@ -9,6 +9,7 @@ mod api;
 mod backends_etcd;
 mod backends_mongo;
 mod catchup;
+mod charts;
 mod claims;
 mod cli;
 mod cluster;

@@ -135,6 +135,16 @@ fn responses_of_every_route_validate_against_the_document() {
     expect(node.get("/api/v1/jobs?q=to"), 200);
     expect(node.get("/api/v1/jobs/tour/stats?window=7d"), 200);
     expect(node.get("/api/v1/jobs/tour/stats?window=1w"), 400);
+    // Pictures (README "Pictures"): timeline, durations, sparklines, fleet.
+    expect(node.get("/api/v1/jobs/tour/timeline?window=7d"), 200);
+    expect(node.get("/api/v1/jobs/tour/timeline?window=1w"), 400);
+    expect(node.get("/api/v1/jobs/absent/timeline"), 404);
+    expect(node.get("/api/v1/jobs/tour/durations"), 200);
+    expect(node.get("/api/v1/sparklines?count=5"), 200);
+    expect(node.get("/api/v1/sparklines?count=0"), 400);
+    expect(node.get("/api/v1/fleet/forecast?hours=2"), 200);
+    expect(node.get("/api/v1/fleet/forecast?hours=49"), 400);
+    expect(node.get("/api/v1/fleet/load"), 200);
 
     // Runs: run now, read it while it runs, kill it, read it ended; list with filters.
     let sleeper = json!({"name": "sleeper", "command": "sleep 30", "cron_expr": "@yearly"});

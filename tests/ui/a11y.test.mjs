@@ -2,7 +2,8 @@
 // package.json) runs on every view — jobs (with an invalid stored job), the run-now and delete
 // dialogs, the editor (new, existing, with a field error, the unsaved-changes dialog), a job's
 // history, runs (succeeded, failed, running, killed, timed out; output open), run pages (with
-// truncated output, running), workers, alerts (a channel and an alerting job), not found, a
+// truncated output, running), workers, alerts (a channel and an alerting job), a job's charts,
+// the fleet view, not found, a
 // banner error and the login screen — at 1280 and 390 px wide, in the light and the dark colour
 // scheme. A violation of impact serious or critical fails the test; every one is printed with its
 // rule id, help text and target nodes. A real distcron node, Debian chromium via playwright-core.
@@ -196,6 +197,14 @@ test("axe-core finds no serious or critical violation on any view at 1280 and 39
     await page.locator("#alert-channels [data-channel=hook]").waitFor();
     await audit(page, "alerts");
 
+    // Pictures (README "Pictures"): a job's timeline and duration chart, the fleet view.
+    await go(page, "#/jobs/failing/charts", "#timeline svg.timeline");
+    await page.locator("#durations svg.durations").waitFor();
+    await audit(page, "charts");
+    await go(page, "#/fleet", "#forecast svg.forecast");
+    await page.locator("#load-table").waitFor();
+    await audit(page, "fleet");
+
     await go(page, "#/no-such-view", ".empty");
     await audit(page, "not found");
     await go(page, "#/runs?status=bogus", "#banner .banner-item");
@@ -225,6 +234,6 @@ test("axe-core finds no serious or critical violation on any view at 1280 and 39
     assert.deepEqual(page.errors, [], "no script errors on the page");
     await page.closeAll();
   }
-  assert.ok(audited.length === 2 * 2 * 19, `every view audited: ${audited.join(", ")}`);
+  assert.ok(audited.length === 2 * 2 * 21, `every view audited: ${audited.join(", ")}`);
   assert.equal(failures.length, 0, `axe-core found ${failures.length} serious or critical violation(s):\n${failures.join("\n")}`);
 });

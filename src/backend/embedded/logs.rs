@@ -14,7 +14,7 @@
 //! `PRAGMA user_version`, applied in order at open; a database from before the split has its
 //! outputs moved apart on first open. Leaves batching, spooling and retries to `LogBatchActor`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -25,11 +25,11 @@ use rusqlite::{Connection, OptionalExtension};
 
 use super::{open_sqlite, sql_err, with_locked};
 use crate::backend::logs::{
-    failure_statuses, percentile_index, summary, utf8_prefix, JobStats, LogStore, RetentionPolicy, RunCursor,
-    RunFilter, RunPage, RunQuery,
+    failure_statuses, missed_last_tick, percentile_index, summary, utf8_prefix, JobStats, LogStore, RetentionPolicy,
+    RunBucket, RunCursor, RunFilter, RunPage, RunPoint, RunQuery,
 };
 use crate::backend::BackendError;
-use crate::domain::{JobName, RunId, RunRecord};
+use crate::domain::{JobName, RunId, RunRecord, WorkerId};
 
 const BACKEND: &str = "embedded log store";
 
@@ -295,6 +295,171 @@ fn last_runs_locked(conn: &mut Connection, jobs: &[JobName]) -> Result<HashMap<J
     Ok(found)
 }
 
+/// The columns of a [`RunPoint`] row, in the order [`POINT_COLUMNS`] selects them.
+const POINT_COLUMNS: &str = "r.id, r.status, r.duration_ms, r.start_ms, json_extract(r.json, '$.scheduled_at'),
+     json_extract(r.json, '$.attempt'), json_extract(r.json, '$.trigger'),
+     CASE WHEN r.status = 'missed' THEN json_extract(r.json, '$.err') END, r.job";
+
+/// A [`RunPoint`] (and its job) from a row of [`POINT_COLUMNS`]; `None` for a row that does not read.
+fn point_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Option<(String, RunPoint)>> {
+    let id: String = r.get(0)?;
+    let status: String = r.get(1)?;
+    let duration: Option<i64> = r.get(2)?;
+    let start_ms: i64 = r.get(3)?;
+    let scheduled: Option<String> = r.get(4)?;
+    let attempt: Option<i64> = r.get(5)?;
+    let trigger: Option<String> = r.get(6)?;
+    let err: Option<String> = r.get(7)?;
+    let job: String = r.get(8)?;
+    let (Some(status), Some(start), Some(scheduled_at)) = (
+        crate::domain::RunStatus::parse(&status),
+        DateTime::from_timestamp_millis(start_ms),
+        scheduled.and_then(|s| DateTime::parse_from_rfc3339(&s).ok()).map(|t| t.with_timezone(&Utc)),
+    ) else {
+        log::warn!("Skipping a stored run that does not read as a chart point. id={id}");
+        return Ok(None);
+    };
+    Ok(Some((
+        job,
+        RunPoint {
+            id: RunId(id),
+            status,
+            trigger: crate::domain::Trigger::parse_or_schedule(trigger.as_deref().unwrap_or("")),
+            scheduled_at,
+            start,
+            attempt: attempt.and_then(|a| u32::try_from(a).ok()).unwrap_or(1),
+            duration_ms: duration.and_then(|d| u64::try_from(d).ok()),
+            missed_until: err.as_deref().and_then(missed_last_tick),
+        },
+    )))
+}
+
+/// `job`'s runs started in `[from, to)`, newest first, at most `limit`: one index range read.
+fn run_points_locked(
+    conn: &mut Connection,
+    job: &JobName,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    limit: usize,
+) -> Result<Vec<RunPoint>, BackendError> {
+    let sql = format!(
+        "SELECT {POINT_COLUMNS} FROM runs r WHERE r.job = ?1 AND r.start_ms >= ?2 AND r.start_ms < ?3
+         ORDER BY r.start_ms DESC, r.id DESC LIMIT ?4"
+    );
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut stmt = conn.prepare_cached(&sql).map_err(sql_err("cannot prepare the run points query"))?;
+    let rows: Vec<Option<(String, RunPoint)>> = stmt
+        .query_map(rusqlite::params![job.as_str(), from.timestamp_millis(), to.timestamp_millis(), limit], point_row)
+        .map_err(sql_err(format!("cannot query the run points of job {job}")))?
+        .collect::<Result<_, _>>()
+        .map_err(sql_err(format!("cannot read the run points of job {job}")))?;
+    Ok(rows.into_iter().flatten().map(|(_, p)| p).collect())
+}
+
+/// The newest `per_job` runs of each of `jobs`: one query, `per_job` index steps per job.
+fn recent_runs_locked(
+    conn: &mut Connection,
+    jobs: &[JobName],
+    per_job: u32,
+) -> Result<HashMap<JobName, Vec<RunPoint>>, BackendError> {
+    let names = serde_json::to_string(&jobs.iter().map(JobName::as_str).collect::<Vec<_>>())
+        .map_err(|e| BackendError::Corrupt { backend: BACKEND, message: format!("job names: {e}") })?;
+    let sql = format!(
+        "SELECT {POINT_COLUMNS} FROM json_each(?1) j JOIN runs r ON r.id IN (
+             SELECT x.id FROM runs x WHERE x.job = j.value ORDER BY x.start_ms DESC, x.id DESC LIMIT ?2)
+         ORDER BY r.job, r.start_ms DESC, r.id DESC"
+    );
+    let mut stmt = conn.prepare_cached(&sql).map_err(sql_err("cannot prepare the recent runs query"))?;
+    let rows: Vec<Option<(String, RunPoint)>> = stmt
+        .query_map(rusqlite::params![names, i64::from(per_job)], point_row)
+        .map_err(sql_err("cannot query recent runs"))?
+        .collect::<Result<_, _>>()
+        .map_err(sql_err("cannot read recent runs"))?;
+    let mut found: HashMap<JobName, Vec<RunPoint>> = HashMap::new();
+    for (job, point) in rows.into_iter().flatten() {
+        if let Ok(job) = JobName::parse(&job) {
+            found.entry(job).or_default().push(point);
+        }
+    }
+    Ok(found)
+}
+
+/// A bucket's duration figures as SQL returns them: bucket, timed runs, max, p50, p95.
+type DurationRow = (i64, i64, Option<i64>, Option<i64>, Option<i64>);
+
+/// Buckets of `job`'s runs in SQL: one `GROUP BY` for the counts per status, one window query
+/// (`ROW_NUMBER` over each bucket ordered by duration) for the nearest-rank percentiles.
+fn run_buckets_locked(
+    conn: &mut Connection,
+    job: &JobName,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    bucket_ms: i64,
+) -> Result<Vec<RunBucket>, BackendError> {
+    let context = || format!("cannot compute the run buckets of job {job}");
+    let params = rusqlite::params![job.as_str(), from.timestamp_millis(), to.timestamp_millis(), bucket_ms.max(1)];
+    let mut buckets: BTreeMap<i64, RunBucket> = BTreeMap::new();
+    let new_bucket = |b: i64| RunBucket {
+        start: from + chrono::Duration::milliseconds(b * bucket_ms.max(1)),
+        ..RunBucket::default()
+    };
+    let counts: Vec<(i64, String, i64)> = conn
+        .prepare_cached(
+            "SELECT (start_ms - ?2) / ?4 AS b, status, COUNT(*) FROM runs
+             WHERE job = ?1 AND start_ms >= ?2 AND start_ms < ?3 GROUP BY b, status",
+        )
+        .and_then(|mut stmt| {
+            stmt.query_map(params, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<Result<Vec<_>, _>>()
+        })
+        .map_err(sql_err(context()))?;
+    for (b, status, n) in counts {
+        buckets.entry(b).or_insert_with(|| new_bucket(b)).counts.insert(status, u64::try_from(n).unwrap_or(0));
+    }
+    let durations: Vec<DurationRow> = conn
+        .prepare_cached(
+            "WITH d AS (
+                 SELECT (start_ms - ?2) / ?4 AS b, duration_ms AS ms,
+                        ROW_NUMBER() OVER (PARTITION BY (start_ms - ?2) / ?4 ORDER BY duration_ms) AS rn,
+                        COUNT(*) OVER (PARTITION BY (start_ms - ?2) / ?4) AS n
+                 FROM runs WHERE job = ?1 AND start_ms >= ?2 AND start_ms < ?3
+                     AND status != 'running' AND duration_ms IS NOT NULL)
+             SELECT b, MAX(n), MAX(ms), MAX(CASE WHEN rn = (50 * n + 99) / 100 THEN ms END),
+                    MAX(CASE WHEN rn = (95 * n + 99) / 100 THEN ms END)
+             FROM d GROUP BY b",
+        )
+        .and_then(|mut stmt| {
+            stmt.query_map(params, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .map_err(sql_err(context()))?;
+    let ms = |v: Option<i64>| v.and_then(|v| u64::try_from(v).ok());
+    for (b, n, max, p50, p95) in durations {
+        let bucket = buckets.entry(b).or_insert_with(|| new_bucket(b));
+        bucket.timed = u64::try_from(n).unwrap_or(0);
+        bucket.max_ms = ms(max);
+        bucket.p50_ms = ms(p50);
+        bucket.p95_ms = ms(p95);
+    }
+    Ok(buckets.into_values().collect())
+}
+
+/// Runs per worker started at or after `since` (those that ran: not skipped, missed or superseded).
+fn runs_per_worker_locked(
+    conn: &mut Connection,
+    since: DateTime<Utc>,
+) -> Result<BTreeMap<WorkerId, u64>, BackendError> {
+    let rows: Vec<(String, i64)> = conn
+        .prepare_cached(
+            "SELECT worker, COUNT(*) FROM runs WHERE start_ms >= ?1
+                 AND status NOT IN ('skipped', 'missed', 'superseded') GROUP BY worker",
+        )
+        .and_then(|mut stmt| {
+            stmt.query_map([since.timestamp_millis()], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<Vec<_>, _>>()
+        })
+        .map_err(sql_err("cannot count runs per worker"))?;
+    Ok(rows.into_iter().map(|(w, n)| (WorkerId(w), u64::try_from(n).unwrap_or(0))).collect())
+}
+
 /// Deletes runs past `policy` at `now`, one statement per overridden job and one for the rest.
 fn retention_locked(conn: &mut Connection, policy: &RetentionPolicy, now: DateTime<Utc>) -> Result<u64, BackendError> {
     let tx = conn.transaction().map_err(sql_err("cannot begin retention"))?;
@@ -488,6 +653,44 @@ impl LogStore for SqliteLogStore {
         }
         let jobs = jobs.to_vec();
         with_locked(&self.reader, BACKEND, move |conn| last_runs_locked(conn, &jobs)).await
+    }
+
+    async fn run_points(
+        &self,
+        job: &JobName,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<RunPoint>, BackendError> {
+        let job = job.clone();
+        with_locked(&self.reader, BACKEND, move |conn| run_points_locked(conn, &job, from, to, limit)).await
+    }
+
+    async fn recent_runs(
+        &self,
+        jobs: &[JobName],
+        per_job: u32,
+    ) -> Result<HashMap<JobName, Vec<RunPoint>>, BackendError> {
+        if jobs.is_empty() || per_job == 0 {
+            return Ok(HashMap::new());
+        }
+        let jobs = jobs.to_vec();
+        with_locked(&self.reader, BACKEND, move |conn| recent_runs_locked(conn, &jobs, per_job)).await
+    }
+
+    async fn run_buckets(
+        &self,
+        job: &JobName,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        bucket_ms: i64,
+    ) -> Result<Vec<RunBucket>, BackendError> {
+        let job = job.clone();
+        with_locked(&self.reader, BACKEND, move |conn| run_buckets_locked(conn, &job, from, to, bucket_ms)).await
+    }
+
+    async fn runs_per_worker(&self, since: DateTime<Utc>) -> Result<BTreeMap<WorkerId, u64>, BackendError> {
+        with_locked(&self.reader, BACKEND, move |conn| runs_per_worker_locked(conn, since)).await
     }
 
     async fn count(&self, filter: &RunFilter) -> Result<u64, BackendError> {

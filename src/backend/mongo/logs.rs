@@ -44,7 +44,7 @@
 //! last success, the last failure and each percentile. Where the server does not implement an aggregation
 //! (older FerretDB releases), the adapter says so once and falls back to per-job queries.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -57,8 +57,8 @@ use mongodb::{Collection, Database};
 
 use super::{codes, unavailable, Shared, BACKEND};
 use crate::backend::logs::{
-    failure_statuses, percentile_index, utf8_prefix, JobStats, LogStore, RetentionPolicy, RunCursor, RunFilter,
-    RunPage, RunQuery, StatsBuilder,
+    failure_statuses, percentile_index, utf8_prefix, BucketBuilder, JobStats, LogStore, RetentionPolicy, RunBucket,
+    RunCursor, RunFilter, RunPage, RunPoint, RunQuery, StatsBuilder,
 };
 use crate::backend::{BackendError, RejectedRun};
 use crate::domain::{Fence, JobName, RunId, RunRecord, RunStatus, Trigger, WorkerId};
@@ -407,6 +407,40 @@ impl MongoLogStore {
             .projection(doc! { "durationMs": 1 })
             .await?;
         Ok(found.and_then(|d| int(d.get("durationMs"))).and_then(|ms| u64::try_from(ms).ok()))
+    }
+}
+
+impl MongoLogStore {
+    /// `job`'s runs started in `[from, to)`, in buckets: a `$match` on the `{jobName,
+    /// startTime}` index and a `$project` down to status, start and duration run in the store;
+    /// the rows stream into [`BucketBuilder`] (FerretDB 1.24 has no `$push` or `$percentile`
+    /// to rank durations per group).
+    async fn bucket_pipeline(
+        &self,
+        job: &JobName,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        bucket_ms: i64,
+    ) -> Result<Vec<RunBucket>, mongodb::error::Error> {
+        let pipeline = vec![
+            doc! { "$match": { "jobName": job.as_str(), "startTime": { "$gte": ms(from), "$lt": ms(to) } } },
+            doc! { "$project": { "_id": 0, "status": 1, "err": 1, "startTime": 1, "durationMs": 1 } },
+        ];
+        let mut cursor = self.coll.aggregate(pipeline).await?;
+        let mut builder = BucketBuilder::new(from, bucket_ms);
+        while let Some(d) = cursor.try_next().await? {
+            let status = match d.get_str("status") {
+                Ok(s) => RunStatus::parse(s),
+                // The seed's documents: succeeded when `err` is empty.
+                Err(_) if d.get_str("err").unwrap_or("").is_empty() => Some(RunStatus::Succeeded),
+                Err(_) => Some(RunStatus::Failed),
+            };
+            let start = int(d.get("startTime")).and_then(DateTime::from_timestamp_millis);
+            if let (Some(status), Some(start)) = (status, start) {
+                builder.add(status, start, int(d.get("durationMs")).and_then(|v| u64::try_from(v).ok()));
+            }
+        }
+        Ok(builder.finish())
     }
 }
 
@@ -773,6 +807,70 @@ impl LogStore for MongoLogStore {
             }
         }
         Ok(found)
+    }
+
+    async fn run_points(
+        &self,
+        job: &JobName,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<RunPoint>, BackendError> {
+        let context = || format!("cannot read the run points of job {job}");
+        let mut cursor = self
+            .coll
+            .find(doc! { "jobName": job.as_str(), "startTime": { "$gte": ms(from), "$lt": ms(to) } })
+            .sort(doc! { "startTime": -1, "_id": -1 })
+            .limit(i64::try_from(limit).unwrap_or(i64::MAX))
+            .projection(doc! { "output": 0, "command": 0 })
+            .await
+            .map_err(|e| unavailable(&context(), e))?;
+        let mut points = Vec::new();
+        while let Some(d) = cursor.try_next().await.map_err(|e| unavailable(&context(), e))? {
+            match from_document(&d) {
+                Ok(run) => points.push(RunPoint::of(&run)),
+                Err(e) => log::warn!(
+                    "Skipping a stored run that does not read as a run. id={} error={e}",
+                    id_text(d.get("_id"))
+                ),
+            }
+        }
+        Ok(points)
+    }
+
+    async fn run_buckets(
+        &self,
+        job: &JobName,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        bucket_ms: i64,
+    ) -> Result<Vec<RunBucket>, BackendError> {
+        self.bucket_pipeline(job, from, to, bucket_ms)
+            .await
+            .map_err(|e| unavailable(&format!("cannot compute the run buckets of job {job}"), e))
+    }
+
+    async fn runs_per_worker(&self, since: DateTime<Utc>) -> Result<BTreeMap<WorkerId, u64>, BackendError> {
+        let pipeline = vec![
+            doc! { "$match": { "startTime": { "$gte": ms(since) }, "status": { "$nin": ["skipped", "missed", "superseded"] } } },
+            doc! { "$group": { "_id": "$worker", "n": { "$sum": 1 } } },
+        ];
+        let context = "cannot count runs per worker";
+        let groups: Vec<Document> = self
+            .coll
+            .aggregate(pipeline)
+            .await
+            .map_err(|e| unavailable(context, e))?
+            .try_collect()
+            .await
+            .map_err(|e| unavailable(context, e))?;
+        Ok(groups
+            .iter()
+            .filter_map(|g| {
+                let worker = g.get_str("_id").ok().filter(|w| !w.is_empty())?;
+                Some((WorkerId(worker.to_owned()), int(g.get("n")).and_then(|n| u64::try_from(n).ok()).unwrap_or(0)))
+            })
+            .collect())
     }
 
     async fn count(&self, filter: &RunFilter) -> Result<u64, BackendError> {
