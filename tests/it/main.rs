@@ -19,6 +19,7 @@ mod labels;
 mod legacy;
 mod live;
 mod metrics;
+mod nemesis;
 mod openapi;
 mod process;
 mod retries;
