@@ -251,6 +251,10 @@ pub enum Limit {
     StaleSessionRun,
     /// A worker whose clock is ahead claims and runs its ticks early (never twice).
     ClockAhead,
+    /// While etcd changes leader (the leader partitioned from its followers, or a member
+    /// killed), a tick may be neither run nor recorded, or run later than `misfire_grace_ms`
+    /// (open finding of the nemesis, README "Verified under faults").
+    LeaderChange,
 }
 
 impl fmt::Display for Limit {
@@ -258,6 +262,7 @@ impl fmt::Display for Limit {
         f.write_str(match self {
             Self::StaleSessionRun => "limit: run outlived its worker's session (finish policy; fence refuses it)",
             Self::ClockAhead => "limit: worker clock ahead runs ticks early",
+            Self::LeaderChange => "limit: tick due during an etcd leader change",
         })
     }
 }
@@ -417,6 +422,13 @@ pub fn check(
                 && at <= f.end + bounds.slack
         })
     };
+    let leader_change = |tick: DateTime<Utc>| {
+        faults.iter().any(|f| {
+            matches!(f.kind, FaultKind::PartitionLeader | FaultKind::KillEtcd)
+                && tick >= f.start - bounds.slack
+                && tick <= f.end + bounds.max_lateness + bounds.slack
+        })
+    };
     let mut push = |class, job: &str, tick, detail: String, limit| {
         report.anomalies.push(Anomaly { class, job: job.to_owned(), tick, detail, limit });
     };
@@ -457,7 +469,8 @@ pub fn check(
             if !recorded {
                 let ran = runs.values().any(|r| r.job == spec.name && r.tick == Some(tick) && r.starts > 0);
                 let detail = if ran { "ran (history) but no ledger record" } else { "no run and no record" };
-                push(Class::SilentHole, &spec.name, tick, detail.to_owned(), None);
+                let limit = leader_change(tick).then_some(Limit::LeaderChange);
+                push(Class::SilentHole, &spec.name, tick, detail.to_owned(), limit);
             }
         }
     }
@@ -537,7 +550,7 @@ pub fn check(
         let late = start - tick;
         if late > bounds.max_lateness + bounds.slack {
             let detail = format!("{id}@{} started {} ms late", run.worker, late.num_milliseconds());
-            push(Class::Lateness, &run.job, tick, detail, None);
+            push(Class::Lateness, &run.job, tick, detail, leader_change(tick).then_some(Limit::LeaderChange));
         } else if late < -bounds.slack {
             let limit = clock_ahead(&run.worker, start).then_some(Limit::ClockAhead);
             let detail = format!("{id}@{} started {} ms early", run.worker, -late.num_milliseconds());
@@ -645,6 +658,9 @@ mod tests {
         l.retain(|r| r.id != "r1");
         let r = check(&[job(Policy::Allow)], &h, &l, &[], &bounds(), t(10));
         assert_eq!(classes(&r), [(Class::SilentHole, None)], "{}", r.render(5));
+        let kill = Fault { kind: FaultKind::KillEtcd, target: "e0".into(), start: t(-3), end: t(0) };
+        let r = check(&[job(Policy::Allow)], &h, &l, &[kill], &bounds(), t(10));
+        assert_eq!(classes(&r), [(Class::SilentHole, Some(Limit::LeaderChange))], "{}", r.render(5));
         let (h, mut l) = clean();
         l.retain(|r| r.id == "r0");
         let mut missed = rec("m", 1, 20, "missed");

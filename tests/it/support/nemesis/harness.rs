@@ -378,8 +378,8 @@ fn plan(rng: &mut Rng, secs: u64) -> Vec<usize> {
     for i in (1..kinds.len()).rev() {
         kinds.swap(i, rng.below(i + 1));
     }
-    // About 14 s per fault (fault + heal gap).
-    let slots = (secs.saturating_sub(10) / 14).max(1) as usize;
+    // About 13 s per fault (fault + heal gap).
+    let slots = (secs.saturating_sub(10) / 13).max(1) as usize;
     while kinds.len() < slots {
         kinds.push(rng.below(8));
     }
