@@ -83,11 +83,13 @@ impl Outcome {
 pub struct Rng(u64);
 
 impl Rng {
+    /// A generator seeded with `seed`.
     pub fn new(seed: u64) -> Rng {
         Rng(seed)
     }
 
-    pub fn next(&mut self) -> u64 {
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -97,7 +99,7 @@ impl Rng {
 
     /// Uniform in `0..n` (`n > 0`).
     pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
+        (self.next_u64() % n.max(1) as u64) as usize
     }
 }
 
@@ -528,8 +530,15 @@ pub fn run(profile: &Profile) -> Outcome {
     // Stop the workload: no tick after `to` is checked; every run ends by itself (≤ 7 s).
     let to = Utc::now() - chrono::Duration::seconds(2);
     for name in &names {
-        let r = c.api.post_empty(&format!("/api/v1/jobs/{name}/disable"));
-        assert!(r.status < 300, "disable {name}: {}", r.text);
+        // The master may answer 503 for a moment right after a fault (an etcd member restarting).
+        let done = wait_until(Duration::from_secs(30), || {
+            (c.api.post_empty(&format!("/api/v1/jobs/{name}/disable")).status < 300).then_some(())
+        });
+        assert!(
+            done.is_some(),
+            "cannot disable {name}: {}",
+            c.api.post_empty(&format!("/api/v1/jobs/{name}/disable")).text
+        );
     }
     let stop = Utc::now();
     // Settle: runs end, records flush (spools replay), lost runs get recorded.

@@ -132,12 +132,11 @@ impl Net {
         let tag = format!("{PREFIX}{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst));
         let hub = format!("{tag}-hub");
         sh(&["ip", "netns", "add", &hub]);
-        let net = Net { hub: hub.clone(), nodes: Vec::new(), tag, netem: false };
+        let mut net = Net { hub: hub.clone(), nodes: Vec::new(), tag, netem: false };
         sh(&["ip", "-n", &hub, "link", "set", "lo", "up"]);
         sh(&["ip", "-n", &hub, "link", "add", "br0", "type", "bridge"]);
         sh(&["ip", "-n", &hub, "addr", "add", &format!("{HUB_ADDR}/24"), "dev", "br0"]);
         sh(&["ip", "-n", &hub, "link", "set", "br0", "up"]);
-        let mut net = net;
         net.netem =
             try_sh(&["ip", "netns", "exec", &hub, "tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"])
                 .is_ok();
