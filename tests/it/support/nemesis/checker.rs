@@ -88,7 +88,7 @@ impl Record {
 
     /// The ticks a `missed` record covers: `[first, last]` from its `err`
     /// (`missed N tick(s) from A to B: …`), else its own tick.
-    pub fn missed_range(&self) -> (DateTime<Utc>, DateTime<Utc>) {
+    pub fn missed_range(&self) -> Span {
         let parse = |s: &str| DateTime::parse_from_rfc3339(s.trim_end_matches(':')).ok().map(|t| t.with_timezone(&Utc));
         let words: Vec<&str> = self.err.split_whitespace().collect();
         let from = words.iter().position(|w| *w == "from").and_then(|i| words.get(i + 1)).and_then(|w| parse(w));
@@ -251,6 +251,9 @@ pub enum Limit {
     StaleSessionRun,
     /// A worker whose clock is ahead claims and runs its ticks early (never twice).
     ClockAhead,
+    /// A run-now's running mark is written one round trip after its claim, so a scheduled
+    /// tick claimed in between does not see it under `forbid` (README "Cluster mode", limits).
+    RunNowMark,
     /// While etcd changes leader (the leader partitioned from its followers, or a member
     /// killed), a tick may be neither run nor recorded, or run later than `misfire_grace_ms`
     /// (open finding of the nemesis, README "Verified under faults").
@@ -263,6 +266,7 @@ impl fmt::Display for Limit {
             Self::StaleSessionRun => "limit: run outlived its worker's session (finish policy; fence refuses it)",
             Self::ClockAhead => "limit: worker clock ahead runs ticks early",
             Self::LeaderChange => "limit: tick due during an etcd leader change",
+            Self::RunNowMark => "limit: a run-now's mark follows its claim",
         })
     }
 }
@@ -325,6 +329,9 @@ impl Report {
         out
     }
 }
+
+/// A closed range of ticks `[first, last]`.
+pub type Span = (DateTime<Utc>, DateTime<Utc>);
 
 /// One run as the checker sees it: history and ledger joined by run id.
 #[derive(Debug, Clone, Default)]
@@ -454,7 +461,7 @@ pub fn check(
 
     // The silent hole: a tick with nothing in the ledger.
     let mut accounted: HashMap<&str, BTreeSet<DateTime<Utc>>> = HashMap::new();
-    let mut ranges: HashMap<&str, Vec<(DateTime<Utc>, DateTime<Utc>)>> = HashMap::new();
+    let mut ranges: HashMap<&str, Vec<Span>> = HashMap::new();
     for r in ledger {
         accounted.entry(r.job.as_str()).or_default().insert(r.tick);
         if r.status == "missed" {
@@ -496,7 +503,13 @@ pub fn check(
                 if !in_window(&spec.name, tick) {
                     continue;
                 }
-                let limit = (outlived_session(a) || outlived_session(b)).then_some(Limit::StaleSessionRun);
+                let limit = if outlived_session(a) || outlived_session(b) {
+                    Some(Limit::StaleSessionRun)
+                } else if a.trigger() == "manual" || b.trigger() == "manual" {
+                    Some(Limit::RunNowMark)
+                } else {
+                    None
+                };
                 let detail = format!(
                     "{a_id}@{} (fence {}) still alive when {b_id}@{} (fence {}) started",
                     a.worker, a.fence, b.worker, b.fence
@@ -706,7 +719,7 @@ mod tests {
     fn a_run_started_while_its_worker_had_no_session_is_named() {
         let (mut h, l) = clean();
         let cut = Fault { kind: FaultKind::PartitionWorker, target: "w0".into(), start: t(-10), end: t(5) };
-        let r = check(&[job(Policy::Allow)], &h, &l, &[cut.clone()], &bounds(), t(10));
+        let r = check(&[job(Policy::Allow)], &h, &l, std::slice::from_ref(&cut), &bounds(), t(10));
         assert_eq!(r.anomalies.iter().filter(|a| a.class == Class::RunAfterSessionEnd).count(), 3, "{}", r.render(5));
         // Within the TTL the session still stands.
         let short = Fault { start: t(-2), ..cut };
