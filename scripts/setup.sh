@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing distcron needs and is missing on a fresh machine:
 # protoc (protobuf-compiler, for etcd-client's build), Debian chromium and npm playwright-core
-# and axe-core (browser tests), etcd-server, faketime, prometheus (promtool, for the /metrics tests) and FerretDB
+# and axe-core (browser tests), etcd-server, faketime, prometheus (promtool, for the /metrics tests), iproute2, nftables and socat (the nemesis suite) and FerretDB
 # (built from the Go module proxy), and PyPI openapi-spec-validator in a venv under ~/.cache/distcron
 # (the OpenAPI checks of scripts/test.sh).
 # Idempotent; prints what it installs.
@@ -22,6 +22,11 @@ if [ "${1:-}" = "--test" ]; then
   command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
   # sqlite3: browser tests write an invalid job document straight into the embedded store.
   command -v sqlite3 >/dev/null 2>&1 || missing+=(sqlite3)
+  # The nemesis suite: network namespaces and veth links (ip), nft drops, tc shaping, and socat
+  # to reach a node's loopback from the test through a Unix socket.
+  [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || missing+=(iproute2)
+  [ -x /usr/sbin/nft ] || [ -x /sbin/nft ] || missing+=(nftables)
+  command -v socat >/dev/null 2>&1 || missing+=(socat)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${missing[*]}"

@@ -20,6 +20,7 @@ mod labels;
 mod legacy;
 mod live;
 mod metrics;
+mod nemesis;
 mod openapi;
 mod process;
 mod retries;

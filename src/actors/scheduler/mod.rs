@@ -346,6 +346,23 @@ impl SchedulerActor {
         &self.settings.worker.id
     }
 
+    /// Records a claimed run request (run-now or retry) whose policy could not be checked
+    /// (the live runs could not be listed) as `skipped`, so it has its one account.
+    fn record_unchecked_request(
+        &mut self,
+        job: &JobName,
+        tick: DateTime<Utc>,
+        fence: Fence,
+        trigger: Trigger,
+        extra: &RunExtra,
+    ) {
+        let Some(def) = self.jobs.get(job) else { return };
+        let reason = "the job's live runs could not be listed to apply its concurrency policy (claims store unavailable); not started".to_owned();
+        let mut record = self.not_run_record(def, RunStatus::Skipped, trigger, tick, fence, reason);
+        extra.stamp(&mut record);
+        self.peers.log.do_send(RecordRun(record));
+    }
+
     /// A record of `def`'s tick that did not run (`status`, `reason`), written by this worker
     /// under `fence`, with the job's version.
     fn not_run_record(
@@ -1319,9 +1336,15 @@ impl SchedulerActor {
             };
             metrics.claim(store, asked.elapsed(), usize::from(fence.is_err()));
             let fence = fence?;
+            // The claim is won from here on: no other worker will take this request, so a
+            // failure to list the live runs must end in a record, never in silence (nemesis
+            // finding: a run-now accepted during an etcd member outage was neither run nor
+            // recorded).
             let live = match (fence, policy) {
-                (Some(_), ConcurrencyPolicy::Forbid | ConcurrencyPolicy::Replace) => claims.running(Some(&job)).await?,
-                _ => Vec::new(),
+                (Some(_), ConcurrencyPolicy::Forbid | ConcurrencyPolicy::Replace) => {
+                    list_running_after_claim(claims.as_ref(), &job).await
+                }
+                _ => Ok(Vec::new()),
             };
             Ok::<_, crate::backend::BackendError>((fence, live))
         };
@@ -1351,12 +1374,22 @@ impl SchedulerActor {
                     act.start_backfill(job, request, fence, ctx);
                 }
             }
-            Ok((Some(fence), live)) => {
+            Ok((Some(fence), Ok(live))) => {
                 let (tick, trigger, attempt) = match &retry {
                     Some(r) => (r.scheduled_at, r.trigger(), r.attempt),
                     None => (Utc::now(), Trigger::Manual, 1),
                 };
                 act.dispatch(job, tick, fence, trigger, live, None, RunExtra { attempt, params: env }, ctx);
+            }
+            Ok((Some(fence), Err(e))) => {
+                let (tick, trigger, attempt) = match &retry {
+                    Some(r) => (r.scheduled_at, r.trigger(), r.attempt),
+                    None => (Utc::now(), Trigger::Manual, 1),
+                };
+                log::warn!(
+                    "Claimed a run request but cannot see the job's live runs; recorded skipped. job={job} trigger={trigger:?} error={e}"
+                );
+                act.record_unchecked_request(&job, tick, fence, trigger, &RunExtra { attempt, params: env });
             }
             Ok((None, _)) => log::debug!("Run-now request claimed by another worker. job={job}"),
             Err(e) => log::warn!("Cannot claim a run-now request; it will not run. job={job} error={e}"),
@@ -1475,6 +1508,25 @@ impl Handler<Shutdown> for SchedulerActor {
             }
             .into_actor(self),
         )
+    }
+}
+
+/// Lists `job`'s live runs after a won request claim, retrying briefly (a store failing over
+/// answers again within a second or two) before the caller gives up and records the request.
+async fn list_running_after_claim(claims: &dyn Claims, job: &JobName) -> Result<Vec<RunningMark>, BackendError> {
+    let mut delay = Duration::from_millis(200);
+    let mut last = None;
+    for _ in 0..4 {
+        match claims.running(Some(job)).await {
+            Ok(live) => return Ok(live),
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(delay).await;
+        delay *= 2;
+    }
+    match last {
+        Some(e) => Err(e),
+        None => claims.running(Some(job)).await,
     }
 }
 

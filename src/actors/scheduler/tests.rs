@@ -66,9 +66,14 @@ fn job(name: &str, cron_expr: &str, concurrency: &str) -> Job {
 }
 
 fn start(jobs: Vec<Job>) -> Harness {
+    let claims = Arc::new(EmbeddedClaims::default());
+    start_with_claims(jobs, claims.clone(), claims)
+}
+
+/// [`start`] with `port` as the scheduler's claims store (`claims` kept in the harness).
+fn start_with_claims(jobs: Vec<Job>, port: Arc<dyn Claims>, claims: Arc<EmbeddedClaims>) -> Harness {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = EmbeddedJobStore::open(&dir.path().join("jobs.sqlite3")).expect("job store");
-    let claims = Arc::new(EmbeddedClaims::default());
     let seen = Arc::new(Mutex::new(Seen::default()));
     let recorder = Recorder(seen.clone()).start();
     let now = Utc::now();
@@ -96,7 +101,7 @@ fn start(jobs: Vec<Job>) -> Harness {
         launch: RunLaunch::default(),
     };
     let peers = SchedulerPeers {
-        claims: claims.clone(),
+        claims: port,
         members: Arc::new(EmbeddedMembership::new(Duration::from_secs(10))),
         jobs: Arc::new(store),
         start: recorder.clone().recipient(),
@@ -203,6 +208,34 @@ async fn run_now_is_claimed_once_and_dispatched_as_manual() {
     let seen = h.seen.lock().expect("seen");
     assert_eq!(seen.started.len(), 1, "the same request id runs once");
     assert_eq!(seen.started[0].trigger, Trigger::Manual);
+}
+
+#[actix::test]
+async fn a_claimed_run_now_whose_live_runs_cannot_be_listed_is_recorded_skipped_not_dropped() {
+    // Nemesis finding (issue 14): during an etcd member outage a run-now was claimed, listing
+    // the job's live runs failed, and the request was neither run nor recorded.
+    use crate::backend::faulty::{Fault, Faulty};
+    let faulty = Arc::new(Faulty::new(EmbeddedClaims::default(), "embedded claims"));
+    faulty.fail("running", Fault::Down);
+    let h = start_with_claims(
+        vec![job("guarded", "0 0 1 1 *", "replace")],
+        faulty.clone(),
+        Arc::new(EmbeddedClaims::default()),
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    h.scheduler.do_send(RunRequested {
+        job: name("guarded"),
+        request: "req-1".into(),
+        env: Default::default(),
+        retry: None,
+    });
+    let recorded = wait_until(10, || !h.seen.lock().expect("seen").records.is_empty()).await;
+    let seen = h.seen.lock().expect("seen");
+    assert!(recorded, "the claimed request has an account");
+    assert!(seen.started.is_empty(), "nothing started without the policy check");
+    assert_eq!(seen.records.len(), 1);
+    assert_eq!((seen.records[0].status, seen.records[0].trigger), (RunStatus::Skipped, Trigger::Manual));
+    assert!(seen.records[0].err.contains("live runs could not be listed"), "{}", seen.records[0].err);
 }
 
 #[actix::test]

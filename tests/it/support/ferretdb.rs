@@ -21,7 +21,8 @@ pub struct FerretDb {
     tls: Option<(u16, [PathBuf; 3])>,
 }
 
-fn binary() -> PathBuf {
+/// The FerretDB binary (`DISTCRON_TEST_FERRETDB_BIN`, PATH, or `$(go env GOPATH)/bin`).
+pub fn binary() -> PathBuf {
     const ENV: &str = "DISTCRON_TEST_FERRETDB_BIN";
     if let Ok(p) = std::env::var(ENV) {
         return PathBuf::from(p);

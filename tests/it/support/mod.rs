@@ -3,6 +3,7 @@
 
 pub mod etcd;
 pub mod ferretdb;
+pub mod nemesis;
 
 use std::io::Read;
 use std::net::TcpListener;
@@ -127,6 +128,24 @@ impl Node {
         };
         node.spawn();
         node
+    }
+
+    /// A handle on a node started elsewhere (e.g. in a network namespace, reached through a
+    /// forwarder on loopback `port`) with `token`: requests only, nothing is killed on drop;
+    /// [`Node::log`] reads `dir/node.log`.
+    #[allow(dead_code)]
+    pub fn attach(port: u16, dir: PathBuf, token: String) -> Node {
+        Node {
+            agent: ureq::agent(),
+            child: None,
+            port,
+            dir,
+            _tmp: None,
+            token: Some(token),
+            extra_config: String::new(),
+            options: NodeOptions::default(),
+            recorder: None,
+        }
     }
 
     /// The node's data dir (for files jobs write).
