@@ -30,7 +30,9 @@ cargo test --locked --all-targets --no-run
 echo "== cargo test (unit + integration; every response the integration tests get is recorded)"
 recorded="$(pwd)/target/openapi/responses.jsonl"
 mkdir -p "$(dirname "$recorded")" && rm -f "$recorded"
-DISTCRON_RECORD_RESPONSES="$recorded" cargo test --locked -- --test-threads="${DISTCRON_TEST_THREADS:-4}"
+DISTCRON_RECORD_RESPONSES="$recorded" cargo test --locked -- --test-threads="${DISTCRON_TEST_THREADS:-4}" --skip nemesis::
+echo "== nemesis quick profile (alone: its lateness bound must not measure the other tests' load)"
+cargo test --locked --test it nemesis:: -- --test-threads=1
 echo "== OpenAPI: the document (openapi-spec-validator) and every recorded response against it"
 "${DISTCRON_OPENAPI_VENV:-$HOME/.cache/distcron/openapi-venv}/bin/python" scripts/openapi_check.py --records "$recorded"
 echo "== browser tests (chromium + playwright-core)"

@@ -1514,19 +1514,15 @@ impl Handler<Shutdown> for SchedulerActor {
 /// Lists `job`'s live runs after a won request claim, retrying briefly (a store failing over
 /// answers again within a second or two) before the caller gives up and records the request.
 async fn list_running_after_claim(claims: &dyn Claims, job: &JobName) -> Result<Vec<RunningMark>, BackendError> {
-    let mut delay = Duration::from_millis(200);
-    let mut last = None;
-    for _ in 0..4 {
+    let mut backoff = crate::domain::backoff::Backoff::new(Duration::from_millis(200), Duration::from_secs(2));
+    let mut retries_left = 4;
+    loop {
         match claims.running(Some(job)).await {
             Ok(live) => return Ok(live),
-            Err(e) => last = Some(e),
+            Err(e) if retries_left == 0 => return Err(e),
+            Err(_) => retries_left -= 1,
         }
-        tokio::time::sleep(delay).await;
-        delay *= 2;
-    }
-    match last {
-        Some(e) => Err(e),
-        None => claims.running(Some(job)).await,
+        tokio::time::sleep(backoff.next_delay()).await;
     }
 }
 

@@ -320,8 +320,10 @@ impl Report {
         );
         for (class, bad, documented) in self.counts() {
             out.push_str(&format!("  {class}: {bad} undocumented, {documented} documented limit\n"));
+            // Undocumented ones first: they are what a failed run must show.
             let of = self.anomalies.iter().filter(|a| a.class == class);
-            for a in of.take(examples) {
+            let (undocumented, documented): (Vec<&Anomaly>, Vec<&Anomaly>) = of.partition(|a| a.limit.is_none());
+            for a in undocumented.into_iter().chain(documented).take(examples) {
                 let why = a.limit.map(|l| format!(" [{l}]")).unwrap_or_default();
                 out.push_str(&format!("    {} {} {}{why}\n", a.job, a.tick.to_rfc3339(), a.detail));
             }
