@@ -13,12 +13,22 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-/// A free loopback port (bound then released).
+/// A free loopback port (bound then released), never one this process handed out before: the
+/// kernel may give a just-released port again, and one etcd member once got the same port for
+/// its peer and client listeners and exited.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind an ephemeral loopback port")
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("bind an ephemeral loopback port");
+        let mut given = GIVEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// Polls `probe` until it returns `Some` or `deadline` passes.
