@@ -465,43 +465,27 @@ pub(crate) async fn timeline(
     let tz = job.zone(state.config.default_zone());
     // Ticks whose fire time (tick + jitter) has passed.
     let fired_by = to - job.jitter_offset() + Duration::milliseconds(1);
-    let (ticks, cut) = ticks_between(&schedule, tz, from, fired_by.max(from), MAX_TICK_CELLS);
+    // One walk of the schedule: up to MAX_COUNTED_TICKS, drawn as cells when they fit.
+    let (ticks, too_many) = ticks_between(&schedule, tz, from, fired_by.max(from), MAX_COUNTED_TICKS);
     // Records start at or after their tick; a minute of slack for worker clocks.
     let read_from = from - Duration::minutes(1);
     let read_to = now + Duration::minutes(1);
-    let body = if cut {
+    let (mode, bucket_secs, cells, other_runs) = if too_many || ticks.len() > MAX_TICK_CELLS {
         let bucket_secs = match window {
             Window::Day => BUCKET_SECS_24H,
             Window::Week => BUCKET_SECS_7D,
         };
-        let (all, too_many) = ticks_between(&schedule, tz, from, fired_by.max(from), MAX_COUNTED_TICKS);
         let start = from.duration_trunc(Duration::seconds(bucket_secs)).unwrap_or(from);
         let buckets = state.backends.logs.run_buckets(&job.name, start, read_to, bucket_secs * 1000).await?;
-        let cells = bucket_cells(start, to, bucket_secs, (!too_many).then_some(all.as_slice()), &buckets);
-        Timeline {
-            job: job.name.clone(),
-            window: window.name(),
-            from,
-            to,
-            mode: "buckets",
-            bucket_secs: Some(bucket_secs),
-            cells,
-            other_runs: 0,
-        }
+        let cells = bucket_cells(start, to, bucket_secs, (!too_many).then_some(ticks.as_slice()), &buckets);
+        ("buckets", Some(bucket_secs), cells, 0)
     } else {
         let points = state.backends.logs.run_points(&job.name, read_from, read_to, MAX_TIMELINE_RUNS).await?;
         let (cells, other_runs) = timeline_cells(&ticks, &points);
-        Timeline {
-            job: job.name.clone(),
-            window: window.name(),
-            from,
-            to,
-            mode: "ticks",
-            bucket_secs: None,
-            cells,
-            other_runs,
-        }
+        ("ticks", None, cells, other_runs)
     };
+    let body =
+        Timeline { job: job.name.clone(), window: window.name(), from, to, mode, bucket_secs, cells, other_runs };
     Ok(HttpResponse::Ok().json(body))
 }
 
